@@ -1,0 +1,156 @@
+//! Reply codes and close codes (SPEC §2 "Errors and limits").
+
+/// The `code` of a mode-2 reply or an HTTP API answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// Success.
+    Ok = 0,
+    /// Invalid frame: not JSON, not an object, missing or wrong-typed field.
+    InvalidFrame = 1001,
+    /// Unknown mode.
+    UnknownMode = 1002,
+    /// Frame or content over the size limit.
+    TooLarge = 1003,
+    /// Unicast target is not online.
+    Offline = 1004,
+    /// Rate limited.
+    RateLimited = 1005,
+    /// Forbidden by the send policy.
+    Forbidden = 1006,
+    /// Unknown bizCode (registration required and not registered).
+    UnknownBiz = 1007,
+    /// Internal error or bus unavailable: retry.
+    Internal = 1500,
+}
+
+impl ErrorCode {
+    /// The numeric code.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a number, if it is one of ours.
+    pub fn from_u16(n: u16) -> Option<Self> {
+        Some(match n {
+            0 => Self::Ok,
+            1001 => Self::InvalidFrame,
+            1002 => Self::UnknownMode,
+            1003 => Self::TooLarge,
+            1004 => Self::Offline,
+            1005 => Self::RateLimited,
+            1006 => Self::Forbidden,
+            1007 => Self::UnknownBiz,
+            1500 => Self::Internal,
+            _ => return None,
+        })
+    }
+
+    /// The human text that goes with the code in `msg`.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Ok => "success",
+            Self::InvalidFrame => "invalid frame",
+            Self::UnknownMode => "unknown mode",
+            Self::TooLarge => "frame too large",
+            Self::Offline => "target is not online",
+            Self::RateLimited => "rate limited",
+            Self::Forbidden => "forbidden by the send policy",
+            Self::UnknownBiz => "unknown bizCode",
+            Self::Internal => "internal error, retry",
+        }
+    }
+}
+
+/// WebSocket close codes the gateway sends.
+///
+/// `reconnect()` tells a client SDK whether reconnecting makes sense
+/// (model: centrifuge `disconnect.go`). Reasons stay under 123 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// 1000: normal closure.
+    Normal = 1000,
+    /// 1001: going away (idle timeout, server shutdown).
+    GoingAway = 1001,
+    /// 1008: policy violation (repeated abuse after rate limiting).
+    Policy = 1008,
+    /// 1009: message too big (a frame over the hard limit).
+    TooBig = 1009,
+    /// 1012: node draining, reconnect elsewhere.
+    Draining = 1012,
+    /// 4000: closed by the API (`close_client`).
+    ClosedByApi = 4000,
+    /// 4001: token expired.
+    TokenExpired = 4001,
+    /// 4008: slow consumer, its send queue overflowed.
+    SlowConsumer = 4008,
+    /// 4009: replaced by a newer connection with the same bizCode+clientId.
+    Replaced = 4009,
+}
+
+impl CloseCode {
+    /// The numeric code.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a number, if it is one of ours.
+    pub fn from_u16(n: u16) -> Option<Self> {
+        Some(match n {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1008 => Self::Policy,
+            1009 => Self::TooBig,
+            1012 => Self::Draining,
+            4000 => Self::ClosedByApi,
+            4001 => Self::TokenExpired,
+            4008 => Self::SlowConsumer,
+            4009 => Self::Replaced,
+            _ => return None,
+        })
+    }
+
+    /// The reason text sent in the close frame (always < 123 bytes).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Normal => "normal closure",
+            Self::GoingAway => "going away",
+            Self::Policy => "policy violation",
+            Self::TooBig => "message too big",
+            Self::Draining => "node draining, reconnect",
+            Self::ClosedByApi => "closed by the API",
+            Self::TokenExpired => "token expired",
+            Self::SlowConsumer => "slow consumer",
+            Self::Replaced => "replaced by a newer connection",
+        }
+    }
+
+    /// Whether a client should reconnect after this close.
+    pub fn reconnect(self) -> bool {
+        matches!(
+            self,
+            Self::GoingAway | Self::Draining | Self::SlowConsumer | Self::TokenExpired
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_and_reasons_fit() {
+        for n in [0u16, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1500] {
+            let c = ErrorCode::from_u16(n).expect("known code");
+            assert_eq!(c.as_u16(), n);
+        }
+        for n in [1000u16, 1001, 1008, 1009, 1012, 4000, 4001, 4008, 4009] {
+            let c = CloseCode::from_u16(n).expect("known close code");
+            assert_eq!(c.as_u16(), n);
+            assert!(c.reason().len() < 123);
+        }
+        assert!(CloseCode::Draining.reconnect());
+        assert!(!CloseCode::Replaced.reconnect());
+    }
+}

@@ -1,0 +1,270 @@
+//! Bus envelopes between edges and routers: msgpack (rmp-serde, named
+//! fields so a newer peer's extra fields are ignored) behind a version byte.
+//!
+//! In `standalone` the same structs travel as plain Rust values.
+
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::frame::SendTarget;
+
+/// The envelope version this build writes and reads.
+pub const VERSION: u8 = 1;
+
+/// Why an envelope could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Empty payload.
+    #[error("empty envelope")]
+    Empty,
+    /// A version this build does not speak.
+    #[error("unsupported envelope version {0}")]
+    Version(u8),
+    /// Not msgpack of the expected shape.
+    #[error("malformed envelope: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    /// Could not encode (a bug, not a peer's fault).
+    #[error("cannot encode envelope: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// Encodes a bus message: version byte, then msgpack.
+///
+/// # Errors
+/// Only if serialization itself fails, which our types never do.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Bytes, EnvelopeError> {
+    let mut buf = Vec::with_capacity(64);
+    buf.push(VERSION);
+    rmp_serde::encode::write_named(&mut buf, msg)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Decodes a bus message written by [`encode`].
+///
+/// # Errors
+/// [`EnvelopeError`] for an empty payload, another version or bad msgpack.
+pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, EnvelopeError> {
+    let (&v, rest) = payload.split_first().ok_or(EnvelopeError::Empty)?;
+    if v != VERSION {
+        return Err(EnvelopeError::Version(v));
+    }
+    Ok(rmp_serde::from_slice(rest)?)
+}
+
+/// One connection's presence, as an edge reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnInfo {
+    /// The node (edge process) holding the socket.
+    pub node: String,
+    /// The connection id, unique within the node.
+    pub conn: u64,
+    /// bizCode.
+    pub biz: String,
+    /// clientId.
+    pub client: String,
+    /// Groups the connection is in.
+    pub groups: Vec<String>,
+}
+
+/// Answer to a connect: 0 or an error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectReply {
+    /// 0 on success.
+    pub code: u16,
+}
+
+/// A connection went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disconnect {
+    /// Node of the connection.
+    pub node: String,
+    /// Connection id.
+    pub conn: u64,
+    /// bizCode.
+    pub biz: String,
+    /// clientId.
+    pub client: String,
+}
+
+/// A client send to be routed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Node of the sender.
+    pub node: String,
+    /// Sender's connection (excluded from group sends and broadcasts).
+    pub conn: u64,
+    /// Sender's bizCode: the only bizCode the send can reach.
+    pub biz: String,
+    /// Sender's clientId, the delivery's `from`.
+    pub from: String,
+    /// The client's `msgId`.
+    pub msg_id: Option<String>,
+    /// Recipients.
+    pub target: SendTarget,
+    /// `content` as JSON text.
+    pub content: String,
+}
+
+/// Answer to a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteReply {
+    /// 0 or an error code.
+    pub code: u16,
+    /// Connections the message was routed to.
+    pub recipients: u32,
+}
+
+/// Everything a node holds, sent after a (re)connect to the bus or when a
+/// router asks. Entries of the node that are not listed are stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resync {
+    /// The node.
+    pub node: String,
+    /// All its live connections.
+    pub conns: Vec<ConnInfo>,
+}
+
+/// Node liveness beacon, published to every router.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The node.
+    pub node: String,
+    /// Live connections on it (informational).
+    pub conns: u64,
+}
+
+/// Which local connections of a node get a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliverTo {
+    /// These connections.
+    Conns(Vec<u64>),
+    /// Every local member of (biz, group) except `exclude`.
+    Group {
+        /// bizCode.
+        biz: String,
+        /// group.
+        group: String,
+        /// The sender's connection, if it is on this node.
+        exclude: Option<u64>,
+    },
+    /// Every local connection of biz except `exclude`.
+    Biz {
+        /// bizCode.
+        biz: String,
+        /// The sender's connection, if it is on this node.
+        exclude: Option<u64>,
+    },
+}
+
+/// Router → node commands, on the node's inbox subject.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeCommand {
+    /// Write `frame` (rendered once by the router) to the recipients.
+    Deliver {
+        /// The client-facing mode, for metrics.
+        mode: u16,
+        /// Recipients on this node.
+        to: DeliverTo,
+        /// The JSON text frame.
+        frame: Bytes,
+    },
+    /// Close one connection with a close code.
+    Close {
+        /// Connection id.
+        conn: u64,
+        /// Close code.
+        code: u16,
+    },
+    /// Add a connection to a group (answered with [`CommandReply`]).
+    Bind {
+        /// Connection id.
+        conn: u64,
+        /// Group.
+        group: String,
+    },
+    /// Remove a connection from a group (answered with [`CommandReply`]).
+    Unbind {
+        /// Connection id.
+        conn: u64,
+        /// Group.
+        group: String,
+    },
+    /// Send a [`Resync`] now (the router purged this node while it lived).
+    Resync,
+}
+
+/// Answer to a node command that wants one: whether the connection existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandReply {
+    /// The connection was found and the command applied.
+    pub found: bool,
+}
+
+/// The value of a presence KV entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceValue {
+    /// Node holding the connection.
+    pub node: String,
+    /// Connection id on that node.
+    pub conn: u64,
+    /// bizCode (also in the key, encoded).
+    pub biz: String,
+    /// clientId (also in the key, encoded).
+    pub client: String,
+    /// Groups.
+    pub groups: Vec<String>,
+    /// Connected since, ms since the epoch.
+    pub since: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_checks_version() {
+        let cmd = NodeCommand::Deliver {
+            mode: 200,
+            to: DeliverTo::Group {
+                biz: "d1".into(),
+                group: "g1".into(),
+                exclude: Some(7),
+            },
+            frame: Bytes::from_static(br#"{"mode":200}"#),
+        };
+        let bytes = encode(&cmd).expect("encode");
+        assert_eq!(bytes[0], VERSION);
+        let back: NodeCommand = decode(&bytes).expect("decode");
+        assert_eq!(back, cmd);
+
+        let mut wrong = bytes.to_vec();
+        wrong[0] = 9;
+        assert!(matches!(
+            decode::<NodeCommand>(&wrong),
+            Err(EnvelopeError::Version(9))
+        ));
+        assert!(matches!(decode::<NodeCommand>(&[]), Err(EnvelopeError::Empty)));
+        assert!(decode::<NodeCommand>(&[VERSION, 0xc1]).is_err());
+    }
+
+    /// Golden: a format change shows up as a diff here.
+    #[test]
+    fn route_golden_bytes() {
+        let r = Route {
+            node: "n".into(),
+            conn: 1,
+            biz: "d1".into(),
+            from: "c1".into(),
+            msg_id: Some("m".into()),
+            target: SendTarget::Client("c2".into()),
+            content: "1".into(),
+        };
+        let bytes = encode(&r).expect("encode");
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0187a46e6f6465a16ea4636f6e6e01a362697aa26431a466726f6da26331a66d73675f6964a16da6746172676574\
+             81a6436c69656e74a26332a7636f6e74656e74a131"
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! Client frames (SPEC §2 "Frames"): parsing what clients send, rendering
+//! what the gateway sends. Rendering happens once per message; the bytes are
+//! then shared by every recipient.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::codes::ErrorCode;
+
+/// Heartbeat.
+pub const MODE_HEARTBEAT: u16 = 1;
+/// Reply to a client send.
+pub const MODE_REPLY: u16 = 2;
+/// Welcome.
+pub const MODE_WELCOME: u16 = 0;
+/// Unicast.
+pub const MODE_UNICAST: u16 = 100;
+/// Multicast to a group.
+pub const MODE_GROUP: u16 = 200;
+/// Broadcast to a bizCode.
+pub const MODE_BROADCAST: u16 = 300;
+/// Presence notice.
+pub const MODE_PRESENCE: u16 = 400;
+
+/// A parsed client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Mode 1.
+    Heartbeat {
+        /// Echoed in the reply.
+        msg_id: Option<String>,
+    },
+    /// Mode 100, 200 or 300.
+    Send(Send),
+}
+
+/// A client send (mode 100/200/300).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Send {
+    /// The client's message id, echoed in the reply and the delivery.
+    pub msg_id: Option<String>,
+    /// Who should get it.
+    pub target: SendTarget,
+    /// The `content` JSON text, exactly as the client sent it.
+    pub content: String,
+}
+
+/// The recipients of a send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SendTarget {
+    /// Mode 100: one client of the same bizCode.
+    Client(String),
+    /// Mode 200: a group of the same bizCode.
+    Group(String),
+    /// Mode 300: every client of the same bizCode.
+    Biz,
+}
+
+impl SendTarget {
+    /// The delivery mode for this target.
+    pub fn mode(&self) -> u16 {
+        match self {
+            Self::Client(_) => MODE_UNICAST,
+            Self::Group(_) => MODE_GROUP,
+            Self::Biz => MODE_BROADCAST,
+        }
+    }
+}
+
+/// A frame that could not be accepted; becomes a mode-2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError {
+    /// 1001 or 1002.
+    pub code: ErrorCode,
+    /// The `msgId`, when it could be read.
+    pub msg_id: Option<String>,
+    /// What was wrong, for the reply's `msg`.
+    pub detail: &'static str,
+}
+
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow)]
+    mode: Option<&'a RawValue>,
+    #[serde(borrow, rename = "msgId")]
+    msg_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "targetClientId")]
+    target: Option<&'a RawValue>,
+    #[serde(borrow)]
+    group: Option<&'a RawValue>,
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+}
+
+/// Parses one client text frame.
+///
+/// # Errors
+/// [`FrameError`] with code 1001 (not a JSON object, missing or wrong-typed
+/// field) or 1002 (unknown mode), carrying the `msgId` when it was readable.
+pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
+    let invalid = |msg_id, detail| FrameError {
+        code: ErrorCode::InvalidFrame,
+        msg_id,
+        detail,
+    };
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(invalid(None, "frame is not a JSON object"));
+    }
+    let raw: RawFrame<'_> =
+        serde_json::from_slice(text).map_err(|_| invalid(None, "frame is not valid JSON"))?;
+    let msg_id = match raw.msg_id {
+        None => None,
+        Some(v) => match parse_msg_id(v) {
+            Some(id) => id,
+            None => return Err(invalid(None, "msgId must be a string or a number")),
+        },
+    };
+    let Some(mode) = raw.mode else {
+        return Err(invalid(msg_id, "mode is missing"));
+    };
+    let Ok(mode) = serde_json::from_str::<i64>(mode.get()) else {
+        return Err(invalid(msg_id, "mode must be an integer"));
+    };
+    let target = match mode {
+        1 => return Ok(ClientFrame::Heartbeat { msg_id }),
+        100 => match raw.target.map(|v| serde_json::from_str::<String>(v.get())) {
+            Some(Ok(t)) => SendTarget::Client(t),
+            Some(Err(_)) => return Err(invalid(msg_id, "targetClientId must be a string")),
+            None => return Err(invalid(msg_id, "targetClientId is missing")),
+        },
+        200 => match raw.group.map(|v| serde_json::from_str::<String>(v.get())) {
+            Some(Ok(g)) => SendTarget::Group(g),
+            Some(Err(_)) => return Err(invalid(msg_id, "group must be a string")),
+            None => return Err(invalid(msg_id, "group is missing")),
+        },
+        300 => SendTarget::Biz,
+        _ => {
+            return Err(FrameError {
+                code: ErrorCode::UnknownMode,
+                msg_id,
+                detail: "unknown mode",
+            })
+        }
+    };
+    let Some(content) = raw.content else {
+        return Err(invalid(msg_id, "content is missing"));
+    };
+    Ok(ClientFrame::Send(Send {
+        msg_id,
+        target,
+        content: content.get().to_owned(),
+    }))
+}
+
+/// `msgId` is a string, or a number kept as its text. `Some(None)` for null.
+fn parse_msg_id(v: &RawValue) -> Option<Option<String>> {
+    let text = v.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).ok().map(Some),
+        Some(b'-' | b'0'..=b'9') => Some(Some(text.to_owned())),
+        Some(b'n') => Some(None),
+        _ => None,
+    }
+}
+
+/// Small JSON writer for gateway frames: no intermediate `Value`, one buffer.
+struct Out(Vec<u8>);
+
+impl Out {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+    fn raw(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    fn num(&mut self, n: u64) -> &mut Self {
+        self.raw(&n.to_string())
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        // serde_json escapes correctly; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.0, s);
+        self
+    }
+    fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.str(s),
+            None => self.raw("null"),
+        }
+    }
+    fn done(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// The welcome frame (mode 0), always the first a client receives.
+pub fn welcome(client: &str, biz: &str, groups: &[String], node: &str, heartbeat_sec: u64) -> Vec<u8> {
+    let mut o = Out::with_capacity(160);
+    o.raw(r#"{"mode":0,"code":0,"msg":"success","data":{"clientId":"#)
+        .str(client)
+        .raw(r#","bizCode":"#)
+        .str(biz)
+        .raw(r#","groups":["#);
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            o.raw(",");
+        }
+        o.str(g);
+    }
+    o.raw(r#"],"node":"#)
+        .str(node)
+        .raw(r#","heartbeatSec":"#)
+        .num(heartbeat_sec)
+        .raw("}}");
+    o.done()
+}
+
+/// The heartbeat reply (mode 1).
+pub fn heartbeat_reply(msg_id: Option<&str>, ts_ms: u64) -> Vec<u8> {
+    let mut o = Out::with_capacity(64);
+    o.raw(r#"{"mode":1,"msgId":"#)
+        .opt_str(msg_id)
+        .raw(r#","ts":"#)
+        .num(ts_ms)
+        .raw("}");
+    o.done()
+}
+
+/// A mode-2 reply. On success `recipients` is `Some(n)` and becomes
+/// `data: {"recipients": n}`; on failure `data` is null.
+pub fn reply(msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Option<u32>) -> Vec<u8> {
+    let mut o = Out::with_capacity(96);
+    o.raw(r#"{"mode":2,"msgId":"#)
+        .opt_str(msg_id)
+        .raw(r#","code":"#)
+        .num(u64::from(code.as_u16()))
+        .raw(r#","msg":"#)
+        .str(msg)
+        .raw(r#","data":"#);
+    match recipients {
+        Some(n) => {
+            o.raw(r#"{"recipients":"#).num(u64::from(n)).raw("}");
+        }
+        None => {
+            o.raw("null");
+        }
+    }
+    o.raw("}");
+    o.done()
+}
+
+/// A delivery (mode 100/200/300). `content` is JSON text, spliced in as is.
+pub fn delivery(
+    target: &SendTarget,
+    msg_id: Option<&str>,
+    from: &str,
+    content: &str,
+    ts_ms: u64,
+) -> Vec<u8> {
+    let mut o = Out::with_capacity(80 + content.len());
+    o.raw(r#"{"mode":"#)
+        .num(u64::from(target.mode()))
+        .raw(r#","msgId":"#)
+        .opt_str(msg_id)
+        .raw(r#","from":"#)
+        .str(from);
+    if let SendTarget::Group(g) = target {
+        o.raw(r#","group":"#).str(g);
+    }
+    o.raw(r#","content":"#)
+        .raw(content)
+        .raw(r#","ts":"#)
+        .num(ts_ms)
+        .raw("}");
+    o.done()
+}
+
+/// Presence event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    /// The client came online.
+    Online,
+    /// The client went offline.
+    Offline,
+}
+
+/// A presence notice (mode 400). `group` is `None` for bizCode-wide notices.
+pub fn presence_notice(event: PresenceEvent, client: &str, group: Option<&str>) -> Vec<u8> {
+    let mut o = Out::with_capacity(96);
+    o.raw(r#"{"mode":400,"event":"#)
+        .raw(match event {
+            PresenceEvent::Online => r#""online""#,
+            PresenceEvent::Offline => r#""offline""#,
+        })
+        .raw(r#","clientId":"#)
+        .str(client)
+        .raw(r#","group":"#)
+        .opt_str(group)
+        .raw("}");
+    o.done()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn v(bytes: &[u8]) -> Value {
+        serde_json::from_slice(bytes).expect("valid JSON")
+    }
+
+    #[test]
+    fn parses_the_seed_frames() {
+        let f = parse_client_frame(
+            r#"{"msgId":" 10001","targetClientId":"c2","mode":100,"content":"你好，c2"}"#.as_bytes(),
+        )
+        .expect("valid");
+        assert_eq!(
+            f,
+            ClientFrame::Send(Send {
+                msg_id: Some(" 10001".into()),
+                target: SendTarget::Client("c2".into()),
+                content: r#""你好，c2""#.into(),
+            })
+        );
+        let f = parse_client_frame(br#"{"msgId":"10004","mode":1}"#).expect("valid");
+        assert_eq!(f, ClientFrame::Heartbeat { msg_id: Some("10004".into()) });
+        let f = parse_client_frame(br#"{"msgId":7,"group":"g1","mode":200,"content":{"a":[1]}}"#)
+            .expect("valid");
+        assert_eq!(
+            f,
+            ClientFrame::Send(Send {
+                msg_id: Some("7".into()),
+                target: SendTarget::Group("g1".into()),
+                content: r#"{"a":[1]}"#.into(),
+            })
+        );
+        let f = parse_client_frame(br#"{"mode":300,"content":1,"extra":true}"#).expect("valid");
+        assert!(matches!(f, ClientFrame::Send(Send { target: SendTarget::Biz, .. })));
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_the_right_code() {
+        let cases: &[(&[u8], ErrorCode, Option<&str>)] = &[
+            (b"not json", ErrorCode::InvalidFrame, None),
+            (b"[1,2]", ErrorCode::InvalidFrame, None),
+            (b"{\"mode\":", ErrorCode::InvalidFrame, None),
+            (br#"{"msgId":"a"}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":"a","mode":"1"}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":"a","mode":7}"#, ErrorCode::UnknownMode, Some("a")),
+            (br#"{"msgId":"a","mode":100,"content":1}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":"a","mode":100,"targetClientId":5,"content":1}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":"a","mode":200,"content":1}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":"a","mode":300}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":{},"mode":1}"#, ErrorCode::InvalidFrame, None),
+        ];
+        for (text, code, msg_id) in cases {
+            let e = parse_client_frame(text).expect_err("must fail");
+            assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(text));
+            assert_eq!(e.msg_id.as_deref(), *msg_id, "{}", String::from_utf8_lossy(text));
+        }
+    }
+
+    #[test]
+    fn renders_gateway_frames_as_the_spec_shows() {
+        assert_eq!(
+            v(&welcome("c1", "d1", &["g1".into(), "g2".into()], "edge-7f3a", 30)),
+            json!({"mode":0,"code":0,"msg":"success","data":{"clientId":"c1","bizCode":"d1","groups":["g1","g2"],"node":"edge-7f3a","heartbeatSec":30}})
+        );
+        assert_eq!(
+            v(&heartbeat_reply(Some("10004"), 5)),
+            json!({"mode":1,"msgId":"10004","ts":5})
+        );
+        assert_eq!(
+            v(&reply(Some("m\"1"), ErrorCode::Ok, "success", Some(3))),
+            json!({"mode":2,"msgId":"m\"1","code":0,"msg":"success","data":{"recipients":3}})
+        );
+        assert_eq!(
+            v(&reply(None, ErrorCode::Offline, "target is not online", None)),
+            json!({"mode":2,"msgId":null,"code":1004,"msg":"target is not online","data":null})
+        );
+        assert_eq!(
+            v(&delivery(&SendTarget::Group("g1".into()), Some("1"), "c1", r#"{"x":"y"}"#, 9)),
+            json!({"mode":200,"msgId":"1","from":"c1","group":"g1","content":{"x":"y"},"ts":9})
+        );
+        assert_eq!(
+            v(&presence_notice(PresenceEvent::Offline, "c3", Some("g1"))),
+            json!({"mode":400,"event":"offline","clientId":"c3","group":"g1"})
+        );
+    }
+}

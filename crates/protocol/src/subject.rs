@@ -1,0 +1,56 @@
+//! NATS subjects and KV keys. Built here, never by `format!` at call sites;
+//! every token that comes from user input goes through [`ids::encode`].
+
+use crate::ids;
+
+/// Queue group shared by all routers.
+pub const ROUTER_QUEUE: &str = "sb-router";
+/// Edge → router: a connection came up (request/reply, queue group).
+pub const ROUTER_CONNECT: &str = "sb.router.connect";
+/// Edge → router: a connection went away (request/reply, queue group).
+pub const ROUTER_DISCONNECT: &str = "sb.router.disconnect";
+/// Edge → router: route a client send (request/reply, queue group).
+pub const ROUTER_ROUTE: &str = "sb.router.route";
+/// Edge → router: all of a node's connections (request/reply, queue group).
+pub const ROUTER_RESYNC: &str = "sb.router.resync";
+/// Edge → every router: node heartbeat (plain publish, no queue group).
+pub const ROUTER_HEARTBEAT: &str = "sb.router.heartbeat";
+
+/// The inbox subject of one edge node.
+pub fn node_inbox(node_id: &str) -> String {
+    let mut s = String::from("sb.node.");
+    s.push_str(&ids::encode(node_id));
+    s
+}
+
+/// The presence KV key of one client: `<b64(biz)>.<b64(client)>`.
+pub fn presence_key(biz: &str, client: &str) -> String {
+    let mut s = ids::encode(biz);
+    s.push('.');
+    s.push_str(&ids::encode(client));
+    s
+}
+
+/// Splits a presence key back into (bizCode, clientId).
+pub fn parse_presence_key(key: &str) -> Option<(String, String)> {
+    let (b, c) = key.split_once('.')?;
+    Some((ids::decode(b)?, ids::decode(c)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crafted_ids_cannot_form_wildcards_or_cross_keys() {
+        let k = presence_key("d1", "c1.x");
+        assert_eq!(k.matches('.').count(), 1);
+        assert_eq!(
+            parse_presence_key(&k),
+            Some(("d1".to_owned(), "c1.x".to_owned()))
+        );
+        assert_ne!(presence_key("d1.c1", "x"), presence_key("d1", "c1.x"));
+        let s = node_inbox("edge.*.>");
+        assert!(!s["sb.node.".len()..].contains(['.', '*', '>']));
+    }
+}
