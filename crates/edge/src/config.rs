@@ -1,0 +1,107 @@
+//! `[edge]` configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Edge settings. Every field has a safe default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Address of the WebSocket and ops server. Default `0.0.0.0:8081`
+    /// (`standalone` uses `[standalone].listen`).
+    pub listen: SocketAddr,
+    /// Node name prefix; a random suffix makes the node id unique per
+    /// process. Default: `$HOSTNAME` (the pod name), else `edge`.
+    pub node_name: String,
+    /// Heartbeat period announced to clients (`heartbeatSec`). Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Close a connection (1001) after this long without any frame from the
+    /// client. Default: 3 × `heartbeat`.
+    #[serde(with = "humantime_serde::option")]
+    pub idle_timeout: Option<Duration>,
+    /// Frames larger than this get code 1003. Default 65536 (64 KiB).
+    pub max_frame_bytes: usize,
+    /// Frames (or fragmented messages) larger than this close the connection
+    /// with 1009. Default 1048576 (1 MiB).
+    pub max_message_bytes: usize,
+    /// Per-connection send queue in bytes; overflow closes with 4008.
+    /// Default 1048576 (1 MiB).
+    pub send_queue_bytes: usize,
+    /// Sends (mode 100/200/300) per second per connection. Default 50.
+    pub rate_per_sec: u32,
+    /// Burst of sends allowed above the rate. Default 100.
+    pub rate_burst: u32,
+    /// Rate-limited frames in a row after which the connection is closed
+    /// with 1008. Default 100.
+    pub abuse_limit: u32,
+    /// Most groups one connection may join at the handshake. Default 64.
+    pub max_groups: usize,
+    /// How often this node tells the routers it is alive. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub node_heartbeat: Duration,
+    /// Time a closing connection gets to finish its close handshake.
+    /// Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub close_grace: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            node_name: String::new(),
+            heartbeat: Duration::from_secs(30),
+            idle_timeout: None,
+            max_frame_bytes: 64 * 1024,
+            max_message_bytes: 1024 * 1024,
+            send_queue_bytes: 1024 * 1024,
+            rate_per_sec: 50,
+            rate_burst: 100,
+            abuse_limit: 100,
+            max_groups: 64,
+            node_heartbeat: Duration::from_secs(2),
+            close_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// The effective idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.unwrap_or(self.heartbeat * 3)
+    }
+
+    /// Pushes configuration problems.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.heartbeat < Duration::from_secs(1) {
+            problems.push("edge.heartbeat must be at least 1s".into());
+        }
+        if self.idle_timeout() < self.heartbeat {
+            problems.push("edge.idle_timeout must be at least edge.heartbeat".into());
+        }
+        if self.max_frame_bytes < 128 {
+            problems.push("edge.max_frame_bytes must be at least 128".into());
+        }
+        if self.max_message_bytes < self.max_frame_bytes {
+            problems.push("edge.max_message_bytes must be at least edge.max_frame_bytes".into());
+        }
+        if self.send_queue_bytes < self.max_frame_bytes {
+            problems.push("edge.send_queue_bytes must be at least edge.max_frame_bytes".into());
+        }
+        if self.rate_per_sec == 0 || self.rate_burst == 0 {
+            problems.push("edge.rate_per_sec and edge.rate_burst must be positive".into());
+        }
+        if self.abuse_limit == 0 {
+            problems.push("edge.abuse_limit must be positive".into());
+        }
+        if self.max_groups == 0 {
+            problems.push("edge.max_groups must be positive".into());
+        }
+        if self.node_heartbeat < Duration::from_millis(100) || self.node_heartbeat > Duration::from_secs(3) {
+            problems.push("edge.node_heartbeat must be between 100ms and 3s (routers purge a silent node within 10s)".into());
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The edge → router seam. Over NATS it is request/reply on `sb.router.*`
+//! with a queue group ([`crate::nats::NatsRouter`]); in `standalone` the
+//! binary implements it with direct calls into the router.
+
+use async_trait::async_trait;
+use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
+
+/// Why the router could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// No router answered in time or the bus is down.
+    #[error("router unavailable: {0}")]
+    Unavailable(String),
+    /// The answer could not be decoded.
+    #[error("bad answer from router: {0}")]
+    BadAnswer(String),
+}
+
+/// What an edge asks of the routers.
+///
+/// Calls for one connection are made in order and each awaits its answer,
+/// so sends of one sender are routed in order.
+#[async_trait]
+pub trait RouterLink: Send + Sync + 'static {
+    /// Registers presence; answered after the entry is written.
+    async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError>;
+    /// Removes presence if it is still this connection's (idempotent).
+    async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError>;
+    /// Routes one client send; answered after the deliveries were handed on.
+    async fn route(&self, r: Route) -> Result<RouteReply, LinkError>;
+    /// Re-asserts presence of the listed connections (idempotent).
+    async fn resync(&self, r: Resync) -> Result<(), LinkError>;
+}

@@ -1,0 +1,170 @@
+//! The edge's NATS side: the router client ([`NatsRouter`]), the node inbox
+//! subscriber, the liveness heartbeat and resync after a reconnect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use switchboard_protocol::envelope::{
+    self, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteReply,
+};
+use switchboard_protocol::subject;
+use switchboard_runtime::nats::LinkState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{LinkError, RouterLink};
+use crate::Edge;
+
+/// Most connections per resync message (keeps each under NATS' 1 MiB payload).
+const RESYNC_CHUNK: usize = 500;
+
+/// [`RouterLink`] over NATS request/reply to the `sb-router` queue group.
+#[derive(Debug, Clone)]
+pub struct NatsRouter {
+    client: Client,
+}
+
+impl NatsRouter {
+    /// Wraps a connected client.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    async fn request<Q: Serialize, A: DeserializeOwned>(&self, subject: &'static str, q: &Q) -> Result<A, LinkError> {
+        let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
+        let msg = self
+            .client
+            .request(subject, payload)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.to_string()))?;
+        envelope::decode(&msg.payload).map_err(|e| LinkError::BadAnswer(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl RouterLink for NatsRouter {
+    async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError> {
+        self.request(subject::ROUTER_CONNECT, &info).await
+    }
+    async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {
+        let _: ConnectReply = self.request(subject::ROUTER_DISCONNECT, &d).await?;
+        Ok(())
+    }
+    async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
+        self.request(subject::ROUTER_ROUTE, &r).await
+    }
+    async fn resync(&self, r: Resync) -> Result<(), LinkError> {
+        let _: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
+        Ok(())
+    }
+}
+
+/// Subscribes the node inbox and starts the heartbeat and resync tasks.
+/// Returns once the inbox subscription is registered with the server.
+///
+/// # Errors
+/// If the subscription cannot be made.
+pub async fn attach(
+    edge: Edge,
+    client: Client,
+    mut link: watch::Receiver<(u64, LinkState)>,
+    shutdown: CancellationToken,
+) -> Result<(), async_nats::Error> {
+    let node = edge.node_id().to_owned();
+    let mut inbox = client.subscribe(subject::node_inbox(&node)).await?;
+    client.flush().await?;
+
+    let (e, c) = (edge.clone(), client.clone());
+    tokio::spawn(async move {
+        while let Some(msg) = inbox.next().await {
+            let cmd: NodeCommand = match envelope::decode(&msg.payload) {
+                Ok(cmd) => cmd,
+                Err(err) => {
+                    tracing::warn!(error = %err, "undecodable node command dropped");
+                    continue;
+                }
+            };
+            if matches!(cmd, NodeCommand::Resync) {
+                spawn_resync(e.clone());
+                continue;
+            }
+            let reply = e.handle_command(cmd);
+            if let (Some(to), Some(reply)) = (msg.reply, reply) {
+                if let Ok(bytes) = envelope::encode(&reply) {
+                    let _ = c.publish(to, bytes).await;
+                }
+            }
+        }
+    });
+
+    let (e, c, stop) = (edge.clone(), client.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(e.config().node_heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let hb = Heartbeat {
+                node: e.node_id().to_owned(),
+                conns: e.connections() as u64,
+            };
+            if let Ok(bytes) = envelope::encode(&hb) {
+                let _ = c.publish(subject::ROUTER_HEARTBEAT, bytes).await;
+            }
+        }
+    });
+
+    let e = edge;
+    tokio::spawn(async move {
+        link.mark_unchanged();
+        while link.changed().await.is_ok() {
+            let state = link.borrow_and_update().1;
+            if state == LinkState::Up {
+                tracing::info!(node_id = %e.node_id(), "bus reconnected, resyncing presence");
+                spawn_resync(e.clone());
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Re-asserts every local connection's presence, in chunks, retrying while
+/// no router answers.
+fn spawn_resync(edge: Edge) {
+    tokio::spawn(async move {
+        let conns: Vec<ConnInfo> = edge
+            .inner
+            .registry
+            .all()
+            .iter()
+            .filter(|c| c.is_active())
+            .map(|c| c.info(edge.node_id()))
+            .collect();
+        for chunk in conns.chunks(RESYNC_CHUNK) {
+            let msg = Resync {
+                node: edge.node_id().to_owned(),
+                conns: chunk.to_vec(),
+            };
+            for attempt in 0..10u32 {
+                match edge.inner.router.resync(msg.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "resync failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Wraps the shared edge in a [`RouterLink`]-using `Arc` (helper for tests).
+pub fn router_link(client: Client) -> Arc<dyn RouterLink> {
+    Arc::new(NatsRouter::new(client))
+}

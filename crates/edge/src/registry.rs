@@ -1,0 +1,318 @@
+//! The edge's local registry: connection id → connection, and the indexes a
+//! delivery needs: (bizCode, group) → members and bizCode → connections.
+//!
+//! All operations are synchronous and short; nothing awaits under the lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use switchboard_protocol::envelope::{ConnInfo, DeliverTo};
+
+use crate::outbox::{Outbox, Pushed};
+
+/// One client connection on this node.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique within the node.
+    pub id: u64,
+    /// bizCode.
+    pub biz: Arc<str>,
+    /// clientId.
+    pub client: Arc<str>,
+    /// Groups, kept for resync and bind/unbind.
+    groups: Mutex<Vec<Arc<str>>>,
+    /// Frames waiting for the writer.
+    pub outbox: Outbox,
+    /// Coarse clock second of the last frame from the client (idle timeout).
+    last_seen: AtomicU64,
+    /// Set once presence is written and the welcome queued: deliveries before
+    /// that are skipped so the welcome stays the first frame.
+    active: AtomicBool,
+}
+
+impl Conn {
+    /// A new, not yet active connection.
+    pub fn new(id: u64, biz: &str, client: &str, groups: &[String], now: u64) -> Self {
+        Self {
+            id,
+            biz: biz.into(),
+            client: client.into(),
+            groups: Mutex::new(groups.iter().map(|g| Arc::from(g.as_str())).collect()),
+            outbox: Outbox::default(),
+            last_seen: AtomicU64::new(now),
+            active: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues the welcome and makes the connection eligible for deliveries.
+    pub fn activate(&self, welcome: Bytes, limit: usize) {
+        self.outbox.push_text(welcome, limit);
+        self.active.store(true, Ordering::Release);
+    }
+
+    /// Whether deliveries reach it.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Records a frame from the client at coarse second `now`.
+    pub fn touch(&self, now: u64) {
+        self.last_seen.store(now, Ordering::Relaxed);
+    }
+
+    /// Coarse second of the last frame from the client.
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Current groups.
+    pub fn groups(&self) -> Vec<String> {
+        self.groups.lock().iter().map(|g| g.to_string()).collect()
+    }
+
+    /// This connection as presence info for `node`.
+    pub fn info(&self, node: &str) -> ConnInfo {
+        ConnInfo {
+            node: node.to_owned(),
+            conn: self.id,
+            biz: self.biz.to_string(),
+            client: self.client.to_string(),
+            groups: self.groups(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Biz {
+    conns: HashMap<u64, Arc<Conn>>,
+    groups: HashMap<Arc<str>, HashMap<u64, Arc<Conn>>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conns: HashMap<u64, Arc<Conn>>,
+    bizs: HashMap<Arc<str>, Biz>,
+}
+
+/// Result of a delivery.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Frames queued.
+    pub queued: u64,
+    /// Connections that overflowed and are now closing (4008).
+    pub overflowed: u64,
+}
+
+/// The local registry.
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+}
+
+impl Registry {
+    /// Adds a connection (not yet active).
+    pub fn insert(&self, conn: Arc<Conn>) {
+        let mut inner = self.inner.write();
+        let biz = inner.bizs.entry(conn.biz.clone()).or_default();
+        biz.conns.insert(conn.id, conn.clone());
+        for g in conn.groups.lock().iter() {
+            biz.groups.entry(g.clone()).or_default().insert(conn.id, conn.clone());
+        }
+        inner.conns.insert(conn.id, conn);
+    }
+
+    /// Removes a connection; returns it if it was there.
+    pub fn remove(&self, id: u64) -> Option<Arc<Conn>> {
+        let mut inner = self.inner.write();
+        let conn = inner.conns.remove(&id)?;
+        if let Some(biz) = inner.bizs.get_mut(&conn.biz) {
+            biz.conns.remove(&id);
+            for g in conn.groups.lock().iter() {
+                if let Some(members) = biz.groups.get_mut(g) {
+                    members.remove(&id);
+                    if members.is_empty() {
+                        biz.groups.remove(g);
+                    }
+                }
+            }
+            if biz.conns.is_empty() {
+                inner.bizs.remove(&conn.biz);
+            }
+        }
+        Some(conn)
+    }
+
+    /// A connection by id.
+    pub fn get(&self, id: u64) -> Option<Arc<Conn>> {
+        self.inner.read().conns.get(&id).cloned()
+    }
+
+    /// Number of connections.
+    pub fn len(&self) -> usize {
+        self.inner.read().conns.len()
+    }
+
+    /// Whether there are no connections.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All connections (for resync, sweeps and drain).
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.inner.read().conns.values().cloned().collect()
+    }
+
+    /// Adds a connection to a group. False if the connection is unknown.
+    pub fn bind(&self, id: u64, group: &str) -> bool {
+        let mut inner = self.inner.write();
+        let Some(conn) = inner.conns.get(&id).cloned() else {
+            return false;
+        };
+        let g: Arc<str> = group.into();
+        {
+            let mut groups = conn.groups.lock();
+            if groups.iter().any(|x| **x == *group) {
+                return true;
+            }
+            groups.push(g.clone());
+        }
+        let biz = inner.bizs.entry(conn.biz.clone()).or_default();
+        biz.groups.entry(g).or_default().insert(id, conn);
+        true
+    }
+
+    /// Removes a connection from a group. False if the connection is unknown.
+    pub fn unbind(&self, id: u64, group: &str) -> bool {
+        let mut inner = self.inner.write();
+        let Some(conn) = inner.conns.get(&id).cloned() else {
+            return false;
+        };
+        conn.groups.lock().retain(|x| **x != *group);
+        if let Some(biz) = inner.bizs.get_mut(&conn.biz) {
+            if let Some(members) = biz.groups.get_mut(group) {
+                members.remove(&id);
+                if members.is_empty() {
+                    biz.groups.remove(group);
+                }
+            }
+        }
+        true
+    }
+
+    /// Queues `frame` for every active recipient named by `to`.
+    pub fn deliver(&self, to: &DeliverTo, frame: &Bytes, limit: usize) -> Delivered {
+        let mut d = Delivered::default();
+        let mut push = |c: &Conn| {
+            if c.is_active() {
+                match c.outbox.push_text(frame.clone(), limit) {
+                    Pushed::Queued => d.queued += 1,
+                    Pushed::Overflow => d.overflowed += 1,
+                    Pushed::Closed => {}
+                }
+            }
+        };
+        let inner = self.inner.read();
+        match to {
+            DeliverTo::Conns(ids) => {
+                for id in ids {
+                    if let Some(c) = inner.conns.get(id) {
+                        push(c);
+                    }
+                }
+            }
+            DeliverTo::Group {
+                biz,
+                group,
+                exclude,
+            } => {
+                if let Some(members) = inner
+                    .bizs
+                    .get(biz.as_str())
+                    .and_then(|b| b.groups.get(group.as_str()))
+                {
+                    for c in members.values() {
+                        if Some(c.id) != *exclude {
+                            push(c);
+                        }
+                    }
+                }
+            }
+            DeliverTo::Biz { biz, exclude } => {
+                if let Some(b) = inner.bizs.get(biz.as_str()) {
+                    for c in b.conns.values() {
+                        if Some(c.id) != *exclude {
+                            push(c);
+                        }
+                    }
+                }
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Out;
+
+    fn conn(reg: &Registry, id: u64, biz: &str, groups: &[&str]) -> Arc<Conn> {
+        let groups: Vec<String> = groups.iter().map(|s| s.to_string()).collect();
+        let c = Arc::new(Conn::new(id, biz, &format!("c{id}"), &groups, 0));
+        reg.insert(c.clone());
+        c.activate(Bytes::from_static(b"welcome"), 1 << 20);
+        c.outbox.take();
+        c
+    }
+
+    fn got(c: &Conn) -> usize {
+        c.outbox.take().iter().filter(|o| matches!(o, Out::Text(_))).count()
+    }
+
+    #[test]
+    fn resolves_groups_and_bizcodes_with_exclusion() {
+        let reg = Registry::default();
+        let c1 = conn(&reg, 1, "d1", &["g1"]);
+        let c2 = conn(&reg, 2, "d1", &["g2"]);
+        let c3 = conn(&reg, 3, "d1", &["g1", "g2"]);
+        let c5 = conn(&reg, 5, "d2", &["g1"]);
+        let f = Bytes::from_static(b"x");
+        let to = DeliverTo::Group { biz: "d1".into(), group: "g1".into(), exclude: Some(1) };
+        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 1);
+        assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 0, 1, 0));
+        let to = DeliverTo::Biz { biz: "d1".into(), exclude: Some(1) };
+        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 2);
+        assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 1, 1, 0));
+        assert_eq!(reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20).queued, 1);
+        assert_eq!(got(&c5), 1);
+    }
+
+    #[test]
+    fn bind_unbind_and_remove_keep_indexes_clean() {
+        let reg = Registry::default();
+        let c1 = conn(&reg, 1, "d1", &[]);
+        assert!(reg.bind(1, "g9"));
+        assert!(!reg.bind(42, "g9"));
+        let to = DeliverTo::Group { biz: "d1".into(), group: "g9".into(), exclude: None };
+        let f = Bytes::from_static(b"x");
+        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 1);
+        assert_eq!(got(&c1), 1);
+        assert!(reg.unbind(1, "g9"));
+        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 0);
+        assert!(reg.remove(1).is_some());
+        assert!(reg.is_empty());
+        assert!(reg.inner.read().bizs.is_empty());
+    }
+
+    #[test]
+    fn inactive_connections_get_nothing() {
+        let reg = Registry::default();
+        let c = Arc::new(Conn::new(1, "d1", "c1", &[], 0));
+        reg.insert(c.clone());
+        let to = DeliverTo::Biz { biz: "d1".into(), exclude: None };
+        assert_eq!(reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20).queued, 0);
+    }
+}

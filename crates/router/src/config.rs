@@ -1,0 +1,64 @@
+//! `[router]` configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Who gets presence notices (SPEC §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeScope {
+    /// No notices.
+    Off,
+    /// The other members of each of the client's groups (default).
+    #[default]
+    Groups,
+    /// Every other client of the bizCode.
+    Biz,
+}
+
+/// Router settings. Every field has a safe default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address of the HTTP API and ops server. Default `0.0.0.0:8090`.
+    pub listen: SocketAddr,
+    /// A node silent for this long is dead and its clients are purged from
+    /// presence. Default `6s` (edges beat every 2 s; SPEC allows 10 s).
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
+    /// Presence notices: `off`, `groups` or `biz`. Default `groups`.
+    pub presence_notices: NoticeScope,
+    /// Groups (or bizCodes, with `biz`) larger than this get no notices.
+    /// Default 500.
+    pub notice_max_members: usize,
+    /// How long the KV keeps the marker of a removed presence entry.
+    /// Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub delete_marker_ttl: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            node_timeout: Duration::from_secs(6),
+            presence_notices: NoticeScope::Groups,
+            notice_max_members: 500,
+            delete_marker_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Pushes configuration problems.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.node_timeout < Duration::from_secs(1) || self.node_timeout > Duration::from_secs(9) {
+            problems.push("router.node_timeout must be between 1s and 9s (SPEC: a dead edge leaves presence within 10s)".into());
+        }
+        if self.delete_marker_ttl < Duration::from_secs(1) {
+            problems.push("router.delete_marker_ttl must be at least 1s".into());
+        }
+    }
+}

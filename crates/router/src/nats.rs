@@ -1,0 +1,132 @@
+//! The router's NATS side: the `sb.router.*` subjects (queue group
+//! `sb-router`, so routers share work), node heartbeats (every router), and
+//! [`NatsEdges`], the router → edge seam over node inbox subjects.
+
+use std::future::Future;
+
+use async_nats::{Client, Message};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use serde::{de::DeserializeOwned, Serialize};
+use switchboard_protocol::envelope::{self, CommandReply, Heartbeat, NodeCommand};
+use switchboard_protocol::subject;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::core::Router;
+use crate::link::{EdgeError, EdgeLink};
+
+/// [`EdgeLink`] over NATS: publishes to `sb.node.<b64 node id>`.
+#[derive(Debug, Clone)]
+pub struct NatsEdges {
+    client: Client,
+}
+
+impl NatsEdges {
+    /// Wraps a connected client.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl EdgeLink for NatsEdges {
+    async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
+        let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
+        self.client
+            .publish(subject::node_inbox(node), payload)
+            .await
+            .map_err(|e| EdgeError(e.to_string()))
+    }
+
+    async fn request(&self, node: &str, cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
+        let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
+        let msg = self
+            .client
+            .request(subject::node_inbox(node), payload)
+            .await
+            .map_err(|e| EdgeError(e.to_string()))?;
+        envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))
+    }
+}
+
+/// Subscribes the router subjects and serves them until `shutdown`, then
+/// lets in-flight requests finish (tracked by `tasks`).
+///
+/// # Errors
+/// If a subscription cannot be made.
+pub async fn serve(
+    router: Router,
+    client: Client,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) -> Result<(), async_nats::Error> {
+    let q = subject::ROUTER_QUEUE;
+    let connect = client.queue_subscribe(subject::ROUTER_CONNECT, q.into()).await?;
+    let disconnect = client.queue_subscribe(subject::ROUTER_DISCONNECT, q.into()).await?;
+    let route = client.queue_subscribe(subject::ROUTER_ROUTE, q.into()).await?;
+    let resync = client.queue_subscribe(subject::ROUTER_RESYNC, q.into()).await?;
+    let mut heartbeat = client.subscribe(subject::ROUTER_HEARTBEAT).await?;
+    client.flush().await?;
+
+    spawn_handler(connect, &client, &tasks, &shutdown, &router, |r, m| async move { r.connect(m).await });
+    spawn_handler(disconnect, &client, &tasks, &shutdown, &router, |r, m| async move { r.disconnect(m).await });
+    spawn_handler(route, &client, &tasks, &shutdown, &router, |r, m| async move { r.route(m).await });
+    spawn_handler(resync, &client, &tasks, &shutdown, &router, |r, m| async move { r.resync(m).await });
+
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => break,
+                m = heartbeat.next() => match m { Some(m) => m, None => break },
+            };
+            match envelope::decode::<Heartbeat>(&msg.payload) {
+                Ok(hb) => router.heartbeat(hb).await,
+                Err(e) => tracing::debug!(error = %e, "bad heartbeat ignored"),
+            }
+        }
+    });
+    Ok(())
+}
+
+fn spawn_handler<Q, A, F, Fut>(
+    mut sub: async_nats::Subscriber,
+    client: &Client,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    router: &Router,
+    handle: F,
+) where
+    Q: DeserializeOwned + Send + 'static,
+    A: Serialize + Send + 'static,
+    F: Fn(Router, Q) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = A> + Send + 'static,
+{
+    let (client, tasks2, stop, router) = (client.clone(), tasks.clone(), shutdown.clone(), router.clone());
+    tasks.spawn(async move {
+        loop {
+            let msg: Message = tokio::select! {
+                () = stop.cancelled() => break,
+                m = sub.next() => match m { Some(m) => m, None => break },
+            };
+            let q: Q = match envelope::decode(&msg.payload) {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(subject = %msg.subject, error = %e, "undecodable request dropped");
+                    continue;
+                }
+            };
+            let (client, router) = (client.clone(), router.clone());
+            tasks2.spawn(async move {
+                let answer = handle(router, q).await;
+                if let (Some(reply), Ok(bytes)) = (msg.reply, envelope::encode(&answer)) {
+                    if let Err(e) = client.publish(reply, bytes).await {
+                        tracing::warn!(error = %e, "reply failed");
+                    }
+                }
+            });
+        }
+        let _ = sub.unsubscribe().await;
+    });
+}

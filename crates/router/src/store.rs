@@ -1,0 +1,296 @@
+//! The presence store seam: get / create / update-if-unchanged /
+//! delete-if-unchanged / watch, keyed by [`subject::presence_key`].
+//!
+//! [`KvStore`] is a JetStream KV bucket; [`MemoryStore`] serves `standalone`,
+//! where the one router is the only writer.
+//!
+//! Contract: revisions grow with every write to the store; a conditional
+//! write with a stale revision fails with [`StoreError::WrongRevision`] and
+//! changes nothing.
+//!
+//! [`subject::presence_key`]: switchboard_protocol::subject::presence_key
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use switchboard_protocol::envelope::{self, PresenceValue};
+use tokio::sync::mpsc;
+
+/// A value with its revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The entry.
+    pub value: PresenceValue,
+    /// Its revision.
+    pub revision: u64,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The entry changed since the revision given (or exists, for create).
+    #[error("wrong last revision")]
+    WrongRevision,
+    /// The store could not be reached.
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A key was written.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: PresenceValue,
+        /// Its revision.
+        revision: u64,
+    },
+    /// A key was removed at `revision`.
+    Delete {
+        /// The key.
+        key: String,
+        /// Revision of the removal.
+        revision: u64,
+    },
+    /// Every entry that existed when the watch started has been sent.
+    Ready,
+}
+
+/// The presence store.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// The current entry, `None` if absent or removed.
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Creates an absent entry; [`StoreError::WrongRevision`] if it exists.
+    async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError>;
+    /// Replaces the entry if its revision is still `revision`.
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError>;
+    /// Removes the entry if its revision is still `revision`.
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
+    /// Every current entry, then [`WatchEvent::Ready`], then every change.
+    async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError>;
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Presence in a JetStream KV bucket.
+#[derive(Debug, Clone)]
+pub struct KvStore {
+    kv: Store,
+    marker_ttl: Duration,
+}
+
+impl KvStore {
+    /// Opens (creating or updating) the bucket `name` with `replicas`.
+    /// Removal markers expire after `marker_ttl`, so clientIds that come and
+    /// go do not grow the bucket forever.
+    ///
+    /// # Errors
+    /// If JetStream is not available or refuses the bucket.
+    pub async fn open(
+        js: &async_nats::jetstream::Context,
+        name: &str,
+        replicas: usize,
+        marker_ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        let config = kv::Config {
+            bucket: name.to_owned(),
+            description: "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection".to_owned(),
+            history: 1,
+            num_replicas: replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            limit_markers: Some(marker_ttl),
+            ..Default::default()
+        };
+        let kv = match js.create_or_update_key_value(config).await {
+            Ok(kv) => kv,
+            Err(e) => return Err(unavailable(e)),
+        };
+        Ok(Self { kv, marker_ttl })
+    }
+}
+
+fn decode_value(bytes: &[u8]) -> Option<PresenceValue> {
+    envelope::decode(bytes).ok()
+}
+
+#[async_trait]
+impl PresenceStore for KvStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let entry = self.kv.entry(key).await.map_err(unavailable)?;
+        Ok(entry.and_then(|e| match e.operation {
+            Operation::Put => decode_value(&e.value).map(|value| Versioned {
+                value,
+                revision: e.revision,
+            }),
+            Operation::Delete | Operation::Purge => None,
+        }))
+    }
+
+    async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
+        let bytes = envelope::encode(value).map_err(unavailable)?;
+        self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
+            CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
+            _ => unavailable(e),
+        })
+    }
+
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
+        let bytes = envelope::encode(value).map_err(unavailable)?;
+        self.kv.update(key, bytes, revision).await.map_err(|e| match e.kind() {
+            UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+            _ => unavailable(e),
+        })
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        self.kv
+            .purge_expect_revision_with_ttl(key, revision, self.marker_ttl)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+                _ => unavailable(e),
+            })
+    }
+
+    async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        let empty = self.kv.status().await.map_err(unavailable)?.values() == 0;
+        let mut watch = self.kv.watch_with_history(">").await.map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            let mut ready = empty;
+            if ready && tx.send(WatchEvent::Ready).await.is_err() {
+                return;
+            }
+            while let Some(item) = watch.next().await {
+                let entry = match item {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "presence watch error");
+                        continue;
+                    }
+                };
+                let event = match entry.operation {
+                    Operation::Put => match decode_value(&entry.value) {
+                        Some(value) => WatchEvent::Put {
+                            key: entry.key,
+                            value,
+                            revision: entry.revision,
+                        },
+                        None => {
+                            tracing::warn!(key = %entry.key, "undecodable presence entry ignored");
+                            continue;
+                        }
+                    },
+                    Operation::Delete | Operation::Purge => WatchEvent::Delete {
+                        key: entry.key,
+                        revision: entry.revision,
+                    },
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+                if !ready && (entry.delta == 0 || entry.seen_current) {
+                    ready = true;
+                    if tx.send(WatchEvent::Ready).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            tracing::warn!("presence watch ended");
+        });
+        Ok(rx)
+    }
+}
+
+/// In-process presence for `standalone`: one router, which applies its own
+/// writes to its index, so the watch only reports [`WatchEvent::Ready`].
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<(u64, HashMap<String, Versioned>)>,
+}
+
+#[async_trait]
+impl PresenceStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.state.lock().1.get(key).cloned())
+    }
+
+    async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        if s.1.contains_key(key) {
+            return Err(StoreError::WrongRevision);
+        }
+        s.0 += 1;
+        let revision = s.0;
+        s.1.insert(key.to_owned(), Versioned { value: value.clone(), revision });
+        Ok(revision)
+    }
+
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        match s.1.get(key) {
+            Some(v) if v.revision == revision => {}
+            _ => return Err(StoreError::WrongRevision),
+        }
+        s.0 += 1;
+        let revision = s.0;
+        s.1.insert(key.to_owned(), Versioned { value: value.clone(), revision });
+        Ok(revision)
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        let mut s = self.state.lock();
+        match s.1.get(key) {
+            Some(v) if v.revision == revision => {
+                s.1.remove(key);
+                s.0 += 1;
+                Ok(())
+            }
+            _ => Err(StoreError::WrongRevision),
+        }
+    }
+
+    async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(WatchEvent::Ready);
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(conn: u64) -> PresenceValue {
+        PresenceValue {
+            node: "n".into(),
+            conn,
+            biz: "d1".into(),
+            client: "c1".into(),
+            groups: vec![],
+            since: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_compare_and_set() {
+        let s = MemoryStore::default();
+        let r1 = s.create("k", &v(1)).await.expect("create");
+        assert!(matches!(s.create("k", &v(2)).await, Err(StoreError::WrongRevision)));
+        let r2 = s.update("k", &v(2), r1).await.expect("update");
+        assert!(matches!(s.update("k", &v(3), r1).await, Err(StoreError::WrongRevision)));
+        assert!(matches!(s.delete("k", r1).await, Err(StoreError::WrongRevision)));
+        s.delete("k", r2).await.expect("delete");
+        assert_eq!(s.get("k").await.expect("get"), None);
+    }
+}

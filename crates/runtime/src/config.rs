@@ -1,0 +1,105 @@
+//! Configuration loading: defaults → TOML file (`--config`) → environment
+//! variables prefixed `SWITCHBOARD_` with `__` for nesting, the environment
+//! winning. Only the binary calls this; libraries take typed structs.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
+
+/// The environment prefix.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// Every problem found in the configuration, reported at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+/// A configuration that can check itself after extraction.
+pub trait Validate {
+    /// Pushes one line per problem into `problems`.
+    fn validate(&self, problems: &mut Vec<String>);
+}
+
+/// Loads `T` from defaults, the TOML file at `path` (which must exist when
+/// given) and the environment.
+///
+/// # Errors
+/// [`ConfigError`] listing every extraction and validation problem.
+pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    if let Some(path) = path {
+        if !path.is_file() {
+            return Err(ConfigError {
+                problems: vec![format!("config file {} does not exist", path.display())],
+            });
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    let config: T = figment.extract().map_err(|e| ConfigError {
+        problems: e.into_iter().map(|e| e.to_string()).collect(),
+    })?;
+    let mut problems = Vec::new();
+    config.validate(&mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Demo {
+        port: u16,
+        #[serde(with = "humantime_serde")]
+        wait: Duration,
+    }
+    impl Default for Demo {
+        fn default() -> Self {
+            Self {
+                port: 1,
+                wait: Duration::from_secs(1),
+            }
+        }
+    }
+    impl Validate for Demo {
+        fn validate(&self, problems: &mut Vec<String>) {
+            if self.port == 0 {
+                problems.push("port must not be 0".into());
+            }
+        }
+    }
+
+    #[test]
+    fn file_then_validation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "port = 7\nwait = \"250ms\"\n").expect("write");
+        let d: Demo = load(Some(&path)).expect("valid");
+        assert_eq!(d.port, 7);
+        assert_eq!(d.wait, Duration::from_millis(250));
+
+        std::fs::write(&path, "port = 0\n").expect("write");
+        let e = load::<Demo>(Some(&path)).expect_err("invalid");
+        assert_eq!(e.problems, vec!["port must not be 0".to_owned()]);
+
+        std::fs::write(&path, "port = \"x\"\nbogus = 1\n").expect("write");
+        let e = load::<Demo>(Some(&path)).expect_err("invalid");
+        assert!(!e.problems.is_empty());
+
+        let e = load::<Demo>(Some(&dir.path().join("missing.toml"))).expect_err("missing");
+        assert!(e.problems[0].contains("does not exist"));
+    }
+}

@@ -1,0 +1,155 @@
+//! The Prometheus metrics of every Switchboard process. Handles for hot
+//! paths are created once; recording is an atomic add.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Modes with their own counter; anything else counts as `other`.
+const MODES: [u16; 7] = [0, 1, 2, 100, 200, 300, 400];
+
+/// Counters per frame mode.
+#[derive(Debug)]
+pub struct ByMode {
+    known: [Counter; MODES.len()],
+    other: Counter,
+}
+
+impl ByMode {
+    fn new(family: &Family<Labels, Counter>) -> Self {
+        let get = |m: String| family.get_or_create_owned(&vec![("mode", m)]);
+        Self {
+            known: MODES.map(|m| get(m.to_string())),
+            other: get("other".to_owned()),
+        }
+    }
+
+    /// The counter of `mode`.
+    pub fn get(&self, mode: u16) -> &Counter {
+        MODES
+            .iter()
+            .position(|&m| m == mode)
+            .map_or(&self.other, |i| &self.known[i])
+    }
+}
+
+/// All metrics of a process (edge and router metrics both exist everywhere;
+/// a process only moves the ones it owns).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open client connections on this process (`switchboard_connections`).
+    pub connections: Gauge,
+    /// Client frames received, by mode.
+    pub frames_received: ByMode,
+    /// Frames written to clients, by mode.
+    pub frames_sent: ByMode,
+    /// Frames handed to local sockets by deliveries.
+    pub deliveries: Counter,
+    /// Connections closed because their send queue overflowed.
+    pub slow_consumer_closes: Counter,
+    /// Time to route one send (edge: send → router answer; router: resolve + publish).
+    pub route_duration: Histogram,
+    /// Presence entries in this router's index.
+    pub presence_entries: Gauge,
+    /// Reconnections to NATS.
+    pub nats_reconnects: Counter,
+    /// Nodes purged after their heartbeats stopped.
+    pub nodes_purged: Counter,
+    /// Handshakes refused before the upgrade.
+    pub handshake_refusals: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let connections = Gauge::default();
+        registry.register("connections", "Open client connections", connections.clone());
+        let received = Family::<Labels, Counter>::default();
+        registry.register("frames_received", "Client frames received by mode", received.clone());
+        let sent = Family::<Labels, Counter>::default();
+        registry.register("frames_sent", "Frames sent to clients by mode", sent.clone());
+        let deliveries = Counter::default();
+        registry.register("deliveries", "Frames delivered to local sockets", deliveries.clone());
+        let slow = Counter::default();
+        registry.register(
+            "slow_consumer_closes",
+            "Connections closed with 4008 because their send queue overflowed",
+            slow.clone(),
+        );
+        let route_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "route_duration_seconds",
+            "Time to route one send",
+            route_duration.clone(),
+        );
+        let presence_entries = Gauge::default();
+        registry.register(
+            "presence_entries",
+            "Presence entries in the router index",
+            presence_entries.clone(),
+        );
+        let nats_reconnects = Counter::default();
+        registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
+        let nodes_purged = Counter::default();
+        registry.register("nodes_purged", "Edge nodes purged after silence", nodes_purged.clone());
+        let handshake_refusals = Counter::default();
+        registry.register(
+            "handshake_refusals",
+            "WebSocket handshakes refused before the upgrade",
+            handshake_refusals.clone(),
+        );
+        Self {
+            frames_received: ByMode::new(&received),
+            frames_sent: ByMode::new(&sent),
+            registry,
+            connections,
+            deliveries,
+            slow_consumer_closes: slow,
+            route_duration,
+            presence_entries,
+            nats_reconnects,
+            nodes_purged,
+            handshake_refusals,
+        }
+    }
+
+    /// The Prometheus/OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prefixed_names() {
+        let m = Metrics::new();
+        m.frames_received.get(100).inc();
+        m.frames_received.get(7).inc();
+        m.connections.set(3);
+        let text = m.render();
+        assert!(text.contains("switchboard_connections 3"), "{text}");
+        assert!(text.contains(r#"switchboard_frames_received_total{mode="100"} 1"#), "{text}");
+        assert!(text.contains(r#"switchboard_frames_received_total{mode="other"} 1"#), "{text}");
+        assert!(text.contains("switchboard_route_duration_seconds_bucket"), "{text}");
+    }
+}
