@@ -42,6 +42,10 @@ pub struct EdgeConfig {
     /// How often this node tells the routers it is alive. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub node_heartbeat: Duration,
+    /// On SIGTERM, connections are closed with 1012 spread over this window
+    /// (no reconnect stampede). Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_window: Duration,
     /// Time a closing connection gets to finish its close handshake.
     /// Default `2s`.
     #[serde(with = "humantime_serde")]
@@ -63,6 +67,7 @@ impl Default for EdgeConfig {
             abuse_limit: 100,
             max_groups: 64,
             node_heartbeat: Duration::from_secs(2),
+            drain_window: Duration::from_secs(5),
             close_grace: Duration::from_secs(2),
         }
     }

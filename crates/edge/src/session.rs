@@ -264,7 +264,7 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
     let msg_id = route.msg_id.clone();
     match edge.router.route(route).await {
         Ok(r) => {
-            edge.metrics.route_duration.observe(started.elapsed().as_secs_f64());
+            edge.metrics.send_duration.observe(started.elapsed().as_secs_f64());
             let code = ErrorCode::from_u16(r.code).unwrap_or(ErrorCode::Internal);
             let recipients = (code == ErrorCode::Ok).then_some(r.recipients);
             edge.reply(conn, msg_id.as_deref(), code, code.message(), recipients);

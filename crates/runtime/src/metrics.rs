@@ -53,8 +53,10 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Connections closed because their send queue overflowed.
     pub slow_consumer_closes: Counter,
-    /// Time to route one send (edge: send → router answer; router: resolve + publish).
+    /// Router: time to resolve one send and hand its deliveries to the bus.
     pub route_duration: Histogram,
+    /// Edge: time from a client send to the router's answer.
+    pub send_duration: Histogram,
     /// Presence entries in this router's index.
     pub presence_entries: Gauge,
     /// Reconnections to NATS.
@@ -95,6 +97,12 @@ impl Metrics {
             "Time to route one send",
             route_duration.clone(),
         );
+        let send_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "send_duration_seconds",
+            "Edge: client send to router answer",
+            send_duration.clone(),
+        );
         let presence_entries = Gauge::default();
         registry.register(
             "presence_entries",
@@ -119,6 +127,7 @@ impl Metrics {
             deliveries,
             slow_consumer_closes: slow,
             route_duration,
+            send_duration,
             presence_entries,
             nats_reconnects,
             nodes_purged,

@@ -1,1 +1,73 @@
-fn main() {}
+//! `switchboard edge | router | standalone`: parses flags, loads the
+//! configuration (exit 64 listing every problem), initialises tracing and
+//! the shutdown token, then hands over to the libraries.
+
+mod config;
+mod local;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Distributed WebSocket push gateway.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    /// TOML configuration file (must exist when given). Environment
+    /// variables `SWITCHBOARD_<SECTION>__<KEY>` override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Edge + router in one process, no NATS (the default).
+    Standalone,
+    /// An edge: client WebSockets, connected to NATS.
+    Edge,
+    /// A router: presence, routing and the HTTP API, connected to NATS.
+    Router,
+    /// Print the effective configuration check and exit (0 if valid).
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match switchboard_runtime::config::load::<config::Config>(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    switchboard_runtime::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Standalone) {
+            Command::Standalone => run::standalone(config).await,
+            Command::Edge => run::edge(config).await,
+            Command::Router => run::router(config).await,
+            Command::CheckConfig => {
+                println!("configuration is valid");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "switchboard stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

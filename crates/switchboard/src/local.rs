@@ -1,0 +1,62 @@
+//! `standalone`'s seams: the router and the edge plugged together with
+//! direct calls (no NATS, no emulation of it).
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use switchboard_edge::{Edge, LinkError, RouterLink};
+use switchboard_protocol::envelope::{
+    CommandReply, ConnInfo, ConnectReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
+};
+use switchboard_router::{EdgeError, EdgeLink, Router};
+
+/// Edge → router, in process.
+pub(crate) struct LocalRouter(pub(crate) Router);
+
+#[async_trait]
+impl RouterLink for LocalRouter {
+    async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError> {
+        Ok(self.0.connect(info).await)
+    }
+    async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {
+        self.0.disconnect(d).await;
+        Ok(())
+    }
+    async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
+        Ok(self.0.route(r).await)
+    }
+    async fn resync(&self, r: Resync) -> Result<(), LinkError> {
+        self.0.resync(r).await;
+        Ok(())
+    }
+}
+
+/// Router → edge, in process. The edge is set once it exists (the two
+/// refer to each other).
+#[derive(Default, Clone)]
+pub(crate) struct LocalEdges {
+    pub(crate) edge: Arc<OnceLock<Edge>>,
+}
+
+impl LocalEdges {
+    fn edge(&self, node: &str) -> Result<&Edge, EdgeError> {
+        self.edge
+            .get()
+            .filter(|e| e.node_id() == node)
+            .ok_or_else(|| EdgeError(format!("unknown node {node}")))
+    }
+}
+
+#[async_trait]
+impl EdgeLink for LocalEdges {
+    async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
+        self.edge(node)?.handle_command(cmd);
+        Ok(())
+    }
+    async fn request(&self, node: &str, cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
+        Ok(self
+            .edge(node)?
+            .handle_command(cmd)
+            .unwrap_or(CommandReply { found: true }))
+    }
+}
