@@ -1,0 +1,151 @@
+//! Shared set-up for the process tests: a real NATS, our real binary as
+//! routers and edges (or standalone), real WebSocket clients.
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub use serde_json::{json, Value};
+pub use switchboard_testkit::{eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws};
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_switchboard"))
+}
+
+fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// A NATS server, routers and edges, all real processes.
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub routers: Vec<Proc>,
+    pub router_ports: Vec<u16>,
+    pub edges: Vec<Proc>,
+    pub edge_ports: Vec<u16>,
+    env: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    /// Starts NATS, `routers` routers and `edges` edges with `extra` env,
+    /// and waits until every process is ready.
+    pub async fn start(edges: usize, routers: usize, extra: &[(&str, &str)]) -> Self {
+        let nats = NatsServer::start();
+        let mut env = env_of(extra);
+        env.insert("SWITCHBOARD_NATS__URL".into(), nats.url());
+        let mut c = Self {
+            nats,
+            routers: Vec::new(),
+            router_ports: Vec::new(),
+            edges: Vec::new(),
+            edge_ports: Vec::new(),
+            env,
+        };
+        for _ in 0..routers {
+            c.add_router().await;
+        }
+        for _ in 0..edges {
+            c.add_edge().await;
+        }
+        c
+    }
+
+    pub async fn add_router(&mut self) -> usize {
+        let port = free_port();
+        let mut env = self.env.clone();
+        env.insert("SWITCHBOARD_ROUTER__LISTEN".into(), format!("127.0.0.1:{port}"));
+        let i = self.routers.len();
+        let p = Proc::spawn(&format!("router{}", i + 1), bin(), &["router"], &env);
+        wait_ready(&format!("127.0.0.1:{port}")).await;
+        self.routers.push(p);
+        self.router_ports.push(port);
+        i
+    }
+
+    pub async fn add_edge(&mut self) -> usize {
+        let port = free_port();
+        let i = self.edges.len();
+        let mut env = self.env.clone();
+        env.insert("SWITCHBOARD_EDGE__LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), format!("edge{}", i + 1));
+        let p = Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env);
+        wait_ready(&format!("127.0.0.1:{port}")).await;
+        self.edges.push(p);
+        self.edge_ports.push(port);
+        i
+    }
+
+    /// `ws://127.0.0.1:<port of edge i>/ws?<query>`.
+    pub fn url(&self, edge: usize, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws?{query}", self.edge_ports[edge])
+    }
+
+    pub fn edge_addr(&self, edge: usize) -> String {
+        format!("127.0.0.1:{}", self.edge_ports[edge])
+    }
+
+    pub fn router_addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.router_ports[i])
+    }
+}
+
+/// One `switchboard standalone` process.
+pub struct Standalone {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Standalone {
+    pub async fn start(extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut env = env_of(extra);
+        env.insert("SWITCHBOARD_STANDALONE__LISTEN".into(), format!("127.0.0.1:{port}"));
+        let proc = Proc::spawn("standalone", bin(), &["standalone"], &env);
+        wait_ready(&format!("127.0.0.1:{port}")).await;
+        Self { proc, port }
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws?{query}", self.port)
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Where clients connect: one base URL per "edge" (standalone repeats one).
+#[derive(Clone)]
+pub struct Target {
+    pub bases: Vec<String>,
+}
+
+impl Target {
+    pub fn cluster(c: &Cluster) -> Self {
+        Self {
+            bases: c.edge_ports.iter().map(|p| format!("ws://127.0.0.1:{p}/ws")).collect(),
+        }
+    }
+
+    pub fn standalone(s: &Standalone, n: usize) -> Self {
+        Self {
+            bases: vec![format!("ws://127.0.0.1:{}/ws", s.port); n],
+        }
+    }
+
+    pub fn url(&self, edge: usize, query: &str) -> String {
+        format!("{}?{query}", self.bases[edge % self.bases.len()])
+    }
+
+    pub async fn join(&self, edge: usize, query: &str) -> (Ws, Value) {
+        Ws::join(&self.url(edge, query)).await
+    }
+}
+
+pub fn send_frame(mode: u64, msg_id: &str, extra: Value) -> Value {
+    let mut v = json!({"mode": mode, "msgId": msg_id});
+    if let (Some(o), Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    v
+}
