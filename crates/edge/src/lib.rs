@@ -88,7 +88,14 @@ impl EdgeInner {
     /// Queues a frame of `mode` for one connection.
     pub(crate) fn push(&self, conn: &Conn, mode: u16, frame: Bytes) {
         self.metrics.frames_sent.get(mode).inc();
-        conn.outbox.push_text(frame, self.config.send_queue_bytes);
+        if conn.outbox.push_text(frame, self.config.send_queue_bytes) == outbox::Pushed::Overflow {
+            self.slow_consumer(conn);
+        }
+    }
+
+    pub(crate) fn slow_consumer(&self, conn: &Conn) {
+        self.metrics.slow_consumer_closes.inc();
+        tracing::info!(conn_id = conn.id, biz = %conn.biz, client_id = %conn.client, "send queue overflowed, closing slow consumer (4008)");
     }
 
     /// Queues a mode-2 reply.
@@ -162,6 +169,7 @@ impl Edge {
             NodeCommand::Deliver { mode, to, frame } => {
                 let d = inner.registry.deliver(&to, &frame, inner.config.send_queue_bytes);
                 inner.metrics.deliveries.inc_by(d.queued);
+                inner.metrics.slow_consumer_closes.inc_by(d.overflowed);
                 inner.metrics.frames_sent.get(mode).inc_by(d.queued);
                 None
             }

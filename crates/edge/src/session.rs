@@ -292,6 +292,38 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     buf.extend_from_slice(payload);
 }
 
+/// Writes one batch. Once the connection is closing (a close was queued,
+/// e.g. after an overflow), the rest of the write and the close frame get
+/// `close_grace`: a client that stopped reading cannot hold the session.
+async fn write_batch<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, wr: &mut WriteHalf<W>, buf: &[u8]) -> bool {
+    let write = wr.write_all(buf);
+    tokio::pin!(write);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        if deadline.is_none() && conn.outbox.is_closing() {
+            deadline = Some(tokio::time::Instant::now() + edge.config.close_grace);
+        }
+        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
+        tokio::select! {
+            r = &mut write => {
+                if let Err(e) = r {
+                    tracing::debug!(conn_id = conn.id, error = %e, "write failed");
+                    return false;
+                }
+                return true;
+            }
+            () = conn.outbox.wait(), if deadline.is_none() => {}
+            () = sleep, if deadline.is_some() => {
+                tracing::debug!(conn_id = conn.id, "peer not reading, dropping the connection");
+                return false;
+            }
+        }
+    }
+}
+
+/// Far enough to never fire (a disabled branch still needs a future).
+const FAR: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 async fn write_loop<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, mut wr: WriteHalf<W>) {
     loop {
         let batch = conn.outbox.take();
@@ -317,9 +349,6 @@ async fn write_loop<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, mut wr: WriteH
                     let mut payload = code.to_be_bytes().to_vec();
                     if let Some(c) = CloseCode::from_u16(code) {
                         payload.extend_from_slice(c.reason().as_bytes());
-                        if c == CloseCode::SlowConsumer {
-                            edge.metrics.slow_consumer_closes.inc();
-                        }
                     }
                     put_frame(&mut buf, 0x8, &payload);
                     last = true;
@@ -331,16 +360,16 @@ async fn write_loop<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, mut wr: WriteH
                 }
             }
         }
-        if !buf.is_empty() {
-            if let Err(e) = wr.write_all(&buf).await {
-                tracing::debug!(conn_id = conn.id, error = %e, "write failed");
-                conn.outbox.stop();
-                return;
-            }
+        if !buf.is_empty() && !write_batch(edge, conn, &mut wr, &buf).await {
+            conn.outbox.stop();
+            return;
         }
         if last {
-            let _ = wr.flush().await;
-            let _ = wr.shutdown().await;
+            let _ = tokio::time::timeout(edge.config.close_grace, async {
+                let _ = wr.flush().await;
+                let _ = wr.shutdown().await;
+            })
+            .await;
             return;
         }
     }
