@@ -105,7 +105,9 @@ impl EdgeConfig {
         if self.max_groups == 0 {
             problems.push("edge.max_groups must be positive".into());
         }
-        if self.node_heartbeat < Duration::from_millis(100) || self.node_heartbeat > Duration::from_secs(3) {
+        if self.node_heartbeat < Duration::from_millis(100)
+            || self.node_heartbeat > Duration::from_secs(3)
+        {
             problems.push("edge.node_heartbeat must be between 100ms and 3s (routers purge a silent node within 10s)".into());
         }
     }

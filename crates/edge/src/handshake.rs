@@ -68,7 +68,9 @@ pub fn parse(query: &str, max_groups: usize) -> Result<Handshake, HandshakeError
             _ => {}
         }
     }
-    let biz = biz.filter(|b| !b.is_empty()).ok_or(HandshakeError::MissingBiz)?;
+    let biz = biz
+        .filter(|b| !b.is_empty())
+        .ok_or(HandshakeError::MissingBiz)?;
     ids::validate(IdKind::Biz, &biz)?;
     let client = client.filter(|c| !c.is_empty());
     if let Some(c) = &client {
@@ -103,12 +105,30 @@ mod tests {
     fn refuses_bad_handshakes() {
         assert_eq!(parse("clientId=c1", 64), Err(HandshakeError::MissingBiz));
         assert_eq!(parse("bizCode=", 64), Err(HandshakeError::MissingBiz));
-        assert!(matches!(parse("bizCode=d%201", 64), Err(HandshakeError::BadId(_))));
-        assert!(matches!(parse("bizCode=d1&clientId=*", 64), Err(HandshakeError::BadId(_))));
+        assert!(matches!(
+            parse("bizCode=d%201", 64),
+            Err(HandshakeError::BadId(_))
+        ));
+        assert!(matches!(
+            parse("bizCode=d1&clientId=*", 64),
+            Err(HandshakeError::BadId(_))
+        ));
         let long = "c".repeat(129);
-        assert!(matches!(parse(&format!("bizCode=d1&clientId={long}"), 64), Err(HandshakeError::BadId(_))));
-        assert!(matches!(parse("bizCode=d1&group=a,b>", 64), Err(HandshakeError::BadId(_))));
-        assert_eq!(parse("bizCode=d1&group=a,b,c", 2), Err(HandshakeError::TooManyGroups(2)));
-        assert_eq!(parse("bizCode=d1&systemId=d2", 64), Err(HandshakeError::Conflict));
+        assert!(matches!(
+            parse(&format!("bizCode=d1&clientId={long}"), 64),
+            Err(HandshakeError::BadId(_))
+        ));
+        assert!(matches!(
+            parse("bizCode=d1&group=a,b>", 64),
+            Err(HandshakeError::BadId(_))
+        ));
+        assert_eq!(
+            parse("bizCode=d1&group=a,b,c", 2),
+            Err(HandshakeError::TooManyGroups(2))
+        );
+        assert_eq!(
+            parse("bizCode=d1&systemId=d2", 64),
+            Err(HandshakeError::Conflict)
+        );
     }
 }

@@ -99,7 +99,14 @@ impl EdgeInner {
     }
 
     /// Queues a mode-2 reply.
-    pub(crate) fn reply(&self, conn: &Conn, msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Option<u32>) {
+    pub(crate) fn reply(
+        &self,
+        conn: &Conn,
+        msg_id: Option<&str>,
+        code: ErrorCode,
+        msg: &str,
+        recipients: Option<u32>,
+    ) {
         let bytes = frame::reply(msg_id, code, msg, recipients);
         self.push(conn, frame::MODE_REPLY, Bytes::from(bytes));
     }
@@ -167,14 +174,20 @@ impl Edge {
         let inner = &self.inner;
         match cmd {
             NodeCommand::Deliver { mode, to, frame } => {
-                let d = inner.registry.deliver(&to, &frame, inner.config.send_queue_bytes);
+                let d = inner
+                    .registry
+                    .deliver(&to, &frame, inner.config.send_queue_bytes);
                 inner.metrics.deliveries.inc_by(d.queued);
                 inner.metrics.slow_consumer_closes.inc_by(d.overflowed);
                 inner.metrics.frames_sent.get(mode).inc_by(d.queued);
                 None
             }
             NodeCommand::Close { conn, code } => {
-                let found = inner.registry.get(conn).map(|c| c.outbox.close(code)).is_some();
+                let found = inner
+                    .registry
+                    .get(conn)
+                    .map(|c| c.outbox.close(code))
+                    .is_some();
                 Some(CommandReply { found })
             }
             NodeCommand::Bind { conn, group } => Some(CommandReply {
@@ -203,7 +216,9 @@ impl Edge {
                 let now = inner.started.elapsed().as_secs();
                 inner.clock.store(now, Ordering::Relaxed);
                 for c in inner.registry.all() {
-                    if now.saturating_sub(c.last_seen()) >= idle && c.outbox.close(CloseCode::GoingAway.as_u16()) {
+                    if now.saturating_sub(c.last_seen()) >= idle
+                        && c.outbox.close(CloseCode::GoingAway.as_u16())
+                    {
                         tracing::debug!(conn_id = c.id, biz = %c.biz, client_id = %c.client, "idle timeout");
                     }
                 }
@@ -232,7 +247,8 @@ impl Edge {
             }
         }
         inner.tasks.close();
-        let _ = tokio::time::timeout(window + inner.config.close_grace * 2, inner.tasks.wait()).await;
+        let _ =
+            tokio::time::timeout(window + inner.config.close_grace * 2, inner.tasks.wait()).await;
     }
 
     fn upgrade(&self, mut req: Request<Incoming>) -> Response {
@@ -242,21 +258,45 @@ impl Edge {
             h::error(status, code.as_u16(), msg)
         };
         if inner.health.draining() {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, "node draining, reconnect elsewhere");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Internal,
+                "node draining, reconnect elsewhere",
+            );
         }
         if !inner.health.bus_up() {
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, "bus unavailable");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Internal,
+                "bus unavailable",
+            );
         }
         let hs = match handshake::parse(req.uri().query().unwrap_or(""), inner.config.max_groups) {
             Ok(hs) => hs,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidFrame, &e.to_string()),
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidFrame,
+                    &e.to_string(),
+                )
+            }
         };
         if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-            return refuse(StatusCode::UPGRADE_REQUIRED, ErrorCode::InvalidFrame, "expected a WebSocket upgrade");
+            return refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                ErrorCode::InvalidFrame,
+                "expected a WebSocket upgrade",
+            );
         }
         let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
             Ok(x) => x,
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidFrame, &e.to_string()),
+            Err(e) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidFrame,
+                    &e.to_string(),
+                )
+            }
         };
         let client = hs.client.unwrap_or_else(new_client_id);
         let edge = inner.clone();
@@ -280,7 +320,9 @@ impl Handler for Edge {
             } else {
                 h::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed")
             }
-        } else if let Some(res) = ops::handle(req.method(), path, &self.inner.health, &self.inner.metrics) {
+        } else if let Some(res) =
+            ops::handle(req.method(), path, &self.inner.health, &self.inner.metrics)
+        {
             res
         } else {
             h::error(StatusCode::NOT_FOUND, 404, "not found")

@@ -3,7 +3,9 @@
 //! binary implements it with direct calls into the router.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
+use switchboard_protocol::envelope::{
+    ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply,
+};
 
 /// Why the router could not be asked.
 #[derive(Debug, thiserror::Error)]

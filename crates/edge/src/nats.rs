@@ -34,7 +34,11 @@ impl NatsRouter {
         Self { client }
     }
 
-    async fn request<Q: Serialize, A: DeserializeOwned>(&self, subject: &'static str, q: &Q) -> Result<A, LinkError> {
+    async fn request<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        q: &Q,
+    ) -> Result<A, LinkError> {
         let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
         let msg = self
             .client

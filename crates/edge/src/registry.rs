@@ -119,7 +119,10 @@ impl Registry {
         let biz = inner.bizs.entry(conn.biz.clone()).or_default();
         biz.conns.insert(conn.id, conn.clone());
         for g in conn.groups.lock().iter() {
-            biz.groups.entry(g.clone()).or_default().insert(conn.id, conn.clone());
+            biz.groups
+                .entry(g.clone())
+                .or_default()
+                .insert(conn.id, conn.clone());
         }
         inner.conns.insert(conn.id, conn);
     }
@@ -269,7 +272,11 @@ mod tests {
     }
 
     fn got(c: &Conn) -> usize {
-        c.outbox.take().iter().filter(|o| matches!(o, Out::Text(_))).count()
+        c.outbox
+            .take()
+            .iter()
+            .filter(|o| matches!(o, Out::Text(_)))
+            .count()
     }
 
     #[test]
@@ -280,13 +287,24 @@ mod tests {
         let c3 = conn(&reg, 3, "d1", &["g1", "g2"]);
         let c5 = conn(&reg, 5, "d2", &["g1"]);
         let f = Bytes::from_static(b"x");
-        let to = DeliverTo::Group { biz: "d1".into(), group: "g1".into(), exclude: Some(1) };
+        let to = DeliverTo::Group {
+            biz: "d1".into(),
+            group: "g1".into(),
+            exclude: Some(1),
+        };
         assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 1);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 0, 1, 0));
-        let to = DeliverTo::Biz { biz: "d1".into(), exclude: Some(1) };
+        let to = DeliverTo::Biz {
+            biz: "d1".into(),
+            exclude: Some(1),
+        };
         assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 2);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 1, 1, 0));
-        assert_eq!(reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20).queued, 1);
+        assert_eq!(
+            reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20)
+                .queued,
+            1
+        );
         assert_eq!(got(&c5), 1);
     }
 
@@ -296,7 +314,11 @@ mod tests {
         let c1 = conn(&reg, 1, "d1", &[]);
         assert!(reg.bind(1, "g9"));
         assert!(!reg.bind(42, "g9"));
-        let to = DeliverTo::Group { biz: "d1".into(), group: "g9".into(), exclude: None };
+        let to = DeliverTo::Group {
+            biz: "d1".into(),
+            group: "g9".into(),
+            exclude: None,
+        };
         let f = Bytes::from_static(b"x");
         assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 1);
         assert_eq!(got(&c1), 1);
@@ -312,7 +334,13 @@ mod tests {
         let reg = Registry::default();
         let c = Arc::new(Conn::new(1, "d1", "c1", &[], 0));
         reg.insert(c.clone());
-        let to = DeliverTo::Biz { biz: "d1".into(), exclude: None };
-        assert_eq!(reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20).queued, 0);
+        let to = DeliverTo::Biz {
+            biz: "d1".into(),
+            exclude: None,
+        };
+        assert_eq!(
+            reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20).queued,
+            0
+        );
     }
 }

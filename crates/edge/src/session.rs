@@ -26,7 +26,13 @@ use crate::EdgeInner;
 type Io = TokioIo<Upgraded>;
 
 /// Runs a session from upgrade to disconnect.
-pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, biz: String, client: String, groups: Vec<String>) {
+pub(crate) async fn run(
+    edge: Arc<EdgeInner>,
+    io: Io,
+    biz: String,
+    client: String,
+    groups: Vec<String>,
+) {
     let id = edge.next_conn_id();
     let conn = Arc::new(Conn::new(id, &biz, &client, &groups, edge.clock()));
     edge.registry.insert(conn.clone());
@@ -198,7 +204,13 @@ async fn read_loop<S>(
                 }
             }
             OpCode::Binary => {
-                edge.reply(conn, None, ErrorCode::InvalidFrame, "binary frames are not supported", None);
+                edge.reply(
+                    conn,
+                    None,
+                    ErrorCode::InvalidFrame,
+                    "binary frames are not supported",
+                    None,
+                );
             }
             OpCode::Ping | OpCode::Pong => {}
         }
@@ -213,12 +225,21 @@ async fn read_loop<S>(
 async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut Limiter) {
     if text.len() > edge.config.max_frame_bytes {
         edge.metrics.frames_received.get(u16::MAX).inc();
-        edge.reply(conn, None, ErrorCode::TooLarge, "frame over the size limit", None);
+        edge.reply(
+            conn,
+            None,
+            ErrorCode::TooLarge,
+            "frame over the size limit",
+            None,
+        );
         return;
     }
     let send = match frame::parse_client_frame(text) {
         Ok(ClientFrame::Heartbeat { msg_id }) => {
-            edge.metrics.frames_received.get(frame::MODE_HEARTBEAT).inc();
+            edge.metrics
+                .frames_received
+                .get(frame::MODE_HEARTBEAT)
+                .inc();
             let reply = frame::heartbeat_reply(msg_id.as_deref(), switchboard_runtime::now_ms());
             edge.push(conn, frame::MODE_HEARTBEAT, Bytes::from(reply));
             return;
@@ -248,7 +269,13 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
         return;
     }
     if !limiter.allow(edge.config.rate_per_sec, edge.config.rate_burst) {
-        edge.reply(conn, msg_id.as_deref(), ErrorCode::RateLimited, ErrorCode::RateLimited.message(), None);
+        edge.reply(
+            conn,
+            msg_id.as_deref(),
+            ErrorCode::RateLimited,
+            ErrorCode::RateLimited.message(),
+            None,
+        );
         return;
     }
     let started = Instant::now();
@@ -264,14 +291,22 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
     let msg_id = route.msg_id.clone();
     match edge.router.route(route).await {
         Ok(r) => {
-            edge.metrics.send_duration.observe(started.elapsed().as_secs_f64());
+            edge.metrics
+                .send_duration
+                .observe(started.elapsed().as_secs_f64());
             let code = ErrorCode::from_u16(r.code).unwrap_or(ErrorCode::Internal);
             let recipients = (code == ErrorCode::Ok).then_some(r.recipients);
             edge.reply(conn, msg_id.as_deref(), code, code.message(), recipients);
         }
         Err(e) => {
             tracing::warn!(conn_id = conn.id, error = %e, "route failed");
-            edge.reply(conn, msg_id.as_deref(), ErrorCode::Internal, ErrorCode::Internal.message(), None);
+            edge.reply(
+                conn,
+                msg_id.as_deref(),
+                ErrorCode::Internal,
+                ErrorCode::Internal.message(),
+                None,
+            );
         }
     }
 }
@@ -295,7 +330,12 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 /// Writes one batch. Once the connection is closing (a close was queued,
 /// e.g. after an overflow), the rest of the write and the close frame get
 /// `close_grace`: a client that stopped reading cannot hold the session.
-async fn write_batch<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, wr: &mut WriteHalf<W>, buf: &[u8]) -> bool {
+async fn write_batch<W: AsyncWrite>(
+    edge: &EdgeInner,
+    conn: &Conn,
+    wr: &mut WriteHalf<W>,
+    buf: &[u8],
+) -> bool {
     let write = wr.write_all(buf);
     tokio::pin!(write);
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -303,7 +343,8 @@ async fn write_batch<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, wr: &mut Writ
         if deadline.is_none() && conn.outbox.is_closing() {
             deadline = Some(tokio::time::Instant::now() + edge.config.close_grace);
         }
-        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
+        let sleep =
+            tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
         tokio::select! {
             r = &mut write => {
                 if let Err(e) = r {
@@ -381,7 +422,13 @@ mod tests {
 
     #[test]
     fn frame_headers_follow_rfc6455_lengths() {
-        for (n, header) in [(5usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+        for (n, header) in [
+            (5usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+        ] {
             let mut buf = Vec::new();
             put_frame(&mut buf, 1, &vec![b'a'; n]);
             assert_eq!(buf.len(), n + header, "{n}");

@@ -243,7 +243,10 @@ mod tests {
             decode::<NodeCommand>(&wrong),
             Err(EnvelopeError::Version(9))
         ));
-        assert!(matches!(decode::<NodeCommand>(&[]), Err(EnvelopeError::Empty)));
+        assert!(matches!(
+            decode::<NodeCommand>(&[]),
+            Err(EnvelopeError::Empty)
+        ));
         assert!(decode::<NodeCommand>(&[VERSION, 0xc1]).is_err());
     }
 

@@ -195,7 +195,13 @@ impl Out {
 }
 
 /// The welcome frame (mode 0), always the first a client receives.
-pub fn welcome(client: &str, biz: &str, groups: &[String], node: &str, heartbeat_sec: u64) -> Vec<u8> {
+pub fn welcome(
+    client: &str,
+    biz: &str,
+    groups: &[String],
+    node: &str,
+    heartbeat_sec: u64,
+) -> Vec<u8> {
     let mut o = Out::with_capacity(160);
     o.raw(r#"{"mode":0,"code":0,"msg":"success","data":{"clientId":"#)
         .str(client)
@@ -313,7 +319,8 @@ mod tests {
     #[test]
     fn parses_the_seed_frames() {
         let f = parse_client_frame(
-            r#"{"msgId":" 10001","targetClientId":"c2","mode":100,"content":"你好，c2"}"#.as_bytes(),
+            r#"{"msgId":" 10001","targetClientId":"c2","mode":100,"content":"你好，c2"}"#
+                .as_bytes(),
         )
         .expect("valid");
         assert_eq!(
@@ -325,7 +332,12 @@ mod tests {
             })
         );
         let f = parse_client_frame(br#"{"msgId":"10004","mode":1}"#).expect("valid");
-        assert_eq!(f, ClientFrame::Heartbeat { msg_id: Some("10004".into()) });
+        assert_eq!(
+            f,
+            ClientFrame::Heartbeat {
+                msg_id: Some("10004".into())
+            }
+        );
         let f = parse_client_frame(br#"{"msgId":7,"group":"g1","mode":200,"content":{"a":[1]}}"#)
             .expect("valid");
         assert_eq!(
@@ -337,7 +349,13 @@ mod tests {
             })
         );
         let f = parse_client_frame(br#"{"mode":300,"content":1,"extra":true}"#).expect("valid");
-        assert!(matches!(f, ClientFrame::Send(Send { target: SendTarget::Biz, .. })));
+        assert!(matches!(
+            f,
+            ClientFrame::Send(Send {
+                target: SendTarget::Biz,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -347,25 +365,60 @@ mod tests {
             (b"[1,2]", ErrorCode::InvalidFrame, None),
             (b"{\"mode\":", ErrorCode::InvalidFrame, None),
             (br#"{"msgId":"a"}"#, ErrorCode::InvalidFrame, Some("a")),
-            (br#"{"msgId":"a","mode":"1"}"#, ErrorCode::InvalidFrame, Some("a")),
-            (br#"{"msgId":"a","mode":7}"#, ErrorCode::UnknownMode, Some("a")),
-            (br#"{"msgId":"a","mode":100,"content":1}"#, ErrorCode::InvalidFrame, Some("a")),
-            (br#"{"msgId":"a","mode":100,"targetClientId":5,"content":1}"#, ErrorCode::InvalidFrame, Some("a")),
-            (br#"{"msgId":"a","mode":200,"content":1}"#, ErrorCode::InvalidFrame, Some("a")),
-            (br#"{"msgId":"a","mode":300}"#, ErrorCode::InvalidFrame, Some("a")),
+            (
+                br#"{"msgId":"a","mode":"1"}"#,
+                ErrorCode::InvalidFrame,
+                Some("a"),
+            ),
+            (
+                br#"{"msgId":"a","mode":7}"#,
+                ErrorCode::UnknownMode,
+                Some("a"),
+            ),
+            (
+                br#"{"msgId":"a","mode":100,"content":1}"#,
+                ErrorCode::InvalidFrame,
+                Some("a"),
+            ),
+            (
+                br#"{"msgId":"a","mode":100,"targetClientId":5,"content":1}"#,
+                ErrorCode::InvalidFrame,
+                Some("a"),
+            ),
+            (
+                br#"{"msgId":"a","mode":200,"content":1}"#,
+                ErrorCode::InvalidFrame,
+                Some("a"),
+            ),
+            (
+                br#"{"msgId":"a","mode":300}"#,
+                ErrorCode::InvalidFrame,
+                Some("a"),
+            ),
             (br#"{"msgId":{},"mode":1}"#, ErrorCode::InvalidFrame, None),
         ];
         for (text, code, msg_id) in cases {
             let e = parse_client_frame(text).expect_err("must fail");
             assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(text));
-            assert_eq!(e.msg_id.as_deref(), *msg_id, "{}", String::from_utf8_lossy(text));
+            assert_eq!(
+                e.msg_id.as_deref(),
+                *msg_id,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 
     #[test]
     fn renders_gateway_frames_as_the_spec_shows() {
         assert_eq!(
-            v(&welcome("c1", "d1", &["g1".into(), "g2".into()], "edge-7f3a", 30)),
+            v(&welcome(
+                "c1",
+                "d1",
+                &["g1".into(), "g2".into()],
+                "edge-7f3a",
+                30
+            )),
             json!({"mode":0,"code":0,"msg":"success","data":{"clientId":"c1","bizCode":"d1","groups":["g1","g2"],"node":"edge-7f3a","heartbeatSec":30}})
         );
         assert_eq!(
@@ -377,11 +430,22 @@ mod tests {
             json!({"mode":2,"msgId":"m\"1","code":0,"msg":"success","data":{"recipients":3}})
         );
         assert_eq!(
-            v(&reply(None, ErrorCode::Offline, "target is not online", None)),
+            v(&reply(
+                None,
+                ErrorCode::Offline,
+                "target is not online",
+                None
+            )),
             json!({"mode":2,"msgId":null,"code":1004,"msg":"target is not online","data":null})
         );
         assert_eq!(
-            v(&delivery(&SendTarget::Group("g1".into()), Some("1"), "c1", r#"{"x":"y"}"#, 9)),
+            v(&delivery(
+                &SendTarget::Group("g1".into()),
+                Some("1"),
+                "c1",
+                r#"{"x":"y"}"#,
+                9
+            )),
             json!({"mode":200,"msgId":"1","from":"c1","group":"g1","content":{"x":"y"},"ts":9})
         );
         assert_eq!(

@@ -54,7 +54,8 @@ impl Default for RouterConfig {
 impl RouterConfig {
     /// Pushes configuration problems.
     pub fn validate(&self, problems: &mut Vec<String>) {
-        if self.node_timeout < Duration::from_secs(1) || self.node_timeout > Duration::from_secs(9) {
+        if self.node_timeout < Duration::from_secs(1) || self.node_timeout > Duration::from_secs(9)
+        {
             problems.push("router.node_timeout must be between 1s and 9s (SPEC: a dead edge leaves presence within 10s)".into());
         }
         if self.delete_marker_ttl < Duration::from_secs(1) {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_protocol::envelope::{
-    ConnInfo, ConnectReply, DeliverTo, Disconnect, Heartbeat, NodeCommand, PresenceValue, Resync, Route, RouteReply,
+    ConnInfo, ConnectReply, DeliverTo, Disconnect, Heartbeat, NodeCommand, PresenceValue, Resync,
+    Route, RouteReply,
 };
 use switchboard_protocol::frame::{self, PresenceEvent, SendTarget};
 use switchboard_protocol::subject::{parse_presence_key, presence_key};
@@ -93,7 +94,9 @@ impl Router {
 
     fn apply_watch(&self, ev: WatchEvent, ready: &mut Option<tokio::sync::oneshot::Sender<()>>) {
         match ev {
-            WatchEvent::Put { value, revision, .. } => {
+            WatchEvent::Put {
+                value, revision, ..
+            } => {
                 let node: Arc<str> = value.node.as_str().into();
                 let mut ix = self.inner.index.lock();
                 ix.put(&value, revision);
@@ -194,19 +197,36 @@ impl Router {
                         },
                     )
                     .await;
-                self.notify(PresenceEvent::Offline, &info.biz, &info.client, &old.groups, Some((&old.node, old.conn)))
-                    .await;
+                self.notify(
+                    PresenceEvent::Offline,
+                    &info.biz,
+                    &info.client,
+                    &old.groups,
+                    Some((&old.node, old.conn)),
+                )
+                .await;
             }
         }
         let groups: Vec<Arc<str>> = info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-        self.notify(PresenceEvent::Online, &info.biz, &info.client, &groups, Some((&info.node, info.conn)))
-            .await;
+        self.notify(
+            PresenceEvent::Online,
+            &info.biz,
+            &info.client,
+            &groups,
+            Some((&info.node, info.conn)),
+        )
+        .await;
         ConnectReply { code: 0 }
     }
 
     /// Applies our own write to the index and returns the entry it replaced
     /// (from the index, or from what the store held before the write).
-    fn index_replace(&self, value: &PresenceValue, revision: u64, before: Option<Versioned>) -> Option<Entry> {
+    fn index_replace(
+        &self,
+        value: &PresenceValue,
+        revision: u64,
+        before: Option<Versioned>,
+    ) -> Option<Entry> {
         let mut ix = self.inner.index.lock();
         let (_, old) = ix.put(value, revision);
         self.inner.metrics.presence_entries.set(ix.len() as i64);
@@ -214,7 +234,12 @@ impl Router {
             before.map(|v| Entry {
                 node: v.value.node.as_str().into(),
                 conn: v.value.conn,
-                groups: v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect(),
+                groups: v
+                    .value
+                    .groups
+                    .iter()
+                    .map(|g| Arc::from(g.as_str()))
+                    .collect(),
                 revision: v.revision,
             })
         })
@@ -250,8 +275,14 @@ impl Router {
             match self.inner.store.delete(&key, v.revision).await {
                 Ok(()) => {
                     self.index_delete(&d.biz, &d.client, v.revision);
-                    let groups: Vec<Arc<str>> = v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-                    self.notify(PresenceEvent::Offline, &d.biz, &d.client, &groups, None).await;
+                    let groups: Vec<Arc<str>> = v
+                        .value
+                        .groups
+                        .iter()
+                        .map(|g| Arc::from(g.as_str()))
+                        .collect();
+                    self.notify(PresenceEvent::Offline, &d.biz, &d.client, &groups, None)
+                        .await;
                     return ConnectReply { code: 0 };
                 }
                 Err(StoreError::WrongRevision) => continue,
@@ -304,9 +335,16 @@ impl Router {
                     match self.inner.store.create(&key, &value).await {
                         Ok(rev) => {
                             self.index_put(&value, rev);
-                            let groups: Vec<Arc<str>> = info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-                            self.notify(PresenceEvent::Online, &info.biz, &info.client, &groups, Some((&info.node, info.conn)))
-                                .await;
+                            let groups: Vec<Arc<str>> =
+                                info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+                            self.notify(
+                                PresenceEvent::Online,
+                                &info.biz,
+                                &info.client,
+                                &groups,
+                                Some((&info.node, info.conn)),
+                            )
+                            .await;
                         }
                         Err(StoreError::WrongRevision) => {}
                         Err(e) => {
@@ -343,7 +381,13 @@ impl Router {
     /// deliveries were handed to the bus.
     pub async fn route(&self, r: Route) -> RouteReply {
         let started = Instant::now();
-        let frame = Bytes::from(frame::delivery(&r.target, r.msg_id.as_deref(), &r.from, &r.content, now_ms()));
+        let frame = Bytes::from(frame::delivery(
+            &r.target,
+            r.msg_id.as_deref(),
+            &r.from,
+            &r.content,
+            now_ms(),
+        ));
         let mode = r.target.mode();
         let plan: Vec<(Arc<str>, DeliverTo)>;
         let recipients: u32;
@@ -371,9 +415,11 @@ impl Router {
                 let ix = self.inner.index.lock();
                 let (p, n) = match ix.group(&r.biz, group) {
                     Some(g) => {
-                        let sender_in = ix
-                            .get(&r.biz, &r.from)
-                            .is_some_and(|e| *e.node == *r.node && e.conn == r.conn && g.members.contains(r.from.as_str()));
+                        let sender_in = ix.get(&r.biz, &r.from).is_some_and(|e| {
+                            *e.node == *r.node
+                                && e.conn == r.conn
+                                && g.members.contains(r.from.as_str())
+                        });
                         let p = g
                             .nodes
                             .keys()
@@ -407,7 +453,13 @@ impl Router {
                             .keys()
                             .map(|node| {
                                 let exclude = (**node == *r.node).then_some(r.conn);
-                                (node.clone(), DeliverTo::Biz { biz: r.biz.clone(), exclude })
+                                (
+                                    node.clone(),
+                                    DeliverTo::Biz {
+                                        biz: r.biz.clone(),
+                                        exclude,
+                                    },
+                                )
                             })
                             .collect();
                         (p, total - usize::from(sender_in))
@@ -432,8 +484,14 @@ impl Router {
                 };
             }
         }
-        self.inner.metrics.route_duration.observe(started.elapsed().as_secs_f64());
-        RouteReply { code: 0, recipients }
+        self.inner
+            .metrics
+            .route_duration
+            .observe(started.elapsed().as_secs_f64());
+        RouteReply {
+            code: 0,
+            recipients,
+        }
     }
 
     /// Sends presence notices for `client` to the other members of each of
@@ -455,7 +513,9 @@ impl Router {
                 NoticeScope::Off => return,
                 NoticeScope::Groups => {
                     for g in groups {
-                        let Some(group) = ix.group(biz, g) else { continue };
+                        let Some(group) = ix.group(biz, g) else {
+                            continue;
+                        };
                         if group.members.len() > limit {
                             continue;
                         }
@@ -545,8 +605,12 @@ impl Router {
                     _ = tick.tick() => {}
                 }
                 n += 1;
-                if n % 120 == 0 {
-                    router.inner.index.lock().prune_tombstones(Duration::from_secs(120));
+                if n.is_multiple_of(120) {
+                    router
+                        .inner
+                        .index
+                        .lock()
+                        .prune_tombstones(Duration::from_secs(120));
                 }
                 for node in router.expired_nodes() {
                     router.purge_node(&node).await;
@@ -599,7 +663,8 @@ impl Router {
                 Ok(()) => {
                     purged += 1;
                     self.index_delete(&biz, &client, entry.revision);
-                    self.notify(PresenceEvent::Offline, &biz, &client, &entry.groups, None).await;
+                    self.notify(PresenceEvent::Offline, &biz, &client, &entry.groups, None)
+                        .await;
                 }
                 Err(StoreError::WrongRevision) => {
                     // Changed under us (another router purged it, or the
@@ -619,4 +684,3 @@ impl Router {
         }
     }
 }
-

@@ -41,12 +41,15 @@ struct Biz {
     groups: HashMap<Arc<str>, Group>,
 }
 
+/// (bizCode, clientId).
+type ClientKey = (Arc<str>, Arc<str>);
+
 /// The index.
 #[derive(Debug, Default)]
 pub struct Index {
     bizs: HashMap<Arc<str>, Biz>,
-    by_node: HashMap<Arc<str>, HashSet<(Arc<str>, Arc<str>)>>,
-    tombstones: HashMap<(Arc<str>, Arc<str>), (u64, Instant)>,
+    by_node: HashMap<Arc<str>, HashSet<ClientKey>>,
+    tombstones: HashMap<ClientKey, (u64, Instant)>,
     len: usize,
 }
 
@@ -112,7 +115,7 @@ impl Index {
     /// (also when the put is older than what the index holds: then
     /// `applied` is false).
     pub fn put(&mut self, value: &PresenceValue, revision: u64) -> (bool, Option<Entry>) {
-        let key: (Arc<str>, Arc<str>) = (value.biz.as_str().into(), value.client.as_str().into());
+        let key: ClientKey = (value.biz.as_str().into(), value.client.as_str().into());
         if let Some((tomb, _)) = self.tombstones.get(&key) {
             if *tomb >= revision {
                 return (false, None);
@@ -144,7 +147,10 @@ impl Index {
                 revision,
             },
         );
-        self.by_node.entry(node).or_default().insert((biz_id, client));
+        self.by_node
+            .entry(node)
+            .or_default()
+            .insert((biz_id, client));
         self.len += 1;
         (true, old)
     }
@@ -152,7 +158,7 @@ impl Index {
     /// Removes the entry if its revision is at most `upto` and leaves a
     /// tombstone at `upto`. Returns the removed entry.
     pub fn delete(&mut self, biz: &str, client: &str, upto: u64) -> Option<Entry> {
-        let key: (Arc<str>, Arc<str>) = (biz.into(), client.into());
+        let key: ClientKey = (biz.into(), client.into());
         let tomb = self.tombstones.entry(key).or_insert((upto, Instant::now()));
         tomb.0 = tomb.0.max(upto);
         match self.get(biz, client) {
@@ -219,7 +225,10 @@ mod tests {
         ix.put(&pv("e2", 2, "d1", "c3", &["g1"]), 3);
         ix.put(&pv("e3", 1, "d1", "c4", &["g1", "g2"]), 4);
         ix.put(&pv("e3", 2, "d2", "c5", &["g1", "g2"]), 5);
-        assert_eq!(ix.get("d1", "c2").map(|e| (&*e.node, e.conn)), Some(("e2", 1)));
+        assert_eq!(
+            ix.get("d1", "c2").map(|e| (&*e.node, e.conn)),
+            Some(("e2", 1))
+        );
         assert!(ix.get("d2", "c2").is_none());
         let g1 = ix.group("d1", "g1").expect("g1");
         assert_eq!(g1.members.len(), 3);

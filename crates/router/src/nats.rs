@@ -62,17 +62,53 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), async_nats::Error> {
     let q = subject::ROUTER_QUEUE;
-    let connect = client.queue_subscribe(subject::ROUTER_CONNECT, q.into()).await?;
-    let disconnect = client.queue_subscribe(subject::ROUTER_DISCONNECT, q.into()).await?;
-    let route = client.queue_subscribe(subject::ROUTER_ROUTE, q.into()).await?;
-    let resync = client.queue_subscribe(subject::ROUTER_RESYNC, q.into()).await?;
+    let connect = client
+        .queue_subscribe(subject::ROUTER_CONNECT, q.into())
+        .await?;
+    let disconnect = client
+        .queue_subscribe(subject::ROUTER_DISCONNECT, q.into())
+        .await?;
+    let route = client
+        .queue_subscribe(subject::ROUTER_ROUTE, q.into())
+        .await?;
+    let resync = client
+        .queue_subscribe(subject::ROUTER_RESYNC, q.into())
+        .await?;
     let mut heartbeat = client.subscribe(subject::ROUTER_HEARTBEAT).await?;
     client.flush().await?;
 
-    spawn_handler(connect, &client, &tasks, &shutdown, &router, |r, m| async move { r.connect(m).await });
-    spawn_handler(disconnect, &client, &tasks, &shutdown, &router, |r, m| async move { r.disconnect(m).await });
-    spawn_handler(route, &client, &tasks, &shutdown, &router, |r, m| async move { r.route(m).await });
-    spawn_handler(resync, &client, &tasks, &shutdown, &router, |r, m| async move { r.resync(m).await });
+    spawn_handler(
+        connect,
+        &client,
+        &tasks,
+        &shutdown,
+        &router,
+        |r, m| async move { r.connect(m).await },
+    );
+    spawn_handler(
+        disconnect,
+        &client,
+        &tasks,
+        &shutdown,
+        &router,
+        |r, m| async move { r.disconnect(m).await },
+    );
+    spawn_handler(
+        route,
+        &client,
+        &tasks,
+        &shutdown,
+        &router,
+        |r, m| async move { r.route(m).await },
+    );
+    spawn_handler(
+        resync,
+        &client,
+        &tasks,
+        &shutdown,
+        &router,
+        |r, m| async move { r.resync(m).await },
+    );
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -103,7 +139,12 @@ fn spawn_handler<Q, A, F, Fut>(
     F: Fn(Router, Q) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = A> + Send + 'static,
 {
-    let (client, tasks2, stop, router) = (client.clone(), tasks.clone(), shutdown.clone(), router.clone());
+    let (client, tasks2, stop, router) = (
+        client.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+        router.clone(),
+    );
     tasks.spawn(async move {
         loop {
             let msg: Message = tokio::select! {

@@ -71,7 +71,12 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Creates an absent entry; [`StoreError::WrongRevision`] if it exists.
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError>;
     /// Replaces the entry if its revision is still `revision`.
-    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError>;
+    async fn update(
+        &self,
+        key: &str,
+        value: &PresenceValue,
+        revision: u64,
+    ) -> Result<u64, StoreError>;
     /// Removes the entry if its revision is still `revision`.
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
     /// Every current entry, then [`WatchEvent::Ready`], then every change.
@@ -104,7 +109,8 @@ impl KvStore {
     ) -> Result<Self, StoreError> {
         let config = kv::Config {
             bucket: name.to_owned(),
-            description: "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection".to_owned(),
+            description: "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection"
+                .to_owned(),
             history: 1,
             num_replicas: replicas,
             storage: async_nats::jetstream::stream::StorageType::File,
@@ -138,18 +144,29 @@ impl PresenceStore for KvStore {
 
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
         let bytes = envelope::encode(value).map_err(unavailable)?;
-        self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
-            CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
-            _ => unavailable(e),
-        })
+        self.kv
+            .create(key, bytes)
+            .await
+            .map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
+                _ => unavailable(e),
+            })
     }
 
-    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
+    async fn update(
+        &self,
+        key: &str,
+        value: &PresenceValue,
+        revision: u64,
+    ) -> Result<u64, StoreError> {
         let bytes = envelope::encode(value).map_err(unavailable)?;
-        self.kv.update(key, bytes, revision).await.map_err(|e| match e.kind() {
-            UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-            _ => unavailable(e),
-        })
+        self.kv
+            .update(key, bytes, revision)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+                _ => unavailable(e),
+            })
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
@@ -232,11 +249,22 @@ impl PresenceStore for MemoryStore {
         }
         s.0 += 1;
         let revision = s.0;
-        s.1.insert(key.to_owned(), Versioned { value: value.clone(), revision });
+        s.1.insert(
+            key.to_owned(),
+            Versioned {
+                value: value.clone(),
+                revision,
+            },
+        );
         Ok(revision)
     }
 
-    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
+    async fn update(
+        &self,
+        key: &str,
+        value: &PresenceValue,
+        revision: u64,
+    ) -> Result<u64, StoreError> {
         let mut s = self.state.lock();
         match s.1.get(key) {
             Some(v) if v.revision == revision => {}
@@ -244,7 +272,13 @@ impl PresenceStore for MemoryStore {
         }
         s.0 += 1;
         let revision = s.0;
-        s.1.insert(key.to_owned(), Versioned { value: value.clone(), revision });
+        s.1.insert(
+            key.to_owned(),
+            Versioned {
+                value: value.clone(),
+                revision,
+            },
+        );
         Ok(revision)
     }
 
@@ -286,10 +320,19 @@ mod tests {
     async fn memory_store_is_compare_and_set() {
         let s = MemoryStore::default();
         let r1 = s.create("k", &v(1)).await.expect("create");
-        assert!(matches!(s.create("k", &v(2)).await, Err(StoreError::WrongRevision)));
+        assert!(matches!(
+            s.create("k", &v(2)).await,
+            Err(StoreError::WrongRevision)
+        ));
         let r2 = s.update("k", &v(2), r1).await.expect("update");
-        assert!(matches!(s.update("k", &v(3), r1).await, Err(StoreError::WrongRevision)));
-        assert!(matches!(s.delete("k", r1).await, Err(StoreError::WrongRevision)));
+        assert!(matches!(
+            s.update("k", &v(3), r1).await,
+            Err(StoreError::WrongRevision)
+        ));
+        assert!(matches!(
+            s.delete("k", r1).await,
+            Err(StoreError::WrongRevision)
+        ));
         s.delete("k", r2).await.expect("delete");
         assert_eq!(s.get("k").await.expect("get"), None);
     }

@@ -28,9 +28,18 @@ pub trait Validate {
 /// Loads `T` from defaults, the TOML file at `path` (which must exist when
 /// given) and the environment.
 ///
+/// Only `SWITCHBOARD_*` variables whose first segment is one of `roots`
+/// are read: others (a script's `SWITCHBOARD_BIN`, the
+/// `SWITCHBOARD_SERVICE_HOST` Kubernetes injects for a Service named
+/// `switchboard`) are not configuration. Unknown keys inside a root are
+/// still errors.
+///
 /// # Errors
 /// [`ConfigError`] listing every extraction and validation problem.
-pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Result<T, ConfigError> {
+pub fn load<T: DeserializeOwned + Validate>(
+    path: Option<&Path>,
+    roots: &'static [&'static str],
+) -> Result<T, ConfigError> {
     let mut figment = Figment::new();
     if let Some(path) = path {
         if !path.is_file() {
@@ -40,9 +49,12 @@ pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Result<T, Co
         }
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
+        let root = key.as_str().split('.').next().unwrap_or_default();
+        roots.iter().any(|r| r.eq_ignore_ascii_case(root))
+    }));
     let config: T = figment.extract().map_err(|e| ConfigError {
-        problems: e.into_iter().map(|e| e.to_string()).collect(),
+        problems: e.into_iter().map(|e| describe(&e)).collect(),
     })?;
     let mut problems = Vec::new();
     config.validate(&mut problems);
@@ -50,6 +62,25 @@ pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Result<T, Co
         Ok(config)
     } else {
         Err(ConfigError { problems })
+    }
+}
+
+/// `edge.heartbeat: invalid value ... (from <source>)`, keys in the case
+/// the file uses.
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".").to_lowercase();
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {src})"),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{source}", e.kind)
+    } else {
+        format!("{key}: {}{source}", e.kind)
     }
 }
 
@@ -87,19 +118,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "port = 7\nwait = \"250ms\"\n").expect("write");
-        let d: Demo = load(Some(&path)).expect("valid");
+        let d: Demo = load(Some(&path), &["port", "wait"]).expect("valid");
         assert_eq!(d.port, 7);
         assert_eq!(d.wait, Duration::from_millis(250));
 
         std::fs::write(&path, "port = 0\n").expect("write");
-        let e = load::<Demo>(Some(&path)).expect_err("invalid");
+        let e = load::<Demo>(Some(&path), &["port", "wait"]).expect_err("invalid");
         assert_eq!(e.problems, vec!["port must not be 0".to_owned()]);
 
         std::fs::write(&path, "port = \"x\"\nbogus = 1\n").expect("write");
-        let e = load::<Demo>(Some(&path)).expect_err("invalid");
+        let e = load::<Demo>(Some(&path), &["port", "wait"]).expect_err("invalid");
         assert!(!e.problems.is_empty());
 
-        let e = load::<Demo>(Some(&dir.path().join("missing.toml"))).expect_err("missing");
+        let e = load::<Demo>(Some(&dir.path().join("missing.toml")), &[]).expect_err("missing");
         assert!(e.problems[0].contains("does not exist"));
     }
 }

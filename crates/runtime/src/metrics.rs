@@ -78,13 +78,29 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let connections = Gauge::default();
-        registry.register("connections", "Open client connections", connections.clone());
+        registry.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
         let received = Family::<Labels, Counter>::default();
-        registry.register("frames_received", "Client frames received by mode", received.clone());
+        registry.register(
+            "frames_received",
+            "Client frames received by mode",
+            received.clone(),
+        );
         let sent = Family::<Labels, Counter>::default();
-        registry.register("frames_sent", "Frames sent to clients by mode", sent.clone());
+        registry.register(
+            "frames_sent",
+            "Frames sent to clients by mode",
+            sent.clone(),
+        );
         let deliveries = Counter::default();
-        registry.register("deliveries", "Frames delivered to local sockets", deliveries.clone());
+        registry.register(
+            "deliveries",
+            "Frames delivered to local sockets",
+            deliveries.clone(),
+        );
         let slow = Counter::default();
         registry.register(
             "slow_consumer_closes",
@@ -110,9 +126,17 @@ impl Metrics {
             presence_entries.clone(),
         );
         let nats_reconnects = Counter::default();
-        registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
+        registry.register(
+            "nats_reconnects",
+            "Reconnections to NATS",
+            nats_reconnects.clone(),
+        );
         let nodes_purged = Counter::default();
-        registry.register("nodes_purged", "Edge nodes purged after silence", nodes_purged.clone());
+        registry.register(
+            "nodes_purged",
+            "Edge nodes purged after silence",
+            nodes_purged.clone(),
+        );
         let handshake_refusals = Counter::default();
         registry.register(
             "handshake_refusals",
@@ -157,8 +181,17 @@ mod tests {
         m.connections.set(3);
         let text = m.render();
         assert!(text.contains("switchboard_connections 3"), "{text}");
-        assert!(text.contains(r#"switchboard_frames_received_total{mode="100"} 1"#), "{text}");
-        assert!(text.contains(r#"switchboard_frames_received_total{mode="other"} 1"#), "{text}");
-        assert!(text.contains("switchboard_route_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"switchboard_frames_received_total{mode="100"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchboard_frames_received_total{mode="other"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchboard_route_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -10,6 +10,9 @@ use switchboard_runtime::config::Validate;
 use switchboard_runtime::nats::NatsConfig;
 use switchboard_runtime::telemetry::LogConfig;
 
+/// The sections (and top-level keys) `SWITCHBOARD_*` variables may set.
+pub(crate) const ENV_ROOTS: &[&str] = &["log", "nats", "edge", "router", "standalone"];
+
 /// `[standalone]` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

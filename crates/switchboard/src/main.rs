@@ -37,7 +37,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match switchboard_runtime::config::load::<config::Config>(cli.config.as_deref()) {
+    let config = match switchboard_runtime::config::load::<config::Config>(
+        cli.config.as_deref(),
+        config::ENV_ROOTS,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard: {e}");
@@ -45,7 +48,10 @@ fn main() -> ExitCode {
         }
     };
     switchboard_runtime::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard: cannot start the runtime: {e}");

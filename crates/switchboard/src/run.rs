@@ -42,12 +42,23 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let node = node_id(&config);
-    let (client, link) = nats::connect(&config.nats, &format!("switchboard-edge {node}"), health.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let (client, link) = nats::connect(
+        &config.nats,
+        &format!("switchboard-edge {node}"),
+        health.clone(),
+        metrics.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let drain_window = config.edge.drain_window;
     let router = Arc::new(switchboard_edge::nats::NatsRouter::new(client.clone()));
-    let edge = Edge::new(config.edge.clone(), node.clone(), router, metrics, health.clone());
+    let edge = Edge::new(
+        config.edge.clone(),
+        node.clone(),
+        router,
+        metrics,
+        health.clone(),
+    );
     switchboard_edge::nats::attach(edge.clone(), client.clone(), link, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the node inbox: {e}"))?;
@@ -58,7 +69,11 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     tracing::info!(node_id = %node, %addr, "edge listening");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(listener, Arc::new(edge.clone()), stop_http.clone()));
+    let server = tokio::spawn(h::serve(
+        listener,
+        Arc::new(edge.clone()),
+        stop_http.clone(),
+    ));
     shutdown.cancelled().await;
     edge.drain(drain_window).await;
     stop_http.cancel();
@@ -82,7 +97,10 @@ impl Handler for RouterHttp {
     }
 }
 
-async fn open_store(js: &async_nats::jetstream::Context, config: &Config) -> anyhow::Result<KvStore> {
+async fn open_store(
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+) -> anyhow::Result<KvStore> {
     let mut last = None;
     for _ in 0..20 {
         match KvStore::open(
@@ -112,22 +130,37 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let (client, _link) = nats::connect(&config.nats, "switchboard-router", health.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let (client, _link) = nats::connect(
+        &config.nats,
+        "switchboard-router",
+        health.clone(),
+        metrics.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let js = async_nats::jetstream::new(client.clone());
     let store = open_store(&js, &config).await?;
     let edges = Arc::new(switchboard_router::nats::NatsEdges::new(client.clone()));
-    let router = Router::new(config.router.clone(), Arc::new(store), edges, metrics.clone());
+    let router = Router::new(
+        config.router.clone(),
+        Arc::new(store),
+        edges,
+        metrics.clone(),
+    );
     router
         .start_watch()
         .await
         .context("cannot watch the presence bucket")?;
     let tasks = TaskTracker::new();
     let stop_requests = CancellationToken::new();
-    switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
+    switchboard_router::nats::serve(
+        router.clone(),
+        client.clone(),
+        tasks.clone(),
+        stop_requests.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
     router.spawn_liveness(shutdown.clone());
     let listener = bind(config.router.listen).await?;
     let addr = listener.local_addr()?;
@@ -178,7 +211,10 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     if edges.edge.set(edge.clone()).is_err() {
         anyhow::bail!("edge wired twice");
     }
-    router.start_watch().await.context("cannot start presence")?;
+    router
+        .start_watch()
+        .await
+        .context("cannot start presence")?;
     edge.spawn_sweeper(shutdown.clone());
     let listener = bind(config.standalone.listen).await?;
     let addr = listener.local_addr()?;
@@ -186,7 +222,11 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     tracing::info!(node_id = %node, %addr, "standalone listening: ws://{addr}/ws?bizCode=d1&clientId=c1");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(listener, Arc::new(edge.clone()), stop_http.clone()));
+    let server = tokio::spawn(h::serve(
+        listener,
+        Arc::new(edge.clone()),
+        stop_http.clone(),
+    ));
     shutdown.cancelled().await;
     edge.drain(config.edge.drain_window).await;
     stop_http.cancel();

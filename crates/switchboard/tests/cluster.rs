@@ -30,15 +30,24 @@ async fn a_newer_connection_replaces_the_older_one_across_edges() {
     let c = Cluster::start(2, 1, &[]).await;
     let (mut peer, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=peer&group=g1")).await;
     let (mut old, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=dup&group=g1")).await;
-    assert_eq!(notice(&mut peer).await, ("online".into(), "dup".into(), "g1".into()));
+    assert_eq!(
+        notice(&mut peer).await,
+        ("online".into(), "dup".into(), "g1".into())
+    );
 
     let (mut new, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=dup&group=g1")).await;
     let closed = old.closed().await;
     assert_eq!(closed.code, 4009);
     assert!(!closed.reason.is_empty() && closed.reason.len() < 123);
     // The peer sees the old one leave and the new one arrive.
-    assert_eq!(notice(&mut peer).await, ("offline".into(), "dup".into(), "g1".into()));
-    assert_eq!(notice(&mut peer).await, ("online".into(), "dup".into(), "g1".into()));
+    assert_eq!(
+        notice(&mut peer).await,
+        ("offline".into(), "dup".into(), "g1".into())
+    );
+    assert_eq!(
+        notice(&mut peer).await,
+        ("online".into(), "dup".into(), "g1".into())
+    );
 
     peer.send(&json!({"msgId":"u","mode":100,"targetClientId":"dup","content":"to the new one"}))
         .await;
@@ -47,14 +56,16 @@ async fn a_newer_connection_replaces_the_older_one_across_edges() {
 
     // The old connection's late disconnect did not remove the new entry.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    peer.send(&json!({"msgId":"u2","mode":100,"targetClientId":"dup","content":2})).await;
+    peer.send(&json!({"msgId":"u2","mode":100,"targetClientId":"dup","content":2}))
+        .await;
     assert_eq!(peer.recv_mode(2).await["code"], 0);
     assert_eq!(new.recv_mode(100).await["msgId"], "u2");
 
     // Same-edge replacement too.
     let (mut newer, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=dup")).await;
     assert_eq!(new.closed().await.code, 4009);
-    peer.send(&json!({"msgId":"u3","mode":100,"targetClientId":"dup","content":3})).await;
+    peer.send(&json!({"msgId":"u3","mode":100,"targetClientId":"dup","content":3}))
+        .await;
     assert_eq!(peer.recv_mode(2).await["code"], 0);
     assert_eq!(newer.recv_mode(100).await["msgId"], "u3");
 }
@@ -64,7 +75,10 @@ async fn presence_notices_reach_group_peers_except_in_large_groups() {
     let c = Cluster::start(2, 1, &[("SWITCHBOARD_ROUTER__NOTICE_MAX_MEMBERS", "3")]).await;
     let (mut a, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=a&group=g1,big")).await;
     let (mut b, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=b&group=g1")).await;
-    assert_eq!(notice(&mut a).await, ("online".into(), "b".into(), "g1".into()));
+    assert_eq!(
+        notice(&mut a).await,
+        ("online".into(), "b".into(), "g1".into())
+    );
     b.expect_silence(QUIET).await; // no notice about itself
 
     // A client with no groups causes no notices; another bizCode neither.
@@ -75,13 +89,22 @@ async fn presence_notices_reach_group_peers_except_in_large_groups() {
     other.close().await;
 
     b.close().await;
-    assert_eq!(notice(&mut a).await, ("offline".into(), "b".into(), "g1".into()));
+    assert_eq!(
+        notice(&mut a).await,
+        ("offline".into(), "b".into(), "g1".into())
+    );
 
     // "big": a (1) + m2, m3 → notices; m4 makes it 4 > 3 → none.
     let (_m2, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=m2&group=big")).await;
-    assert_eq!(notice(&mut a).await, ("online".into(), "m2".into(), "big".into()));
+    assert_eq!(
+        notice(&mut a).await,
+        ("online".into(), "m2".into(), "big".into())
+    );
     let (_m3, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=m3&group=big")).await;
-    assert_eq!(notice(&mut a).await, ("online".into(), "m3".into(), "big".into()));
+    assert_eq!(
+        notice(&mut a).await,
+        ("online".into(), "m3".into(), "big".into())
+    );
     let (m4, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=m4&group=big")).await;
     a.expect_silence(QUIET).await;
     m4.close().await;
@@ -115,11 +138,15 @@ async fn a_killed_edge_leaves_presence_within_ten_seconds() {
     assert!(took <= Duration::from_secs(10), "purge took {took:?}");
     assert_eq!(offline, BTreeSet::from(["v1".to_owned(), "v2".to_owned()]));
 
-    p.send(&json!({"msgId":"gone","mode":100,"targetClientId":"v1","content":1})).await;
+    p.send(&json!({"msgId":"gone","mode":100,"targetClientId":"v1","content":1}))
+        .await;
     assert_eq!(p.recv_mode(2).await["code"], 1004);
-    p.send(&json!({"msgId":"grp","mode":200,"group":"g1","content":1})).await;
+    p.send(&json!({"msgId":"grp","mode":200,"group":"g1","content":1}))
+        .await;
     assert_eq!(p.recv_mode(2).await["data"]["recipients"], 0);
-    let (_, m) = http_get(&c.router_addr(0), "/metrics").await.unwrap_or_default();
+    let (_, m) = http_get(&c.router_addr(0), "/metrics")
+        .await
+        .unwrap_or_default();
     assert!(m.contains("switchboard_nodes_purged_total 1"), "{m}");
     eprintln!("edge kill -9 to offline notices: {took:?}");
 }
@@ -155,7 +182,13 @@ async fn two_routers_share_the_load_without_loss_or_duplicates() {
     while got.len() < N {
         let v = r.recv().await;
         if v["mode"] == 100 || v["mode"] == 200 {
-            got.push(v["msgId"].as_str().unwrap_or_default().parse::<usize>().unwrap_or(usize::MAX));
+            got.push(
+                v["msgId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX),
+            );
         }
     }
     assert_eq!(got, (0..N).collect::<Vec<_>>());
@@ -164,7 +197,13 @@ async fn two_routers_share_the_load_without_loss_or_duplicates() {
     while got2.len() < N / 2 {
         let v = r2.recv().await;
         if v["mode"] == 200 {
-            got2.push(v["msgId"].as_str().unwrap_or_default().parse::<usize>().unwrap_or(usize::MAX));
+            got2.push(
+                v["msgId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX),
+            );
         }
     }
     assert_eq!(got2, (0..N).filter(|i| i % 2 == 1).collect::<Vec<_>>());
@@ -173,7 +212,9 @@ async fn two_routers_share_the_load_without_loss_or_duplicates() {
     r2.expect_silence(QUIET).await;
 
     for i in 0..2 {
-        let (_, m) = http_get(&c.router_addr(i), "/metrics").await.unwrap_or_default();
+        let (_, m) = http_get(&c.router_addr(i), "/metrics")
+            .await
+            .unwrap_or_default();
         let count: u64 = m
             .lines()
             .find(|l| l.starts_with("switchboard_route_duration_seconds_count"))
@@ -195,7 +236,8 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
     // A fresh router learns presence from the KV bucket.
     c.routers[0].kill9();
     c.add_router().await;
-    a.send(&json!({"msgId":"after-router","mode":100,"targetClientId":"b","content":1})).await;
+    a.send(&json!({"msgId":"after-router","mode":100,"targetClientId":"b","content":1}))
+        .await;
     assert_eq!(a.recv_mode(2).await["code"], 0);
     assert_eq!(b.recv_mode(100).await["msgId"], "after-router");
 
@@ -204,16 +246,21 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
     c.nats.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        a.send(&json!({"msgId":"after-nats","mode":100,"targetClientId":"b","content":1})).await;
+        a.send(&json!({"msgId":"after-nats","mode":100,"targetClientId":"b","content":1}))
+            .await;
         let r = a.recv_mode(2).await;
         if r["code"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "routing did not recover after a NATS restart: {r}");
+        assert!(
+            Instant::now() < deadline,
+            "routing did not recover after a NATS restart: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(b.recv_mode(100).await["msgId"], "after-nats");
-    b.send(&json!({"msgId":"back","mode":200,"group":"g","content":1})).await;
+    b.send(&json!({"msgId":"back","mode":200,"group":"g","content":1}))
+        .await;
     assert_eq!(b.recv_mode(2).await["data"]["recipients"], 1);
     assert_eq!(a.recv_mode(200).await["msgId"], "back");
 }

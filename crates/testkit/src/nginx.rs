@@ -80,7 +80,11 @@ impl Nginx {
         );
         let deadline = std::time::Instant::now() + crate::patience();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nginx did not start: {}", proc.log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not start: {}",
+                proc.log()
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Self {

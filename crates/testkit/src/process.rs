@@ -27,14 +27,22 @@ impl Proc {
     ///
     /// # Panics
     /// If the program cannot be started.
-    pub fn spawn(name: &str, program: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Self {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &BTreeMap<String, String>,
+    ) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let out = log.reopen().expect("log handle");
         let err = log.reopen().expect("log handle");
         let child = Command::new(program)
             .args(args)
             .envs(env)
-            .env("RUST_LOG", std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("SWITCHBOARD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -96,7 +104,12 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
         if std::thread::panicking() || std::env::var("SWITCHBOARD_TEST_SHOW_LOGS").is_ok() {
-            eprintln!("----- log of {} -----\n{}\n----- end of {} -----", self.name, self.log(), self.name);
+            eprintln!(
+                "----- log of {} -----\n{}\n----- end of {} -----",
+                self.name,
+                self.log(),
+                self.name
+            );
         }
     }
 }
@@ -112,7 +125,10 @@ async fn http(addr: &str, req: String) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -121,14 +137,23 @@ async fn http(addr: &str, req: String) -> std::io::Result<(u16, String)> {
 /// # Errors
 /// If the connection fails.
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    http(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// `POST path` with a JSON body and extra headers: (status, body).
 ///
 /// # Errors
 /// If the connection fails.
-pub async fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<(u16, String)> {
+pub async fn http_post(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()

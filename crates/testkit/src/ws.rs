@@ -68,7 +68,10 @@ impl Ws {
             .await
             .unwrap_or_else(|e| panic!("connect {url} refused: {e:?}"));
         let welcome = ws.recv().await;
-        assert_eq!(welcome["mode"], 0, "first frame must be the welcome: {welcome}");
+        assert_eq!(
+            welcome["mode"], 0,
+            "first frame must be the welcome: {welcome}"
+        );
         (ws, welcome)
     }
 
@@ -114,7 +117,10 @@ impl Ws {
             };
             match msg {
                 Message::Text(t) => {
-                    return Some(serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("not JSON ({e}): {t}")))
+                    return Some(
+                        serde_json::from_str(t.as_str())
+                            .unwrap_or_else(|e| panic!("not JSON ({e}): {t}")),
+                    )
                 }
                 Message::Close(c) => panic!("closed while waiting for a frame: {c:?}"),
                 _ => {}
@@ -252,5 +258,6 @@ impl Ws {
 }
 
 fn http_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
-    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("valid header name")
+    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+        .expect("valid header name")
 }

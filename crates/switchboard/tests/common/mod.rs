@@ -6,14 +6,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use serde_json::{json, Value};
-pub use switchboard_testkit::{eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws};
+pub use switchboard_testkit::{
+    eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws,
+};
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_switchboard"))
 }
 
 fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// A NATS server, routers and edges, all real processes.
@@ -53,7 +58,10 @@ impl Cluster {
     pub async fn add_router(&mut self) -> usize {
         let port = free_port();
         let mut env = self.env.clone();
-        env.insert("SWITCHBOARD_ROUTER__LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "SWITCHBOARD_ROUTER__LISTEN".into(),
+            format!("127.0.0.1:{port}"),
+        );
         let i = self.routers.len();
         let p = Proc::spawn(&format!("router{}", i + 1), bin(), &["router"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
@@ -66,8 +74,14 @@ impl Cluster {
         let port = free_port();
         let i = self.edges.len();
         let mut env = self.env.clone();
-        env.insert("SWITCHBOARD_EDGE__LISTEN".into(), format!("127.0.0.1:{port}"));
-        env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), format!("edge{}", i + 1));
+        env.insert(
+            "SWITCHBOARD_EDGE__LISTEN".into(),
+            format!("127.0.0.1:{port}"),
+        );
+        env.insert(
+            "SWITCHBOARD_EDGE__NODE_NAME".into(),
+            format!("edge{}", i + 1),
+        );
         let p = Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
         self.edges.push(p);
@@ -99,7 +113,10 @@ impl Standalone {
     pub async fn start(extra: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut env = env_of(extra);
-        env.insert("SWITCHBOARD_STANDALONE__LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert(
+            "SWITCHBOARD_STANDALONE__LISTEN".into(),
+            format!("127.0.0.1:{port}"),
+        );
         let proc = Proc::spawn("standalone", bin(), &["standalone"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
         Self { proc, port }
@@ -123,7 +140,11 @@ pub struct Target {
 impl Target {
     pub fn cluster(c: &Cluster) -> Self {
         Self {
-            bases: c.edge_ports.iter().map(|p| format!("ws://127.0.0.1:{p}/ws")).collect(),
+            bases: c
+                .edge_ports
+                .iter()
+                .map(|p| format!("ws://127.0.0.1:{p}/ws"))
+                .collect(),
         }
     }
 

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Local cluster on 127.0.0.1 (SPEC §6):
+#   NATS with JetStream (4222), one router (8090), three edges (8081-8083),
+#   nginx as the WebSocket load balancer (8080).
+# Usage: deploy/local/cluster.sh up | down | status
+# Logs and pid files live in .run/local/ at the repository root; `down`
+# stops only what `up` started (by its pid files).
+# Environment: SWITCHBOARD_BIN (default: build target/release/switchboard),
+# SWITCHBOARD_API_KEY and any SWITCHBOARD_* setting are passed through.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+RUN="$ROOT/.run/local"
+NATS_PORT="${NATS_PORT:-4222}"
+ROUTER_PORT="${ROUTER_PORT:-8090}"
+EDGE_PORTS=(8081 8082 8083)
+LB_PORT="${LB_PORT:-8080}"
+
+log() { printf 'cluster: %s\n' "$*"; }
+
+wait_port() { # port what
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  log "$2 did not open port $1; see $RUN/$2.log"; return 1
+}
+
+wait_ready() { # port what
+  for _ in $(seq 1 300); do
+    if curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.05
+  done
+  log "$2 is not ready on port $1; see $RUN/$2.log"; return 1
+}
+
+start() { # name cmd...
+  local name=$1; shift
+  "$@" >"$RUN/$name.log" 2>&1 &
+  echo $! >"$RUN/$name.pid"
+}
+
+running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+up() {
+  bash "$ROOT/scripts/setup.sh" >/dev/null
+  mkdir -p "$RUN/nats" "$RUN/nginx/tmp"
+  for p in nats router edge1 edge2 edge3 nginx; do
+    if running "$p"; then log "$p is already running (pid $(cat "$RUN/$p.pid")); run '$0 down' first"; exit 1; fi
+  done
+  local bin="${SWITCHBOARD_BIN:-}"
+  if [ -z "$bin" ]; then
+    log "building switchboard (release)"
+    (cd "$ROOT" && cargo build --release -q -p switchboard)
+    bin="$ROOT/target/release/switchboard"
+  fi
+
+  start nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" --store_dir "$RUN/nats"
+  wait_port "$NATS_PORT" nats
+  export SWITCHBOARD_NATS__URL="nats://127.0.0.1:$NATS_PORT"
+
+  SWITCHBOARD_ROUTER__LISTEN="127.0.0.1:$ROUTER_PORT" start router "$bin" router
+  wait_ready "$ROUTER_PORT" router
+  local i=1
+  for port in "${EDGE_PORTS[@]}"; do
+    SWITCHBOARD_EDGE__LISTEN="127.0.0.1:$port" SWITCHBOARD_EDGE__NODE_NAME="edge$i" start "edge$i" "$bin" edge
+    i=$((i + 1))
+  done
+  i=1
+  for port in "${EDGE_PORTS[@]}"; do wait_ready "$port" "edge$i"; i=$((i + 1)); done
+
+  local servers=""
+  for port in "${EDGE_PORTS[@]}"; do servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  cat >"$RUN/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $RUN/nginx/nginx.pid;
+error_log $RUN/nginx.error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $RUN/nginx/tmp;
+    proxy_temp_path $RUN/nginx/tmp;
+    fastcgi_temp_path $RUN/nginx/tmp;
+    uwsgi_temp_path $RUN/nginx/tmp;
+    scgi_temp_path $RUN/nginx/tmp;
+    map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+    upstream switchboard_edges {
+$servers    }
+    upstream switchboard_api { server 127.0.0.1:$ROUTER_PORT; }
+    server {
+        listen 127.0.0.1:$LB_PORT;
+        location /api/websocket/ {
+            proxy_pass http://switchboard_api;
+            proxy_http_version 1.1;
+            proxy_set_header Host \$host;
+        }
+        location / {
+            proxy_pass http://switchboard_edges;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+            proxy_next_upstream error timeout http_502 http_503;
+        }
+    }
+}
+NGINX
+  local nginx=/usr/sbin/nginx; [ -x "$nginx" ] || nginx=$(command -v nginx)
+  start nginx "$nginx" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" -g 'daemon off;'
+  wait_port "$LB_PORT" nginx
+  log "up: ws://127.0.0.1:$LB_PORT/ws (nginx) -> edges ${EDGE_PORTS[*]}; router http://127.0.0.1:$ROUTER_PORT; NATS $SWITCHBOARD_NATS__URL"
+  log "logs: $RUN/*.log"
+}
+
+down() {
+  local any=0
+  for p in nginx edge1 edge2 edge3 router nats; do
+    if running "$p"; then
+      kill -TERM "$(cat "$RUN/$p.pid")" 2>/dev/null || true
+      any=1
+    fi
+  done
+  for p in nginx edge1 edge2 edge3 router nats; do
+    [ -f "$RUN/$p.pid" ] || continue
+    local pid; pid=$(cat "$RUN/$p.pid")
+    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$RUN/$p.pid"
+  done
+  if [ $any = 1 ]; then log "down"; else log "nothing was running"; fi
+}
+
+status() {
+  for p in nats router edge1 edge2 edge3 nginx; do
+    if running "$p"; then echo "$p: running (pid $(cat "$RUN/$p.pid"))"; else echo "$p: stopped"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

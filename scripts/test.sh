@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing,
+# checks formatting, lints, the crate layering, then runs every test
+# (unit tests and the process tests with real NATS, nginx and our binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+echo "== format"
+cargo fmt --all -- --check
+
+echo "== layering: edge and router never depend on each other"
+if cargo tree -p switchboard-edge -e normal --prefix none | grep -q '^switchboard-router'; then
+  echo "switchboard-edge depends on switchboard-router" >&2; exit 1
+fi
+if cargo tree -p switchboard-router -e normal --prefix none | grep -q '^switchboard-edge'; then
+  echo "switchboard-router depends on switchboard-edge" >&2; exit 1
+fi
+
+echo "== clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== tests"
+cargo test --workspace
