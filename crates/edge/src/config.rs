@@ -39,6 +39,12 @@ pub struct EdgeConfig {
     pub abuse_limit: u32,
     /// Most groups one connection may join at the handshake. Default 64.
     pub max_groups: usize,
+    /// Client send modes this deployment allows (of 100, 200, 300); others
+    /// get code 1006. Default all three.
+    pub send_modes: Vec<u16>,
+    /// Whether a group send (200) requires the sender to be a member of the
+    /// group (else 1006). Default false.
+    pub group_send_requires_membership: bool,
     /// How often this node tells the routers it is alive. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub node_heartbeat: Duration,
@@ -66,6 +72,8 @@ impl Default for EdgeConfig {
             rate_burst: 100,
             abuse_limit: 100,
             max_groups: 64,
+            send_modes: vec![100, 200, 300],
+            group_send_requires_membership: false,
             node_heartbeat: Duration::from_secs(2),
             drain_window: Duration::from_secs(5),
             close_grace: Duration::from_secs(2),
@@ -101,6 +109,9 @@ impl EdgeConfig {
         }
         if self.abuse_limit == 0 {
             problems.push("edge.abuse_limit must be positive".into());
+        }
+        if self.send_modes.iter().any(|m| ![100, 200, 300].contains(m)) {
+            problems.push("edge.send_modes may only contain 100, 200 and 300".into());
         }
         if self.max_groups == 0 {
             problems.push("edge.max_groups must be positive".into());

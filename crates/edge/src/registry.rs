@@ -73,6 +73,11 @@ impl Conn {
         self.groups.lock().iter().map(|g| g.to_string()).collect()
     }
 
+    /// Whether the connection is in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.lock().iter().any(|g| **g == *group)
+    }
+
     /// This connection as presence info for `node`.
     pub fn info(&self, node: &str) -> ConnInfo {
         ConnInfo {

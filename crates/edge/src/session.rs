@@ -268,6 +268,19 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
         edge.reply(conn, msg_id.as_deref(), code, &e.to_string(), None);
         return;
     }
+    let forbidden = !edge.config.send_modes.contains(&send.target.mode())
+        || matches!(&send.target, SendTarget::Group(g)
+            if edge.config.group_send_requires_membership && !conn.in_group(g));
+    if forbidden {
+        edge.reply(
+            conn,
+            msg_id.as_deref(),
+            ErrorCode::Forbidden,
+            ErrorCode::Forbidden.message(),
+            None,
+        );
+        return;
+    }
     if !limiter.allow(edge.config.rate_per_sec, edge.config.rate_burst) {
         edge.reply(
             conn,

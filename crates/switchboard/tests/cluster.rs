@@ -233,8 +233,18 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
     let (mut b, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=b&group=g")).await;
     let _ = notice(&mut a).await;
 
-    // A fresh router learns presence from the KV bucket.
+    // No router: a send is answered 1500 (retry), never silently dropped.
     c.routers[0].kill9();
+    a.send(&json!({"msgId":"no-router","mode":100,"targetClientId":"b","content":1}))
+        .await;
+    let r = a.recv_mode(2).await;
+    assert_eq!(
+        (r["code"].clone(), r["msgId"].clone()),
+        (json!(1500), json!("no-router"))
+    );
+    b.expect_silence(QUIET).await;
+
+    // A fresh router learns presence from the KV bucket.
     c.add_router().await;
     a.send(&json!({"msgId":"after-router","mode":100,"targetClientId":"b","content":1}))
         .await;

@@ -147,6 +147,43 @@ async fn errors_and_limits_on_standalone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_policy_refuses_with_1006() {
+    let s = Standalone::start(&[
+        ("SWITCHBOARD_EDGE__SEND_MODES", "[100, 200]"),
+        ("SWITCHBOARD_EDGE__GROUP_SEND_REQUIRES_MEMBERSHIP", "true"),
+    ])
+    .await;
+    let t = Target::standalone(&s, 1);
+    let (mut a, _) = t.join(0, "bizCode=d1&clientId=a&group=mine").await;
+    let (mut b, _) = t.join(0, "bizCode=d1&clientId=b&group=theirs").await;
+    let r = reply_to(&mut a, r#"{"msgId":"bc","mode":300,"content":1}"#).await;
+    assert_eq!(
+        (r["code"].clone(), r["msgId"].clone()),
+        (json!(1006), json!("bc"))
+    );
+    let r = reply_to(
+        &mut a,
+        r#"{"msgId":"g","mode":200,"group":"theirs","content":1}"#,
+    )
+    .await;
+    assert_eq!(r["code"], 1006);
+    b.expect_silence(Duration::from_millis(200)).await;
+    let r = reply_to(
+        &mut a,
+        r#"{"msgId":"g2","mode":200,"group":"mine","content":1}"#,
+    )
+    .await;
+    assert_eq!(r["code"], 0);
+    let r = reply_to(
+        &mut a,
+        r#"{"msgId":"u","mode":100,"targetClientId":"b","content":1}"#,
+    )
+    .await;
+    assert_eq!(r["code"], 0);
+    assert_eq!(b.recv_mode(100).await["msgId"], "u");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshakes_are_checked_before_the_upgrade() {
     let c = Cluster::start(1, 1, &[]).await;
     let refused = |q: &str| {
