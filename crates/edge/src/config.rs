@@ -45,6 +45,14 @@ pub struct EdgeConfig {
     /// Whether a group send (200) requires the sender to be a member of the
     /// group (else 1006). Default false.
     pub group_send_requires_membership: bool,
+    /// Browser `Origin`s allowed to connect (exact, or `https://*.domain`);
+    /// empty allows any. Clients that send no `Origin` are not browsers and
+    /// are not affected. Default empty.
+    pub allowed_origins: Vec<String>,
+    /// Refuse clients of unregistered bizCodes (403, 1007). Set from
+    /// `api.require_registration`, not from `[edge]`.
+    #[serde(skip)]
+    pub require_registration: bool,
     /// How often this node tells the routers it is alive. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub node_heartbeat: Duration,
@@ -73,6 +81,8 @@ impl Default for EdgeConfig {
             abuse_limit: 100,
             max_groups: 64,
             send_modes: vec![100, 200, 300],
+            allowed_origins: Vec::new(),
+            require_registration: false,
             group_send_requires_membership: false,
             node_heartbeat: Duration::from_secs(2),
             drain_window: Duration::from_secs(5),
@@ -116,10 +126,10 @@ impl EdgeConfig {
         if self.max_groups == 0 {
             problems.push("edge.max_groups must be positive".into());
         }
-        if self.node_heartbeat < Duration::from_millis(100)
-            || self.node_heartbeat > Duration::from_secs(3)
-        {
-            problems.push("edge.node_heartbeat must be between 100ms and 3s (routers purge a silent node within 10s)".into());
+        if self.node_heartbeat < Duration::from_millis(100) || self.node_heartbeat > Duration::from_secs(3) {
+            problems.push(
+                "edge.node_heartbeat must be between 100ms and 3s (routers purge a silent node within 10s)".into(),
+            );
         }
     }
 }

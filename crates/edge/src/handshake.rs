@@ -6,8 +6,8 @@ use switchboard_protocol::ids::{self, IdKind};
 /// A checked handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handshake {
-    /// bizCode.
-    pub biz: String,
+    /// bizCode (with authentication on, the token may supply it).
+    pub biz: Option<String>,
     /// clientId, if the client chose one.
     pub client: Option<String>,
     /// Groups, deduplicated, in the order given.
@@ -68,10 +68,10 @@ pub fn parse(query: &str, max_groups: usize) -> Result<Handshake, HandshakeError
             _ => {}
         }
     }
-    let biz = biz
-        .filter(|b| !b.is_empty())
-        .ok_or(HandshakeError::MissingBiz)?;
-    ids::validate(IdKind::Biz, &biz)?;
+    let biz = biz.filter(|b| !b.is_empty());
+    if let Some(b) = &biz {
+        ids::validate(IdKind::Biz, b)?;
+    }
     let client = client.filter(|c| !c.is_empty());
     if let Some(c) = &client {
         ids::validate(IdKind::Client, c)?;
@@ -91,24 +91,21 @@ mod tests {
     #[test]
     fn parses_the_seed_urls_in_any_order() {
         let h = parse("clientId=c1&bizCode=d1&token=456&group=g1", 64).expect("valid");
-        assert_eq!(h.biz, "d1");
+        assert_eq!(h.biz.as_deref(), Some("d1"));
         assert_eq!(h.client.as_deref(), Some("c1"));
         assert_eq!(h.groups, vec!["g1"]);
         assert_eq!(h.token.as_deref(), Some("456"));
         let h = parse("bizCode=d1&group=g1,g2&clientId=c4&token=456", 64).expect("valid");
         assert_eq!(h.groups, vec!["g1", "g2"]);
         let h = parse("systemId=d1&group=g1%2Cg1,,g2", 64).expect("valid");
-        assert_eq!((h.biz.as_str(), h.client, h.groups.len()), ("d1", None, 2));
+        assert_eq!((h.biz.as_deref(), h.client, h.groups.len()), (Some("d1"), None, 2));
     }
 
     #[test]
     fn refuses_bad_handshakes() {
-        assert_eq!(parse("clientId=c1", 64), Err(HandshakeError::MissingBiz));
-        assert_eq!(parse("bizCode=", 64), Err(HandshakeError::MissingBiz));
-        assert!(matches!(
-            parse("bizCode=d%201", 64),
-            Err(HandshakeError::BadId(_))
-        ));
+        assert_eq!(parse("clientId=c1", 64).map(|h| h.biz), Ok(None));
+        assert_eq!(parse("bizCode=", 64).map(|h| h.biz), Ok(None));
+        assert!(matches!(parse("bizCode=d%201", 64), Err(HandshakeError::BadId(_))));
         assert!(matches!(
             parse("bizCode=d1&clientId=*", 64),
             Err(HandshakeError::BadId(_))
@@ -126,9 +123,6 @@ mod tests {
             parse("bizCode=d1&group=a,b,c", 2),
             Err(HandshakeError::TooManyGroups(2))
         );
-        assert_eq!(
-            parse("bizCode=d1&systemId=d2", 64),
-            Err(HandshakeError::Conflict)
-        );
+        assert_eq!(parse("bizCode=d1&systemId=d2", 64), Err(HandshakeError::Conflict));
     }
 }

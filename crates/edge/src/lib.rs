@@ -6,12 +6,14 @@
 //!
 //! - [`config`]: `[edge]` settings.
 //! - [`handshake`]: query checks before the upgrade.
+//! - [`auth`]: connection JWTs and the `Origin` allow-list.
 //! - [`registry`]: local connections by id, by (bizCode, group), by bizCode.
 //! - [`outbox`]: each connection's bounded send queue.
 //! - `session`: one task per connection, reader + coalescing writer.
 //! - [`link`]: the edge → router seam ([`link::RouterLink`]).
 //! - [`nats`]: the seam over NATS, the node inbox, heartbeats, resync.
 
+pub mod auth;
 pub mod config;
 pub mod handshake;
 pub mod link;
@@ -31,6 +33,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use switchboard_protocol::envelope::{CommandReply, Disconnect, NodeCommand};
 use switchboard_protocol::frame;
+use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
 use switchboard_runtime::http::{self as h, Handler, Response, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
@@ -38,7 +41,11 @@ use switchboard_runtime::ops::{self, Health};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use auth::{AuthConfig, AuthMode, Verifier};
 pub use config::EdgeConfig;
+
+/// Registered bizCodes remembered by an edge (registration is permanent).
+const KNOWN_BIZ_CACHE: usize = 100_000;
 pub use link::{LinkError, RouterLink};
 use registry::{Conn, Registry};
 
@@ -67,6 +74,10 @@ pub(crate) struct EdgeInner {
     pub(crate) router: Arc<dyn RouterLink>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) health: Arc<Health>,
+    /// Checks client tokens; `None` when authentication is off.
+    pub(crate) verifier: Option<Arc<Verifier>>,
+    /// bizCodes known to be registered.
+    known_biz: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Sessions and disconnect tasks, awaited on drain.
     pub(crate) tasks: TaskTracker,
     next_conn: AtomicU64,
@@ -99,14 +110,7 @@ impl EdgeInner {
     }
 
     /// Queues a mode-2 reply.
-    pub(crate) fn reply(
-        &self,
-        conn: &Conn,
-        msg_id: Option<&str>,
-        code: ErrorCode,
-        msg: &str,
-        recipients: Option<u32>,
-    ) {
+    pub(crate) fn reply(&self, conn: &Conn, msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Option<u32>) {
         let bytes = frame::reply(msg_id, code, msg, recipients);
         self.push(conn, frame::MODE_REPLY, Bytes::from(bytes));
     }
@@ -129,11 +133,13 @@ impl EdgeInner {
 }
 
 impl Edge {
-    /// Creates an edge with node id `node_id` that asks `router`.
+    /// Creates an edge with node id `node_id` that asks `router`, checking
+    /// client tokens with `verifier` (none: authentication off).
     pub fn new(
         config: EdgeConfig,
         node_id: String,
         router: Arc<dyn RouterLink>,
+        verifier: Option<Arc<Verifier>>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Self {
@@ -145,6 +151,8 @@ impl Edge {
                 router,
                 metrics,
                 health,
+                verifier,
+                known_biz: parking_lot::Mutex::new(std::collections::HashSet::new()),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
                 clock: AtomicU64::new(0),
@@ -174,20 +182,14 @@ impl Edge {
         let inner = &self.inner;
         match cmd {
             NodeCommand::Deliver { mode, to, frame } => {
-                let d = inner
-                    .registry
-                    .deliver(&to, &frame, inner.config.send_queue_bytes);
+                let d = inner.registry.deliver(&to, &frame, inner.config.send_queue_bytes);
                 inner.metrics.deliveries.inc_by(d.queued);
                 inner.metrics.slow_consumer_closes.inc_by(d.overflowed);
                 inner.metrics.frames_sent.get(mode).inc_by(d.queued);
                 None
             }
             NodeCommand::Close { conn, code } => {
-                let found = inner
-                    .registry
-                    .get(conn)
-                    .map(|c| c.outbox.close(code))
-                    .is_some();
+                let found = inner.registry.get(conn).map(|c| c.outbox.close(code)).is_some();
                 Some(CommandReply { found })
             }
             NodeCommand::Bind { conn, group } => Some(CommandReply {
@@ -201,8 +203,9 @@ impl Edge {
         }
     }
 
-    /// Starts the once-a-second sweeper: advances the coarse clock and
-    /// closes connections idle for longer than the idle timeout (1001).
+    /// Starts the twice-a-second sweeper: advances the coarse clock, closes
+    /// connections whose token expired (4001) and connections idle for
+    /// longer than the idle timeout (1001).
     pub fn spawn_sweeper(&self, shutdown: CancellationToken) {
         let inner = self.inner.clone();
         tokio::spawn(async move {
@@ -216,9 +219,7 @@ impl Edge {
                 let now = inner.started.elapsed().as_secs();
                 inner.clock.store(now, Ordering::Relaxed);
                 for c in inner.registry.all() {
-                    if now.saturating_sub(c.last_seen()) >= idle
-                        && c.outbox.close(CloseCode::GoingAway.as_u16())
-                    {
+                    if now.saturating_sub(c.last_seen()) >= idle && c.outbox.close(CloseCode::GoingAway.as_u16()) {
                         tracing::debug!(conn_id = c.id, biz = %c.biz, client_id = %c.client, "idle timeout");
                     }
                 }
@@ -247,67 +248,133 @@ impl Edge {
             }
         }
         inner.tasks.close();
-        let _ =
-            tokio::time::timeout(window + inner.config.close_grace * 2, inner.tasks.wait()).await;
+        let _ = tokio::time::timeout(window + inner.config.close_grace * 2, inner.tasks.wait()).await;
     }
 
-    fn upgrade(&self, mut req: Request<Incoming>) -> Response {
+    async fn upgrade(self, mut req: Request<Incoming>) -> Response {
+        match self.admit(&req).await {
+            Ok(admission) => {
+                let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return self.refuse(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::InvalidFrame.as_u16(),
+                            &e.to_string(),
+                        )
+                    }
+                };
+                let edge = self.inner.clone();
+                self.inner.tasks.spawn(async move {
+                    match fut.await {
+                        Ok(ws) => session::run(edge, ws.into_inner(), admission).await,
+                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    }
+                });
+                let (parts, _) = res.into_parts();
+                http::Response::from_parts(parts, Full::new(Bytes::new()))
+            }
+            Err((status, code, msg)) => self.refuse(status, code, &msg),
+        }
+    }
+
+    fn refuse(&self, status: StatusCode, code: u16, msg: &str) -> Response {
+        self.inner.metrics.handshake_refusals.inc();
+        h::error(status, code, msg)
+    }
+
+    /// Every check before the upgrade (SPEC §2 "Connecting").
+    async fn admit(&self, req: &Request<Incoming>) -> Result<session::Admission, (StatusCode, u16, String)> {
         let inner = &self.inner;
-        let refuse = |status, code: ErrorCode, msg: &str| {
-            inner.metrics.handshake_refusals.inc();
-            h::error(status, code.as_u16(), msg)
-        };
+        let bad =
+            |status: StatusCode, code: u16, msg: &str| -> (StatusCode, u16, String) { (status, code, msg.to_owned()) };
         if inner.health.draining() {
-            return refuse(
+            return Err(bad(
                 StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Internal,
+                1500,
                 "node draining, reconnect elsewhere",
-            );
+            ));
         }
         if !inner.health.bus_up() {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorCode::Internal,
-                "bus unavailable",
-            );
+            return Err(bad(StatusCode::SERVICE_UNAVAILABLE, 1500, "bus unavailable"));
         }
-        let hs = match handshake::parse(req.uri().query().unwrap_or(""), inner.config.max_groups) {
-            Ok(hs) => hs,
-            Err(e) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidFrame,
-                    &e.to_string(),
-                )
+        if !inner.config.allowed_origins.is_empty() {
+            if let Some(origin) = req.headers().get(http::header::ORIGIN) {
+                let origin = origin.to_str().unwrap_or_default();
+                if !auth::origin_allowed(&inner.config.allowed_origins, origin) {
+                    return Err(bad(StatusCode::FORBIDDEN, 403, "origin not allowed"));
+                }
+            }
+        }
+        let hs = handshake::parse(req.uri().query().unwrap_or(""), inner.config.max_groups)
+            .map_err(|e| bad(StatusCode::BAD_REQUEST, 1001, &e.to_string()))?;
+        let bearer = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let admission = match &inner.verifier {
+            None => session::Admission {
+                biz: hs
+                    .biz
+                    .ok_or_else(|| bad(StatusCode::BAD_REQUEST, 1001, "bizCode is required"))?,
+                client: hs.client.unwrap_or_else(new_client_id),
+                groups: hs.groups,
+                expires_at: 0,
+                send_groups: None,
+            },
+            Some(verifier) => {
+                let token = hs
+                    .token
+                    .as_deref()
+                    .or(bearer)
+                    .ok_or_else(|| bad(StatusCode::UNAUTHORIZED, 401, "token required"))?;
+                let claims = verifier
+                    .verify(token)
+                    .map_err(|e| bad(StatusCode::UNAUTHORIZED, 401, &e.to_string()))?;
+                let forbid = |m: &str| bad(StatusCode::FORBIDDEN, 403, m);
+                if hs.biz.as_ref().is_some_and(|b| *b != claims.biz) {
+                    return Err(forbid("the token does not allow this bizCode"));
+                }
+                if hs.client.as_ref().is_some_and(|c| *c != claims.sub) {
+                    return Err(forbid("the token does not allow this clientId"));
+                }
+                ids::validate(IdKind::Biz, &claims.biz).map_err(|e| forbid(&format!("token: {e}")))?;
+                ids::validate(IdKind::Client, &claims.sub).map_err(|e| forbid(&format!("token: {e}")))?;
+                if let Some(allowed) = &claims.groups {
+                    if let Some(g) = hs.groups.iter().find(|g| !allowed.contains(g)) {
+                        return Err(forbid(&format!("the token does not allow group {g}")));
+                    }
+                }
+                session::Admission {
+                    biz: claims.biz,
+                    client: claims.sub,
+                    groups: hs.groups,
+                    expires_at: claims.exp,
+                    send_groups: claims.groups.map(Vec::into_boxed_slice),
+                }
             }
         };
-        if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-            return refuse(
-                StatusCode::UPGRADE_REQUIRED,
-                ErrorCode::InvalidFrame,
-                "expected a WebSocket upgrade",
-            );
+        if inner.config.require_registration && !inner.known_biz.lock().contains(admission.biz.as_str()) {
+            match inner.router.is_registered(&admission.biz).await {
+                Ok(true) => {
+                    let mut known = inner.known_biz.lock();
+                    if known.len() < KNOWN_BIZ_CACHE {
+                        known.insert(admission.biz.clone());
+                    }
+                }
+                Ok(false) => return Err(bad(StatusCode::FORBIDDEN, 1007, "unknown bizCode")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "registration check failed");
+                    return Err(bad(StatusCode::SERVICE_UNAVAILABLE, 1500, "bus unavailable"));
+                }
+            }
         }
-        let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
-            Ok(x) => x,
-            Err(e) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidFrame,
-                    &e.to_string(),
-                )
-            }
-        };
-        let client = hs.client.unwrap_or_else(new_client_id);
-        let edge = inner.clone();
-        inner.tasks.spawn(async move {
-            match fut.await {
-                Ok(ws) => session::run(edge, ws.into_inner(), hs.biz, client, hs.groups).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-            }
-        });
-        let (parts, _) = res.into_parts();
-        http::Response::from_parts(parts, Full::new(Bytes::new()))
+        if !fastwebsockets::upgrade::is_upgrade_request(req) {
+            return Err(bad(StatusCode::UPGRADE_REQUIRED, 1001, "expected a WebSocket upgrade"));
+        }
+        Ok(admission)
     }
 }
 
@@ -316,13 +383,11 @@ impl Handler for Edge {
         let path = req.uri().path();
         let res = if path == "/ws" || path == "/api/websocket/ws" {
             if req.method() == Method::GET {
-                self.upgrade(req)
+                return Box::pin(self.clone().upgrade(req));
             } else {
                 h::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed")
             }
-        } else if let Some(res) =
-            ops::handle(req.method(), path, &self.inner.health, &self.inner.metrics)
-        {
+        } else if let Some(res) = ops::handle(req.method(), path, &self.inner.health, &self.inner.metrics) {
             res
         } else {
             h::error(StatusCode::NOT_FOUND, 404, "not found")

@@ -3,9 +3,7 @@
 //! binary implements it with direct calls into the router.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::{
-    ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply,
-};
+use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
 
 /// Why the router could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -32,4 +30,7 @@ pub trait RouterLink: Send + Sync + 'static {
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError>;
     /// Re-asserts presence of the listed connections (idempotent).
     async fn resync(&self, r: Resync) -> Result<(), LinkError>;
+    /// Whether a bizCode is registered (asked only where registration is
+    /// required).
+    async fn is_registered(&self, biz: &str) -> Result<bool, LinkError>;
 }

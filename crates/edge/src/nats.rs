@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteReply,
+    self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteReply,
 };
 use switchboard_protocol::subject;
 use switchboard_runtime::nats::LinkState;
@@ -34,11 +34,7 @@ impl NatsRouter {
         Self { client }
     }
 
-    async fn request<Q: Serialize, A: DeserializeOwned>(
-        &self,
-        subject: &'static str,
-        q: &Q,
-    ) -> Result<A, LinkError> {
+    async fn request<Q: Serialize, A: DeserializeOwned>(&self, subject: &'static str, q: &Q) -> Result<A, LinkError> {
         let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
         let msg = self
             .client
@@ -64,6 +60,16 @@ impl RouterLink for NatsRouter {
     async fn resync(&self, r: Resync) -> Result<(), LinkError> {
         let _: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
         Ok(())
+    }
+    async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {
+        let r: ConnectReply = self
+            .request(subject::ROUTER_CHECK_BIZ, &BizQuery { biz: biz.to_owned() })
+            .await?;
+        match r.code {
+            0 => Ok(true),
+            1007 => Ok(false),
+            code => Err(LinkError::Unavailable(format!("registry answered {code}"))),
+        }
     }
 }
 

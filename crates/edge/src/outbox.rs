@@ -60,8 +60,7 @@ impl Outbox {
             s.queue.clear();
             s.bytes = 0;
             s.closing = true;
-            s.queue
-                .push_back(Out::Close(CloseCode::SlowConsumer.as_u16()));
+            s.queue.push_back(Out::Close(CloseCode::SlowConsumer.as_u16()));
             drop(s);
             self.notify.notify_one();
             return Pushed::Overflow;
@@ -135,14 +134,8 @@ mod tests {
     #[test]
     fn overflow_drops_queue_and_closes_with_4008() {
         let o = Outbox::default();
-        assert_eq!(
-            o.push_text(Bytes::from_static(b"12345"), 10),
-            Pushed::Queued
-        );
-        assert_eq!(
-            o.push_text(Bytes::from_static(b"12345"), 10),
-            Pushed::Queued
-        );
+        assert_eq!(o.push_text(Bytes::from_static(b"12345"), 10), Pushed::Queued);
+        assert_eq!(o.push_text(Bytes::from_static(b"12345"), 10), Pushed::Queued);
         assert_eq!(o.push_text(Bytes::from_static(b"1"), 10), Pushed::Overflow);
         assert_eq!(o.push_text(Bytes::from_static(b"1"), 10), Pushed::Closed);
         let q = o.take();
@@ -152,15 +145,9 @@ mod tests {
     #[test]
     fn take_resets_the_byte_count() {
         let o = Outbox::default();
-        assert_eq!(
-            o.push_text(Bytes::from_static(b"12345678"), 10),
-            Pushed::Queued
-        );
+        assert_eq!(o.push_text(Bytes::from_static(b"12345678"), 10), Pushed::Queued);
         assert_eq!(o.take().len(), 1);
-        assert_eq!(
-            o.push_text(Bytes::from_static(b"12345678"), 10),
-            Pushed::Queued
-        );
+        assert_eq!(o.push_text(Bytes::from_static(b"12345678"), 10), Pushed::Queued);
         assert!(o.close(1000));
         assert!(!o.close(1001));
         let q: Vec<_> = o.take().into_iter().collect();

@@ -31,12 +31,31 @@ pub struct Conn {
     /// Set once presence is written and the welcome queued: deliveries before
     /// that are skipped so the welcome stays the first frame.
     active: AtomicBool,
+    /// Token expiry, seconds since the epoch (0: none); closed with 4001 then.
+    pub expires_at: u64,
+    /// The groups the token allows sending to (`None`: any).
+    pub send_groups: Option<Box<[String]>>,
 }
 
 impl Conn {
     /// A new, not yet active connection.
     pub fn new(id: u64, biz: &str, client: &str, groups: &[String], now: u64) -> Self {
+        Self::with_token(id, biz, client, groups, now, 0, None)
+    }
+
+    /// A new connection admitted with a token expiring at `expires_at`.
+    pub fn with_token(
+        id: u64,
+        biz: &str,
+        client: &str,
+        groups: &[String],
+        now: u64,
+        expires_at: u64,
+        send_groups: Option<Box<[String]>>,
+    ) -> Self {
         Self {
+            expires_at,
+            send_groups,
             id,
             biz: biz.into(),
             client: client.into(),
@@ -124,10 +143,7 @@ impl Registry {
         let biz = inner.bizs.entry(conn.biz.clone()).or_default();
         biz.conns.insert(conn.id, conn.clone());
         for g in conn.groups.lock().iter() {
-            biz.groups
-                .entry(g.clone())
-                .or_default()
-                .insert(conn.id, conn.clone());
+            biz.groups.entry(g.clone()).or_default().insert(conn.id, conn.clone());
         }
         inner.conns.insert(conn.id, conn);
     }
@@ -231,16 +247,8 @@ impl Registry {
                     }
                 }
             }
-            DeliverTo::Group {
-                biz,
-                group,
-                exclude,
-            } => {
-                if let Some(members) = inner
-                    .bizs
-                    .get(biz.as_str())
-                    .and_then(|b| b.groups.get(group.as_str()))
-                {
+            DeliverTo::Group { biz, group, exclude } => {
+                if let Some(members) = inner.bizs.get(biz.as_str()).and_then(|b| b.groups.get(group.as_str())) {
                     for c in members.values() {
                         if Some(c.id) != *exclude {
                             push(c);
@@ -277,11 +285,7 @@ mod tests {
     }
 
     fn got(c: &Conn) -> usize {
-        c.outbox
-            .take()
-            .iter()
-            .filter(|o| matches!(o, Out::Text(_)))
-            .count()
+        c.outbox.take().iter().filter(|o| matches!(o, Out::Text(_))).count()
     }
 
     #[test]
@@ -305,11 +309,7 @@ mod tests {
         };
         assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 2);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 1, 1, 0));
-        assert_eq!(
-            reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20)
-                .queued,
-            1
-        );
+        assert_eq!(reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20).queued, 1);
         assert_eq!(got(&c5), 1);
     }
 
@@ -343,9 +343,6 @@ mod tests {
             biz: "d1".into(),
             exclude: None,
         };
-        assert_eq!(
-            reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20).queued,
-            0
-        );
+        assert_eq!(reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20).queued, 0);
     }
 }

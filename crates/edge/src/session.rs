@@ -25,16 +25,34 @@ use crate::EdgeInner;
 
 type Io = TokioIo<Upgraded>;
 
+/// Who was admitted by the handshake.
+pub(crate) struct Admission {
+    pub(crate) biz: String,
+    pub(crate) client: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) expires_at: u64,
+    pub(crate) send_groups: Option<Box<[String]>>,
+}
+
 /// Runs a session from upgrade to disconnect.
-pub(crate) async fn run(
-    edge: Arc<EdgeInner>,
-    io: Io,
-    biz: String,
-    client: String,
-    groups: Vec<String>,
-) {
+pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
+    let Admission {
+        biz,
+        client,
+        groups,
+        expires_at,
+        send_groups,
+    } = a;
     let id = edge.next_conn_id();
-    let conn = Arc::new(Conn::new(id, &biz, &client, &groups, edge.clock()));
+    let conn = Arc::new(Conn::with_token(
+        id,
+        &biz,
+        &client,
+        &groups,
+        edge.clock(),
+        expires_at,
+        send_groups,
+    ));
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
 
@@ -135,12 +153,8 @@ impl Limiter {
     }
 }
 
-async fn read_loop<S>(
-    edge: &EdgeInner,
-    conn: &Conn,
-    ws: &mut fastwebsockets::WebSocketRead<S>,
-    registered: bool,
-) where
+async fn read_loop<S>(edge: &EdgeInner, conn: &Conn, ws: &mut fastwebsockets::WebSocketRead<S>, registered: bool)
+where
     S: tokio::io::AsyncRead + Unpin,
 {
     let mut limiter = Limiter::new(edge.config.rate_burst);
@@ -225,21 +239,12 @@ async fn read_loop<S>(
 async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut Limiter) {
     if text.len() > edge.config.max_frame_bytes {
         edge.metrics.frames_received.get(u16::MAX).inc();
-        edge.reply(
-            conn,
-            None,
-            ErrorCode::TooLarge,
-            "frame over the size limit",
-            None,
-        );
+        edge.reply(conn, None, ErrorCode::TooLarge, "frame over the size limit", None);
         return;
     }
     let send = match frame::parse_client_frame(text) {
         Ok(ClientFrame::Heartbeat { msg_id }) => {
-            edge.metrics
-                .frames_received
-                .get(frame::MODE_HEARTBEAT)
-                .inc();
+            edge.metrics.frames_received.get(frame::MODE_HEARTBEAT).inc();
             let reply = frame::heartbeat_reply(msg_id.as_deref(), switchboard_runtime::now_ms());
             edge.push(conn, frame::MODE_HEARTBEAT, Bytes::from(reply));
             return;
@@ -270,7 +275,8 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
     }
     let forbidden = !edge.config.send_modes.contains(&send.target.mode())
         || matches!(&send.target, SendTarget::Group(g)
-            if edge.config.group_send_requires_membership && !conn.in_group(g));
+            if (edge.config.group_send_requires_membership && !conn.in_group(g))
+                || conn.send_groups.as_ref().is_some_and(|allowed| !allowed.iter().any(|a| a == g)));
     if forbidden {
         edge.reply(
             conn,
@@ -304,9 +310,7 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
     let msg_id = route.msg_id.clone();
     match edge.router.route(route).await {
         Ok(r) => {
-            edge.metrics
-                .send_duration
-                .observe(started.elapsed().as_secs_f64());
+            edge.metrics.send_duration.observe(started.elapsed().as_secs_f64());
             let code = ErrorCode::from_u16(r.code).unwrap_or(ErrorCode::Internal);
             let recipients = (code == ErrorCode::Ok).then_some(r.recipients);
             edge.reply(conn, msg_id.as_deref(), code, code.message(), recipients);
@@ -343,12 +347,7 @@ fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 /// Writes one batch. Once the connection is closing (a close was queued,
 /// e.g. after an overflow), the rest of the write and the close frame get
 /// `close_grace`: a client that stopped reading cannot hold the session.
-async fn write_batch<W: AsyncWrite>(
-    edge: &EdgeInner,
-    conn: &Conn,
-    wr: &mut WriteHalf<W>,
-    buf: &[u8],
-) -> bool {
+async fn write_batch<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, wr: &mut WriteHalf<W>, buf: &[u8]) -> bool {
     let write = wr.write_all(buf);
     tokio::pin!(write);
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -356,8 +355,7 @@ async fn write_batch<W: AsyncWrite>(
         if deadline.is_none() && conn.outbox.is_closing() {
             deadline = Some(tokio::time::Instant::now() + edge.config.close_grace);
         }
-        let sleep =
-            tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
+        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
         tokio::select! {
             r = &mut write => {
                 if let Err(e) = r {
@@ -435,13 +433,7 @@ mod tests {
 
     #[test]
     fn frame_headers_follow_rfc6455_lengths() {
-        for (n, header) in [
-            (5usize, 2usize),
-            (125, 2),
-            (126, 4),
-            (65535, 4),
-            (65536, 10),
-        ] {
+        for (n, header) in [(5usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
             let mut buf = Vec::new();
             put_frame(&mut buf, 1, &vec![b'a'; n]);
             assert_eq!(buf.len(), n + header, "{n}");

@@ -124,6 +124,13 @@ pub struct Resync {
     pub conns: Vec<ConnInfo>,
 }
 
+/// A question about one bizCode (registration check).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BizQuery {
+    /// bizCode.
+    pub biz: String,
+}
+
 /// Node liveness beacon, published to every router.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -239,14 +246,8 @@ mod tests {
 
         let mut wrong = bytes.to_vec();
         wrong[0] = 9;
-        assert!(matches!(
-            decode::<NodeCommand>(&wrong),
-            Err(EnvelopeError::Version(9))
-        ));
-        assert!(matches!(
-            decode::<NodeCommand>(&[]),
-            Err(EnvelopeError::Empty)
-        ));
+        assert!(matches!(decode::<NodeCommand>(&wrong), Err(EnvelopeError::Version(9))));
+        assert!(matches!(decode::<NodeCommand>(&[]), Err(EnvelopeError::Empty)));
         assert!(decode::<NodeCommand>(&[VERSION, 0xc1]).is_err());
     }
 

@@ -107,8 +107,7 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
     if first != Some(&b'{') {
         return Err(invalid(None, "frame is not a JSON object"));
     }
-    let raw: RawFrame<'_> =
-        serde_json::from_slice(text).map_err(|_| invalid(None, "frame is not valid JSON"))?;
+    let raw: RawFrame<'_> = serde_json::from_slice(text).map_err(|_| invalid(None, "frame is not valid JSON"))?;
     let msg_id = match raw.msg_id {
         None => None,
         Some(v) => match parse_msg_id(v) {
@@ -195,13 +194,7 @@ impl Out {
 }
 
 /// The welcome frame (mode 0), always the first a client receives.
-pub fn welcome(
-    client: &str,
-    biz: &str,
-    groups: &[String],
-    node: &str,
-    heartbeat_sec: u64,
-) -> Vec<u8> {
+pub fn welcome(client: &str, biz: &str, groups: &[String], node: &str, heartbeat_sec: u64) -> Vec<u8> {
     let mut o = Out::with_capacity(160);
     o.raw(r#"{"mode":0,"code":0,"msg":"success","data":{"clientId":"#)
         .str(client)
@@ -257,13 +250,7 @@ pub fn reply(msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Optio
 }
 
 /// A delivery (mode 100/200/300). `content` is JSON text, spliced in as is.
-pub fn delivery(
-    target: &SendTarget,
-    msg_id: Option<&str>,
-    from: &str,
-    content: &str,
-    ts_ms: u64,
-) -> Vec<u8> {
+pub fn delivery(target: &SendTarget, msg_id: Option<&str>, from: &str, content: &str, ts_ms: u64) -> Vec<u8> {
     let mut o = Out::with_capacity(80 + content.len());
     o.raw(r#"{"mode":"#)
         .num(u64::from(target.mode()))
@@ -319,8 +306,7 @@ mod tests {
     #[test]
     fn parses_the_seed_frames() {
         let f = parse_client_frame(
-            r#"{"msgId":" 10001","targetClientId":"c2","mode":100,"content":"你好，c2"}"#
-                .as_bytes(),
+            r#"{"msgId":" 10001","targetClientId":"c2","mode":100,"content":"你好，c2"}"#.as_bytes(),
         )
         .expect("valid");
         assert_eq!(
@@ -338,8 +324,7 @@ mod tests {
                 msg_id: Some("10004".into())
             }
         );
-        let f = parse_client_frame(br#"{"msgId":7,"group":"g1","mode":200,"content":{"a":[1]}}"#)
-            .expect("valid");
+        let f = parse_client_frame(br#"{"msgId":7,"group":"g1","mode":200,"content":{"a":[1]}}"#).expect("valid");
         assert_eq!(
             f,
             ClientFrame::Send(Send {
@@ -365,16 +350,8 @@ mod tests {
             (b"[1,2]", ErrorCode::InvalidFrame, None),
             (b"{\"mode\":", ErrorCode::InvalidFrame, None),
             (br#"{"msgId":"a"}"#, ErrorCode::InvalidFrame, Some("a")),
-            (
-                br#"{"msgId":"a","mode":"1"}"#,
-                ErrorCode::InvalidFrame,
-                Some("a"),
-            ),
-            (
-                br#"{"msgId":"a","mode":7}"#,
-                ErrorCode::UnknownMode,
-                Some("a"),
-            ),
+            (br#"{"msgId":"a","mode":"1"}"#, ErrorCode::InvalidFrame, Some("a")),
+            (br#"{"msgId":"a","mode":7}"#, ErrorCode::UnknownMode, Some("a")),
             (
                 br#"{"msgId":"a","mode":100,"content":1}"#,
                 ErrorCode::InvalidFrame,
@@ -390,35 +367,20 @@ mod tests {
                 ErrorCode::InvalidFrame,
                 Some("a"),
             ),
-            (
-                br#"{"msgId":"a","mode":300}"#,
-                ErrorCode::InvalidFrame,
-                Some("a"),
-            ),
+            (br#"{"msgId":"a","mode":300}"#, ErrorCode::InvalidFrame, Some("a")),
             (br#"{"msgId":{},"mode":1}"#, ErrorCode::InvalidFrame, None),
         ];
         for (text, code, msg_id) in cases {
             let e = parse_client_frame(text).expect_err("must fail");
             assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(text));
-            assert_eq!(
-                e.msg_id.as_deref(),
-                *msg_id,
-                "{}",
-                String::from_utf8_lossy(text)
-            );
+            assert_eq!(e.msg_id.as_deref(), *msg_id, "{}", String::from_utf8_lossy(text));
         }
     }
 
     #[test]
     fn renders_gateway_frames_as_the_spec_shows() {
         assert_eq!(
-            v(&welcome(
-                "c1",
-                "d1",
-                &["g1".into(), "g2".into()],
-                "edge-7f3a",
-                30
-            )),
+            v(&welcome("c1", "d1", &["g1".into(), "g2".into()], "edge-7f3a", 30)),
             json!({"mode":0,"code":0,"msg":"success","data":{"clientId":"c1","bizCode":"d1","groups":["g1","g2"],"node":"edge-7f3a","heartbeatSec":30}})
         );
         assert_eq!(
@@ -430,12 +392,7 @@ mod tests {
             json!({"mode":2,"msgId":"m\"1","code":0,"msg":"success","data":{"recipients":3}})
         );
         assert_eq!(
-            v(&reply(
-                None,
-                ErrorCode::Offline,
-                "target is not online",
-                None
-            )),
+            v(&reply(None, ErrorCode::Offline, "target is not online", None)),
             json!({"mode":2,"msgId":null,"code":1004,"msg":"target is not online","data":null})
         );
         assert_eq!(

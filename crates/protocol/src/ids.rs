@@ -114,9 +114,6 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
             assert_eq!(decode(&token).as_deref(), Some(id));
         }
-        assert_ne!(
-            encode("d1.c1"),
-            format!("{}.{}", encode("d1"), encode("c1"))
-        );
+        assert_ne!(encode("d1.c1"), format!("{}.{}", encode("d1"), encode("c1")));
     }
 }

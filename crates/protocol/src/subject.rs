@@ -13,6 +13,8 @@ pub const ROUTER_DISCONNECT: &str = "sb.router.disconnect";
 pub const ROUTER_ROUTE: &str = "sb.router.route";
 /// Edge → router: all of a node's connections (request/reply, queue group).
 pub const ROUTER_RESYNC: &str = "sb.router.resync";
+/// Edge → router: is this bizCode registered? (request/reply, queue group).
+pub const ROUTER_CHECK_BIZ: &str = "sb.router.check_biz";
 /// Edge → every router: node heartbeat (plain publish, no queue group).
 pub const ROUTER_HEARTBEAT: &str = "sb.router.heartbeat";
 
@@ -45,10 +47,7 @@ mod tests {
     fn crafted_ids_cannot_form_wildcards_or_cross_keys() {
         let k = presence_key("d1", "c1.x");
         assert_eq!(k.matches('.').count(), 1);
-        assert_eq!(
-            parse_presence_key(&k),
-            Some(("d1".to_owned(), "c1.x".to_owned()))
-        );
+        assert_eq!(parse_presence_key(&k), Some(("d1".to_owned(), "c1.x".to_owned())));
         assert_ne!(presence_key("d1.c1", "x"), presence_key("d1", "c1.x"));
         let s = node_inbox("edge.*.>");
         assert!(!s["sb.node.".len()..].contains(['.', '*', '>']));

@@ -18,6 +18,65 @@ pub enum NoticeScope {
     Biz,
 }
 
+/// `[api]`: the backend HTTP push API.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Require `Authorization: Bearer <key>` on every API call. Turning it
+    /// off is an explicit choice. Default true.
+    pub auth: bool,
+    /// Accepted API keys; `SWITCHBOARD_API_KEY` adds one. Default none
+    /// (`standalone` then generates one and prints it at start-up).
+    pub keys: Vec<String>,
+    /// Largest request body; larger is refused with 413 before it is read
+    /// whole. Default 1048576 (1 MiB).
+    pub max_body_bytes: usize,
+    /// Most clientIds in one `send_to_clients`. Default 1000.
+    pub max_clients_per_send: usize,
+    /// Require bizCodes to be registered (`register`) before clients of
+    /// them connect or the API serves them (else 1007). Default false.
+    pub require_registration: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            auth: true,
+            keys: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_clients_per_send: 1000,
+            require_registration: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("auth", &self.auth)
+            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_clients_per_send", &self.max_clients_per_send)
+            .field("require_registration", &self.require_registration)
+            .finish()
+    }
+}
+
+impl ApiConfig {
+    /// Pushes configuration problems.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.keys.iter().any(|k| k.len() < 16) {
+            problems.push("api.keys: every key must be at least 16 characters".into());
+        }
+        if self.max_body_bytes < 1024 {
+            problems.push("api.max_body_bytes must be at least 1024".into());
+        }
+        if self.max_clients_per_send == 0 {
+            problems.push("api.max_clients_per_send must be positive".into());
+        }
+    }
+}
+
 /// Router settings. Every field has a safe default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,9 +113,10 @@ impl Default for RouterConfig {
 impl RouterConfig {
     /// Pushes configuration problems.
     pub fn validate(&self, problems: &mut Vec<String>) {
-        if self.node_timeout < Duration::from_secs(1) || self.node_timeout > Duration::from_secs(9)
-        {
-            problems.push("router.node_timeout must be between 1s and 9s (SPEC: a dead edge leaves presence within 10s)".into());
+        if self.node_timeout < Duration::from_secs(1) || self.node_timeout > Duration::from_secs(9) {
+            problems.push(
+                "router.node_timeout must be between 1s and 9s (SPEC: a dead edge leaves presence within 10s)".into(),
+            );
         }
         if self.delete_marker_ttl < Duration::from_secs(1) {
             problems.push("router.delete_marker_ttl must be at least 1s".into());

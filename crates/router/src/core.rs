@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use switchboard_protocol::envelope::{
-    ConnInfo, ConnectReply, DeliverTo, Disconnect, Heartbeat, NodeCommand, PresenceValue, Resync,
-    Route, RouteReply,
+    ConnInfo, ConnectReply, DeliverTo, Disconnect, Heartbeat, NodeCommand, PresenceValue, Resync, Route, RouteReply,
 };
 use switchboard_protocol::frame::{self, PresenceEvent, SendTarget};
 use switchboard_protocol::subject::{parse_presence_key, presence_key};
@@ -21,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{NoticeScope, RouterConfig};
 use crate::index::{Entry, Index};
 use crate::link::EdgeLink;
-use crate::store::{PresenceStore, StoreError, Versioned, WatchEvent};
+use crate::store::{BizRegistry, PresenceStore, StoreError, Versioned, WatchEvent};
+
+/// Most groups one client may be in through `bind_to_group`.
+pub const MAX_GROUPS_PER_CLIENT: usize = 1024;
 
 /// Attempts of a compare-and-set loop before giving up with 1500.
 const CAS_ATTEMPTS: usize = 8;
@@ -42,6 +44,7 @@ pub struct Router {
 struct Inner {
     config: RouterConfig,
     store: Arc<dyn PresenceStore>,
+    registry: Arc<dyn BizRegistry>,
     edges: Arc<dyn EdgeLink>,
     index: Mutex<Index>,
     nodes: Mutex<HashMap<Arc<str>, NodeState>>,
@@ -53,6 +56,7 @@ impl Router {
     pub fn new(
         config: RouterConfig,
         store: Arc<dyn PresenceStore>,
+        registry: Arc<dyn BizRegistry>,
         edges: Arc<dyn EdgeLink>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -60,6 +64,7 @@ impl Router {
             inner: Arc::new(Inner {
                 config,
                 store,
+                registry,
                 edges,
                 index: Mutex::new(Index::default()),
                 nodes: Mutex::new(HashMap::new()),
@@ -94,9 +99,7 @@ impl Router {
 
     fn apply_watch(&self, ev: WatchEvent, ready: &mut Option<tokio::sync::oneshot::Sender<()>>) {
         match ev {
-            WatchEvent::Put {
-                value, revision, ..
-            } => {
+            WatchEvent::Put { value, revision, .. } => {
                 let node: Arc<str> = value.node.as_str().into();
                 let mut ix = self.inner.index.lock();
                 ix.put(&value, revision);
@@ -221,12 +224,7 @@ impl Router {
 
     /// Applies our own write to the index and returns the entry it replaced
     /// (from the index, or from what the store held before the write).
-    fn index_replace(
-        &self,
-        value: &PresenceValue,
-        revision: u64,
-        before: Option<Versioned>,
-    ) -> Option<Entry> {
+    fn index_replace(&self, value: &PresenceValue, revision: u64, before: Option<Versioned>) -> Option<Entry> {
         let mut ix = self.inner.index.lock();
         let (_, old) = ix.put(value, revision);
         self.inner.metrics.presence_entries.set(ix.len() as i64);
@@ -234,12 +232,7 @@ impl Router {
             before.map(|v| Entry {
                 node: v.value.node.as_str().into(),
                 conn: v.value.conn,
-                groups: v
-                    .value
-                    .groups
-                    .iter()
-                    .map(|g| Arc::from(g.as_str()))
-                    .collect(),
+                groups: v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect(),
                 revision: v.revision,
             })
         })
@@ -275,12 +268,7 @@ impl Router {
             match self.inner.store.delete(&key, v.revision).await {
                 Ok(()) => {
                     self.index_delete(&d.biz, &d.client, v.revision);
-                    let groups: Vec<Arc<str>> = v
-                        .value
-                        .groups
-                        .iter()
-                        .map(|g| Arc::from(g.as_str()))
-                        .collect();
+                    let groups: Vec<Arc<str>> = v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect();
                     self.notify(PresenceEvent::Offline, &d.biz, &d.client, &groups, None)
                         .await;
                     return ConnectReply { code: 0 };
@@ -335,8 +323,7 @@ impl Router {
                     match self.inner.store.create(&key, &value).await {
                         Ok(rev) => {
                             self.index_put(&value, rev);
-                            let groups: Vec<Arc<str>> =
-                                info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+                            let groups: Vec<Arc<str>> = info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
                             self.notify(
                                 PresenceEvent::Online,
                                 &info.biz,
@@ -416,9 +403,7 @@ impl Router {
                 let (p, n) = match ix.group(&r.biz, group) {
                     Some(g) => {
                         let sender_in = ix.get(&r.biz, &r.from).is_some_and(|e| {
-                            *e.node == *r.node
-                                && e.conn == r.conn
-                                && g.members.contains(r.from.as_str())
+                            *e.node == *r.node && e.conn == r.conn && g.members.contains(r.from.as_str())
                         });
                         let p = g
                             .nodes
@@ -488,10 +473,175 @@ impl Router {
             .metrics
             .route_duration
             .observe(started.elapsed().as_secs_f64());
-        RouteReply {
-            code: 0,
-            recipients,
+        RouteReply { code: 0, recipients }
+    }
+
+    /// Registers a bizCode.
+    pub async fn register(&self, biz: &str) -> Result<(), ErrorCode> {
+        self.inner.registry.register(biz).await.map_err(|e| {
+            tracing::warn!(biz, error = %e, "registration failed");
+            ErrorCode::Internal
+        })
+    }
+
+    /// Whether a bizCode is registered.
+    pub async fn is_registered(&self, biz: &str) -> Result<bool, ErrorCode> {
+        self.inner.registry.is_registered(biz).await.map_err(|e| {
+            tracing::warn!(biz, error = %e, "registry lookup failed");
+            ErrorCode::Internal
+        })
+    }
+
+    /// Delivers one mode-100 frame to each online client of `clients`
+    /// (one Deliver per node). Returns how many were online.
+    pub async fn send_clients(
+        &self,
+        biz: &str,
+        clients: &[String],
+        from: &str,
+        msg_id: &str,
+        content: &str,
+    ) -> Result<u32, ErrorCode> {
+        let mut by_node: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in clients {
+            if !seen.insert(c.as_str()) {
+                continue;
+            }
+            match self.locate(biz, c).await {
+                Ok(Some((node, conn))) => by_node.entry(node).or_default().push(conn),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "presence lookup failed");
+                    return Err(ErrorCode::Internal);
+                }
+            }
         }
+        let target = SendTarget::Client(String::new());
+        let frame = Bytes::from(frame::delivery(&target, Some(msg_id), from, content, now_ms()));
+        let mut n = 0u32;
+        for (node, conns) in by_node {
+            n += u32::try_from(conns.len()).unwrap_or(u32::MAX);
+            let cmd = NodeCommand::Deliver {
+                mode: frame::MODE_UNICAST,
+                to: DeliverTo::Conns(conns),
+                frame: frame.clone(),
+            };
+            if let Err(e) = self.inner.edges.send(&node, cmd).await {
+                tracing::warn!(node_id = %node, error = %e, "deliver failed");
+                return Err(ErrorCode::Internal);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Adds (`join`) or removes a client's connection to/from a group: the
+    /// presence entry first, then the client's edge; answered after both.
+    pub async fn set_group(&self, biz: &str, client: &str, group: &str, join: bool) -> Result<(), ErrorCode> {
+        let key = presence_key(biz, client);
+        let mut target = None;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(v) = self.inner.store.get(&key).await.map_err(|_| ErrorCode::Internal)? else {
+                return Err(ErrorCode::Offline);
+            };
+            let mut value = v.value.clone();
+            let has = value.groups.iter().any(|g| g == group);
+            match (join, has) {
+                (true, false) => {
+                    if value.groups.len() >= MAX_GROUPS_PER_CLIENT {
+                        return Err(ErrorCode::InvalidFrame);
+                    }
+                    value.groups.push(group.to_owned());
+                }
+                (false, true) => value.groups.retain(|g| g != group),
+                _ => {
+                    target = Some((value.node, value.conn));
+                    break;
+                }
+            }
+            match self.inner.store.update(&key, &value, v.revision).await {
+                Ok(rev) => {
+                    self.index_put(&value, rev);
+                    target = Some((value.node, value.conn));
+                    break;
+                }
+                Err(StoreError::WrongRevision) => continue,
+                Err(_) => return Err(ErrorCode::Internal),
+            }
+        }
+        let Some((node, conn)) = target else {
+            return Err(ErrorCode::Internal);
+        };
+        let cmd = if join {
+            NodeCommand::Bind {
+                conn,
+                group: group.to_owned(),
+            }
+        } else {
+            NodeCommand::Unbind {
+                conn,
+                group: group.to_owned(),
+            }
+        };
+        match self.inner.edges.request(&node, cmd).await {
+            Ok(r) if r.found => Ok(()),
+            Ok(_) => Err(ErrorCode::Offline),
+            Err(e) => {
+                tracing::warn!(node_id = %node, error = %e, "bind/unbind not acknowledged");
+                Err(ErrorCode::Internal)
+            }
+        }
+    }
+
+    /// Closes a client's connection with 4000 wherever it is and removes
+    /// its presence at once.
+    pub async fn close_client(&self, biz: &str, client: &str) -> Result<(), ErrorCode> {
+        let key = presence_key(biz, client);
+        let Some(v) = self.inner.store.get(&key).await.map_err(|_| ErrorCode::Internal)? else {
+            return Err(ErrorCode::Offline);
+        };
+        let cmd = NodeCommand::Close {
+            conn: v.value.conn,
+            code: CloseCode::ClosedByApi.as_u16(),
+        };
+        let found = match self.inner.edges.request(&v.value.node, cmd).await {
+            Ok(r) => r.found,
+            Err(e) => {
+                tracing::warn!(node_id = %v.value.node, error = %e, "close not acknowledged");
+                return Err(ErrorCode::Internal);
+            }
+        };
+        if self.inner.store.delete(&key, v.revision).await.is_ok() {
+            self.index_delete(biz, client, v.revision);
+            let groups: Vec<Arc<str>> = v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+            self.notify(PresenceEvent::Offline, biz, client, &groups, None).await;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(ErrorCode::Offline)
+        }
+    }
+
+    /// clientIds online in `biz` (in `group`, if given), from the index.
+    pub fn online_list(&self, biz: &str, group: Option<&str>) -> Vec<String> {
+        let ix = self.inner.index.lock();
+        match group {
+            None => ix.clients(biz),
+            Some(g) => {
+                let mut v: Vec<String> = ix
+                    .group(biz, g)
+                    .map(|g| g.members.iter().map(|c| c.to_string()).collect())
+                    .unwrap_or_default();
+                v.sort_unstable();
+                v
+            }
+        }
+    }
+
+    /// Groups of `biz` with member counts, from the index.
+    pub fn all_groups(&self, biz: &str) -> Vec<(String, usize)> {
+        self.inner.index.lock().groups(biz)
     }
 
     /// Sends presence notices for `client` to the other members of each of
@@ -606,11 +756,7 @@ impl Router {
                 }
                 n += 1;
                 if n.is_multiple_of(120) {
-                    router
-                        .inner
-                        .index
-                        .lock()
-                        .prune_tombstones(Duration::from_secs(120));
+                    router.inner.index.lock().prune_tombstones(Duration::from_secs(120));
                 }
                 for node in router.expired_nodes() {
                     router.purge_node(&node).await;

@@ -93,6 +93,28 @@ impl Index {
         Some((&b.nodes, b.clients.len()))
     }
 
+    /// clientIds online in `biz`, sorted.
+    pub fn clients(&self, biz: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .bizs
+            .get(biz)
+            .map(|b| b.clients.keys().map(|c| c.to_string()).collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Groups of `biz` with their member counts, sorted by name.
+    pub fn groups(&self, biz: &str) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = self
+            .bizs
+            .get(biz)
+            .map(|b| b.groups.iter().map(|(g, m)| (g.to_string(), m.members.len())).collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
     /// Every (biz, client, revision) held by `node`.
     pub fn node_entries(&self, node: &str) -> Vec<(Arc<str>, Arc<str>, Entry)> {
         let Some(keys) = self.by_node.get(node) else {
@@ -147,10 +169,7 @@ impl Index {
                 revision,
             },
         );
-        self.by_node
-            .entry(node)
-            .or_default()
-            .insert((biz_id, client));
+        self.by_node.entry(node).or_default().insert((biz_id, client));
         self.len += 1;
         (true, old)
     }
@@ -225,10 +244,7 @@ mod tests {
         ix.put(&pv("e2", 2, "d1", "c3", &["g1"]), 3);
         ix.put(&pv("e3", 1, "d1", "c4", &["g1", "g2"]), 4);
         ix.put(&pv("e3", 2, "d2", "c5", &["g1", "g2"]), 5);
-        assert_eq!(
-            ix.get("d1", "c2").map(|e| (&*e.node, e.conn)),
-            Some(("e2", 1))
-        );
+        assert_eq!(ix.get("d1", "c2").map(|e| (&*e.node, e.conn)), Some(("e2", 1)));
         assert!(ix.get("d2", "c2").is_none());
         let g1 = ix.group("d1", "g1").expect("g1");
         assert_eq!(g1.members.len(), 3);

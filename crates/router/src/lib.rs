@@ -9,8 +9,10 @@
 //! - [`index`]: the in-memory presence index.
 //! - [`link`]: the router → edge seam.
 //! - [`core`]: connect / disconnect / route / resync / liveness.
+//! - [`api`]: the backend HTTP push API (`/api/websocket/*`).
 //! - [`nats`]: serving the router subjects, the KV watch, the edge link.
 
+pub mod api;
 pub mod config;
 pub mod core;
 pub mod index;
@@ -21,4 +23,4 @@ pub mod store;
 pub use crate::core::Router;
 pub use config::RouterConfig;
 pub use link::{EdgeError, EdgeLink};
-pub use store::{KvStore, MemoryStore, PresenceStore};
+pub use store::{BizRegistry, KvRegistry, KvStore, MemoryRegistry, MemoryStore, PresenceStore};

@@ -8,8 +8,9 @@ use async_nats::{Client, Message};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
-use switchboard_protocol::envelope::{self, CommandReply, Heartbeat, NodeCommand};
+use switchboard_protocol::envelope::{self, BizQuery, CommandReply, ConnectReply, Heartbeat, NodeCommand};
 use switchboard_protocol::subject;
+use switchboard_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -62,53 +63,29 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), async_nats::Error> {
     let q = subject::ROUTER_QUEUE;
-    let connect = client
-        .queue_subscribe(subject::ROUTER_CONNECT, q.into())
-        .await?;
-    let disconnect = client
-        .queue_subscribe(subject::ROUTER_DISCONNECT, q.into())
-        .await?;
-    let route = client
-        .queue_subscribe(subject::ROUTER_ROUTE, q.into())
-        .await?;
-    let resync = client
-        .queue_subscribe(subject::ROUTER_RESYNC, q.into())
-        .await?;
+    let sub = |subject: &'static str| client.queue_subscribe(subject, q.into());
+    let connect = sub(subject::ROUTER_CONNECT).await?;
+    let disconnect = sub(subject::ROUTER_DISCONNECT).await?;
+    let route = sub(subject::ROUTER_ROUTE).await?;
+    let resync = sub(subject::ROUTER_RESYNC).await?;
+    let check_biz = sub(subject::ROUTER_CHECK_BIZ).await?;
     let mut heartbeat = client.subscribe(subject::ROUTER_HEARTBEAT).await?;
     client.flush().await?;
 
-    spawn_handler(
-        connect,
-        &client,
-        &tasks,
-        &shutdown,
-        &router,
-        |r, m| async move { r.connect(m).await },
-    );
-    spawn_handler(
-        disconnect,
-        &client,
-        &tasks,
-        &shutdown,
-        &router,
-        |r, m| async move { r.disconnect(m).await },
-    );
-    spawn_handler(
-        route,
-        &client,
-        &tasks,
-        &shutdown,
-        &router,
-        |r, m| async move { r.route(m).await },
-    );
-    spawn_handler(
-        resync,
-        &client,
-        &tasks,
-        &shutdown,
-        &router,
-        |r, m| async move { r.resync(m).await },
-    );
+    let ctx = (&client, &tasks, &shutdown, &router);
+    spawn_handler(connect, ctx, |r, m| async move { r.connect(m).await });
+    spawn_handler(disconnect, ctx, |r, m| async move { r.disconnect(m).await });
+    spawn_handler(route, ctx, |r, m| async move { r.route(m).await });
+    spawn_handler(resync, ctx, |r, m| async move { r.resync(m).await });
+    spawn_handler(check_biz, ctx, |r, q: BizQuery| async move {
+        // 0 registered, 1007 not registered, 1500 could not tell.
+        let code = match r.is_registered(&q.biz).await {
+            Ok(true) => 0,
+            Ok(false) => ErrorCode::UnknownBiz.as_u16(),
+            Err(c) => c.as_u16(),
+        };
+        ConnectReply { code }
+    });
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -128,10 +105,7 @@ pub async fn serve(
 
 fn spawn_handler<Q, A, F, Fut>(
     mut sub: async_nats::Subscriber,
-    client: &Client,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-    router: &Router,
+    (client, tasks, shutdown, router): (&Client, &TaskTracker, &CancellationToken, &Router),
     handle: F,
 ) where
     Q: DeserializeOwned + Send + 'static,
@@ -139,12 +113,7 @@ fn spawn_handler<Q, A, F, Fut>(
     F: Fn(Router, Q) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = A> + Send + 'static,
 {
-    let (client, tasks2, stop, router) = (
-        client.clone(),
-        tasks.clone(),
-        shutdown.clone(),
-        router.clone(),
-    );
+    let (client, tasks2, stop, router) = (client.clone(), tasks.clone(), shutdown.clone(), router.clone());
     tasks.spawn(async move {
         loop {
             let msg: Message = tokio::select! {

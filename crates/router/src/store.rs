@@ -71,12 +71,7 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Creates an absent entry; [`StoreError::WrongRevision`] if it exists.
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError>;
     /// Replaces the entry if its revision is still `revision`.
-    async fn update(
-        &self,
-        key: &str,
-        value: &PresenceValue,
-        revision: u64,
-    ) -> Result<u64, StoreError>;
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError>;
     /// Removes the entry if its revision is still `revision`.
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
     /// Every current entry, then [`WatchEvent::Ready`], then every change.
@@ -109,8 +104,7 @@ impl KvStore {
     ) -> Result<Self, StoreError> {
         let config = kv::Config {
             bucket: name.to_owned(),
-            description: "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection"
-                .to_owned(),
+            description: "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection".to_owned(),
             history: 1,
             num_replicas: replicas,
             storage: async_nats::jetstream::stream::StorageType::File,
@@ -144,29 +138,18 @@ impl PresenceStore for KvStore {
 
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
         let bytes = envelope::encode(value).map_err(unavailable)?;
-        self.kv
-            .create(key, bytes)
-            .await
-            .map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
-                _ => unavailable(e),
-            })
+        self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
+            CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
+            _ => unavailable(e),
+        })
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: &PresenceValue,
-        revision: u64,
-    ) -> Result<u64, StoreError> {
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
         let bytes = envelope::encode(value).map_err(unavailable)?;
-        self.kv
-            .update(key, bytes, revision)
-            .await
-            .map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-                _ => unavailable(e),
-            })
+        self.kv.update(key, bytes, revision).await.map_err(|e| match e.kind() {
+            UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+            _ => unavailable(e),
+        })
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
@@ -259,12 +242,7 @@ impl PresenceStore for MemoryStore {
         Ok(revision)
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: &PresenceValue,
-        revision: u64,
-    ) -> Result<u64, StoreError> {
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
         let mut s = self.state.lock();
         match s.1.get(key) {
             Some(v) if v.revision == revision => {}
@@ -301,6 +279,80 @@ impl PresenceStore for MemoryStore {
     }
 }
 
+/// Registered bizCodes (the `register` API), for deployments that require
+/// registration. Registration is permanent.
+#[async_trait]
+pub trait BizRegistry: Send + Sync + 'static {
+    /// Registers a bizCode (idempotent).
+    async fn register(&self, biz: &str) -> Result<(), StoreError>;
+    /// Whether a bizCode is registered.
+    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError>;
+}
+
+/// Registered bizCodes in a JetStream KV bucket (`<presence bucket>-biz`).
+#[derive(Debug, Clone)]
+pub struct KvRegistry {
+    kv: Store,
+}
+
+impl KvRegistry {
+    /// Opens (creating or updating) the bucket `name`.
+    ///
+    /// # Errors
+    /// If JetStream refuses the bucket.
+    pub async fn open(js: &async_nats::jetstream::Context, name: &str, replicas: usize) -> Result<Self, StoreError> {
+        let config = kv::Config {
+            bucket: name.to_owned(),
+            description: "Switchboard registered bizCodes: <b64 bizCode> -> registration time".to_owned(),
+            history: 1,
+            num_replicas: replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        let kv = js.create_or_update_key_value(config).await.map_err(unavailable)?;
+        Ok(Self { kv })
+    }
+}
+
+#[async_trait]
+impl BizRegistry for KvRegistry {
+    async fn register(&self, biz: &str) -> Result<(), StoreError> {
+        let now = switchboard_runtime::now_ms().to_string();
+        self.kv
+            .put(switchboard_protocol::ids::encode(biz), now.into())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError> {
+        let e = self
+            .kv
+            .entry(switchboard_protocol::ids::encode(biz))
+            .await
+            .map_err(unavailable)?;
+        Ok(e.is_some_and(|e| e.operation == Operation::Put))
+    }
+}
+
+/// Registered bizCodes in memory (`standalone`).
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    set: Mutex<std::collections::HashSet<String>>,
+}
+
+#[async_trait]
+impl BizRegistry for MemoryRegistry {
+    async fn register(&self, biz: &str) -> Result<(), StoreError> {
+        self.set.lock().insert(biz.to_owned());
+        Ok(())
+    }
+
+    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError> {
+        Ok(self.set.lock().contains(biz))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,19 +372,10 @@ mod tests {
     async fn memory_store_is_compare_and_set() {
         let s = MemoryStore::default();
         let r1 = s.create("k", &v(1)).await.expect("create");
-        assert!(matches!(
-            s.create("k", &v(2)).await,
-            Err(StoreError::WrongRevision)
-        ));
+        assert!(matches!(s.create("k", &v(2)).await, Err(StoreError::WrongRevision)));
         let r2 = s.update("k", &v(2), r1).await.expect("update");
-        assert!(matches!(
-            s.update("k", &v(3), r1).await,
-            Err(StoreError::WrongRevision)
-        ));
-        assert!(matches!(
-            s.delete("k", r1).await,
-            Err(StoreError::WrongRevision)
-        ));
+        assert!(matches!(s.update("k", &v(3), r1).await, Err(StoreError::WrongRevision)));
+        assert!(matches!(s.delete("k", r1).await, Err(StoreError::WrongRevision)));
         s.delete("k", r2).await.expect("delete");
         assert_eq!(s.get("k").await.expect("get"), None);
     }

@@ -102,9 +102,7 @@ pub fn error(status: StatusCode, code: u16, msg: &str) -> Response {
 pub fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response {
     let mut res = http::Response::new(Full::new(body.into()));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     res
 }

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub nodes_purged: Counter,
     /// Handshakes refused before the upgrade.
     pub handshake_refusals: Counter,
+    api_requests: Family<Labels, Counter>,
+    api_duration: Family<Labels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -78,29 +80,13 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("switchboard");
         let connections = Gauge::default();
-        registry.register(
-            "connections",
-            "Open client connections",
-            connections.clone(),
-        );
+        registry.register("connections", "Open client connections", connections.clone());
         let received = Family::<Labels, Counter>::default();
-        registry.register(
-            "frames_received",
-            "Client frames received by mode",
-            received.clone(),
-        );
+        registry.register("frames_received", "Client frames received by mode", received.clone());
         let sent = Family::<Labels, Counter>::default();
-        registry.register(
-            "frames_sent",
-            "Frames sent to clients by mode",
-            sent.clone(),
-        );
+        registry.register("frames_sent", "Frames sent to clients by mode", sent.clone());
         let deliveries = Counter::default();
-        registry.register(
-            "deliveries",
-            "Frames delivered to local sockets",
-            deliveries.clone(),
-        );
+        registry.register("deliveries", "Frames delivered to local sockets", deliveries.clone());
         let slow = Counter::default();
         registry.register(
             "slow_consumer_closes",
@@ -126,24 +112,32 @@ impl Metrics {
             presence_entries.clone(),
         );
         let nats_reconnects = Counter::default();
-        registry.register(
-            "nats_reconnects",
-            "Reconnections to NATS",
-            nats_reconnects.clone(),
-        );
+        registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
         let nodes_purged = Counter::default();
-        registry.register(
-            "nodes_purged",
-            "Edge nodes purged after silence",
-            nodes_purged.clone(),
-        );
+        registry.register("nodes_purged", "Edge nodes purged after silence", nodes_purged.clone());
         let handshake_refusals = Counter::default();
         registry.register(
             "handshake_refusals",
             "WebSocket handshakes refused before the upgrade",
             handshake_refusals.clone(),
         );
+        let api_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "HTTP API requests by call and status",
+            api_requests.clone(),
+        );
+        let api_duration = Family::<Labels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_1, 2.0, 14))) as fn() -> Histogram,
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "HTTP API latency by call",
+            api_duration.clone(),
+        );
         Self {
+            api_requests,
+            api_duration,
             frames_received: ByMode::new(&received),
             frames_sent: ByMode::new(&sent),
             registry,
@@ -157,6 +151,16 @@ impl Metrics {
             nodes_purged,
             handshake_refusals,
         }
+    }
+
+    /// Records one API request.
+    pub fn api_request(&self, call: &'static str, status: u16, seconds: f64) {
+        self.api_requests
+            .get_or_create(&vec![("call", call.to_owned()), ("status", status.to_string())])
+            .inc();
+        self.api_duration
+            .get_or_create(&vec![("call", call.to_owned())])
+            .observe(seconds);
     }
 
     /// The Prometheus/OpenMetrics text exposition.
@@ -189,9 +193,6 @@ mod tests {
             text.contains(r#"switchboard_frames_received_total{mode="other"} 1"#),
             "{text}"
         );
-        assert!(
-            text.contains("switchboard_route_duration_seconds_bucket"),
-            "{text}"
-        );
+        assert!(text.contains("switchboard_route_duration_seconds_bucket"), "{text}");
     }
 }

@@ -76,11 +76,7 @@ pub fn handle(method: &Method, path: &str, health: &Health, metrics: &Metrics) -
         _ => return None,
     };
     if method != Method::GET && method != Method::HEAD {
-        return Some(h::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            405,
-            "method not allowed",
-        ));
+        return Some(h::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed"));
     }
     Some(res)
 }

@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 
 use serde::Deserialize;
-use switchboard_edge::EdgeConfig;
+use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
+use switchboard_router::config::ApiConfig;
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
 use switchboard_runtime::nats::NatsConfig;
 use switchboard_runtime::telemetry::LogConfig;
 
 /// The sections (and top-level keys) `SWITCHBOARD_*` variables may set.
-pub(crate) const ENV_ROOTS: &[&str] = &["log", "nats", "edge", "router", "standalone"];
+pub(crate) const ENV_ROOTS: &[&str] = &["log", "nats", "edge", "router", "standalone", "api", "auth", "api_key"];
 
 /// `[standalone]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +44,46 @@ pub(crate) struct Config {
     pub(crate) router: RouterConfig,
     /// Standalone.
     pub(crate) standalone: StandaloneConfig,
+    /// The backend HTTP API (router, standalone).
+    pub(crate) api: ApiConfig,
+    /// Client authentication (edge, standalone).
+    pub(crate) auth: AuthConfig,
+    /// One more API key (`SWITCHBOARD_API_KEY`).
+    pub(crate) api_key: Option<String>,
+}
+
+impl Config {
+    /// Every accepted API key.
+    pub(crate) fn api_keys(&self) -> Vec<String> {
+        let mut keys = self.api.keys.clone();
+        if let Some(k) = self.api_key.as_ref().filter(|k| !k.is_empty()) {
+            keys.push(k.clone());
+        }
+        keys
+    }
+
+    /// Problems that depend on what the process is.
+    pub(crate) fn validate_for(&self, serves_api: bool, standalone: bool, problems: &mut Vec<String>) {
+        if serves_api && !standalone && self.api.auth && self.api_keys().is_empty() {
+            problems.push(
+                "api.auth is on but no API key is configured: set SWITCHBOARD_API_KEY or api.keys \
+                 (or turn API auth off explicitly with api.auth = false)"
+                    .into(),
+            );
+        }
+        if let Some(k) = &self.api_key {
+            if !k.is_empty() && k.len() < 16 {
+                problems.push("SWITCHBOARD_API_KEY must be at least 16 characters".into());
+            }
+        }
+        if self.auth.mode == AuthMode::Jwt {
+            if let Some(path) = &self.auth.public_key_file {
+                if !path.is_file() {
+                    problems.push(format!("auth.public_key_file {} does not exist", path.display()));
+                }
+            }
+        }
+    }
 }
 
 impl Validate for Config {
@@ -50,5 +91,7 @@ impl Validate for Config {
         self.nats.validate(problems);
         self.edge.validate(problems);
         self.router.validate(problems);
+        self.api.validate(problems);
+        self.auth.validate(problems);
     }
 }

@@ -29,6 +29,12 @@ impl RouterLink for LocalRouter {
         self.0.resync(r).await;
         Ok(())
     }
+    async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {
+        self.0
+            .is_registered(biz)
+            .await
+            .map_err(|c| LinkError::Unavailable(c.message().to_owned()))
+    }
 }
 
 /// Router → edge, in process. The edge is set once it exists (the two

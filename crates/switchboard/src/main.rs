@@ -37,21 +37,26 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match switchboard_runtime::config::load::<config::Config>(
-        cli.config.as_deref(),
-        config::ENV_ROOTS,
-    ) {
+    let config = match switchboard_runtime::config::load::<config::Config>(cli.config.as_deref(), config::ENV_ROOTS) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard: {e}");
             return ExitCode::from(64);
         }
     };
+    let command = cli.command.unwrap_or(Command::Standalone);
+    let mut problems = Vec::new();
+    config.validate_for(
+        matches!(command, Command::Router | Command::Standalone),
+        matches!(command, Command::Standalone),
+        &mut problems,
+    );
+    if !problems.is_empty() {
+        eprintln!("switchboard: invalid configuration:\n  - {}", problems.join("\n  - "));
+        return ExitCode::from(64);
+    }
     switchboard_runtime::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard: cannot start the runtime: {e}");
@@ -59,7 +64,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command.unwrap_or(Command::Standalone) {
+        match command {
             Command::Standalone => run::standalone(config).await,
             Command::Edge => run::edge(config).await,
             Command::Router => run::router(config).await,

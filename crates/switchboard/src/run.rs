@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::{Request, StatusCode};
+use http::Request;
 use hyper::body::Incoming;
-use switchboard_edge::Edge;
-use switchboard_router::{KvStore, MemoryStore, Router};
+use switchboard_edge::{AuthMode, Edge, Verifier};
+use switchboard_router::api::{Api, RouterHttp};
+use switchboard_router::config::ApiConfig;
+use switchboard_router::store::StoreError;
+use switchboard_router::{KvRegistry, KvStore, MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
-use switchboard_runtime::ops::{self, Health};
+use switchboard_runtime::ops::Health;
 use switchboard_runtime::{nats, shutdown};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -42,20 +45,17 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let node = node_id(&config);
-    let (client, link) = nats::connect(
-        &config.nats,
-        &format!("switchboard-edge {node}"),
-        health.clone(),
-        metrics.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
-    let drain_window = config.edge.drain_window;
+    let verifier = verifier(&config)?;
+    let name = format!("switchboard-edge {node}");
+    let (client, link) = nats::connect(&config.nats, &name, health.clone(), metrics.clone())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let router = Arc::new(switchboard_edge::nats::NatsRouter::new(client.clone()));
     let edge = Edge::new(
-        config.edge.clone(),
+        edge_config(&config),
         node.clone(),
         router,
+        verifier,
         metrics,
         health.clone(),
     );
@@ -69,13 +69,9 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     tracing::info!(node_id = %node, %addr, "edge listening");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(
-        listener,
-        Arc::new(edge.clone()),
-        stop_http.clone(),
-    ));
+    let server = tokio::spawn(h::serve(listener, Arc::new(edge.clone()), stop_http.clone()));
     shutdown.cancelled().await;
-    edge.drain(drain_window).await;
+    edge.drain(config.edge.drain_window).await;
     stop_http.cancel();
     let _ = server.await;
     let _ = client.drain().await;
@@ -83,34 +79,73 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The router's HTTP side: ops endpoints.
-struct RouterHttp {
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
+fn edge_config(config: &Config) -> switchboard_edge::EdgeConfig {
+    let mut edge = config.edge.clone();
+    edge.require_registration = config.api.require_registration;
+    edge
 }
 
-impl Handler for RouterHttp {
-    fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> ResponseFuture {
-        let res = ops::handle(req.method(), req.uri().path(), &self.health, &self.metrics)
-            .unwrap_or_else(|| h::error(StatusCode::NOT_FOUND, 404, "not found"));
-        Box::pin(std::future::ready(res))
+/// The client token verifier, `None` (and a loud warning) when auth is off.
+fn verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> {
+    if config.auth.mode == AuthMode::Off {
+        tracing::warn!(
+            "CLIENT AUTHENTICATION IS OFF: any token (or none) is accepted. \
+             Set auth.mode = \"jwt\" for anything but local development."
+        );
+        return Ok(None);
+    }
+    let pem = match &config.auth.public_key_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?),
+        None => None,
+    };
+    let v = Verifier::new(&config.auth, pem.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
+    tracing::info!(algorithm = %config.auth.algorithm, "client authentication: JWT");
+    Ok(Some(Arc::new(v)))
+}
+
+/// The API configuration with every key, generating one for standalone
+/// when auth is on and none is configured.
+fn api_config(config: &Config, standalone: bool) -> ApiConfig {
+    let mut api = config.api.clone();
+    api.keys = config.api_keys();
+    if !api.auth {
+        tracing::warn!("HTTP API AUTHENTICATION IS OFF (api.auth = false): anyone who can reach the API can push");
+    } else if api.keys.is_empty() && standalone {
+        let key = format!("{:032x}", rand::random::<u128>());
+        tracing::warn!(api_key = %key, "no API key configured; generated one for this run (set SWITCHBOARD_API_KEY to choose)");
+        eprintln!("switchboard: API key for this run: {key}");
+        api.keys.push(key);
+    }
+    api
+}
+
+/// `standalone`'s HTTP side: the API, then the edge (WebSocket and ops).
+struct StandaloneHttp {
+    api: Api,
+    edge: Edge,
+}
+
+impl Handler for StandaloneHttp {
+    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
+        if Api::owns(req.uri().path()) {
+            let api = self.api.clone();
+            return Box::pin(async move { api.handle(req).await });
+        }
+        self.edge.call(req, peer)
     }
 }
 
-async fn open_store(
-    js: &async_nats::jetstream::Context,
-    config: &Config,
-) -> anyhow::Result<KvStore> {
+async fn open_store(js: &async_nats::jetstream::Context, config: &Config) -> anyhow::Result<(KvStore, KvRegistry)> {
+    let bucket = &config.nats.presence_bucket;
+    let replicas = config.nats.replicas;
     let mut last = None;
     for _ in 0..20 {
-        match KvStore::open(
-            js,
-            &config.nats.presence_bucket,
-            config.nats.replicas,
-            config.router.delete_marker_ttl,
-        )
-        .await
-        {
+        let opened = async {
+            let store = KvStore::open(js, bucket, replicas, config.router.delete_marker_ttl).await?;
+            let registry = KvRegistry::open(js, &format!("{bucket}-biz"), replicas).await?;
+            Ok::<_, StoreError>((store, registry))
+        };
+        match opened.await {
             Ok(s) => return Ok(s),
             Err(e) => {
                 tracing::warn!(error = %e, "presence bucket not available yet");
@@ -130,52 +165,34 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let (client, _link) = nats::connect(
-        &config.nats,
-        "switchboard-router",
-        health.clone(),
-        metrics.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let (client, _link) = nats::connect(&config.nats, "switchboard-router", health.clone(), metrics.clone())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let js = async_nats::jetstream::new(client.clone());
-    let store = open_store(&js, &config).await?;
+    let (store, registry) = open_store(&js, &config).await?;
     let edges = Arc::new(switchboard_router::nats::NatsEdges::new(client.clone()));
     let router = Router::new(
         config.router.clone(),
         Arc::new(store),
+        Arc::new(registry),
         edges,
         metrics.clone(),
     );
-    router
-        .start_watch()
-        .await
-        .context("cannot watch the presence bucket")?;
+    router.start_watch().await.context("cannot watch the presence bucket")?;
     let tasks = TaskTracker::new();
     let stop_requests = CancellationToken::new();
-    switchboard_router::nats::serve(
-        router.clone(),
-        client.clone(),
-        tasks.clone(),
-        stop_requests.clone(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
+    switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
     router.spawn_liveness(shutdown.clone());
     let listener = bind(config.router.listen).await?;
     let addr = listener.local_addr()?;
+    let api = Api::new(router.clone(), api_config(&config, false), health.clone(), metrics);
     health.set_ready();
     tracing::info!(%addr, "router listening");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(
-        listener,
-        Arc::new(RouterHttp {
-            health: health.clone(),
-            metrics,
-        }),
-        stop_http.clone(),
-    ));
+    let server = tokio::spawn(h::serve(listener, Arc::new(RouterHttp { api }), stop_http.clone()));
     shutdown.cancelled().await;
     health.set_draining();
     stop_requests.cancel();
@@ -197,36 +214,36 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     let router = Router::new(
         config.router.clone(),
         Arc::new(MemoryStore::default()),
+        Arc::new(MemoryRegistry::default()),
         Arc::new(edges.clone()),
         metrics.clone(),
     );
     let node = node_id(&config);
     let edge = Edge::new(
-        config.edge.clone(),
+        edge_config(&config),
         node.clone(),
         Arc::new(LocalRouter(router.clone())),
-        metrics,
+        verifier(&config)?,
+        metrics.clone(),
         health.clone(),
     );
     if edges.edge.set(edge.clone()).is_err() {
         anyhow::bail!("edge wired twice");
     }
-    router
-        .start_watch()
-        .await
-        .context("cannot start presence")?;
+    router.start_watch().await.context("cannot start presence")?;
     edge.spawn_sweeper(shutdown.clone());
     let listener = bind(config.standalone.listen).await?;
     let addr = listener.local_addr()?;
+    let api = Api::new(router.clone(), api_config(&config, true), health.clone(), metrics);
     health.set_ready();
     tracing::info!(node_id = %node, %addr, "standalone listening: ws://{addr}/ws?bizCode=d1&clientId=c1");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(
-        listener,
-        Arc::new(edge.clone()),
-        stop_http.clone(),
-    ));
+    let http = StandaloneHttp {
+        api,
+        edge: edge.clone(),
+    };
+    let server = tokio::spawn(h::serve(listener, Arc::new(http), stop_http.clone()));
     shutdown.cancelled().await;
     edge.drain(config.edge.drain_window).await;
     stop_http.cancel();

@@ -30,24 +30,15 @@ async fn a_newer_connection_replaces_the_older_one_across_edges() {
     let c = Cluster::start(2, 1, &[]).await;
     let (mut peer, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=peer&group=g1")).await;
     let (mut old, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=dup&group=g1")).await;
-    assert_eq!(
-        notice(&mut peer).await,
-        ("online".into(), "dup".into(), "g1".into())
-    );
+    assert_eq!(notice(&mut peer).await, ("online".into(), "dup".into(), "g1".into()));
 
     let (mut new, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=dup&group=g1")).await;
     let closed = old.closed().await;
     assert_eq!(closed.code, 4009);
     assert!(!closed.reason.is_empty() && closed.reason.len() < 123);
     // The peer sees the old one leave and the new one arrive.
-    assert_eq!(
-        notice(&mut peer).await,
-        ("offline".into(), "dup".into(), "g1".into())
-    );
-    assert_eq!(
-        notice(&mut peer).await,
-        ("online".into(), "dup".into(), "g1".into())
-    );
+    assert_eq!(notice(&mut peer).await, ("offline".into(), "dup".into(), "g1".into()));
+    assert_eq!(notice(&mut peer).await, ("online".into(), "dup".into(), "g1".into()));
 
     peer.send(&json!({"msgId":"u","mode":100,"targetClientId":"dup","content":"to the new one"}))
         .await;
@@ -75,10 +66,7 @@ async fn presence_notices_reach_group_peers_except_in_large_groups() {
     let c = Cluster::start(2, 1, &[("SWITCHBOARD_ROUTER__NOTICE_MAX_MEMBERS", "3")]).await;
     let (mut a, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=a&group=g1,big")).await;
     let (mut b, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=b&group=g1")).await;
-    assert_eq!(
-        notice(&mut a).await,
-        ("online".into(), "b".into(), "g1".into())
-    );
+    assert_eq!(notice(&mut a).await, ("online".into(), "b".into(), "g1".into()));
     b.expect_silence(QUIET).await; // no notice about itself
 
     // A client with no groups causes no notices; another bizCode neither.
@@ -89,22 +77,13 @@ async fn presence_notices_reach_group_peers_except_in_large_groups() {
     other.close().await;
 
     b.close().await;
-    assert_eq!(
-        notice(&mut a).await,
-        ("offline".into(), "b".into(), "g1".into())
-    );
+    assert_eq!(notice(&mut a).await, ("offline".into(), "b".into(), "g1".into()));
 
     // "big": a (1) + m2, m3 → notices; m4 makes it 4 > 3 → none.
     let (_m2, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=m2&group=big")).await;
-    assert_eq!(
-        notice(&mut a).await,
-        ("online".into(), "m2".into(), "big".into())
-    );
+    assert_eq!(notice(&mut a).await, ("online".into(), "m2".into(), "big".into()));
     let (_m3, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=m3&group=big")).await;
-    assert_eq!(
-        notice(&mut a).await,
-        ("online".into(), "m3".into(), "big".into())
-    );
+    assert_eq!(notice(&mut a).await, ("online".into(), "m3".into(), "big".into()));
     let (m4, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=m4&group=big")).await;
     a.expect_silence(QUIET).await;
     m4.close().await;
@@ -144,9 +123,7 @@ async fn a_killed_edge_leaves_presence_within_ten_seconds() {
     p.send(&json!({"msgId":"grp","mode":200,"group":"g1","content":1}))
         .await;
     assert_eq!(p.recv_mode(2).await["data"]["recipients"], 0);
-    let (_, m) = http_get(&c.router_addr(0), "/metrics")
-        .await
-        .unwrap_or_default();
+    let (_, m) = http_get(&c.router_addr(0), "/metrics").await.unwrap_or_default();
     assert!(m.contains("switchboard_nodes_purged_total 1"), "{m}");
     eprintln!("edge kill -9 to offline notices: {took:?}");
 }
@@ -212,9 +189,7 @@ async fn two_routers_share_the_load_without_loss_or_duplicates() {
     r2.expect_silence(QUIET).await;
 
     for i in 0..2 {
-        let (_, m) = http_get(&c.router_addr(i), "/metrics")
-            .await
-            .unwrap_or_default();
+        let (_, m) = http_get(&c.router_addr(i), "/metrics").await.unwrap_or_default();
         let count: u64 = m
             .lines()
             .find(|l| l.starts_with("switchboard_route_duration_seconds_count"))

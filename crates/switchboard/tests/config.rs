@@ -22,10 +22,7 @@ fn check(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 }
 
 fn example() -> String {
-    format!(
-        "{}/../../deploy/switchboard.example.toml",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/../../deploy/switchboard.example.toml", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
@@ -49,10 +46,7 @@ fn bad_configuration_exits_64_with_every_problem() {
     assert!(out.contains("router.node_timeout"), "{out}");
     assert!(out.contains("nats.presence_bucket"), "{out}");
 
-    let (code, out) = check(
-        &["check-config"],
-        &[("SWITCHBOARD_EDGE__HEARTBEAT", "soon")],
-    );
+    let (code, out) = check(&["check-config"], &[("SWITCHBOARD_EDGE__HEARTBEAT", "soon")]);
     assert_eq!(code, 64, "{out}");
     assert!(out.contains("heartbeat"), "{out}");
 

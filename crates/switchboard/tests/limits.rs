@@ -27,17 +27,11 @@ async fn errors_and_limits(t: &Target) {
     // 1001: not JSON, not an object, missing / wrong-typed fields; the
     // connection stays usable after each.
     let r = reply_to(&mut a, "not json").await;
-    assert_eq!(
-        (r["code"].clone(), r["msgId"].clone()),
-        (json!(1001), Value::Null)
-    );
+    assert_eq!((r["code"].clone(), r["msgId"].clone()), (json!(1001), Value::Null));
     let r = reply_to(&mut a, "[1,2,3]").await;
     assert_eq!(r["code"], 1001);
     let r = reply_to(&mut a, r#"{"msgId":"m0","mode":100,"content":1}"#).await;
-    assert_eq!(
-        (r["code"].clone(), r["msgId"].clone()),
-        (json!(1001), json!("m0"))
-    );
+    assert_eq!((r["code"].clone(), r["msgId"].clone()), (json!(1001), json!("m0")));
     let r = reply_to(&mut a, r#"{"msgId":"m0b","mode":"100"}"#).await;
     assert_eq!(r["code"], 1001);
     a.send_binary(vec![1, 2, 3]).await;
@@ -47,18 +41,11 @@ async fn errors_and_limits(t: &Target) {
 
     // 1002: unknown mode, msgId echoed (numbers kept as text).
     let r = reply_to(&mut a, r#"{"msgId":42,"mode":7}"#).await;
-    assert_eq!(
-        (r["code"].clone(), r["msgId"].clone()),
-        (json!(1002), json!("42"))
-    );
+    assert_eq!((r["code"].clone(), r["msgId"].clone()), (json!(1002), json!("42")));
 
     // 1003: a frame over 64 KiB; still usable afterwards.
     let big = "x".repeat(70 * 1024);
-    let r = reply_to(
-        &mut a,
-        &json!({"msgId":"big","mode":300,"content":big}).to_string(),
-    )
-    .await;
+    let r = reply_to(&mut a, &json!({"msgId":"big","mode":300,"content":big}).to_string()).await;
     assert_eq!(r["code"], 1003);
 
     // 1004: offline target; a target in another bizCode is "offline" too and
@@ -68,10 +55,7 @@ async fn errors_and_limits(t: &Target) {
         r#"{"msgId":"m1","mode":100,"targetClientId":"nobody","content":1}"#,
     )
     .await;
-    assert_eq!(
-        (r["code"].clone(), r["data"].clone()),
-        (json!(1004), Value::Null)
-    );
+    assert_eq!((r["code"].clone(), r["data"].clone()), (json!(1004), Value::Null));
     let r = reply_to(
         &mut a,
         r#"{"msgId":"m2","mode":100,"targetClientId":"x","content":"leak?"}"#,
@@ -100,10 +84,8 @@ async fn errors_and_limits(t: &Target) {
     let (mut r8, _) = t.join(0, "bizCode=d1&clientId=ratey").await;
     let mut codes = Vec::new();
     for i in 0..12 {
-        r8.send(
-            &json!({"msgId": i.to_string(), "mode":100, "targetClientId":"nobody", "content":1}),
-        )
-        .await;
+        r8.send(&json!({"msgId": i.to_string(), "mode":100, "targetClientId":"nobody", "content":1}))
+            .await;
         codes.push(r8.recv_mode(2).await["code"].as_u64().unwrap_or(0));
     }
     assert_eq!(&codes[..10], &[1004; 10], "{codes:?}");
@@ -113,11 +95,7 @@ async fn errors_and_limits(t: &Target) {
             .await;
     }
     let (closed, frames) = r8.closed_within(Duration::from_secs(10)).await;
-    assert_eq!(
-        closed.map(|c| c.code),
-        Some(1008),
-        "abuse must close with 1008"
-    );
+    assert_eq!(closed.map(|c| c.code), Some(1008), "abuse must close with 1008");
     assert!(
         frames.iter().all(|f| f["code"] == 1005 || f["mode"] == 400),
         "{frames:?}"
@@ -157,28 +135,13 @@ async fn the_send_policy_refuses_with_1006() {
     let (mut a, _) = t.join(0, "bizCode=d1&clientId=a&group=mine").await;
     let (mut b, _) = t.join(0, "bizCode=d1&clientId=b&group=theirs").await;
     let r = reply_to(&mut a, r#"{"msgId":"bc","mode":300,"content":1}"#).await;
-    assert_eq!(
-        (r["code"].clone(), r["msgId"].clone()),
-        (json!(1006), json!("bc"))
-    );
-    let r = reply_to(
-        &mut a,
-        r#"{"msgId":"g","mode":200,"group":"theirs","content":1}"#,
-    )
-    .await;
+    assert_eq!((r["code"].clone(), r["msgId"].clone()), (json!(1006), json!("bc")));
+    let r = reply_to(&mut a, r#"{"msgId":"g","mode":200,"group":"theirs","content":1}"#).await;
     assert_eq!(r["code"], 1006);
     b.expect_silence(Duration::from_millis(200)).await;
-    let r = reply_to(
-        &mut a,
-        r#"{"msgId":"g2","mode":200,"group":"mine","content":1}"#,
-    )
-    .await;
+    let r = reply_to(&mut a, r#"{"msgId":"g2","mode":200,"group":"mine","content":1}"#).await;
     assert_eq!(r["code"], 0);
-    let r = reply_to(
-        &mut a,
-        r#"{"msgId":"u","mode":100,"targetClientId":"b","content":1}"#,
-    )
-    .await;
+    let r = reply_to(&mut a, r#"{"msgId":"u","mode":100,"targetClientId":"b","content":1}"#).await;
     assert_eq!(r["code"], 0);
     assert_eq!(b.recv_mode(100).await["msgId"], "u");
 }
@@ -188,12 +151,7 @@ async fn handshakes_are_checked_before_the_upgrade() {
     let c = Cluster::start(1, 1, &[]).await;
     let refused = |q: &str| {
         let url = c.url(0, q);
-        async move {
-            Ws::connect(&url)
-                .await
-                .err()
-                .unwrap_or((0, "accepted".into()))
-        }
+        async move { Ws::connect(&url).await.err().unwrap_or((0, "accepted".into())) }
     };
     for q in [
         "clientId=c1",
@@ -208,10 +166,7 @@ async fn handshakes_are_checked_before_the_upgrade() {
         assert_eq!(status, 400, "{q}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap_or_default();
         assert_eq!(v["code"], 1001, "{q}: {body}");
-        assert!(
-            v["msg"].as_str().is_some_and(|m| !m.is_empty()),
-            "{q}: {body}"
-        );
+        assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{q}: {body}");
     }
     let long = "c".repeat(129);
     assert_eq!(refused(&format!("bizCode=d1&clientId={long}")).await.0, 400);
@@ -222,15 +177,9 @@ async fn handshakes_are_checked_before_the_upgrade() {
     // systemId alias and a server-assigned clientId (16 lowercase hex).
     let (_s, welcome) = Ws::join(&c.url(0, "systemId=sys1")).await;
     assert_eq!(welcome["data"]["bizCode"], "sys1");
-    let id = welcome["data"]["clientId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let id = welcome["data"]["clientId"].as_str().unwrap_or_default().to_owned();
     assert!(
-        id.len() == 16
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
         "{id}"
     );
     assert!(welcome["data"]["node"]
@@ -240,22 +189,13 @@ async fn handshakes_are_checked_before_the_upgrade() {
 
     // Plain HTTP on the WebSocket path, unknown paths, ops endpoints.
     let addr = c.edge_addr(0);
-    assert_eq!(
-        http_get(&addr, "/ws?bizCode=d1").await.map(|r| r.0).ok(),
-        Some(426)
-    );
+    assert_eq!(http_get(&addr, "/ws?bizCode=d1").await.map(|r| r.0).ok(), Some(426));
     assert_eq!(http_get(&addr, "/nope").await.map(|r| r.0).ok(), Some(404));
-    assert_eq!(
-        http_get(&addr, "/healthz").await.map(|r| r.0).ok(),
-        Some(200)
-    );
+    assert_eq!(http_get(&addr, "/healthz").await.map(|r| r.0).ok(), Some(200));
     let (status, metrics) = http_get(&addr, "/metrics").await.unwrap_or_default();
     assert_eq!(status, 200);
     assert!(metrics.contains("switchboard_connections 2"), "{metrics}");
-    assert!(
-        metrics.contains("switchboard_handshake_refusals_total"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("switchboard_handshake_refusals_total"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,10 +216,7 @@ async fn idle_connections_are_closed_and_heartbeats_keep_them() {
     let closed = idle.closed().await;
     assert_eq!(closed.code, 1001);
     let after = start.elapsed();
-    assert!(
-        after >= Duration::from_millis(2500),
-        "closed too early: {after:?}"
-    );
+    assert!(after >= Duration::from_millis(2500), "closed too early: {after:?}");
     let mut busy = beat.await.expect("heartbeat task");
     busy.send(&json!({"msgId":"end","mode":1})).await;
     assert_eq!(busy.recv_mode(1).await["msgId"], "end");
@@ -314,10 +251,7 @@ async fn a_slow_consumer_is_closed_with_4008_and_nobody_waits() {
             }
         }
     }
-    assert!(
-        overflowed_at.is_some(),
-        "the slow consumer was never cut off"
-    );
+    assert!(overflowed_at.is_some(), "the slow consumer was never cut off");
     let (closed, frames) = slow.closed_within(Duration::from_secs(30)).await;
     assert_eq!(closed.map(|c| c.code), Some(4008));
     assert!(!frames.is_empty());

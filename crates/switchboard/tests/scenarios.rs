@@ -33,13 +33,9 @@ async fn seed_scenarios_1_to_3(t: &Target) {
     c3.expect_silence(QUIET).await;
 
     // Scenario 2: multicast to g1.
-    let (mut c4, _) = t
-        .join(2, "bizCode=d1&clientId=c4&group=g1,g2&token=456")
+    let (mut c4, _) = t.join(2, "bizCode=d1&clientId=c4&group=g1,g2&token=456").await;
+    c1.send(&json!({"msgId":" 10002","group":"g1","mode":200,"content":"g1的朋友们，大家下午好！"}))
         .await;
-    c1.send(
-        &json!({"msgId":" 10002","group":"g1","mode":200,"content":"g1的朋友们，大家下午好！"}),
-    )
-    .await;
     let reply = c1.recv_mode(2).await;
     assert_eq!(reply["code"], 0);
     assert_eq!(reply["data"]["recipients"], 2);
@@ -53,9 +49,7 @@ async fn seed_scenarios_1_to_3(t: &Target) {
     c1.expect_silence(QUIET).await;
 
     // Scenario 3: broadcast to d1; c5 is in d2.
-    let (mut c5, _) = t
-        .join(2, "bizCode=d2&group=g1,g2&clientId=c5&token=456")
-        .await;
+    let (mut c5, _) = t.join(2, "bizCode=d2&group=g1,g2&clientId=c5&token=456").await;
     c1.send(&json!({"msgId":" 10003","mode":300,"content":"d1频道的朋友们，你们好！"}))
         .await;
     let reply = c1.recv_mode(2).await;
@@ -99,18 +93,11 @@ async fn seed_scenarios_on_three_edges_and_a_load_balancer() {
     let mut clients = Vec::new();
     let mut nodes = std::collections::BTreeSet::new();
     for i in 0..6 {
-        let (c, w) = Ws::join(&format!(
-            "ws://127.0.0.1:{}/ws?bizCode=lb&clientId=u{i}",
-            nginx.port
-        ))
-        .await;
+        let (c, w) = Ws::join(&format!("ws://127.0.0.1:{}/ws?bizCode=lb&clientId=u{i}", nginx.port)).await;
         nodes.insert(w["data"]["node"].as_str().unwrap_or_default().to_owned());
         clients.push(c);
     }
-    assert!(
-        nodes.len() >= 2,
-        "round robin should spread clients: {nodes:?}"
-    );
+    assert!(nodes.len() >= 2, "round robin should spread clients: {nodes:?}");
     clients[0]
         .send(&json!({"msgId":"x","mode":100,"targetClientId":"u5","content":{"k":1}}))
         .await;

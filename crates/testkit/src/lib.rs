@@ -25,10 +25,7 @@ pub fn patience() -> std::time::Duration {
     std::env::var("SWITCHBOARD_TEST_PATIENCE_MS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .map_or(
-            std::time::Duration::from_secs(15),
-            std::time::Duration::from_millis,
-        )
+        .map_or(std::time::Duration::from_secs(15), std::time::Duration::from_millis)
 }
 
 /// Retries an async boolean expression every 50 ms until it is true or

@@ -22,11 +22,7 @@ impl NatsServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::free_port();
-        let mut s = Self {
-            child: None,
-            dir,
-            port,
-        };
+        let mut s = Self { child: None, dir, port };
         s.spawn();
         s
     }
@@ -46,11 +42,7 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start: {}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "nats-server did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }

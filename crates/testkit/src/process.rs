@@ -27,12 +27,7 @@ impl Proc {
     ///
     /// # Panics
     /// If the program cannot be started.
-    pub fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[&str],
-        env: &BTreeMap<String, String>,
-    ) -> Self {
+    pub fn spawn(name: &str, program: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Self {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let out = log.reopen().expect("log handle");
         let err = log.reopen().expect("log handle");
@@ -120,15 +115,8 @@ async fn http(addr: &str, req: String) -> std::io::Result<(u16, String)> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
 
@@ -148,12 +136,7 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> 
 ///
 /// # Errors
 /// If the connection fails.
-pub async fn http_post(
-    addr: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> std::io::Result<(u16, String)> {
+pub async fn http_post(addr: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<(u16, String)> {
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()

@@ -68,10 +68,7 @@ impl Ws {
             .await
             .unwrap_or_else(|e| panic!("connect {url} refused: {e:?}"));
         let welcome = ws.recv().await;
-        assert_eq!(
-            welcome["mode"], 0,
-            "first frame must be the welcome: {welcome}"
-        );
+        assert_eq!(welcome["mode"], 0, "first frame must be the welcome: {welcome}");
         (ws, welcome)
     }
 
@@ -85,10 +82,7 @@ impl Ws {
     /// # Panics
     /// If the connection is gone.
     pub async fn send_text(&mut self, text: &str) {
-        self.stream
-            .send(Message::text(text))
-            .await
-            .expect("send text frame");
+        self.stream.send(Message::text(text)).await.expect("send text frame");
     }
 
     /// Sends a binary frame.
@@ -117,10 +111,7 @@ impl Ws {
             };
             match msg {
                 Message::Text(t) => {
-                    return Some(
-                        serde_json::from_str(t.as_str())
-                            .unwrap_or_else(|e| panic!("not JSON ({e}): {t}")),
-                    )
+                    return Some(serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("not JSON ({e}): {t}")))
                 }
                 Message::Close(c) => panic!("closed while waiting for a frame: {c:?}"),
                 _ => {}
@@ -258,6 +249,5 @@ impl Ws {
 }
 
 fn http_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {
-    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
-        .expect("valid header name")
+    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("valid header name")
 }

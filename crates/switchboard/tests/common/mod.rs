@@ -6,19 +6,42 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use serde_json::{json, Value};
-pub use switchboard_testkit::{
-    eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws,
-};
+pub use switchboard_testkit::{eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws};
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_switchboard"))
 }
 
+/// The API key every test process accepts.
+pub const API_KEY: &str = "test-api-key-0123456789abcdef";
+
 fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("SWITCHBOARD_API_KEY".into(), API_KEY.into());
+    env.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env
+}
+
+/// Calls `POST /api/websocket/<call>` on `addr` as tenant `biz` with the
+/// test API key; returns (status, JSON body).
+pub async fn api(addr: &str, biz: &str, call: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {API_KEY}");
+    api_with(
+        addr,
+        call,
+        &[("systemId", biz), ("Authorization", &auth)],
+        &body.to_string(),
+    )
+    .await
+}
+
+/// Calls the API with exactly these headers and this raw body.
+pub async fn api_with(addr: &str, call: &str, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let (status, text) = switchboard_testkit::http_post(addr, &format!("/api/websocket/{call}"), headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("POST {call} to {addr}: {e}"));
+    let v = serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text}));
+    (status, v)
 }
 
 /// A NATS server, routers and edges, all real processes.
@@ -58,10 +81,7 @@ impl Cluster {
     pub async fn add_router(&mut self) -> usize {
         let port = free_port();
         let mut env = self.env.clone();
-        env.insert(
-            "SWITCHBOARD_ROUTER__LISTEN".into(),
-            format!("127.0.0.1:{port}"),
-        );
+        env.insert("SWITCHBOARD_ROUTER__LISTEN".into(), format!("127.0.0.1:{port}"));
         let i = self.routers.len();
         let p = Proc::spawn(&format!("router{}", i + 1), bin(), &["router"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
@@ -74,14 +94,8 @@ impl Cluster {
         let port = free_port();
         let i = self.edges.len();
         let mut env = self.env.clone();
-        env.insert(
-            "SWITCHBOARD_EDGE__LISTEN".into(),
-            format!("127.0.0.1:{port}"),
-        );
-        env.insert(
-            "SWITCHBOARD_EDGE__NODE_NAME".into(),
-            format!("edge{}", i + 1),
-        );
+        env.insert("SWITCHBOARD_EDGE__LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), format!("edge{}", i + 1));
         let p = Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
         self.edges.push(p);
@@ -113,10 +127,7 @@ impl Standalone {
     pub async fn start(extra: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut env = env_of(extra);
-        env.insert(
-            "SWITCHBOARD_STANDALONE__LISTEN".into(),
-            format!("127.0.0.1:{port}"),
-        );
+        env.insert("SWITCHBOARD_STANDALONE__LISTEN".into(), format!("127.0.0.1:{port}"));
         let proc = Proc::spawn("standalone", bin(), &["standalone"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
         Self { proc, port }
@@ -140,11 +151,7 @@ pub struct Target {
 impl Target {
     pub fn cluster(c: &Cluster) -> Self {
         Self {
-            bases: c
-                .edge_ports
-                .iter()
-                .map(|p| format!("ws://127.0.0.1:{p}/ws"))
-                .collect(),
+            bases: c.edge_ports.iter().map(|p| format!("ws://127.0.0.1:{p}/ws")).collect(),
         }
     }
 

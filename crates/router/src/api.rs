@@ -1,0 +1,446 @@
+//! The backend HTTP push API (SPEC §3), compatible with go-websocket:
+//! `POST /api/websocket/<call>` with a JSON body, the tenant in a
+//! `systemId` (or `bizCode`) header, `{code,msg,data}` replies.
+//!
+//! All refusals are made in one place ([`ApiError`] → status + body);
+//! client mistakes are not logged as errors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use switchboard_protocol::envelope::Route;
+use switchboard_protocol::frame::SendTarget;
+use switchboard_protocol::ids::{self, IdKind};
+use switchboard_protocol::ErrorCode;
+use switchboard_runtime::http::{self as h, Handler, Response, ResponseFuture};
+use switchboard_runtime::metrics::Metrics;
+use switchboard_runtime::ops::{self, Health};
+
+use crate::config::ApiConfig;
+use crate::core::Router;
+
+/// The path prefix of every call.
+pub const PREFIX: &str = "/api/websocket/";
+
+/// The calls, by path segment.
+const CALLS: [&str; 10] = [
+    "register",
+    "send_to_client",
+    "send_to_clients",
+    "send_to_group",
+    "send_to_system",
+    "bind_to_group",
+    "unbind_from_group",
+    "get_online_list",
+    "get_all_groups",
+    "close_client",
+];
+
+/// A refused call.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: u16,
+    msg: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: u16, msg: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            msg: msg.into(),
+        }
+    }
+
+    fn bad(msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidFrame.as_u16(), msg)
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        let status = match code {
+            ErrorCode::Ok => StatusCode::OK,
+            ErrorCode::InvalidFrame | ErrorCode::UnknownMode => StatusCode::BAD_REQUEST,
+            ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Offline | ErrorCode::UnknownBiz => StatusCode::NOT_FOUND,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, code.as_u16(), code.message())
+    }
+}
+
+fn reply(status: StatusCode, code: u16, msg: &str, data: Value) -> Response {
+    h::json(status, &json!({"code": code, "msg": msg, "data": data}))
+}
+
+fn ok(data: Value) -> Response {
+    reply(StatusCode::OK, 0, "success", data)
+}
+
+fn into_response(e: ApiError) -> Response {
+    reply(e.status, e.code, &e.msg, Value::Null)
+}
+
+/// The API handler (router and standalone).
+#[derive(Clone)]
+pub struct Api {
+    router: Router,
+    config: Arc<ApiConfig>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    #[serde(rename = "systemId", alias = "bizCode")]
+    system_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Message {
+    send_user_id: Option<String>,
+    code: Option<i64>,
+    msg: Option<String>,
+    data: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToClient {
+    client_id: String,
+    #[serde(flatten)]
+    message: Message,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToClients {
+    client_ids: Vec<String>,
+    #[serde(flatten)]
+    message: Message,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ToGroup {
+    group_name: String,
+    #[serde(flatten)]
+    message: Message,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Membership {
+    client_id: String,
+    group_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OnlineList {
+    group_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientRef {
+    client_id: String,
+}
+
+#[derive(Serialize)]
+struct GroupCount {
+    #[serde(rename = "groupName")]
+    group_name: String,
+    count: usize,
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad("body must be a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))
+}
+
+fn check_id(kind: IdKind, id: &str) -> Result<(), ApiError> {
+    ids::validate(kind, id).map_err(|e| ApiError::bad(e.to_string()))
+}
+
+fn new_message_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+impl Message {
+    /// The delivered `content`: `{"code":..,"msg":..,"data":..}` as JSON text.
+    fn content(&self) -> Result<String, ApiError> {
+        if let Some(from) = &self.send_user_id {
+            if from.len() > 256 {
+                return Err(ApiError::bad("sendUserId is longer than 256 bytes"));
+            }
+        }
+        let data = self.data.as_ref().map_or("null", |d| d.get());
+        let msg = serde_json::to_string(self.msg.as_deref().unwrap_or("")).map_err(|_| ApiError::bad("msg"))?;
+        Ok(format!(
+            r#"{{"code":{},"msg":{msg},"data":{data}}}"#,
+            self.code.unwrap_or(0)
+        ))
+    }
+
+    fn from(&self) -> &str {
+        self.send_user_id.as_deref().unwrap_or("")
+    }
+}
+
+impl Api {
+    /// An API over `router`.
+    pub fn new(router: Router, config: ApiConfig, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            router,
+            config: Arc::new(config),
+            health,
+            metrics,
+        }
+    }
+
+    /// Whether `path` belongs to the API.
+    pub fn owns(path: &str) -> bool {
+        path.starts_with(PREFIX) && path != "/api/websocket/ws"
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        if !self.config.auth {
+            return true;
+        }
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        let given = given.trim().as_bytes();
+        // Compare with every key, in constant time per key.
+        let mut ok = subtle::Choice::from(0u8);
+        for key in &self.config.keys {
+            ok |= key.as_bytes().ct_eq(given);
+        }
+        bool::from(ok)
+    }
+
+    /// Answers one API request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response {
+        let started = Instant::now();
+        let path = req.uri().path().strip_prefix(PREFIX);
+        let call: &'static str = CALLS.iter().find(|c| Some(**c) == path).copied().unwrap_or("unknown");
+        let res = match self.call(call, req).await {
+            Ok(r) => r,
+            Err(e) => into_response(e),
+        };
+        self.metrics
+            .api_request(call, res.status().as_u16(), started.elapsed().as_secs_f64());
+        res
+    }
+
+    async fn call(&self, call: &'static str, req: Request<Incoming>) -> Result<Response, ApiError> {
+        if !self.authorized(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                401,
+                "missing or invalid API key",
+            ));
+        }
+        if call == "unknown" {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, 404, "unknown API call"));
+        }
+        if req.method() != Method::POST {
+            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, 405, "use POST"));
+        }
+        if !self.health.bus_up() {
+            return Err(ErrorCode::Internal.into());
+        }
+        let tenant = req
+            .headers()
+            .get("systemId")
+            .or_else(|| req.headers().get("bizCode"))
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::bad("systemId header is not text"))
+            })
+            .transpose()?;
+        let limit = self.config.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let body = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large(limit)),
+            Err(_) => return Err(ApiError::bad("could not read the body")),
+        };
+        if call == "register" {
+            return self.register(tenant, &body).await;
+        }
+        let biz = tenant.ok_or_else(|| ApiError::bad("the systemId (or bizCode) header is required"))?;
+        check_id(IdKind::Biz, &biz)?;
+        if self.config.require_registration && !self.router.is_registered(&biz).await? {
+            return Err(ErrorCode::UnknownBiz.into());
+        }
+        self.dispatch(call, &biz, &body).await
+    }
+
+    async fn register(&self, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
+        let b: RegisterBody = parse(body)?;
+        let biz = b
+            .system_id
+            .or(tenant)
+            .ok_or_else(|| ApiError::bad("systemId is required"))?;
+        check_id(IdKind::Biz, &biz)?;
+        self.router.register(&biz).await?;
+        Ok(ok(json!({})))
+    }
+
+    async fn route(&self, biz: &str, target: SendTarget, m: &Message) -> Result<Response, ApiError> {
+        let content = m.content()?;
+        let message_id = new_message_id();
+        let r = self
+            .router
+            .route(Route {
+                node: String::new(),
+                conn: 0,
+                biz: biz.to_owned(),
+                from: m.from().to_owned(),
+                msg_id: Some(message_id.clone()),
+                target,
+                content,
+            })
+            .await;
+        match ErrorCode::from_u16(r.code).unwrap_or(ErrorCode::Internal) {
+            ErrorCode::Ok => Ok(ok(json!({"messageId": message_id, "recipients": r.recipients}))),
+            code => Err(code.into()),
+        }
+    }
+
+    async fn dispatch(&self, call: &str, biz: &str, body: &Bytes) -> Result<Response, ApiError> {
+        match call {
+            "send_to_client" => {
+                let b: ToClient = parse(body)?;
+                check_id(IdKind::Client, &b.client_id)?;
+                self.route(biz, SendTarget::Client(b.client_id), &b.message).await
+            }
+            "send_to_clients" => {
+                let b: ToClients = parse(body)?;
+                if b.client_ids.len() > self.config.max_clients_per_send {
+                    return Err(ApiError::bad(format!(
+                        "at most {} clientIds per call",
+                        self.config.max_clients_per_send
+                    )));
+                }
+                for c in &b.client_ids {
+                    check_id(IdKind::Client, c)?;
+                }
+                let content = b.message.content()?;
+                let message_id = new_message_id();
+                let n = self
+                    .router
+                    .send_clients(biz, &b.client_ids, b.message.from(), &message_id, &content)
+                    .await?;
+                Ok(ok(json!({"messageId": message_id, "recipients": n})))
+            }
+            "send_to_group" => {
+                let b: ToGroup = parse(body)?;
+                check_id(IdKind::Group, &b.group_name)?;
+                self.route(biz, SendTarget::Group(b.group_name), &b.message).await
+            }
+            "send_to_system" => {
+                let m: Message = parse(body)?;
+                self.route(biz, SendTarget::Biz, &m).await
+            }
+            "bind_to_group" | "unbind_from_group" => {
+                let b: Membership = parse(body)?;
+                check_id(IdKind::Client, &b.client_id)?;
+                check_id(IdKind::Group, &b.group_name)?;
+                self.router
+                    .set_group(biz, &b.client_id, &b.group_name, call == "bind_to_group")
+                    .await?;
+                Ok(ok(json!({})))
+            }
+            "get_online_list" => {
+                let b: OnlineList = parse(body)?;
+                let group = b.group_name.filter(|g| !g.is_empty());
+                if let Some(g) = &group {
+                    check_id(IdKind::Group, g)?;
+                }
+                let list = self.router.online_list(biz, group.as_deref());
+                Ok(ok(json!({"count": list.len(), "list": list})))
+            }
+            "get_all_groups" => {
+                let _: Value = parse(body)?;
+                let list: Vec<GroupCount> = self
+                    .router
+                    .all_groups(biz)
+                    .into_iter()
+                    .map(|(group_name, count)| GroupCount { group_name, count })
+                    .collect();
+                Ok(ok(json!({"count": list.len(), "list": list})))
+            }
+            "close_client" => {
+                let b: ClientRef = parse(body)?;
+                check_id(IdKind::Client, &b.client_id)?;
+                self.router.close_client(biz, &b.client_id).await?;
+                Ok(ok(json!({})))
+            }
+            _ => Err(ApiError::new(StatusCode::NOT_FOUND, 404, "unknown API call")),
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::TooLarge.as_u16(),
+        format!("body over {limit} bytes"),
+    )
+}
+
+/// The router process's HTTP side: the API, then the ops endpoints.
+pub struct RouterHttp {
+    /// The API.
+    pub api: Api,
+}
+
+impl Handler for RouterHttp {
+    fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> ResponseFuture {
+        let path = req.uri().path();
+        if Api::owns(path) {
+            let api = self.api.clone();
+            return Box::pin(async move { api.handle(req).await });
+        }
+        let res = ops::handle(req.method(), path, &self.api.health, &self.api.metrics)
+            .unwrap_or_else(|| h::error(StatusCode::NOT_FOUND, 404, "not found"));
+        Box::pin(std::future::ready(res))
+    }
+}
