@@ -104,62 +104,29 @@ pub struct Api {
     metrics: Arc<Metrics>,
 }
 
-#[derive(Deserialize)]
-struct RegisterBody {
-    #[serde(rename = "systemId", alias = "bizCode")]
-    system_id: Option<String>,
-}
-
-#[derive(Deserialize)]
+/// Every field any call reads. Unknown fields are ignored (go-websocket
+/// clients send `code`/`msg`/`data` even to `get_online_list`); a field of
+/// the wrong type is a 400.
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct Message {
+struct Body {
+    #[serde(alias = "bizCode")]
+    system_id: Option<String>,
+    client_id: Option<String>,
+    client_ids: Option<Vec<String>>,
+    group_name: Option<String>,
     send_user_id: Option<String>,
     code: Option<i64>,
     msg: Option<String>,
     data: Option<Box<RawValue>>,
+    #[allow(dead_code)]
+    user_id: Option<Value>,
+    #[allow(dead_code)]
+    extend: Option<Value>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ToClient {
-    client_id: String,
-    #[serde(flatten)]
-    message: Message,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ToClients {
-    client_ids: Vec<String>,
-    #[serde(flatten)]
-    message: Message,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ToGroup {
-    group_name: String,
-    #[serde(flatten)]
-    message: Message,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Membership {
-    client_id: String,
-    group_name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OnlineList {
-    group_name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ClientRef {
-    client_id: String,
+fn required<T>(v: Option<T>, field: &str) -> Result<T, ApiError> {
+    v.ok_or_else(|| ApiError::bad(format!("{field} is required")))
 }
 
 #[derive(Serialize)]
@@ -189,7 +156,7 @@ fn new_message_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-impl Message {
+impl Body {
     /// The delivered `content`: `{"code":..,"msg":..,"data":..}` as JSON text.
     fn content(&self) -> Result<String, ApiError> {
         if let Some(from) = &self.send_user_id {
@@ -313,7 +280,7 @@ impl Api {
     }
 
     async fn register(&self, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
-        let b: RegisterBody = parse(body)?;
+        let b: Body = parse(body)?;
         let biz = b
             .system_id
             .or(tenant)
@@ -323,7 +290,7 @@ impl Api {
         Ok(ok(json!({})))
     }
 
-    async fn route(&self, biz: &str, target: SendTarget, m: &Message) -> Result<Response, ApiError> {
+    async fn route(&self, biz: &str, target: SendTarget, m: &Body) -> Result<Response, ApiError> {
         let content = m.content()?;
         let message_id = new_message_id();
         let r = self
@@ -345,51 +312,49 @@ impl Api {
     }
 
     async fn dispatch(&self, call: &str, biz: &str, body: &Bytes) -> Result<Response, ApiError> {
+        let b: Body = parse(body)?;
         match call {
             "send_to_client" => {
-                let b: ToClient = parse(body)?;
-                check_id(IdKind::Client, &b.client_id)?;
-                self.route(biz, SendTarget::Client(b.client_id), &b.message).await
+                let client = required(b.client_id.clone(), "clientId")?;
+                check_id(IdKind::Client, &client)?;
+                self.route(biz, SendTarget::Client(client), &b).await
             }
             "send_to_clients" => {
-                let b: ToClients = parse(body)?;
-                if b.client_ids.len() > self.config.max_clients_per_send {
+                let clients = required(b.client_ids.as_ref(), "clientIds")?;
+                if clients.len() > self.config.max_clients_per_send {
                     return Err(ApiError::bad(format!(
                         "at most {} clientIds per call",
                         self.config.max_clients_per_send
                     )));
                 }
-                for c in &b.client_ids {
+                for c in clients {
                     check_id(IdKind::Client, c)?;
                 }
-                let content = b.message.content()?;
+                let content = b.content()?;
                 let message_id = new_message_id();
                 let n = self
                     .router
-                    .send_clients(biz, &b.client_ids, b.message.from(), &message_id, &content)
+                    .send_clients(biz, clients, b.from(), &message_id, &content)
                     .await?;
                 Ok(ok(json!({"messageId": message_id, "recipients": n})))
             }
             "send_to_group" => {
-                let b: ToGroup = parse(body)?;
-                check_id(IdKind::Group, &b.group_name)?;
-                self.route(biz, SendTarget::Group(b.group_name), &b.message).await
+                let group = required(b.group_name.clone(), "groupName")?;
+                check_id(IdKind::Group, &group)?;
+                self.route(biz, SendTarget::Group(group), &b).await
             }
-            "send_to_system" => {
-                let m: Message = parse(body)?;
-                self.route(biz, SendTarget::Biz, &m).await
-            }
+            "send_to_system" => self.route(biz, SendTarget::Biz, &b).await,
             "bind_to_group" | "unbind_from_group" => {
-                let b: Membership = parse(body)?;
-                check_id(IdKind::Client, &b.client_id)?;
-                check_id(IdKind::Group, &b.group_name)?;
+                let client = required(b.client_id, "clientId")?;
+                let group = required(b.group_name, "groupName")?;
+                check_id(IdKind::Client, &client)?;
+                check_id(IdKind::Group, &group)?;
                 self.router
-                    .set_group(biz, &b.client_id, &b.group_name, call == "bind_to_group")
+                    .set_group(biz, &client, &group, call == "bind_to_group")
                     .await?;
                 Ok(ok(json!({})))
             }
             "get_online_list" => {
-                let b: OnlineList = parse(body)?;
                 let group = b.group_name.filter(|g| !g.is_empty());
                 if let Some(g) = &group {
                     check_id(IdKind::Group, g)?;
@@ -398,7 +363,6 @@ impl Api {
                 Ok(ok(json!({"count": list.len(), "list": list})))
             }
             "get_all_groups" => {
-                let _: Value = parse(body)?;
                 let list: Vec<GroupCount> = self
                     .router
                     .all_groups(biz)
@@ -408,9 +372,9 @@ impl Api {
                 Ok(ok(json!({"count": list.len(), "list": list})))
             }
             "close_client" => {
-                let b: ClientRef = parse(body)?;
-                check_id(IdKind::Client, &b.client_id)?;
-                self.router.close_client(biz, &b.client_id).await?;
+                let client = required(b.client_id, "clientId")?;
+                check_id(IdKind::Client, &client)?;
+                self.router.close_client(biz, &client).await?;
                 Ok(ok(json!({})))
             }
             _ => Err(ApiError::new(StatusCode::NOT_FOUND, 404, "unknown API call")),

@@ -1,0 +1,263 @@
+//! The backend HTTP push API (SPEC §3) across two edges and a router on
+//! real NATS, and on standalone: every call's success and failure cases,
+//! cross-tenant isolation, auth, limits, registration, bus outage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// Every call, on any deployment: `addr` serves the API, `t` the clients.
+async fn every_call(addr: &str, t: &Target) {
+    let (st, r) = api(addr, "d1", "register", json!({"systemId": "d1"})).await;
+    assert_eq!((st, r["code"].clone(), r["data"].clone()), (200, json!(0), json!({})), "{r}");
+
+    let (mut a, _) = t.join(0, "bizCode=d1&clientId=a&group=g1").await;
+    let (mut b, _) = t.join(1, "bizCode=d1&clientId=b&group=g1").await;
+    let (mut c, _) = t.join(1, "bizCode=d1&clientId=c").await;
+    let (mut x, _) = t.join(0, "bizCode=d2&clientId=x&group=g1").await;
+    let _ = a.recv_mode(400).await; // b came online in g1
+
+    // send_to_client
+    let body = json!({"clientId":"b","sendUserId":"backend","code":7,"msg":"hi","data":{"k":[1,2]}});
+    let (st, r) = api(addr, "d1", "send_to_client", body).await;
+    assert_eq!((st, r["code"].clone(), r["msg"].clone()), (200, json!(0), json!("success")), "{r}");
+    assert_eq!(r["data"]["recipients"], 1);
+    let mid = r["data"]["messageId"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(mid.len(), 16);
+    let got = b.recv_mode(100).await;
+    assert_eq!(got["from"], "backend");
+    assert_eq!(got["msgId"], mid.as_str());
+    assert_eq!(got["content"], json!({"code":7,"msg":"hi","data":{"k":[1,2]}}));
+
+    let (st, r) = api(addr, "d1", "send_to_client", json!({"clientId":"nobody","data":"x"})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1004)), "{r}");
+    // x is online, but in d2: from d1 it does not exist.
+    let (st, r) = api(addr, "d1", "send_to_client", json!({"clientId":"x","data":"leak"})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1004)), "{r}");
+
+    // send_to_clients: offline and other-tenant ids are skipped.
+    let body = json!({"clientIds":["a","c","nobody","x","a"],"sendUserId":"s","data":"many"});
+    let (st, r) = api(addr, "d1", "send_to_clients", body).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(2)), "{r}");
+    assert_eq!(a.recv_mode(100).await["content"]["data"], "many");
+    assert_eq!(c.recv_mode(100).await["content"]["data"], "many");
+    a.expect_silence(QUIET).await;
+
+    // send_to_group
+    let (st, r) = api(addr, "d1", "send_to_group", json!({"groupName":"g1","sendUserId":"s","data":1})).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(2)), "{r}");
+    for m in [&mut a, &mut b] {
+        let got = m.recv_mode(200).await;
+        assert_eq!((got["group"].clone(), got["from"].clone()), (json!("g1"), json!("s")));
+    }
+    c.expect_silence(QUIET).await;
+
+    // send_to_system
+    let (st, r) = api(addr, "d1", "send_to_system", json!({"sendUserId":"s","msg":"all"})).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(3)), "{r}");
+    for m in [&mut a, &mut b, &mut c] {
+        assert_eq!(m.recv_mode(300).await["content"]["msg"], "all");
+    }
+    x.expect_silence(QUIET).await;
+
+    // bind / unbind take effect before the reply.
+    let (st, r) = api(addr, "d1", "bind_to_group", json!({"clientId":"c","groupName":"g2","userId":"u"})).await;
+    assert_eq!((st, r["data"].clone()), (200, json!({})), "{r}");
+    let (_, r) = api(addr, "d1", "send_to_group", json!({"groupName":"g2","data":"bound"})).await;
+    assert_eq!(r["data"]["recipients"], 1, "{r}");
+    assert_eq!(c.recv_mode(200).await["content"]["data"], "bound");
+    let (_, r) = api(addr, "d1", "get_all_groups", json!({})).await;
+    assert_eq!(
+        r["data"],
+        json!({"count":2,"list":[{"groupName":"g1","count":2},{"groupName":"g2","count":1}]})
+    );
+    let (st, _) = api(addr, "d1", "unbind_from_group", json!({"clientId":"c","groupName":"g2"})).await;
+    assert_eq!(st, 200);
+    let (_, r) = api(addr, "d1", "send_to_group", json!({"groupName":"g2","data":"gone"})).await;
+    assert_eq!(r["data"]["recipients"], 0, "{r}");
+    c.expect_silence(QUIET).await;
+    let (st, r) = api(addr, "d1", "bind_to_group", json!({"clientId":"nobody","groupName":"g2"})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1004)));
+    let (st, r) = api(addr, "d2", "bind_to_group", json!({"clientId":"a","groupName":"evil"})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1004)), "cross-tenant bind: {r}");
+
+    // get_online_list / get_all_groups answer per tenant.
+    let (_, r) = api(addr, "d1", "get_online_list", json!({})).await;
+    assert_eq!(r["data"], json!({"count":3,"list":["a","b","c"]}));
+    let (_, r) = api(addr, "d1", "get_online_list", json!({"groupName":"g1","code":0,"msg":"","data":null})).await;
+    assert_eq!(r["data"], json!({"count":2,"list":["a","b"]}));
+    let (_, r) = api(addr, "d2", "get_online_list", json!({})).await;
+    assert_eq!(r["data"], json!({"count":1,"list":["x"]}));
+    let (_, r) = api(addr, "d2", "get_all_groups", json!({})).await;
+    assert_eq!(r["data"], json!({"count":1,"list":[{"groupName":"g1","count":1}]}));
+
+    // close_client: 4000 wherever the client is; presence gone at once.
+    let (st, r) = api(addr, "d2", "close_client", json!({"clientId":"b"})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1004)), "cross-tenant close: {r}");
+    let (st, r) = api(addr, "d1", "close_client", json!({"clientId":"b"})).await;
+    assert_eq!((st, r["data"].clone()), (200, json!({})), "{r}");
+    assert_eq!(b.closed().await.code, 4000);
+    let (_, r) = api(addr, "d1", "get_online_list", json!({})).await;
+    assert_eq!(r["data"], json!({"count":2,"list":["a","c"]}));
+    let (st, r) = api(addr, "d1", "close_client", json!({"clientId":"b"})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1004)));
+    let got = a.recv_mode(400).await;
+    assert_eq!((got["event"].clone(), got["clientId"].clone()), (json!("offline"), json!("b")));
+}
+
+/// Refusals: auth, routing, bodies, ids.
+async fn refusals(addr: &str) {
+    let key = format!("Bearer {API_KEY}");
+    let good: &[(&str, &str)] = &[("systemId", "d1"), ("Authorization", &key)];
+    let body = r#"{"clientId":"a"}"#;
+    for headers in [
+        vec![("systemId", "d1")],
+        vec![("systemId", "d1"), ("Authorization", "Bearer wrong-key-0123456789")],
+        vec![("systemId", "d1"), ("Authorization", API_KEY)],
+    ] {
+        let (st, r) = api_with(addr, "send_to_client", &headers, body).await;
+        assert_eq!(st, 401, "{headers:?} {r}");
+        assert!(r["code"].is_number() && r["msg"].is_string(), "{r}");
+    }
+    let (st, _) = api_with(addr, "no_such_call", good, "{}").await;
+    assert_eq!(st, 404);
+    let (st, _) = switchboard_testkit::http_get(addr, "/api/websocket/get_online_list")
+        .await
+        .map(|(s, b)| (s, b))
+        .unwrap_or_default();
+    assert!(st == 405 || st == 401, "GET: {st}");
+    for (call, body) in [
+        ("send_to_client", "{not json"),
+        ("send_to_client", "[1]"),
+        ("send_to_client", r#"{"clientId":5}"#),
+        ("send_to_client", r#"{"sendUserId":"s"}"#),
+        ("send_to_clients", r#"{"clientIds":"a"}"#),
+        ("send_to_group", r#"{"groupName":null}"#),
+        ("send_to_client", r#"{"clientId":"a","code":"x"}"#),
+        ("bind_to_group", r#"{"clientId":"a"}"#),
+        ("close_client", r#"{"clientId":"a b"}"#),
+        ("send_to_client", r#"{"clientId":"*"}"#),
+        ("send_to_client", r#"{"clientId":">"}"#),
+        ("send_to_client", r#"{"clientId":"é"}"#),
+        ("get_online_list", r#"{"groupName":"g>"}"#),
+    ] {
+        let (st, r) = api_with(addr, call, good, body).await;
+        assert_eq!((st, r["code"].clone()), (400, json!(1001)), "{call} {body}: {r}");
+    }
+    let long = "c".repeat(129);
+    let (st, _) = api_with(addr, "send_to_client", good, &json!({ "clientId": long }).to_string()).await;
+    assert_eq!(st, 400);
+    let (st, r) = api_with(addr, "send_to_client", &[("Authorization", &key)], body).await;
+    assert_eq!((st, r["code"].clone()), (400, json!(1001)), "no tenant: {r}");
+    let (st, _) = api_with(addr, "send_to_client", &[("systemId", "d.*"), ("Authorization", &key)], body).await;
+    assert_eq!(st, 400);
+    let big = json!({"clientId":"a","data":"x".repeat(1024 * 1024 + 1)}).to_string();
+    let (st, r) = api_with(addr, "send_to_system", good, &big).await;
+    assert_eq!((st, r["code"].clone()), (413, json!(1003)), "{r}");
+    let ids: Vec<String> = (0..1001).map(|i| format!("c{i}")).collect();
+    let (st, _) = api_with(addr, "send_to_clients", good, &json!({ "clientIds": ids }).to_string()).await;
+    assert_eq!(st, 400);
+}
+
+/// Ids with `.`, `:` and `@` are encoded: a crafted pair of ids that would
+/// collide as raw `biz.client` keys stays apart.
+async fn crafted_ids(addr: &str, t: &Target) {
+    let (mut u1, _) = t.join(0, "bizCode=d1&clientId=x.c1").await;
+    let (mut u2, _) = t.join(1, "bizCode=d1.x&clientId=c1").await;
+    let (_, r) = api(addr, "d1", "send_to_client", json!({"clientId":"x.c1","data":"one"})).await;
+    assert_eq!(r["data"]["recipients"], 1, "{r}");
+    assert_eq!(u1.recv_mode(100).await["content"]["data"], "one");
+    u2.expect_silence(QUIET).await;
+    let (_, r) = api(addr, "d1.x", "get_online_list", json!({})).await;
+    assert_eq!(r["data"]["list"], json!(["c1"]));
+    let (_, r) = api(addr, "d1", "send_to_system", json!({"data":"d1 only"})).await;
+    assert_eq!(r["data"]["recipients"], 1, "{r}");
+    u2.expect_silence(QUIET).await;
+    let (_, r) = api(addr, "user@x:y", "send_to_system", json!({})).await;
+    assert_eq!(r["data"]["recipients"], 0, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_on_a_cluster() {
+    let mut c = Cluster::start(2, 1, &[]).await;
+    let addr = c.router_addr(0);
+    let t = Target::cluster(&c);
+    every_call(&addr, &t).await;
+    refusals(&addr).await;
+    crafted_ids(&addr, &t).await;
+
+    // With the bus gone the API answers 503/1500, never 200.
+    c.nats.kill();
+    eventually!(
+        api(&addr, "d1", "send_to_system", json!({})).await.0 == 503,
+        "the API kept answering without a bus"
+    );
+    let (_, r) = api(&addr, "d1", "send_to_system", json!({})).await;
+    assert_eq!(r["code"], 1500);
+    let (st, _) = http_get(&addr, "/readyz").await.unwrap_or_default();
+    assert_eq!(st, 503);
+    let _ = c.edges.len();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_on_standalone() {
+    let s = Standalone::start(&[]).await;
+    let t = Target::standalone(&s, 2);
+    every_call(&s.addr(), &t).await;
+    refusals(&s.addr()).await;
+    crafted_ids(&s.addr(), &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_can_be_required() {
+    let c = Cluster::start(1, 1, &[("SWITCHBOARD_API__REQUIRE_REGISTRATION", "true")]).await;
+    let addr = c.router_addr(0);
+    let refused = Ws::connect(&c.url(0, "bizCode=newco&clientId=a")).await.err();
+    let (status, body) = refused.unwrap_or_default();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("1007"), "{body}");
+    let (st, r) = api(&addr, "newco", "send_to_system", json!({})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1007)), "{r}");
+
+    let (st, _) = api(&addr, "ignored", "register", json!({"systemId":"newco"})).await;
+    assert_eq!(st, 200);
+    let (mut a, _) = Ws::join(&c.url(0, "bizCode=newco&clientId=a")).await;
+    let (_, r) = api(&addr, "newco", "send_to_system", json!({"data":1})).await;
+    assert_eq!(r["data"]["recipients"], 1, "{r}");
+    assert_eq!(a.recv_mode(300).await["content"]["data"], 1);
+    let (st, _) = api(&addr, "x", "register", json!({"systemId":"bad id"})).await;
+    assert_eq!(st, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_auth_is_off_only_when_configured_and_standalone_makes_a_key() {
+    let open = Standalone::start(&[("SWITCHBOARD_API__AUTH", "false")]).await;
+    let (st, r) = api_with(&open.addr(), "get_online_list", &[("systemId", "d1")], "{}").await;
+    assert_eq!((st, r["data"]["count"].clone()), (200, json!(0)), "{r}");
+
+    let s = Standalone::start(&[("SWITCHBOARD_API_KEY", "")]).await;
+    let log = s.proc.log();
+    let key = log
+        .lines()
+        .find_map(|l| l.split("API key for this run: ").nth(1))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no generated key printed: {log}"))
+        .to_owned();
+    let (st, _) = api_with(&s.addr(), "get_online_list", &[("systemId", "d1")], "{}").await;
+    assert_eq!(st, 401);
+    let bearer = format!("Bearer {key}");
+    let (st, _) = api_with(&s.addr(), "get_online_list", &[("systemId", "d1"), ("Authorization", &bearer)], "{}").await;
+    assert_eq!(st, 200);
+
+    // A router refuses to start with auth on and no key: exit 64.
+    let out = std::process::Command::new(bin())
+        .arg("router")
+        .env("SWITCHBOARD_API_KEY", "")
+        .output()
+        .expect("run router");
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+}
