@@ -13,7 +13,11 @@ const QUIET: Duration = Duration::from_millis(300);
 /// Every call, on any deployment: `addr` serves the API, `t` the clients.
 async fn every_call(addr: &str, t: &Target) {
     let (st, r) = api(addr, "d1", "register", json!({"systemId": "d1"})).await;
-    assert_eq!((st, r["code"].clone(), r["data"].clone()), (200, json!(0), json!({})), "{r}");
+    assert_eq!(
+        (st, r["code"].clone(), r["data"].clone()),
+        (200, json!(0), json!({})),
+        "{r}"
+    );
 
     let (mut a, _) = t.join(0, "bizCode=d1&clientId=a&group=g1").await;
     let (mut b, _) = t.join(1, "bizCode=d1&clientId=b&group=g1").await;
@@ -24,7 +28,11 @@ async fn every_call(addr: &str, t: &Target) {
     // send_to_client
     let body = json!({"clientId":"b","sendUserId":"backend","code":7,"msg":"hi","data":{"k":[1,2]}});
     let (st, r) = api(addr, "d1", "send_to_client", body).await;
-    assert_eq!((st, r["code"].clone(), r["msg"].clone()), (200, json!(0), json!("success")), "{r}");
+    assert_eq!(
+        (st, r["code"].clone(), r["msg"].clone()),
+        (200, json!(0), json!("success")),
+        "{r}"
+    );
     assert_eq!(r["data"]["recipients"], 1);
     let mid = r["data"]["messageId"].as_str().unwrap_or_default().to_owned();
     assert_eq!(mid.len(), 16);
@@ -48,7 +56,13 @@ async fn every_call(addr: &str, t: &Target) {
     a.expect_silence(QUIET).await;
 
     // send_to_group
-    let (st, r) = api(addr, "d1", "send_to_group", json!({"groupName":"g1","sendUserId":"s","data":1})).await;
+    let (st, r) = api(
+        addr,
+        "d1",
+        "send_to_group",
+        json!({"groupName":"g1","sendUserId":"s","data":1}),
+    )
+    .await;
     assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(2)), "{r}");
     for m in [&mut a, &mut b] {
         let got = m.recv_mode(200).await;
@@ -65,7 +79,13 @@ async fn every_call(addr: &str, t: &Target) {
     x.expect_silence(QUIET).await;
 
     // bind / unbind take effect before the reply.
-    let (st, r) = api(addr, "d1", "bind_to_group", json!({"clientId":"c","groupName":"g2","userId":"u"})).await;
+    let (st, r) = api(
+        addr,
+        "d1",
+        "bind_to_group",
+        json!({"clientId":"c","groupName":"g2","userId":"u"}),
+    )
+    .await;
     assert_eq!((st, r["data"].clone()), (200, json!({})), "{r}");
     let (_, r) = api(addr, "d1", "send_to_group", json!({"groupName":"g2","data":"bound"})).await;
     assert_eq!(r["data"]["recipients"], 1, "{r}");
@@ -75,12 +95,24 @@ async fn every_call(addr: &str, t: &Target) {
         r["data"],
         json!({"count":2,"list":[{"groupName":"g1","count":2},{"groupName":"g2","count":1}]})
     );
-    let (st, _) = api(addr, "d1", "unbind_from_group", json!({"clientId":"c","groupName":"g2"})).await;
+    let (st, _) = api(
+        addr,
+        "d1",
+        "unbind_from_group",
+        json!({"clientId":"c","groupName":"g2"}),
+    )
+    .await;
     assert_eq!(st, 200);
     let (_, r) = api(addr, "d1", "send_to_group", json!({"groupName":"g2","data":"gone"})).await;
     assert_eq!(r["data"]["recipients"], 0, "{r}");
     c.expect_silence(QUIET).await;
-    let (st, r) = api(addr, "d1", "bind_to_group", json!({"clientId":"nobody","groupName":"g2"})).await;
+    let (st, r) = api(
+        addr,
+        "d1",
+        "bind_to_group",
+        json!({"clientId":"nobody","groupName":"g2"}),
+    )
+    .await;
     assert_eq!((st, r["code"].clone()), (404, json!(1004)));
     let (st, r) = api(addr, "d2", "bind_to_group", json!({"clientId":"a","groupName":"evil"})).await;
     assert_eq!((st, r["code"].clone()), (404, json!(1004)), "cross-tenant bind: {r}");
@@ -88,7 +120,13 @@ async fn every_call(addr: &str, t: &Target) {
     // get_online_list / get_all_groups answer per tenant.
     let (_, r) = api(addr, "d1", "get_online_list", json!({})).await;
     assert_eq!(r["data"], json!({"count":3,"list":["a","b","c"]}));
-    let (_, r) = api(addr, "d1", "get_online_list", json!({"groupName":"g1","code":0,"msg":"","data":null})).await;
+    let (_, r) = api(
+        addr,
+        "d1",
+        "get_online_list",
+        json!({"groupName":"g1","code":0,"msg":"","data":null}),
+    )
+    .await;
     assert_eq!(r["data"], json!({"count":2,"list":["a","b"]}));
     let (_, r) = api(addr, "d2", "get_online_list", json!({})).await;
     assert_eq!(r["data"], json!({"count":1,"list":["x"]}));
@@ -106,7 +144,10 @@ async fn every_call(addr: &str, t: &Target) {
     let (st, r) = api(addr, "d1", "close_client", json!({"clientId":"b"})).await;
     assert_eq!((st, r["code"].clone()), (404, json!(1004)));
     let got = a.recv_mode(400).await;
-    assert_eq!((got["event"].clone(), got["clientId"].clone()), (json!("offline"), json!("b")));
+    assert_eq!(
+        (got["event"].clone(), got["clientId"].clone()),
+        (json!("offline"), json!("b"))
+    );
 }
 
 /// Refusals: auth, routing, bodies, ids.
@@ -153,7 +194,13 @@ async fn refusals(addr: &str) {
     assert_eq!(st, 400);
     let (st, r) = api_with(addr, "send_to_client", &[("Authorization", &key)], body).await;
     assert_eq!((st, r["code"].clone()), (400, json!(1001)), "no tenant: {r}");
-    let (st, _) = api_with(addr, "send_to_client", &[("systemId", "d.*"), ("Authorization", &key)], body).await;
+    let (st, _) = api_with(
+        addr,
+        "send_to_client",
+        &[("systemId", "d.*"), ("Authorization", &key)],
+        body,
+    )
+    .await;
     assert_eq!(st, 400);
     let big = json!({"clientId":"a","data":"x".repeat(1024 * 1024 + 1)}).to_string();
     let (st, r) = api_with(addr, "send_to_system", good, &big).await;
@@ -250,7 +297,13 @@ async fn api_auth_is_off_only_when_configured_and_standalone_makes_a_key() {
     let (st, _) = api_with(&s.addr(), "get_online_list", &[("systemId", "d1")], "{}").await;
     assert_eq!(st, 401);
     let bearer = format!("Bearer {key}");
-    let (st, _) = api_with(&s.addr(), "get_online_list", &[("systemId", "d1"), ("Authorization", &bearer)], "{}").await;
+    let (st, _) = api_with(
+        &s.addr(),
+        "get_online_list",
+        &[("systemId", "d1"), ("Authorization", &bearer)],
+        "{}",
+    )
+    .await;
     assert_eq!(st, 200);
 
     // A router refuses to start with auth on and no key: exit 64.
