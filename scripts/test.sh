@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing,
-# checks formatting, lints, the crate layering, then runs every test
-# (unit tests and the process tests with real NATS, nginx and our binary).
+# checks formatting, lints, the crate layering, the HTTP API against its
+# OpenAPI document (schemathesis), then runs every test (unit tests and the
+# process tests with real NATS, nginx and our binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,9 @@ fi
 
 echo "== clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== OpenAPI: schemathesis against a live standalone"
+bash scripts/openapi-check.sh
 
 echo "== tests"
 log=$(mktemp)

@@ -32,6 +32,9 @@ use crate::core::Router;
 /// The path prefix of every call.
 pub const PREFIX: &str = "/api/websocket/";
 
+/// Largest integer every JSON client represents exactly (2^53 - 1).
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// The calls, by path segment.
 const CALLS: [&str; 10] = [
     "register",
@@ -92,7 +95,12 @@ fn ok(data: Value) -> Response {
 }
 
 fn into_response(e: ApiError) -> Response {
-    reply(e.status, e.code, &e.msg, Value::Null)
+    let mut res = reply(e.status, e.code, &e.msg, Value::Null);
+    if e.status == StatusCode::METHOD_NOT_ALLOWED {
+        res.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    }
+    res
 }
 
 /// The API handler (router and standalone).
@@ -163,6 +171,9 @@ impl Body {
             if from.len() > 256 {
                 return Err(ApiError::bad("sendUserId is longer than 256 bytes"));
             }
+        }
+        if self.code.is_some_and(|c| c.unsigned_abs() > MAX_SAFE_INTEGER) {
+            return Err(ApiError::bad("code must be an integer within ±(2^53-1)"));
         }
         let data = self.data.as_ref().map_or("null", |d| d.get());
         let msg = serde_json::to_string(self.msg.as_deref().unwrap_or("")).map_err(|_| ApiError::bad("msg"))?;
@@ -281,6 +292,9 @@ impl Api {
 
     async fn register(&self, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
         let b: Body = parse(body)?;
+        if let Some(t) = &tenant {
+            check_id(IdKind::Biz, t)?;
+        }
         let biz = b
             .system_id
             .or(tenant)
