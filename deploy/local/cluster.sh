@@ -55,6 +55,15 @@ up() {
     bin="$ROOT/target/release/switchboard"
   fi
 
+  if [ -z "${SWITCHBOARD_API_KEY:-}" ]; then
+    if [ ! -s "$RUN/api_key" ]; then
+      (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RUN/api_key")
+    fi
+    SWITCHBOARD_API_KEY=$(cat "$RUN/api_key")
+    log "no SWITCHBOARD_API_KEY set: using $RUN/api_key"
+  fi
+  export SWITCHBOARD_API_KEY
+
   start nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" --store_dir "$RUN/nats"
   wait_port "$NATS_PORT" nats
   export SWITCHBOARD_NATS__URL="nats://127.0.0.1:$NATS_PORT"
@@ -112,6 +121,7 @@ NGINX
   start nginx "$nginx" -p "$RUN/nginx" -c "$RUN/nginx/nginx.conf" -g 'daemon off;'
   wait_port "$LB_PORT" nginx
   log "up: ws://127.0.0.1:$LB_PORT/ws (nginx) -> edges ${EDGE_PORTS[*]}; router http://127.0.0.1:$ROUTER_PORT; NATS $SWITCHBOARD_NATS__URL"
+  log "API key: $SWITCHBOARD_API_KEY"
   log "logs: $RUN/*.log"
 }
 

@@ -86,8 +86,16 @@ impl From<ErrorCode> for ApiError {
     }
 }
 
+/// `{code, msg, data}`, in that order (as go-websocket writes it).
+#[derive(Serialize)]
+struct Reply<'a> {
+    code: u16,
+    msg: &'a str,
+    data: Value,
+}
+
 fn reply(status: StatusCode, code: u16, msg: &str, data: Value) -> Response {
-    h::json(status, &json!({"code": code, "msg": msg, "data": data}))
+    h::json(status, &Reply { code, msg, data })
 }
 
 fn ok(data: Value) -> Response {
