@@ -17,7 +17,7 @@ use switchboard_protocol::envelope::{ConnInfo, Disconnect, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use crate::outbox::Out;
 use crate::registry::Conn;
@@ -56,7 +56,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
 
-    let (rd, wr) = tokio::io::split(io);
+    let (mut rd, wr) = tokio::io::split(io);
     let info = ConnInfo {
         node: edge.node_id.clone(),
         conn: id,
@@ -90,24 +90,35 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         conn.outbox.close(1013);
     }
 
-    let (mut ws_read, _) = after_handshake_split(rd, tokio::io::sink(), Role::Server);
-    ws_read.set_auto_close(true);
-    ws_read.set_auto_pong(true);
-    ws_read.set_max_message_size(edge.config.max_message_bytes + 1);
-
-    let reader = read_loop(&edge, &conn, &mut ws_read, registered);
-    let writer = write_loop(&edge, &conn, wr);
-    tokio::pin!(reader, writer);
     let grace = edge.config.close_grace;
-    tokio::select! {
-        () = &mut reader => {
-            conn.outbox.stop();
-            let _ = tokio::time::timeout(grace, writer).await;
-        }
-        () = &mut writer => {
-            let _ = tokio::time::timeout(grace, reader).await;
+    {
+        // The read half is lent, so it can be drained after the session.
+        let (mut ws_read, _) = after_handshake_split(&mut rd, tokio::io::sink(), Role::Server);
+        ws_read.set_auto_close(true);
+        ws_read.set_auto_pong(true);
+        ws_read.set_max_message_size(edge.config.max_message_bytes + 1);
+
+        let reader = read_loop(&edge, &conn, &mut ws_read, registered);
+        let writer = write_loop(&edge, &conn, wr);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            () = &mut reader => {
+                conn.outbox.stop();
+                let _ = tokio::time::timeout(grace, writer).await;
+            }
+            () = &mut writer => {
+                let _ = tokio::time::timeout(grace, reader).await;
+            }
         }
     }
+    // Lingering close: read and discard until the peer closes (or `grace`),
+    // so unread input does not make the kernel reset the connection before
+    // the peer has read our close frame.
+    let _ = tokio::time::timeout(grace, async {
+        let mut sink = [0u8; 2048];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 
     edge.registry.remove(id);
     edge.metrics.connections.dec();
