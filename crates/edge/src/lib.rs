@@ -31,7 +31,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use switchboard_protocol::envelope::{CommandReply, Disconnect, NodeCommand};
+use switchboard_protocol::envelope::{CommandReply, Disconnect, NodeCommand, Resync};
 use switchboard_protocol::frame;
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
@@ -76,6 +76,8 @@ pub(crate) struct EdgeInner {
     pub(crate) health: Arc<Health>,
     /// Checks client tokens; `None` when authentication is off.
     pub(crate) verifier: Option<Arc<Verifier>>,
+    /// Set by drain once presence of every connection was removed.
+    presence_dropped: std::sync::atomic::AtomicBool,
     /// bizCodes known to be registered.
     known_biz: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Sessions and disconnect tasks, awaited on drain.
@@ -117,6 +119,10 @@ impl EdgeInner {
 
     /// Removes presence in the background, retrying while no router answers.
     pub(crate) fn spawn_disconnect(&self, d: Disconnect) {
+        if self.presence_dropped.load(Ordering::Acquire) {
+            // The drain already removed it.
+            return;
+        }
         let router = self.router.clone();
         self.tasks.spawn(async move {
             for attempt in 0..5u32 {
@@ -153,6 +159,7 @@ impl Edge {
                 health,
                 verifier,
                 known_biz: parking_lot::Mutex::new(std::collections::HashSet::new()),
+                presence_dropped: std::sync::atomic::AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
                 clock: AtomicU64::new(0),
@@ -233,18 +240,47 @@ impl Edge {
         });
     }
 
-    /// Drains: stops taking upgrades, closes every connection with 1012
-    /// spread over `window`, and waits (up to `window` + close grace) for the
-    /// sessions to end and their presence to be removed.
+    /// Drains (SIGTERM): reports not-ready and refuses upgrades at once,
+    /// removes every local connection from presence at once, closes the
+    /// sockets with 1012 spread over `window` (no reconnect stampede), and
+    /// waits (up to `window` + 2 × close grace) for the sessions to end.
     pub async fn drain(&self, window: Duration) {
         let inner = &self.inner;
         inner.health.set_draining();
         let conns = inner.registry.all();
+        tracing::info!(node_id = %inner.node_id, connections = conns.len(), "draining");
+
+        // Presence first: peers stop routing here, reconnects elsewhere win.
+        inner.presence_dropped.store(true, Ordering::Release);
+        let infos: Vec<_> = conns.iter().filter(|c| c.is_active()).map(|c| c.info(&inner.node_id)).collect();
+        let mut pending = Vec::new();
+        for chunk in infos.chunks(nats::RESYNC_CHUNK) {
+            let msg = Resync {
+                node: inner.node_id.clone(),
+                conns: chunk.to_vec(),
+            };
+            let router = inner.router.clone();
+            pending.push(tokio::spawn(async move {
+                for attempt in 0..3u32 {
+                    match router.drain(msg.clone()).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::warn!(error = %e, attempt, "drain: presence removal failed, retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        for p in pending {
+            let _ = p.await;
+        }
+        tracing::info!(node_id = %inner.node_id, removed = infos.len(), "drain: presence removed");
+
         let n = conns.len().max(1);
         let batches = 10usize.min(n);
         let per_batch = n.div_ceil(batches);
         let pause = window / u32::try_from(batches).unwrap_or(1);
-        tracing::info!(node_id = %inner.node_id, connections = conns.len(), "draining");
         for (i, chunk) in conns.chunks(per_batch).enumerate() {
             if i > 0 {
                 tokio::time::sleep(pause).await;
@@ -255,6 +291,7 @@ impl Edge {
         }
         inner.tasks.close();
         let _ = tokio::time::timeout(window + inner.config.close_grace * 2, inner.tasks.wait()).await;
+        tracing::info!(node_id = %inner.node_id, "drain complete");
     }
 
     async fn upgrade(self, mut req: Request<Incoming>) -> Response {

@@ -30,6 +30,9 @@ pub trait RouterLink: Send + Sync + 'static {
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError>;
     /// Re-asserts presence of the listed connections (idempotent).
     async fn resync(&self, r: Resync) -> Result<(), LinkError>;
+    /// Removes the listed connections of a draining node from presence now
+    /// (each only if it is still that connection's; idempotent).
+    async fn drain(&self, d: Resync) -> Result<(), LinkError>;
     /// Whether a bizCode is registered (asked only where registration is
     /// required).
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError>;

@@ -20,7 +20,7 @@ use crate::link::{LinkError, RouterLink};
 use crate::Edge;
 
 /// Most connections per resync message (keeps each under NATS' 1 MiB payload).
-const RESYNC_CHUNK: usize = 500;
+pub const RESYNC_CHUNK: usize = 500;
 
 /// [`RouterLink`] over NATS request/reply to the `sb-router` queue group.
 #[derive(Debug, Clone)]
@@ -59,6 +59,10 @@ impl RouterLink for NatsRouter {
     }
     async fn resync(&self, r: Resync) -> Result<(), LinkError> {
         let _: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
+        Ok(())
+    }
+    async fn drain(&self, d: Resync) -> Result<(), LinkError> {
+        let _: ConnectReply = self.request(subject::ROUTER_DRAIN, &d).await?;
         Ok(())
     }
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {

@@ -13,6 +13,9 @@ pub const ROUTER_DISCONNECT: &str = "sb.router.disconnect";
 pub const ROUTER_ROUTE: &str = "sb.router.route";
 /// Edge → router: all of a node's connections (request/reply, queue group).
 pub const ROUTER_RESYNC: &str = "sb.router.resync";
+/// Edge → router: a draining node's connections leave presence at once
+/// (request/reply, queue group).
+pub const ROUTER_DRAIN: &str = "sb.router.drain";
 /// Edge → router: is this bizCode registered? (request/reply, queue group).
 pub const ROUTER_CHECK_BIZ: &str = "sb.router.check_biz";
 /// Edge → every router: node heartbeat (plain publish, no queue group).

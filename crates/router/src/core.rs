@@ -287,6 +287,26 @@ impl Router {
         }
     }
 
+    /// A draining node's connections leave presence now (with offline
+    /// notices), each only if the entry is still that connection's.
+    pub async fn drain(&self, d: Resync) -> ConnectReply {
+        let mut code = 0;
+        for c in d.conns {
+            let r = self
+                .disconnect(Disconnect {
+                    node: c.node,
+                    conn: c.conn,
+                    biz: c.biz,
+                    client: c.client,
+                })
+                .await;
+            if r.code != 0 {
+                code = r.code;
+            }
+        }
+        ConnectReply { code }
+    }
+
     /// Re-asserts presence for a node's connections after a bus outage or a
     /// purge. A connection whose client has since connected elsewhere is
     /// closed with 4009.

@@ -69,6 +69,7 @@ pub async fn serve(
     let route = sub(subject::ROUTER_ROUTE).await?;
     let resync = sub(subject::ROUTER_RESYNC).await?;
     let check_biz = sub(subject::ROUTER_CHECK_BIZ).await?;
+    let drain = sub(subject::ROUTER_DRAIN).await?;
     let mut heartbeat = client.subscribe(subject::ROUTER_HEARTBEAT).await?;
     client.flush().await?;
 
@@ -77,6 +78,7 @@ pub async fn serve(
     spawn_handler(disconnect, ctx, |r, m| async move { r.disconnect(m).await });
     spawn_handler(route, ctx, |r, m| async move { r.route(m).await });
     spawn_handler(resync, ctx, |r, m| async move { r.resync(m).await });
+    spawn_handler(drain, ctx, |r, m| async move { r.drain(m).await });
     spawn_handler(check_biz, ctx, |r, q: BizQuery| async move {
         // 0 registered, 1007 not registered, 1500 could not tell.
         let code = match r.is_registered(&q.biz).await {

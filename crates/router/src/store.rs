@@ -164,49 +164,72 @@ impl PresenceStore for KvStore {
 
     async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
         let empty = self.kv.status().await.map_err(unavailable)?.values() == 0;
-        let mut watch = self.kv.watch_with_history(">").await.map_err(unavailable)?;
+        let first = self.kv.watch_with_history(">").await.map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(4096);
+        let kv = self.kv.clone();
         tokio::spawn(async move {
             let mut ready = empty;
             if ready && tx.send(WatchEvent::Ready).await.is_err() {
                 return;
             }
-            while let Some(item) = watch.next().await {
-                let entry = match item {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "presence watch error");
-                        continue;
+            let mut watch = Some(first);
+            loop {
+                // A watch that failed is never polled again (async-nats'
+                // ordered consumer must not be polled after an error): it is
+                // re-created, replaying current entries, which the index
+                // applies idempotently by revision.
+                let mut w = match watch.take() {
+                    Some(w) => w,
+                    None => {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if tx.is_closed() {
+                            return;
+                        }
+                        match kv.watch_with_history(">").await {
+                            Ok(w) => w,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "presence watch cannot restart yet");
+                                continue;
+                            }
+                        }
                     }
                 };
-                let event = match entry.operation {
-                    Operation::Put => match decode_value(&entry.value) {
-                        Some(value) => WatchEvent::Put {
+                while let Some(item) = w.next().await {
+                    let entry = match item {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "presence watch failed, restarting it");
+                            break;
+                        }
+                    };
+                    let event = match entry.operation {
+                        Operation::Put => match decode_value(&entry.value) {
+                            Some(value) => WatchEvent::Put {
+                                key: entry.key,
+                                value,
+                                revision: entry.revision,
+                            },
+                            None => {
+                                tracing::warn!(key = %entry.key, "undecodable presence entry ignored");
+                                continue;
+                            }
+                        },
+                        Operation::Delete | Operation::Purge => WatchEvent::Delete {
                             key: entry.key,
-                            value,
                             revision: entry.revision,
                         },
-                        None => {
-                            tracing::warn!(key = %entry.key, "undecodable presence entry ignored");
-                            continue;
-                        }
-                    },
-                    Operation::Delete | Operation::Purge => WatchEvent::Delete {
-                        key: entry.key,
-                        revision: entry.revision,
-                    },
-                };
-                if tx.send(event).await.is_err() {
-                    return;
-                }
-                if !ready && (entry.delta == 0 || entry.seen_current) {
-                    ready = true;
-                    if tx.send(WatchEvent::Ready).await.is_err() {
+                    };
+                    if tx.send(event).await.is_err() {
                         return;
+                    }
+                    if !ready && (entry.delta == 0 || entry.seen_current) {
+                        ready = true;
+                        if tx.send(WatchEvent::Ready).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
-            tracing::warn!("presence watch ended");
         });
         Ok(rx)
     }

@@ -29,6 +29,10 @@ impl RouterLink for LocalRouter {
         self.0.resync(r).await;
         Ok(())
     }
+    async fn drain(&self, d: Resync) -> Result<(), LinkError> {
+        self.0.drain(d).await;
+        Ok(())
+    }
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {
         self.0
             .is_registered(biz)
