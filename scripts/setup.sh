@@ -23,6 +23,12 @@ if ! nats-server --version 2>/dev/null | grep -q "v${NATS_VERSION}"; then
   exit 1
 fi
 
+if ! command -v npm >/dev/null 2>&1; then
+  need_apt+=(npm)
+fi
+if ! command -v unzip >/dev/null 2>&1; then
+  need_apt+=(unzip)
+fi
 if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   need_apt+=(nginx-light)
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing,
-# checks formatting, lints, the crate layering, the HTTP API against its
+# checks formatting, lints, the crate layering, the Helm chart, the HTTP API against its
 # OpenAPI document (schemathesis), then runs every test (unit tests and the
 # process tests with real NATS, nginx and our binary).
 set -euo pipefail
@@ -21,6 +21,9 @@ fi
 
 echo "== clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== Helm chart: lint, render, validate"
+bash scripts/chart-check.sh
 
 echo "== OpenAPI: schemathesis against a live standalone"
 bash scripts/openapi-check.sh

@@ -1,0 +1,81 @@
+{{/* Names, labels and shared values of the Switchboard chart. */}}
+
+{{- define "switchboard.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "switchboard.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "switchboard.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "switchboard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "switchboard.secretName" -}}
+{{- default (printf "%s-credentials" (include "switchboard.fullname" .)) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "switchboard.natsUrl" -}}
+{{- if .Values.nats.enabled -}}
+{{- printf "nats://%s-nats:4222" (include "switchboard.fullname" .) -}}
+{{- else -}}
+{{- required "nats.externalUrl is required when nats.enabled=false" .Values.nats.externalUrl -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment shared by edges and routers. */}}
+{{- define "switchboard.env" -}}
+- name: SWITCHBOARD_NATS__URL
+  value: {{ include "switchboard.natsUrl" . | quote }}
+- name: SWITCHBOARD_NATS__REPLICAS
+  value: {{ .Values.nats.kvReplicas | quote }}
+- name: SWITCHBOARD_AUTH__SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" . }}
+      key: jwt-secret
+      optional: true
+{{- end -}}
+
+{{- define "switchboard.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/* The `config` values as TOML. Helm reads YAML numbers as floats, which
+     toToml writes as `65536.0`: integers are written as integers here. */}}
+{{- define "switchboard.toml" -}}
+{{- range $section, $kv := . }}
+[{{ $section }}]
+{{- range $k, $v := $kv }}
+{{- if kindIs "float64" $v }}
+{{ $k }} = {{ if eq (float64 (int64 $v)) $v }}{{ int64 $v }}{{ else }}{{ $v }}{{ end }}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) (kindIs "bool" $v) }}
+{{ $k }} = {{ $v }}
+{{- else if kindIs "string" $v }}
+{{ $k }} = {{ $v | toJson }}
+{{- else if kindIs "slice" $v }}
+{{ $k }} = {{ $v | toJson }}
+{{- else if not (kindIs "invalid" $v) }}
+{{- fail (printf "config.%s.%s: unsupported value %v" $section $k $v) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
