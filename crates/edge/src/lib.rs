@@ -252,7 +252,11 @@ impl Edge {
 
         // Presence first: peers stop routing here, reconnects elsewhere win.
         inner.presence_dropped.store(true, Ordering::Release);
-        let infos: Vec<_> = conns.iter().filter(|c| c.is_active()).map(|c| c.info(&inner.node_id)).collect();
+        let infos: Vec<_> = conns
+            .iter()
+            .filter(|c| c.is_active())
+            .map(|c| c.info(&inner.node_id))
+            .collect();
         let mut pending = Vec::new();
         for chunk in infos.chunks(nats::RESYNC_CHUNK) {
             let msg = Resync {

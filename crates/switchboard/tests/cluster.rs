@@ -236,7 +236,8 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
     loop {
         attempt += 1;
         let id = format!("after-nats-{attempt}");
-        a.send(&json!({"msgId": id, "mode":100, "targetClientId":"b", "content":1})).await;
+        a.send(&json!({"msgId": id, "mode":100, "targetClientId":"b", "content":1}))
+            .await;
         let r = a.recv_mode(2).await;
         if r["code"] == 0 {
             if let Some(v) = b.recv_timeout(Duration::from_secs(1)).await {
@@ -245,12 +246,16 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
                 }
             }
         }
-        assert!(Instant::now() < deadline, "routing did not recover after a NATS restart: {r}");
+        assert!(
+            Instant::now() < deadline,
+            "routing did not recover after a NATS restart: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Once recovered, nothing is lost.
     for i in 0..20 {
-        a.send(&json!({"msgId": format!("steady-{i}"), "mode":100, "targetClientId":"b", "content":i})).await;
+        a.send(&json!({"msgId": format!("steady-{i}"), "mode":100, "targetClientId":"b", "content":i}))
+            .await;
         assert_eq!(a.recv_mode(2).await["code"], 0);
         assert_eq!(b.recv_mode(100).await["msgId"], format!("steady-{i}"));
     }

@@ -53,7 +53,10 @@ async fn sigterm_drains_an_edge_and_clients_move_to_another() {
     }
     let first = closed_at.iter().min().copied().unwrap_or_default();
     let last = closed_at.iter().max().copied().unwrap_or_default();
-    assert!(last - first >= Duration::from_millis(1500), "closes not spread: {closed_at:?}");
+    assert!(
+        last - first >= Duration::from_millis(1500),
+        "closes not spread: {closed_at:?}"
+    );
     assert!(last <= Duration::from_secs(6), "closes too slow: {closed_at:?}");
     assert!(flipped <= last, "readiness must flip before the last close");
     eprintln!("readiness {flipped:?}, presence clean {clean:?}, closes {first:?}..{last:?}");
@@ -70,10 +73,14 @@ async fn sigterm_drains_an_edge_and_clients_move_to_another() {
     for i in 0..6 {
         let url = format!("ws://127.0.0.1:{}/ws?bizCode=d1&clientId=m{i}&group=room", nginx.port);
         let (ws, w) = Ws::join(&url).await;
-        assert!(w["data"]["node"].as_str().is_some_and(|n| n.starts_with("edge1-")), "{w}");
+        assert!(
+            w["data"]["node"].as_str().is_some_and(|n| n.starts_with("edge1-")),
+            "{w}"
+        );
         back.push(ws);
     }
-    p.send(&json!({"msgId":"again","mode":200,"group":"room","content":"welcome back"})).await;
+    p.send(&json!({"msgId":"again","mode":200,"group":"room","content":"welcome back"}))
+        .await;
     assert_eq!(p.recv_mode(2).await["data"]["recipients"], 6);
     for ws in &mut back {
         assert_eq!(ws.recv_mode(200).await["content"], "welcome back");
@@ -88,7 +95,8 @@ async fn sigterm_stops_a_router_cleanly() {
     let status = c.routers[1].wait_exit(Duration::from_secs(15));
     assert!(status.is_some_and(|s| s.success()), "router exit status: {status:?}");
     // The other router carries on.
-    a.send(&json!({"msgId":"1","mode":100,"targetClientId":"a","content":1})).await;
+    a.send(&json!({"msgId":"1","mode":100,"targetClientId":"a","content":1}))
+        .await;
     // A send to oneself: the delivery and the reply may come in either order.
     let mut modes = vec![a.recv().await["mode"].clone(), a.recv().await["mode"].clone()];
     modes.sort_by_key(|m| m.as_u64());
