@@ -1,0 +1,78 @@
+//! A WebSocket client bound to a chosen source address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// A connected client stream.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+/// Its write half.
+pub(crate) type Sink = SplitSink<Ws, Message>;
+/// Its read half.
+pub(crate) type Stream = SplitStream<Ws>;
+
+/// Nanoseconds since the first call: the clock embedded in messages
+/// (senders and receivers live in the same process).
+pub(crate) fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `ws://host:port/path` → (socket address, path).
+fn parse(target: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = target
+        .strip_prefix("ws://")
+        .with_context(|| format!("only ws:// targets are supported: {target}"))?;
+    let (hostport, path) = rest.split_once('/').unwrap_or((rest, "ws"));
+    let addr: SocketAddr = hostport
+        .parse()
+        .with_context(|| format!("target host must be ip:port: {target}"))?;
+    Ok((addr, format!("/{path}")))
+}
+
+/// Connects from `source` to `target` with `query` and waits for the
+/// welcome. Returns the stream and the connect→welcome time.
+pub(crate) async fn connect(target: &str, source: IpAddr, query: &str) -> anyhow::Result<(Ws, Duration)> {
+    let (addr, path) = parse(target)?;
+    let started = Instant::now();
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    let stream = socket.connect(addr).await.context("tcp connect")?;
+    stream.set_nodelay(true)?;
+    let url = format!("ws://{addr}{path}?{query}");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .context("websocket handshake")?;
+    let welcome = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .context("no welcome within 30 s")?;
+    match welcome {
+        Some(Ok(Message::Text(t))) => {
+            let v: Value = serde_json::from_str(t.as_str()).context("welcome is not JSON")?;
+            anyhow::ensure!(v["mode"] == 0, "first frame is not a welcome: {v}");
+        }
+        other => anyhow::bail!("no welcome: {other:?}"),
+    }
+    Ok((ws, started.elapsed()))
+}
+
+/// Parses a text frame, `None` for anything else.
+pub(crate) fn json(msg: &Message) -> Option<Value> {
+    match msg {
+        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
+        _ => None,
+    }
+}

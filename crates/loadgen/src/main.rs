@@ -1,0 +1,222 @@
+//! `switchboard-loadgen`: load scenarios against Switchboard, speaking only
+//! the public client protocol (SPEC §2) and the HTTP API (SPEC §3).
+//!
+//! Scenarios (each bounded in count and time): `idle`, `unicast`, `fanout`,
+//! `broadcast`, `churn`. Connections are spread over `--targets` (ws URLs)
+//! and `--sources` (local addresses 127.0.0.x: one source address reaches
+//! ~28k connections to one port). Output: a human summary on stderr and one
+//! JSON line on stdout per run.
+
+mod client;
+mod report;
+mod scenarios;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Load generator for Switchboard.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-loadgen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Common {
+    /// WebSocket URLs to connect to, comma separated (connections are
+    /// spread over them; "different edges" means different targets).
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
+    pub(crate) targets: Vec<String>,
+    /// Local source addresses, comma separated (127.0.0.x).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
+    pub(crate) sources: Vec<IpAddr>,
+    /// bizCode used by this run.
+    #[arg(long, default_value = "bench")]
+    pub(crate) biz: String,
+    /// clientId prefix (give each loadgen process its own).
+    #[arg(long, default_value = "lg")]
+    pub(crate) prefix: String,
+    /// Most handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) connect_concurrency: usize,
+    /// Hard limit of the whole run.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    pub(crate) deadline: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Open N connections (welcome received), hold them, report connect
+    /// rate and connect→welcome latency.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Connects per second (0: as fast as the concurrency allows).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// How long to hold them once all are open.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        hold: Duration,
+    },
+    /// Open-loop unicast between clients on different targets.
+    Unicast {
+        #[command(flatten)]
+        common: Common,
+        /// Sender/receiver pairs.
+        #[arg(long, default_value_t = 50)]
+        pairs: usize,
+        /// Messages per second (all senders together).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// How long to send.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: Duration,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Group sends to groups whose members are split across targets.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Groups.
+        #[arg(long, default_value_t = 10)]
+        groups: usize,
+        /// Members per group (one of them sends).
+        #[arg(long, default_value_t = 100)]
+        group_size: usize,
+        /// Group sends per second (all groups together).
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// How long to send.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: Duration,
+    },
+    /// One broadcast at a time to N clients of one bizCode.
+    Broadcast {
+        #[command(flatten)]
+        common: Common,
+        /// Receiving clients.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Broadcasts.
+        #[arg(long, default_value_t = 20)]
+        repetitions: usize,
+        /// Broadcasts per second (at most).
+        #[arg(long, default_value_t = 10)]
+        rate: u64,
+    },
+    /// Connects and disconnects at a fixed rate; presence drift at the end.
+    Churn {
+        #[command(flatten)]
+        common: Common,
+        /// Connections kept open while churning.
+        #[arg(long, default_value_t = 500)]
+        pool: usize,
+        /// Connects per second (and as many disconnects).
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// How long to churn.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: Duration,
+        /// HTTP API base URL for the presence check (router or standalone).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// API key (or SWITCHBOARD_API_KEY).
+        #[arg(long, env = "SWITCHBOARD_API_KEY", default_value = "")]
+        api_key: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let (common, fut): (
+            Common,
+            std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<report::Report>>>>,
+        ) = match cli.scenario {
+            Scenario::Idle {
+                common,
+                connections,
+                rate,
+                hold,
+            } => (
+                common.clone(),
+                Box::pin(scenarios::idle(common, connections, rate, hold)),
+            ),
+            Scenario::Unicast {
+                common,
+                pairs,
+                rate,
+                duration,
+                size,
+            } => (
+                common.clone(),
+                Box::pin(scenarios::unicast(common, pairs, rate, duration, size)),
+            ),
+            Scenario::Fanout {
+                common,
+                groups,
+                group_size,
+                rate,
+                duration,
+            } => (
+                common.clone(),
+                Box::pin(scenarios::fanout(common, groups, group_size, rate, duration)),
+            ),
+            Scenario::Broadcast {
+                common,
+                clients,
+                repetitions,
+                rate,
+            } => (
+                common.clone(),
+                Box::pin(scenarios::broadcast(common, clients, repetitions, rate)),
+            ),
+            Scenario::Churn {
+                common,
+                pool,
+                rate,
+                duration,
+                api,
+                api_key,
+            } => (
+                common.clone(),
+                Box::pin(scenarios::churn(common, pool, rate, duration, api, api_key)),
+            ),
+        };
+        match tokio::time::timeout(common.deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("run exceeded --deadline {:?}", common.deadline)),
+        }
+    });
+    match result {
+        Ok(report) => {
+            eprintln!("{}", report.human());
+            println!("{}", report.json());
+            if report.ok() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
