@@ -8,8 +8,23 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A free TCP port on 127.0.0.1 (bound and released).
+/// A free TCP port on 127.0.0.1 for a server to listen on.
+///
+/// Chosen below the kernel's ephemeral range (32768+ by default), so an
+/// outgoing connection of another process cannot take it between this
+/// check and the server's bind; unique within this test process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread test binaries (separate processes) over the range by pid.
+    let base = 15_000 + (std::process::id() % 160) as u16 * 100;
+    for _ in 0..20_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 15_000 + (base - 15_000 + n) % 17_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }

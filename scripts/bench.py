@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Switchboard benchmark suite.
+
+Starts a real cluster on 127.0.0.1 (nats-server, one router, two edges, all
+release builds), runs the load generator scenarios with several loadgen
+processes, samples the server processes' RSS and CPU (utime+stime from
+/proc) around each scenario, and writes docs/benchmarks.md with the medians
+of --runs runs, the exact commands and the machine.
+
+    python3 scripts/bench.py                # full suite, 3 runs
+    python3 scripts/bench.py --quick        # smaller, for a smoke check
+"""
+import argparse, json, os, platform, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/switchboard")
+LG = os.path.join(ROOT, "target/release/switchboard-loadgen")
+KEY = "bench-key-0123456789abcdef"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+_next_port = [20000 + os.getpid() % 5000]
+def free_port():
+    """A port below the ephemeral range (outgoing connections cannot take it)."""
+    while True:
+        _next_port[0] += 1
+        p = _next_port[0]
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p)); return p
+        except OSError: continue
+        finally: s.close()
+
+def wait_http(port, path="/readyz", timeout=20):
+    import urllib.request
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+                if r.status == 200: return
+        except Exception: time.sleep(0.05)
+    raise RuntimeError(f"port {port} not ready")
+
+def cpu_seconds(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / TICK
+
+def rss_bytes(pid):
+    return int(open(f"/proc/{pid}/statm").read().split()[1]) * PAGE
+
+class Cluster:
+    def __init__(self, env_extra):
+        self.dir = tempfile.mkdtemp(prefix="sb-bench-")
+        self.procs = []
+        self.nats_port = free_port()
+        self.router_port = free_port()
+        self.edge_ports = [free_port(), free_port()]
+        self.spawn("nats", ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(self.nats_port), "--store_dir", os.path.join(self.dir, "js")], {})
+        t = time.time()
+        while True:
+            try: socket.create_connection(("127.0.0.1", self.nats_port), 0.2).close(); break
+            except OSError:
+                if time.time() - t > 10: raise
+                time.sleep(0.05)
+        env = {"SWITCHBOARD_NATS__URL": f"nats://127.0.0.1:{self.nats_port}", "SWITCHBOARD_API_KEY": KEY,
+               "SWITCHBOARD_LOG__LEVEL": "warn", **env_extra}
+        self.router = self.spawn("router", [BIN, "router"], {**env, "SWITCHBOARD_ROUTER__LISTEN": f"127.0.0.1:{self.router_port}"})
+        wait_http(self.router_port)
+        self.edges = []
+        for i, p in enumerate(self.edge_ports):
+            self.edges.append(self.spawn(f"edge{i+1}", [BIN, "edge"], {**env, "SWITCHBOARD_EDGE__LISTEN": f"127.0.0.1:{p}", "SWITCHBOARD_EDGE__NODE_NAME": f"edge{i+1}"}))
+        for p in self.edge_ports: wait_http(p)
+
+    def spawn(self, name, cmd, env):
+        log = open(os.path.join(self.dir, name + ".log"), "w")
+        p = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=log, preexec_fn=raise_nofile)
+        self.procs.append(p); return p
+
+    def targets(self):
+        return ",".join(f"ws://127.0.0.1:{p}/ws" for p in self.edge_ports)
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.send_signal(signal.SIGKILL)
+        for p in self.procs: p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+def raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
+
+def loadgen(args, procs=1, wait_ready=None):
+    """Runs `procs` loadgen processes with distinct prefixes and sources; returns their JSON reports."""
+    ps = []
+    for i in range(procs):
+        src = ",".join(f"127.0.0.{2 + 4 * i + k}" for k in range(4))
+        cmd = [LG] + args + ["--prefix", f"p{i}", "--sources", src]
+        ps.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile))
+    if wait_ready is not None:
+        # idle: wait until every process printed READY, then let the caller sample.
+        for p in ps:
+            for line in p.stderr:
+                if line.startswith("READY"): break
+        wait_ready()
+    out = []
+    for p in ps:
+        so, se = p.communicate(timeout=900)
+        line = [l for l in so.splitlines() if l.startswith("{")]
+        if not line: raise RuntimeError(f"loadgen failed: {se[-2000:]}")
+        out.append(json.loads(line[-1]))
+    return out
+
+def pct(d, k): return (d or {}).get(k)
+
+def run_suite(a):
+    base_env = {"SWITCHBOARD_EDGE__RATE_PER_SEC": "1000000", "SWITCHBOARD_EDGE__RATE_BURST": "1000000",
+                "SWITCHBOARD_EDGE__HEARTBEAT": "600s", "SWITCHBOARD_ROUTER__PRESENCE_NOTICES": "off"}
+    res = {}
+    # 1. idle memory and CPU, connect rate.
+    c = Cluster(base_env)
+    try:
+        t = c.targets()
+        before = [rss_bytes(e.pid) for e in c.edges]
+        n_per_proc = a.idle // a.procs
+        sample = {}
+        def at_ready():
+            time.sleep(2)
+            sample["rss"] = [rss_bytes(e.pid) for e in c.edges]
+            cpu0 = [cpu_seconds(e.pid) for e in c.edges]; t0 = time.time()
+            time.sleep(a.idle_window)
+            cpu1 = [cpu_seconds(e.pid) for e in c.edges]; dt = time.time() - t0
+            sample["idle_cpu_us_per_conn_s"] = sum(cpu1[i] - cpu0[i] for i in range(2)) / dt / a.idle * 1e6
+        reps = loadgen(["idle", "--targets", t, "--biz", "idle", "--connections", str(n_per_proc), "--hold", f"{a.idle_window + 4}s"], a.procs, at_ready)
+        conns = sum(r["connections"] for r in reps)
+        per_edge = conns / 2
+        res["mem_per_conn_kib"] = statistics.mean((sample["rss"][i] - before[i]) / per_edge / 1024 for i in range(2))
+        res["idle_cpu_us"] = sample["idle_cpu_us_per_conn_s"]
+        res["idle_conns"] = conns
+        res["connect_rate"] = sum(r["connects_per_sec"] for r in reps)
+        res["idle_failures"] = sum(r["failures"] for r in reps)
+    finally:
+        c.stop()
+    # 2. connect latency at a fixed rate (5k/s total).
+    c = Cluster(base_env)
+    try:
+        per = a.connect_rate // a.procs
+        reps = loadgen(["idle", "--targets", c.targets(), "--biz", "rate", "--connections", str(per * a.connect_secs), "--rate", str(per), "--hold", "1s"], a.procs)
+        res["connect_p99_ms_at_rate"] = max(pct(r["connect_to_welcome"], "p99_us") for r in reps) / 1000
+        res["connect_p50_ms_at_rate"] = statistics.median(pct(r["connect_to_welcome"], "p50_us") for r in reps) / 1000
+    finally:
+        c.stop()
+    # 3. unicast at 1k/s, 4. fan-out, 5. broadcast, 6. unicast throughput: one cluster.
+    c = Cluster(base_env)
+    try:
+        t = c.targets()
+        u = loadgen(["unicast", "--targets", t, "--biz", "uni", "--pairs", "50", "--rate", "1000", "--duration", f"{a.secs}s"])[0]
+        res["unicast"] = u["latency"]; res["unicast_lost"] = u["lost"]
+        cpu0 = sum(cpu_seconds(e.pid) for e in c.edges)
+        f = loadgen(["fanout", "--targets", t, "--biz", "fan", "--groups", str(a.groups), "--group-size", str(a.group_size), "--rate", str(a.fan_rate), "--duration", f"{a.secs}s"])[0]
+        cpu1 = sum(cpu_seconds(e.pid) for e in c.edges)
+        res["fanout_deliveries"] = f["deliveries"]; res["fanout_lost"] = f["lost"]
+        res["fanout_per_edge_cpu_s"] = f["deliveries"] / max(cpu1 - cpu0, 1e-9)
+        res["fanout_latency"] = f["latency"]
+        b = loadgen(["broadcast", "--targets", t, "--biz", "bc", "--clients", str(a.bc_clients), "--repetitions", str(a.bc_reps), "--rate", "10", "--connect-concurrency", "512"])[0]
+        res["broadcast"] = b["time_to_last_delivery"]; res["broadcast_rate"] = b["broadcasts_per_sec"]; res["broadcast_incomplete"] = b["incomplete"]
+        best = 0
+        for rate in a.tput_rates:
+            r = loadgen(["unicast", "--targets", t, "--biz", f"tp{rate}", "--pairs", "200", "--rate", str(rate), "--duration", f"{max(3, a.secs // 2)}s"])[0]
+            ok = r["lost"] == 0 and r["latency"] and r["latency"]["p99_us"] <= 10000
+            print(f"  throughput {rate}/s: p99 {pct(r['latency'],'p99_us')} us lost {r['lost']} -> {'ok' if ok else 'over'}", file=sys.stderr)
+            if ok: best = rate
+            else: break
+        res["unicast_tput"] = best
+    finally:
+        c.stop()
+    # 7. churn.
+    c = Cluster(base_env)
+    try:
+        rss0 = [rss_bytes(e.pid) for e in c.edges]
+        ch = loadgen(["churn", "--targets", c.targets(), "--biz", "churn", "--pool", str(a.churn_pool), "--rate", str(a.churn_rate), "--duration", f"{a.churn_secs}s", "--api", f"http://127.0.0.1:{c.router_port}", "--api-key", KEY])[0]
+        rss1 = [rss_bytes(e.pid) for e in c.edges]
+        res["churn_drift"] = ch["presence_drift"]; res["churn_connects"] = ch["connects"]
+        res["churn_rss_growth_mib"] = (sum(rss1) - sum(rss0)) / 2**20
+        res["churn_failures"] = ch["failures"]
+    finally:
+        c.stop()
+    return res
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks.md"))
+    a = ap.parse_args()
+    a.procs = 2
+    if a.quick:
+        a.idle, a.idle_window, a.connect_rate, a.connect_secs, a.secs = 2000, 3, 2000, 2, 3
+        a.groups, a.group_size, a.fan_rate, a.bc_clients, a.bc_reps = 5, 50, 100, 500, 10
+        a.tput_rates, a.churn_pool, a.churn_rate, a.churn_secs = [2000, 5000], 200, 200, 5
+    else:
+        a.idle, a.idle_window, a.connect_rate, a.connect_secs, a.secs = 30000, 10, 5000, 4, 10
+        a.groups, a.group_size, a.fan_rate, a.bc_clients, a.bc_reps = 10, 100, 200, 10000, 30
+        a.tput_rates, a.churn_pool, a.churn_rate, a.churn_secs = [5000, 10000, 20000, 40000, 60000], 3000, 3000, 60
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "switchboard", "-p", "switchboard-loadgen"], cwd=ROOT, check=True)
+    runs = []
+    for i in range(a.runs):
+        print(f"== run {i+1}/{a.runs}", file=sys.stderr)
+        r = run_suite(a); runs.append(r)
+        print(json.dumps(r), file=sys.stderr)
+    write(a, runs)
+
+def med(runs, f):
+    vals = [f(r) for r in runs]
+    vals = [v for v in vals if v is not None]
+    return (statistics.median(vals) if vals else None), vals
+
+def fmt(v, unit="", nd=1):
+    if v is None: return "n/a"
+    if isinstance(v, float): return f"{v:,.{nd}f}{unit}"
+    return f"{v:,}{unit}"
+
+def write(a, runs):
+    cpu = "unknown"
+    for l in open("/proc/cpuinfo"):
+        if l.startswith("model name"): cpu = l.split(":", 1)[1].strip(); break
+    rows = []
+    def row(metric, target, f, unit="", nd=1):
+        m, vals = med(runs, f)
+        rows.append(f"| {metric} | {target} | **{fmt(m, unit, nd)}** | {' / '.join(fmt(v, unit, nd) for v in vals)} |")
+    row("memory per idle connection (edge RSS delta / conns per edge)", "≤ 6 KiB (stretch 4)", lambda r: r["mem_per_conn_kib"], " KiB", 2)
+    row("idle CPU per connection", "≤ 1 µs/conn/s", lambda r: r["idle_cpu_us"], " µs/conn/s", 3)
+    row(f"connect rate to welcome ({a.idle:,} conns, {a.procs} loadgens)", "≥ 10,000/s", lambda r: r["connect_rate"], "/s", 0)
+    row(f"connect→welcome p99 at {a.connect_rate:,}/s", "≤ 20 ms", lambda r: r["connect_p99_ms_at_rate"], " ms", 1)
+    row("unicast across two edges at 1k msg/s: p50", "≤ 250 µs", lambda r: pct(r["unicast"], "p50_us"), " µs", 0)
+    row("… p99", "≤ 1 ms", lambda r: pct(r["unicast"], "p99_us"), " µs", 0)
+    row("… p99.9", "≤ 5 ms", lambda r: pct(r["unicast"], "p999_us"), " µs", 0)
+    row(f"group fan-out ({a.groups}×{a.group_size}, {a.fan_rate} sends/s): deliveries per edge CPU-second", "≥ 150k (≥ 500k coalesced)", lambda r: r["fanout_per_edge_cpu_s"], "", 0)
+    row(f"broadcast to {a.bc_clients:,} clients over 2 edges: time to last delivery p50", "≤ 75 ms", lambda r: pct(r["broadcast"], "p50_us") and pct(r["broadcast"], "p50_us") / 1000, " ms", 1)
+    row("… p99", "≤ 150 ms", lambda r: pct(r["broadcast"], "p99_us") and pct(r["broadcast"], "p99_us") / 1000, " ms", 1)
+    row("… broadcasts/s sustained", "≥ 10/s", lambda r: r["broadcast_rate"], "/s", 1)
+    row("routed unicast throughput with p99 ≤ 10 ms, no loss", "≥ 50k msg/s", lambda r: r["unicast_tput"], " msg/s", 0)
+    row(f"churn {a.churn_rate:,} connects/s + {a.churn_rate:,} disconnects/s for {a.churn_secs}s: presence drift", "0", lambda r: r["churn_drift"], "", 0)
+    row("… edge RSS growth over the churn", "flat", lambda r: r["churn_rss_growth_mib"], " MiB", 1)
+    losses = sum(r["unicast_lost"] + r["fanout_lost"] + r["broadcast_incomplete"] + r["idle_failures"] + r["churn_failures"] for r in runs)
+    cmd = "python3 scripts/bench.py" + (" --quick" if a.quick else "") + (f" --runs {a.runs}" if a.runs != 3 else "")
+    text = f"""# Benchmarks
+
+Measured with `{cmd}` on {time.strftime('%Y-%m-%d')}: medians of {a.runs} runs
+(each run's value after the bold median). Everything ran on one machine:
+{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB,
+{platform.system()} {platform.release()}, loopback only. nats-server, one
+router, two edges (release builds) and {a.procs} load generator processes
+share those {os.cpu_count()} cores, so latency figures include the load
+generator's own CPU contention.
+
+Set-up per scenario: a fresh cluster (`nats-server -js`, `switchboard router`,
+two `switchboard edge`), rate limits raised
+(`SWITCHBOARD_EDGE__RATE_PER_SEC=1000000`), presence notices off, heartbeat
+600 s. Memory is the edges' RSS delta divided by the connections each edge
+holds; CPU is utime+stime from `/proc/<pid>/stat` over the measured window.
+Loss across all runs: {losses} (lost unicasts + lost fan-out deliveries +
+incomplete broadcasts + failed connects).
+
+| metric | target | median | runs |
+|---|---|---|---|
+""" + "\n".join(rows) + f"""
+
+Commands the suite runs (per run; `T` = both edges' ws URLs, each loadgen
+process gets its own `--prefix` and four 127.0.0.x `--sources`):
+
+```
+switchboard-loadgen idle --targets T --connections {a.idle // a.procs} --hold {a.idle_window + 4}s        # ×{a.procs}
+switchboard-loadgen idle --targets T --connections {a.connect_rate // a.procs * a.connect_secs} --rate {a.connect_rate // a.procs}   # ×{a.procs}
+switchboard-loadgen unicast --targets T --pairs 50 --rate 1000 --duration {a.secs}s
+switchboard-loadgen fanout --targets T --groups {a.groups} --group-size {a.group_size} --rate {a.fan_rate} --duration {a.secs}s
+switchboard-loadgen broadcast --targets T --clients {a.bc_clients} --repetitions {a.bc_reps} --rate 10
+switchboard-loadgen unicast --targets T --pairs 200 --rate R --duration {max(3, a.secs // 2)}s   # R in {a.tput_rates}, until p99 > 10 ms
+switchboard-loadgen churn --targets T --pool {a.churn_pool} --rate {a.churn_rate} --duration {a.churn_secs}s --api http://127.0.0.1:ROUTER
+```
+
+Raw results (one JSON object per run):
+
+```
+""" + "\n".join(json.dumps(r) for r in runs) + "\n```\n"
+    open(a.out, "w").write(text)
+    print(text)
+
+if __name__ == "__main__":
+    main()
