@@ -10,6 +10,7 @@
 //! - [`registry`]: local connections by id, by (bizCode, group), by bizCode.
 //! - [`outbox`]: each connection's bounded send queue.
 //! - `session`: one task per connection, reader + coalescing writer.
+//! - `wsread`: a lean RFC 6455 frame reader (small buffer while idle).
 //! - [`link`]: the edge → router seam ([`link::RouterLink`]).
 //! - [`nats`]: the seam over NATS, the node inbox, heartbeats, resync.
 
@@ -21,6 +22,7 @@ pub mod nats;
 pub mod outbox;
 pub mod registry;
 mod session;
+mod wsread;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,17 +10,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes};
-use fastwebsockets::{after_handshake_split, Frame, OpCode, Role, WebSocketError};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_protocol::envelope::{ConnInfo, Disconnect, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use crate::outbox::Out;
 use crate::registry::Conn;
+use crate::wsread::{op, FrameReader, ReadError};
 use crate::EdgeInner;
 
 type Io = TokioIo<Upgraded>;
@@ -91,34 +91,25 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     }
 
     let grace = edge.config.close_grace;
+    let mut reader = FrameReader::default();
     {
-        // The read half is lent, so it can be drained after the session.
-        let (mut ws_read, _) = after_handshake_split(&mut rd, tokio::io::sink(), Role::Server);
-        ws_read.set_auto_close(true);
-        ws_read.set_auto_pong(true);
-        ws_read.set_max_message_size(edge.config.max_message_bytes + 1);
-
-        let reader = read_loop(&edge, &conn, &mut ws_read, registered);
+        let reading = read_loop(&edge, &conn, &mut reader, &mut rd, registered);
         let writer = write_loop(&edge, &conn, wr);
-        tokio::pin!(reader, writer);
+        tokio::pin!(reading, writer);
         tokio::select! {
-            () = &mut reader => {
+            () = &mut reading => {
                 conn.outbox.stop();
                 let _ = tokio::time::timeout(grace, writer).await;
             }
             () = &mut writer => {
-                let _ = tokio::time::timeout(grace, reader).await;
+                let _ = tokio::time::timeout(grace, reading).await;
             }
         }
     }
     // Lingering close: read and discard until the peer closes (or `grace`),
     // so unread input does not make the kernel reset the connection before
     // the peer has read our close frame.
-    let _ = tokio::time::timeout(grace, async {
-        let mut sink = [0u8; 2048];
-        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    let _ = tokio::time::timeout(grace, reader.drain(&mut rd)).await;
 
     edge.registry.remove(id);
     edge.metrics.connections.dec();
@@ -164,33 +155,23 @@ impl Limiter {
     }
 }
 
-async fn read_loop<S>(edge: &EdgeInner, conn: &Conn, ws: &mut fastwebsockets::WebSocketRead<S>, registered: bool)
+async fn read_loop<R>(edge: &EdgeInner, conn: &Conn, reader: &mut FrameReader, rd: &mut R, registered: bool)
 where
-    S: tokio::io::AsyncRead + Unpin,
+    R: tokio::io::AsyncRead + Unpin,
 {
     let mut limiter = Limiter::new(edge.config.rate_burst);
     let mut fragments: Option<Vec<u8>> = None;
-    let mut obligated = |f: Frame<'_>| {
-        match f.opcode {
-            OpCode::Pong => conn.outbox.push_pong(Bytes::copy_from_slice(&f.payload)),
-            OpCode::Close => {
-                // Echo the client's close code (SPEC: answered as the RFC requires).
-                let code = if f.payload.len() >= 2 {
-                    u16::from_be_bytes([f.payload[0], f.payload[1]])
-                } else {
-                    CloseCode::Normal.as_u16()
-                };
-                conn.outbox.close(code);
-            }
-            _ => {}
-        }
-        std::future::ready(Ok::<(), std::convert::Infallible>(()))
-    };
+    let max = edge.config.max_message_bytes;
     loop {
-        let frame = match ws.read_frame(&mut obligated).await {
+        let frame = match reader.read(rd, max).await {
             Ok(f) => f,
-            Err(WebSocketError::FrameTooLarge) => {
+            Err(ReadError::TooLarge) => {
                 conn.outbox.close(CloseCode::TooBig.as_u16());
+                return;
+            }
+            Err(ReadError::Protocol(why)) => {
+                tracing::debug!(conn_id = conn.id, why, "protocol error");
+                conn.outbox.close(1002);
                 return;
             }
             Err(e) => {
@@ -199,22 +180,52 @@ where
             }
         };
         conn.touch(edge.clock());
-        if !registered {
-            continue;
-        }
         match frame.opcode {
-            OpCode::Close => return,
-            OpCode::Text if frame.fin => {
+            op::PING => {
+                conn.outbox.push_pong(frame.payload.freeze());
+                continue;
+            }
+            op::PONG => continue,
+            op::CLOSE => {
+                // Answer with the client's code, as RFC 6455 asks.
+                let p = &frame.payload;
+                let code = if p.len() >= 2 {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    CloseCode::Normal.as_u16()
+                };
+                conn.outbox.close(code);
+                return;
+            }
+            _ if !registered => continue,
+            op::TEXT if frame.fin => {
+                if fragments.take().is_some() {
+                    conn.outbox.close(1002);
+                    return;
+                }
+                if std::str::from_utf8(&frame.payload).is_err() {
+                    conn.outbox.close(1007);
+                    return;
+                }
                 handle_text(edge, conn, &frame.payload, &mut limiter).await;
             }
-            OpCode::Text => {
-                fragments = Some(frame.payload.to_vec());
+            op::TEXT => fragments = Some(frame.payload.to_vec()),
+            op::BINARY if frame.fin => {
+                edge.reply(
+                    conn,
+                    None,
+                    ErrorCode::InvalidFrame,
+                    "binary frames are not supported",
+                    None,
+                );
             }
-            OpCode::Continuation => {
+            op::BINARY => fragments = None,
+            _ => {
+                // Continuation.
                 let Some(buf) = fragments.as_mut() else {
                     continue;
                 };
-                if buf.len() + frame.payload.len() > edge.config.max_message_bytes {
+                if buf.len() + frame.payload.len() > max {
                     conn.outbox.close(CloseCode::TooBig.as_u16());
                     return;
                 }
@@ -228,16 +239,6 @@ where
                     handle_text(edge, conn, &whole, &mut limiter).await;
                 }
             }
-            OpCode::Binary => {
-                edge.reply(
-                    conn,
-                    None,
-                    ErrorCode::InvalidFrame,
-                    "binary frames are not supported",
-                    None,
-                );
-            }
-            OpCode::Ping | OpCode::Pong => {}
         }
         if limiter.refused_in_a_row >= edge.config.abuse_limit {
             tracing::info!(conn_id = conn.id, biz = %conn.biz, client_id = %conn.client, "closing abusive connection");
