@@ -228,7 +228,7 @@ impl Edge {
                 let now = inner.started.elapsed().as_secs();
                 inner.clock.store(now, Ordering::Relaxed);
                 let unix = switchboard_runtime::now_ms() / 1000;
-                for c in inner.registry.all() {
+                inner.registry.for_each(|c| {
                     if c.expires_at != 0 && unix >= c.expires_at {
                         if c.outbox.close(CloseCode::TokenExpired.as_u16()) {
                             tracing::debug!(conn_id = c.id, biz = %c.biz, client_id = %c.client, "token expired");
@@ -237,7 +237,7 @@ impl Edge {
                     {
                         tracing::debug!(conn_id = c.id, biz = %c.biz, client_id = %c.client, "idle timeout");
                     }
-                }
+                });
             }
         });
     }

@@ -189,6 +189,14 @@ impl Registry {
         self.inner.read().conns.values().cloned().collect()
     }
 
+    /// Calls `f` for every connection under the read lock (no allocation;
+    /// `f` must be quick and must not touch the registry).
+    pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
+        for c in self.inner.read().conns.values() {
+            f(c);
+        }
+    }
+
     /// Adds a connection to a group. False if the connection is unknown.
     pub fn bind(&self, id: u64, group: &str) -> bool {
         let mut inner = self.inner.write();

@@ -110,7 +110,12 @@ struct Seen {
     out_of_order: u64,
 }
 
-fn spawn_receiver(mut rx: Stream, expect_mode: u64, stop: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Seen> {
+fn spawn_receiver(
+    mut rx: Stream,
+    expect_mode: u64,
+    stop: Arc<AtomicUsize>,
+    total: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Seen> {
     tokio::spawn(async move {
         let mut seen = Seen {
             lat: Latency::new(),
@@ -139,6 +144,7 @@ fn spawn_receiver(mut rx: Stream, expect_mode: u64, stop: Arc<AtomicUsize>) -> t
             let from = v["content"]["f"].as_u64().unwrap_or(0);
             seen.lat.record_ns(now_ns().saturating_sub(t));
             seen.received += 1;
+            total.fetch_add(1, Ordering::Relaxed);
             match last.get(&from) {
                 Some(&prev) if s == prev => seen.duplicates += 1,
                 Some(&prev) if s < prev => seen.out_of_order += 1,
@@ -150,8 +156,19 @@ fn spawn_receiver(mut rx: Stream, expect_mode: u64, stop: Arc<AtomicUsize>) -> t
     })
 }
 
+/// What the gateway acknowledged for a set of senders.
+#[derive(Default)]
+struct Acks {
+    /// Mode-2 replies with code 0.
+    ok: AtomicU64,
+    /// Sum of their `recipients`: the deliveries the gateway promised.
+    recipients: AtomicU64,
+    /// Mode-2 replies with another code.
+    errors: AtomicU64,
+}
+
 /// A writer task per sender: frames in, replies counted.
-fn spawn_sender(mut tx: Sink, mut rx: Stream, errors: Arc<AtomicU64>) -> mpsc::UnboundedSender<String> {
+fn spawn_sender(mut tx: Sink, mut rx: Stream, acks: Arc<Acks>) -> mpsc::UnboundedSender<String> {
     let (q, mut frames) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(f) = frames.recv().await {
@@ -164,8 +181,14 @@ fn spawn_sender(mut tx: Sink, mut rx: Stream, errors: Arc<AtomicU64>) -> mpsc::U
     tokio::spawn(async move {
         while let Some(Ok(m)) = rx.next().await {
             if let Some(v) = client::json(&m) {
-                if v["mode"] == 2 && v["code"] != 0 {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                if v["mode"] == 2 {
+                    if v["code"] == 0 {
+                        acks.ok.fetch_add(1, Ordering::Relaxed);
+                        let n = v["data"]["recipients"].as_u64().unwrap_or(0);
+                        acks.recipients.fetch_add(n, Ordering::Relaxed);
+                    } else {
+                        acks.errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -173,30 +196,59 @@ fn spawn_sender(mut tx: Sink, mut rx: Stream, errors: Arc<AtomicU64>) -> mpsc::U
     q
 }
 
+/// Waits (bounded) until every send is answered, then until deliveries
+/// stop arriving; returns how long the answers took after the last send.
+async fn settle(acks: &Acks, sent: u64, delivered: impl Fn() -> u64) -> Duration {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(15);
+    while acks.ok.load(Ordering::Relaxed) + acks.errors.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answered = t0.elapsed();
+    let mut last = delivered();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = delivered();
+        if now == last || Instant::now() > deadline {
+            break;
+        }
+        last = now;
+    }
+    answered
+}
+
 fn split(ws: Ws) -> (Sink, Stream) {
     ws.split()
 }
 
 /// Sends `total` frames open-loop at `rate`/s through `senders`
-/// (round-robin); the frame's intended send time is embedded, so a stall
-/// shows up as latency (no coordinated omission).
+/// (round-robin). The scheduler never waits on the system under test (it
+/// hands frames to unbounded per-sender queues), so a stall of the gateway
+/// cannot slow the offered load: no coordinated omission. The timestamp is
+/// taken at the hand-off, not at the intended time, because tokio's timer
+/// wakes on a 1 ms grid and that jitter belongs to the load generator.
+/// Returns (frames sent, worst lag behind the schedule in µs).
 async fn open_loop(
     rate: u64,
     duration: Duration,
     senders: &[mpsc::UnboundedSender<String>],
     frame: impl Fn(usize, u64, u64) -> String,
-) -> u64 {
+) -> (u64, u64) {
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let start = Instant::now();
-    let start_ns = now_ns();
+    let mut worst_lag = Duration::ZERO;
     for k in 0..total {
-        let offset = Duration::from_secs_f64(k as f64 / rate as f64);
-        tokio::time::sleep_until((start + offset).into()).await;
-        let intended = start_ns + u64::try_from(offset.as_nanos()).unwrap_or(0);
+        let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            tokio::time::sleep_until(due.into()).await;
+        } else {
+            worst_lag = worst_lag.max(now - due);
+        }
         let i = (k as usize) % senders.len();
-        let _ = senders[i].send(frame(i, k / senders.len() as u64, intended));
+        let _ = senders[i].send(frame(i, k / senders.len() as u64, now_ns()));
     }
-    total
+    (total, u64::try_from(worst_lag.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// `unicast`: pairs across targets 0 and 1, open-loop at `rate`.
@@ -219,26 +271,27 @@ pub(crate) async fn unicast(
     .await;
     anyhow::ensure!(failures == 0, "{failures} connections failed");
     let stop = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let acks = Arc::new(Acks::default());
+    let total = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for (i, ws) in clients.into_iter().enumerate() {
         let (tx, rx) = split(ws.context("missing client")?);
         if i % 2 == 0 {
-            senders.push(spawn_sender(tx, rx, errors.clone()));
+            senders.push(spawn_sender(tx, rx, acks.clone()));
         } else {
-            receivers.push((spawn_receiver(rx, 100, stop.clone()), tx));
+            receivers.push((spawn_receiver(rx, 100, stop.clone(), total.clone()), tx));
         }
     }
     let pad = "x".repeat(size);
     let biz_prefix = common.prefix.clone();
-    let sent = open_loop(rate, duration, &senders, |i, s, t| {
+    let (sent, lag_us) = open_loop(rate, duration, &senders, |i, s, t| {
         json!({"mode":100,"msgId":s.to_string(),"targetClientId":format!("{biz_prefix}-u{}", 2 * i + 1),
                "content":{"t":t,"s":s,"f":i,"p":pad}})
         .to_string()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tail = settle(&acks, sent, || total.load(Ordering::Relaxed)).await;
     stop.store(1, Ordering::Release);
     let mut lat = Latency::new();
     let (mut received, mut dups, mut ooo) = (0, 0, 0);
@@ -252,15 +305,31 @@ pub(crate) async fn unicast(
     let mut r = Report::new("unicast");
     r.set("pairs", pairs);
     r.set("offered_rate", rate);
+    let accepted = acks.ok.load(Ordering::Relaxed);
+    let promised = acks.recipients.load(Ordering::Relaxed);
     r.set("sent", sent);
+    r.set("accepted", accepted);
+    r.set(
+        "unanswered",
+        sent.saturating_sub(accepted + acks.errors.load(Ordering::Relaxed)),
+    );
     r.set("received", received);
-    r.set("lost", sent.saturating_sub(received));
+    r.set("lost", promised.saturating_sub(received));
     r.set("duplicates", dups);
     r.set("out_of_order", ooo);
-    r.set("send_errors", errors.load(Ordering::Relaxed));
+    r.set("send_errors", acks.errors.load(Ordering::Relaxed));
+    r.set("schedule_lag_max_us", lag_us);
+    r.set("answers_done_after_ms", tail.as_millis() as u64);
     r.set("latency", lat.summary());
-    if received < sent {
-        r.problems.push(format!("{} messages lost", sent - received));
+    if received < promised {
+        r.problems
+            .push(format!("{} accepted messages lost", promised - received));
+    }
+    if accepted < sent {
+        r.problems.push(format!(
+            "{} of {sent} sends not accepted (saturated or refused)",
+            sent - accepted
+        ));
     }
     if dups + ooo > 0 {
         r.problems.push(format!("{dups} duplicates, {ooo} out of order"));
@@ -296,27 +365,28 @@ pub(crate) async fn fanout(
     .await;
     anyhow::ensure!(failures == 0, "{failures} connections failed");
     let stop = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
+    let acks = Arc::new(Acks::default());
+    let total = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for (i, ws) in clients.into_iter().enumerate() {
         let (tx, rx) = split(ws.context("missing client")?);
         if i % size == 0 {
-            senders.push(spawn_sender(tx, rx, errors.clone()));
+            senders.push(spawn_sender(tx, rx, acks.clone()));
         } else {
-            receivers.push((spawn_receiver(rx, 200, stop.clone()), tx));
+            receivers.push((spawn_receiver(rx, 200, stop.clone(), total.clone()), tx));
         }
     }
     let prefix = common.prefix.clone();
     let started = Instant::now();
-    let sent = open_loop(rate, duration, &senders, |g, s, t| {
+    let (sent, lag_us) = open_loop(rate, duration, &senders, |g, s, t| {
         json!({"mode":200,"msgId":s.to_string(),"group":format!("{prefix}-g{g}"),"content":{"t":t,"s":s,"f":g}})
             .to_string()
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let send_window = started.elapsed();
+    settle(&acks, sent, || total.load(Ordering::Relaxed)).await;
     stop.store(1, Ordering::Release);
-    let elapsed = started.elapsed().saturating_sub(Duration::from_secs(2));
     let mut lat = Latency::new();
     let (mut received, mut dups) = (0, 0);
     for (h, _tx) in receivers {
@@ -325,20 +395,33 @@ pub(crate) async fn fanout(
         received += s.received;
         dups += s.duplicates;
     }
-    let expected = sent * (size as u64 - 1);
+    let expected = acks.recipients.load(Ordering::Relaxed);
+    let accepted = acks.ok.load(Ordering::Relaxed);
     let mut r = Report::new("fanout");
     r.set("groups", groups);
     r.set("group_size", size);
     r.set("group_sends", sent);
+    r.set("accepted", accepted);
     r.set("expected_deliveries", expected);
     r.set("deliveries", received);
     r.set("lost", expected.saturating_sub(received));
     r.set("duplicates", dups);
-    r.set("deliveries_per_sec", received as f64 / elapsed.as_secs_f64().max(1e-9));
-    r.set("send_errors", errors.load(Ordering::Relaxed));
+    r.set(
+        "deliveries_per_sec",
+        received as f64 / send_window.as_secs_f64().max(1e-9),
+    );
+    r.set("schedule_lag_max_us", lag_us);
+    r.set("send_errors", acks.errors.load(Ordering::Relaxed));
     r.set("latency", lat.summary());
     if received < expected {
-        r.problems.push(format!("{} deliveries lost", expected - received));
+        r.problems
+            .push(format!("{} promised deliveries lost", expected - received));
+    }
+    if accepted < sent {
+        r.problems.push(format!(
+            "{} of {sent} group sends not accepted (saturated or refused)",
+            sent - accepted
+        ));
     }
     Ok(r)
 }
