@@ -69,6 +69,41 @@ pub(crate) async fn connect(target: &str, source: IpAddr, query: &str) -> anyhow
     Ok((ws, started.elapsed()))
 }
 
+/// The fields of a delivery the scenarios read; parsed without building a
+/// JSON tree (the load generator shares the machine with the gateway, so
+/// its own CPU per frame matters).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct Delivery {
+    pub(crate) mode: u16,
+    #[serde(default)]
+    pub(crate) content: Probe,
+}
+
+/// The load generator's own fields inside `content`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct Probe {
+    /// Send time, ns of [`now_ns`].
+    #[serde(default)]
+    pub(crate) t: u64,
+    /// Sequence number per sender.
+    #[serde(default)]
+    pub(crate) s: u64,
+    /// Sender index.
+    #[serde(default)]
+    pub(crate) f: u64,
+    /// Broadcast repetition.
+    #[serde(default)]
+    pub(crate) r: Option<u64>,
+}
+
+/// Parses a delivery frame, `None` for anything that is not one.
+pub(crate) fn delivery(msg: &Message) -> Option<Delivery> {
+    match msg {
+        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
+        _ => None,
+    }
+}
+
 /// Parses a text frame, `None` for anything else.
 pub(crate) fn json(msg: &Message) -> Option<Value> {
     match msg {

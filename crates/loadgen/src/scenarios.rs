@@ -135,13 +135,11 @@ fn spawn_receiver(
                     continue;
                 }
             };
-            let Some(v) = client::json(&msg) else { continue };
-            if v["mode"] != expect_mode {
+            let Some(d) = client::delivery(&msg) else { continue };
+            if u64::from(d.mode) != expect_mode {
                 continue;
             }
-            let t = v["content"]["t"].as_u64().unwrap_or(0);
-            let s = v["content"]["s"].as_u64().unwrap_or(0);
-            let from = v["content"]["f"].as_u64().unwrap_or(0);
+            let (t, s, from) = (d.content.t, d.content.s, d.content.f);
             seen.lat.record_ns(now_ns().saturating_sub(t));
             seen.received += 1;
             total.fetch_add(1, Ordering::Relaxed);
@@ -450,11 +448,11 @@ pub(crate) async fn broadcast(common: Common, n: usize, reps: usize, rate: u64) 
         tasks.push((
             tokio::spawn(async move {
                 while let Some(Ok(m)) = rx.next().await {
-                    let Some(v) = client::json(&m) else { continue };
-                    if v["mode"] != 300 {
+                    let Some(d) = client::delivery(&m) else { continue };
+                    if d.mode != 300 {
                         continue;
                     }
-                    let rep = v["content"]["r"].as_u64().unwrap_or(u64::MAX) as usize;
+                    let rep = d.content.r.unwrap_or(u64::MAX) as usize;
                     if rep < arrivals.len() {
                         last[rep].fetch_max(now_ns(), Ordering::Relaxed);
                         arrivals[rep].fetch_add(1, Ordering::Relaxed);
