@@ -215,6 +215,37 @@ async fn settle(acks: &Acks, sent: u64, delivered: impl Fn() -> u64) -> Duration
     answered
 }
 
+/// Senders (with their acknowledgements) and receivers of a run.
+struct Roles {
+    stop: Arc<AtomicUsize>,
+    acks: Arc<Acks>,
+    total: Arc<AtomicU64>,
+    senders: Vec<mpsc::UnboundedSender<String>>,
+    /// Each receiver's task, and its write half (kept open).
+    receivers: Vec<(tokio::task::JoinHandle<Seen>, Sink)>,
+}
+
+/// Client `i` sends if `is_sender(i)`, else receives deliveries of `mode`.
+fn roles(clients: Vec<Option<Ws>>, is_sender: impl Fn(usize) -> bool, mode: u64) -> anyhow::Result<Roles> {
+    let mut r = Roles {
+        stop: Arc::new(AtomicUsize::new(0)),
+        acks: Arc::new(Acks::default()),
+        total: Arc::new(AtomicU64::new(0)),
+        senders: Vec::new(),
+        receivers: Vec::new(),
+    };
+    for (i, ws) in clients.into_iter().enumerate() {
+        let (tx, rx) = split(ws.context("missing client")?);
+        if is_sender(i) {
+            r.senders.push(spawn_sender(tx, rx, r.acks.clone()));
+        } else {
+            let h = spawn_receiver(rx, mode, r.stop.clone(), r.total.clone());
+            r.receivers.push((h, tx));
+        }
+    }
+    Ok(r)
+}
+
 fn split(ws: Ws) -> (Sink, Stream) {
     ws.split()
 }
@@ -268,19 +299,13 @@ pub(crate) async fn unicast(
     )
     .await;
     anyhow::ensure!(failures == 0, "{failures} connections failed");
-    let stop = Arc::new(AtomicUsize::new(0));
-    let acks = Arc::new(Acks::default());
-    let total = Arc::new(AtomicU64::new(0));
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for (i, ws) in clients.into_iter().enumerate() {
-        let (tx, rx) = split(ws.context("missing client")?);
-        if i % 2 == 0 {
-            senders.push(spawn_sender(tx, rx, acks.clone()));
-        } else {
-            receivers.push((spawn_receiver(rx, 100, stop.clone(), total.clone()), tx));
-        }
-    }
+    let Roles {
+        stop,
+        acks,
+        total,
+        senders,
+        receivers,
+    } = roles(clients, |i| i % 2 == 0, 100)?;
     let pad = "x".repeat(size);
     let biz_prefix = common.prefix.clone();
     let (sent, lag_us) = open_loop(rate, duration, &senders, |i, s, t| {
@@ -362,19 +387,13 @@ pub(crate) async fn fanout(
     )
     .await;
     anyhow::ensure!(failures == 0, "{failures} connections failed");
-    let stop = Arc::new(AtomicUsize::new(0));
-    let acks = Arc::new(Acks::default());
-    let total = Arc::new(AtomicU64::new(0));
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for (i, ws) in clients.into_iter().enumerate() {
-        let (tx, rx) = split(ws.context("missing client")?);
-        if i % size == 0 {
-            senders.push(spawn_sender(tx, rx, acks.clone()));
-        } else {
-            receivers.push((spawn_receiver(rx, 200, stop.clone(), total.clone()), tx));
-        }
-    }
+    let Roles {
+        stop,
+        acks,
+        total,
+        senders,
+        receivers,
+    } = roles(clients, |i| i % size == 0, 200)?;
     let prefix = common.prefix.clone();
     let started = Instant::now();
     let (sent, lag_us) = open_loop(rate, duration, &senders, |g, s, t| {

@@ -210,12 +210,12 @@ impl Router {
                 .await;
             }
         }
-        let groups: Vec<Arc<str>> = info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+        let groups = &info.groups;
         self.notify(
             PresenceEvent::Online,
             &info.biz,
             &info.client,
-            &groups,
+            groups,
             Some((&info.node, info.conn)),
         )
         .await;
@@ -268,8 +268,8 @@ impl Router {
             match self.inner.store.delete(&key, v.revision).await {
                 Ok(()) => {
                     self.index_delete(&d.biz, &d.client, v.revision);
-                    let groups: Vec<Arc<str>> = v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-                    self.notify(PresenceEvent::Offline, &d.biz, &d.client, &groups, None)
+                    let groups = &v.value.groups;
+                    self.notify(PresenceEvent::Offline, &d.biz, &d.client, groups, None)
                         .await;
                     return ConnectReply { code: 0 };
                 }
@@ -343,12 +343,12 @@ impl Router {
                     match self.inner.store.create(&key, &value).await {
                         Ok(rev) => {
                             self.index_put(&value, rev);
-                            let groups: Vec<Arc<str>> = info.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+                            let groups = &info.groups;
                             self.notify(
                                 PresenceEvent::Online,
                                 &info.biz,
                                 &info.client,
-                                &groups,
+                                groups,
                                 Some((&info.node, info.conn)),
                             )
                             .await;
@@ -633,8 +633,8 @@ impl Router {
         };
         if self.inner.store.delete(&key, v.revision).await.is_ok() {
             self.index_delete(biz, client, v.revision);
-            let groups: Vec<Arc<str>> = v.value.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-            self.notify(PresenceEvent::Offline, biz, client, &groups, None).await;
+            let groups = &v.value.groups;
+            self.notify(PresenceEvent::Offline, biz, client, groups, None).await;
         }
         if found {
             Ok(())
@@ -666,12 +666,12 @@ impl Router {
 
     /// Sends presence notices for `client` to the other members of each of
     /// `groups` (or of the bizCode), skipping groups over the size limit.
-    async fn notify(
+    async fn notify<G: AsRef<str>>(
         &self,
         event: PresenceEvent,
         biz: &str,
         client: &str,
-        groups: &[Arc<str>],
+        groups: &[G],
         skip: Option<(&str, u64)>,
     ) {
         let limit = self.inner.config.notice_max_members;
@@ -682,7 +682,7 @@ impl Router {
             match self.inner.config.presence_notices {
                 NoticeScope::Off => return,
                 NoticeScope::Groups => {
-                    for g in groups {
+                    for g in groups.iter().map(AsRef::as_ref) {
                         let Some(group) = ix.group(biz, g) else {
                             continue;
                         };
