@@ -8,7 +8,8 @@
 //! - [`store`]: the presence store seam (JetStream KV, in-memory).
 //! - [`index`]: the in-memory presence index.
 //! - [`link`]: the router → edge seam.
-//! - [`core`]: connect / disconnect / route / resync / liveness.
+//! - [`core`]: presence (connect, disconnect, resync, drain); its child
+//!   modules: routing and notices, node liveness, API operations.
 //! - [`api`]: the backend HTTP push API (`/api/websocket/*`).
 //! - [`nats`]: serving the router subjects, the KV watch, the edge link.
 

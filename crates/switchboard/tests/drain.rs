@@ -44,12 +44,19 @@ async fn sigterm_drains_an_edge_and_clients_move_to_another() {
     let clean = sigterm.elapsed();
     assert!(clean < Duration::from_millis(2500), "presence took {clean:?}");
 
-    // Every client gets 1012, spread over the window.
+    // Every client gets 1012, spread over the window (each close timed on
+    // its own task, so one slow read does not hide the spread).
+    let closes = movers.drain(..).map(|mut m| {
+        tokio::spawn(async move {
+            let closed = m.closed_within(Duration::from_secs(8)).await.0;
+            (closed.map(|c| c.code), sigterm.elapsed())
+        })
+    });
     let mut closed_at = Vec::new();
-    for m in &mut movers {
-        let closed = m.closed_within(Duration::from_secs(8)).await.0;
-        assert_eq!(closed.map(|c| c.code), Some(1012));
-        closed_at.push(sigterm.elapsed());
+    for h in futures_util::future::join_all(closes).await {
+        let (code, at) = h.expect("close task");
+        assert_eq!(code, Some(1012));
+        closed_at.push(at);
     }
     let first = closed_at.iter().min().copied().unwrap_or_default();
     let last = closed_at.iter().max().copied().unwrap_or_default();

@@ -1,0 +1,122 @@
+//! Node liveness: heartbeats, silent-node detection and purge.
+
+use super::*;
+
+impl Router {
+    pub(super) fn heard(&self, node: &str) -> bool {
+        let mut nodes = self.inner.nodes.lock();
+        match nodes.get_mut(node) {
+            Some(s) => {
+                s.last_heard = Instant::now();
+                std::mem::replace(&mut s.dead, false)
+            }
+            None => {
+                nodes.insert(
+                    node.into(),
+                    NodeState {
+                        last_heard: Instant::now(),
+                        dead: false,
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// Records a node heartbeat. A node we had declared dead is asked to
+    /// resync (it was only partitioned or paused).
+    pub async fn heartbeat(&self, hb: Heartbeat) {
+        if self.heard(&hb.node) {
+            tracing::info!(node_id = %hb.node, "purged node is alive again, asking it to resync");
+            let _ = self.inner.edges.send(&hb.node, NodeCommand::Resync).await;
+        }
+    }
+
+    /// Checks node liveness every second until `shutdown`, purging the
+    /// presence of nodes silent for longer than `node_timeout`.
+    pub fn spawn_liveness(&self, shutdown: CancellationToken) {
+        let router = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut n = 0u64;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                n += 1;
+                if n.is_multiple_of(120) {
+                    router.inner.index.lock().prune_tombstones(Duration::from_secs(120));
+                }
+                for node in router.expired_nodes() {
+                    router.purge_node(&node).await;
+                }
+            }
+        });
+    }
+
+    pub(super) fn expired_nodes(&self) -> Vec<Arc<str>> {
+        let timeout = self.inner.config.node_timeout;
+        let mut nodes = self.inner.nodes.lock();
+        // Nodes that appear only in the index (learned from the watch) are
+        // tracked from the moment we first saw them.
+        {
+            let ix = self.inner.index.lock();
+            for node in ix.nodes() {
+                nodes.entry(node.clone()).or_insert(NodeState {
+                    last_heard: Instant::now(),
+                    dead: false,
+                });
+            }
+        }
+        let mut expired = Vec::new();
+        let ix = self.inner.index.lock();
+        nodes.retain(|node, s| {
+            if s.last_heard.elapsed() < timeout {
+                return true;
+            }
+            let has_entries = !ix.node_entries(node).is_empty();
+            if !s.dead || has_entries {
+                s.dead = true;
+                expired.push(node.clone());
+            }
+            // Forget long-dead nodes without entries.
+            has_entries || s.last_heard.elapsed() < timeout * 20
+        });
+        expired
+    }
+
+    pub(super) async fn purge_node(&self, node: &str) {
+        let entries = self.inner.index.lock().node_entries(node);
+        if entries.is_empty() {
+            return;
+        }
+        tracing::warn!(node_id = %node, entries = entries.len(), "node silent, purging its presence");
+        let mut purged = 0usize;
+        for (biz, client, entry) in entries {
+            let key = presence_key(&biz, &client);
+            match self.inner.store.delete(&key, entry.revision).await {
+                Ok(()) => {
+                    purged += 1;
+                    self.index_delete(&biz, &client, entry.revision);
+                    self.notify(PresenceEvent::Offline, &biz, &client, &entry.groups, None)
+                        .await;
+                }
+                Err(StoreError::WrongRevision) => {
+                    // Changed under us (another router purged it, or the
+                    // client reconnected): re-read so the index catches up.
+                    if let Ok(v) = self.inner.store.get(&key).await {
+                        match v {
+                            Some(v) => self.index_put(&v.value, v.revision),
+                            None => self.index_delete(&biz, &client, entry.revision),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(node_id = %node, error = %e, "purge failed, will retry"),
+            }
+        }
+        if purged > 0 {
+            self.inner.metrics.nodes_purged.inc();
+        }
+    }
+}
