@@ -63,6 +63,9 @@ pub struct Metrics {
     pub nats_reconnects: Counter,
     /// Nodes purged after their heartbeats stopped.
     pub nodes_purged: Counter,
+    /// Times the NATS client dropped messages of a subscription that fell
+    /// behind (deliveries or requests were lost).
+    pub nats_slow_consumer: Counter,
     /// Handshakes refused before the upgrade.
     pub handshake_refusals: Counter,
     api_requests: Family<Labels, Counter>,
@@ -115,6 +118,12 @@ impl Metrics {
         registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
         let nodes_purged = Counter::default();
         registry.register("nodes_purged", "Edge nodes purged after silence", nodes_purged.clone());
+        let nats_slow_consumer = Counter::default();
+        registry.register(
+            "nats_slow_consumer",
+            "Times the NATS client dropped messages of a subscription that fell behind",
+            nats_slow_consumer.clone(),
+        );
         let handshake_refusals = Counter::default();
         registry.register(
             "handshake_refusals",
@@ -149,6 +158,7 @@ impl Metrics {
             presence_entries,
             nats_reconnects,
             nodes_purged,
+            nats_slow_consumer,
             handshake_refusals,
         }
     }

@@ -133,6 +133,10 @@ pub async fn connect(
                             *s = LinkState::Down;
                         });
                     }
+                    Event::SlowConsumer(sid) => {
+                        metrics.nats_slow_consumer.inc();
+                        tracing::warn!(sid, "NATS subscription fell behind: messages were dropped");
+                    }
                     other => tracing::info!(event = %other, "NATS event"),
                 }
             }
