@@ -344,19 +344,7 @@ pub(crate) async fn unicast(
     r.set("schedule_lag_max_us", lag_us);
     r.set("answers_done_after_ms", tail.as_millis() as u64);
     r.set("latency", lat.summary());
-    if received < promised {
-        r.problems
-            .push(format!("{} accepted messages lost", promised - received));
-    }
-    if accepted < sent {
-        r.problems.push(format!(
-            "{} of {sent} sends not accepted (saturated or refused)",
-            sent - accepted
-        ));
-    }
-    if dups + ooo > 0 {
-        r.problems.push(format!("{dups} duplicates, {ooo} out of order"));
-    }
+    check_delivery(&mut r, promised, received, accepted, sent, "sends");
     Ok(r)
 }
 
@@ -430,17 +418,23 @@ pub(crate) async fn fanout(
     r.set("schedule_lag_max_us", lag_us);
     r.set("send_errors", acks.errors.load(Ordering::Relaxed));
     r.set("latency", lat.summary());
-    if received < expected {
+    check_delivery(&mut r, expected, received, accepted, sent, "group sends");
+    Ok(r)
+}
+
+/// Records loss (promised deliveries that did not arrive) and saturation
+/// (sends the gateway did not accept in time) as problems of the run.
+fn check_delivery(r: &mut Report, promised: u64, received: u64, accepted: u64, sent: u64, what: &str) {
+    if received < promised {
         r.problems
-            .push(format!("{} promised deliveries lost", expected - received));
+            .push(format!("{} promised deliveries lost", promised - received));
     }
     if accepted < sent {
         r.problems.push(format!(
-            "{} of {sent} group sends not accepted (saturated or refused)",
+            "{} of {sent} {what} not accepted (saturated or refused)",
             sent - accepted
         ));
     }
-    Ok(r)
 }
 
 /// `broadcast`: one broadcast at a time to `n` clients; time to the last

@@ -215,16 +215,15 @@ impl Router {
                 .await;
             }
         }
-        let groups = &info.groups;
-        self.notify(
-            PresenceEvent::Online,
-            &info.biz,
-            &info.client,
-            groups,
-            Some((&info.node, info.conn)),
-        )
-        .await;
+        self.notify_online(&info).await;
         ConnectReply { code: 0 }
+    }
+
+    /// Online notices for a connection that just entered presence.
+    async fn notify_online(&self, info: &ConnInfo) {
+        let skip = Some((info.node.as_str(), info.conn));
+        self.notify(PresenceEvent::Online, &info.biz, &info.client, &info.groups, skip)
+            .await;
     }
 
     /// Applies our own write to the index and returns the entry it replaced
@@ -348,15 +347,7 @@ impl Router {
                     match self.inner.store.create(&key, &value).await {
                         Ok(rev) => {
                             self.index_put(&value, rev);
-                            let groups = &info.groups;
-                            self.notify(
-                                PresenceEvent::Online,
-                                &info.biz,
-                                &info.client,
-                                groups,
-                                Some((&info.node, info.conn)),
-                            )
-                            .await;
+                            self.notify_online(&info).await;
                         }
                         Err(StoreError::WrongRevision) => {}
                         Err(e) => {
