@@ -165,7 +165,7 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let (client, _link) = nats::connect(&config.nats, "switchboard-router", health.clone(), metrics.clone())
+    let (client, link) = nats::connect(&config.nats, "switchboard-router", health.clone(), metrics.clone())
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let js = async_nats::jetstream::new(client.clone());
@@ -184,7 +184,7 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
-    router.spawn_liveness(shutdown.clone());
+    router.spawn_liveness(shutdown.clone(), link);
     let listener = bind(config.router.listen).await?;
     let addr = listener.local_addr()?;
     let api = Api::new(router.clone(), api_config(&config, false), health.clone(), metrics);

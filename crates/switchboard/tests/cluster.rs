@@ -264,3 +264,35 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
     assert_eq!(b.recv_mode(2).await["data"]["recipients"], 1);
     assert_eq!(a.recv_mode(200).await["msgId"], "back");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_longer_than_the_node_timeout_purges_nobody() {
+    let mut c = Cluster::start(2, 1, &[]).await;
+    let router = c.router_addr(0);
+    let (mut a, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=a&group=g")).await;
+    let (mut b, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=b&group=g")).await;
+    assert_eq!(notice(&mut a).await, ("online".into(), "b".into(), "g".into()));
+
+    // NATS is away for longer than router.node_timeout (6 s): the edges were
+    // silent only because the router could not hear them.
+    c.nats.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    c.nats.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, r) = api(&router, "d1", "get_online_list", json!({})).await;
+        if st == 200 {
+            assert_eq!(r["data"]["list"], json!(["a", "b"]), "clients were purged: {r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "router did not recover: {st} {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give a wrongful purge time to happen, then check nobody was told
+    // anyone went offline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, r) = api(&router, "d1", "get_online_list", json!({})).await;
+    assert_eq!(r["data"]["list"], json!(["a", "b"]), "clients were purged: {r}");
+    a.expect_silence(QUIET).await;
+    b.expect_silence(QUIET).await;
+}

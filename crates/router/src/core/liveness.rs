@@ -1,6 +1,8 @@
 //! Node liveness: heartbeats, silent-node detection and purge.
 
 use super::*;
+use switchboard_runtime::nats::LinkState;
+use tokio::sync::watch;
 
 impl Router {
     pub(super) fn heard(&self, node: &str) -> bool {
@@ -32,13 +34,18 @@ impl Router {
         }
     }
 
-    /// Checks node liveness every second until `shutdown`, purging the
+    /// Checks node liveness twice a second until `shutdown`, purging the
     /// presence of nodes silent for longer than `node_timeout`.
-    pub fn spawn_liveness(&self, shutdown: CancellationToken) {
+    ///
+    /// Silence only counts while this router's own bus link is up (`link`):
+    /// during an outage no heartbeat can arrive, so nothing is judged, and
+    /// when the link comes back every node gets a fresh timeout window.
+    pub fn spawn_liveness(&self, shutdown: CancellationToken, mut link: watch::Receiver<(u64, LinkState)>) {
         let router = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut n = 0u64;
+            let mut was_up = true;
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
@@ -48,11 +55,30 @@ impl Router {
                 if n.is_multiple_of(120) {
                     router.inner.index.lock().prune_tombstones(Duration::from_secs(120));
                 }
+                let up = link.borrow_and_update().1 == LinkState::Up;
+                if !up {
+                    was_up = false;
+                    continue;
+                }
+                if !was_up {
+                    was_up = true;
+                    router.restart_liveness_window();
+                    tracing::info!("bus link back: every node gets a fresh liveness window");
+                    continue;
+                }
                 for node in router.expired_nodes() {
                     router.purge_node(&node).await;
                 }
             }
         });
+    }
+
+    /// Every known node counts as heard now.
+    fn restart_liveness_window(&self) {
+        let now = Instant::now();
+        for s in self.inner.nodes.lock().values_mut() {
+            s.last_heard = now;
+        }
     }
 
     pub(super) fn expired_nodes(&self) -> Vec<Arc<str>> {
