@@ -79,7 +79,7 @@ pub(crate) struct EdgeInner {
     /// Checks client tokens; `None` when authentication is off.
     pub(crate) verifier: Option<Arc<Verifier>>,
     /// Set by drain once presence of every connection was removed.
-    presence_dropped: std::sync::atomic::AtomicBool,
+    presence_dropped: Arc<std::sync::atomic::AtomicBool>,
     /// bizCodes known to be registered.
     known_biz: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Sessions and disconnect tasks, awaited on drain.
@@ -126,13 +126,22 @@ impl EdgeInner {
             return;
         }
         let router = self.router.clone();
+        let dropped = self.presence_dropped.clone();
         self.tasks.spawn(async move {
-            for attempt in 0..5u32 {
+            // Retried until a router answers (a bus outage can last long) or
+            // the node drains, which removes its whole presence anyway.
+            // Idempotent: the router removes the entry only if it is still
+            // this connection's.
+            let mut attempt = 0u32;
+            while !dropped.load(Ordering::Acquire) {
                 match router.disconnect(d.clone()).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(conn_id = d.conn, biz = %d.biz, client_id = %d.client, error = %e, attempt, "disconnect not acknowledged, retrying");
-                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        if attempt < 3 || attempt.is_multiple_of(30) {
+                            tracing::warn!(conn_id = d.conn, biz = %d.biz, client_id = %d.client, error = %e, attempt, "disconnect not acknowledged, retrying");
+                        }
+                        tokio::time::sleep(Duration::from_millis((200u64 << attempt.min(3)).min(2000))).await;
+                        attempt += 1;
                     }
                 }
             }
@@ -161,7 +170,7 @@ impl Edge {
                 health,
                 verifier,
                 known_biz: parking_lot::Mutex::new(std::collections::HashSet::new()),
-                presence_dropped: std::sync::atomic::AtomicBool::new(false),
+                presence_dropped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
                 clock: AtomicU64::new(0),
