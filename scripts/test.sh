@@ -28,6 +28,9 @@ bash scripts/chart-check.sh
 echo "== OpenAPI: schemathesis against a live standalone"
 bash scripts/openapi-check.sh
 
+echo "== load generator smoke (every scenario, briefly)"
+bash scripts/loadgen-smoke.sh
+
 echo "== k6 smoke against the local cluster"
 bash scripts/k6-smoke.sh
 

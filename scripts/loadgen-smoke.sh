@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# CI smoke of the load generator: every scenario, briefly, against a debug
+# `switchboard standalone`; each run must report "ok": true (no loss, no
+# drift, no failed connects). Figures come from scripts/bench.py, not here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build -q -p switchboard -p switchboard-loadgen
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+key="loadgen-smoke-key-0123456789"
+log=$(mktemp)
+SWITCHBOARD_STANDALONE__LISTEN="127.0.0.1:$port" SWITCHBOARD_API_KEY="$key" \
+  SWITCHBOARD_EDGE__RATE_PER_SEC=100000 SWITCHBOARD_EDGE__RATE_BURST=100000 \
+  ./target/debug/switchboard standalone >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
+for _ in $(seq 1 200); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  sleep 0.05
+done
+
+LG=./target/debug/switchboard-loadgen
+T="ws://127.0.0.1:$port/ws"
+run() {
+  local out
+  out=$("$LG" "$@" --targets "$T" --deadline 60s 2>/dev/null | tail -n 1)
+  echo "$out"
+  case "$out" in
+    *'"ok":true'*) ;;
+    *) echo "loadgen smoke failed: $*" >&2; tail -20 "$log" >&2; exit 1 ;;
+  esac
+}
+run idle --connections 200 --hold 1s
+run unicast --pairs 10 --rate 200 --duration 2s
+run fanout --groups 3 --group-size 10 --rate 30 --duration 2s
+run broadcast --clients 200 --repetitions 5 --rate 10
+run churn --pool 50 --rate 50 --duration 2s --api "http://127.0.0.1:$port" --api-key "$key"
+echo "loadgen smoke: ok"
