@@ -6,18 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build -q -p switchboard -p switchboard-loadgen
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-key="loadgen-smoke-key-0123456789"
-log=$(mktemp)
-SWITCHBOARD_STANDALONE__LISTEN="127.0.0.1:$port" SWITCHBOARD_API_KEY="$key" \
-  SWITCHBOARD_EDGE__RATE_PER_SEC=100000 SWITCHBOARD_EDGE__RATE_BURST=100000 \
-  ./target/debug/switchboard standalone >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.05
-done
+source scripts/standalone.sh
+start_standalone "loadgen-smoke-key-0123456789"
 
 LG=./target/debug/switchboard-loadgen
 T="ws://127.0.0.1:$port/ws"

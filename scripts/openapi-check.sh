@@ -14,17 +14,8 @@ if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
 fi
 
 cargo build -q -p switchboard
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-key="openapi-check-key-$(date +%s)-0123456789"
-log=$(mktemp)
-SWITCHBOARD_STANDALONE__LISTEN="127.0.0.1:$port" SWITCHBOARD_API_KEY="$key" \
-  SWITCHBOARD_EDGE__RATE_PER_SEC=100000 ./target/debug/switchboard standalone >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 200); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.05
-done
+source scripts/standalone.sh
+start_standalone "openapi-check-key-$(date +%s)-0123456789"
 
 set +e
 schemathesis run docs/openapi.yaml \

@@ -76,16 +76,14 @@ fn id(common: &Common, kind: &str, i: usize) -> String {
     format!("{}-{kind}{i}", common.prefix)
 }
 
+/// The handshake query of client `i` of a kind.
+fn query(common: &Common, kind: &str, i: usize) -> String {
+    format!("bizCode={}&clientId={}", common.biz, id(common, kind, i))
+}
+
 /// `idle`: open, hold, report connect rate and connect→welcome latency.
 pub(crate) async fn idle(common: Common, n: usize, rate: u64, hold: Duration) -> anyhow::Result<Report> {
-    let (clients, lat, failures, took) = open_many(
-        &common,
-        n,
-        rate,
-        |i| i,
-        |i| format!("bizCode={}&clientId={}", common.biz, id(&common, "i", i)),
-    )
-    .await;
+    let (clients, lat, failures, took) = open_many(&common, n, rate, |i| i, |i| query(&common, "i", i)).await;
     let open = clients.iter().filter(|c| c.is_some()).count();
     let mut r = Report::new("idle");
     r.set("connections", open);
@@ -290,14 +288,7 @@ pub(crate) async fn unicast(
 ) -> anyhow::Result<Report> {
     let n = pairs * 2;
     // Even: senders on target 0; odd: receivers on target 1.
-    let (clients, _, failures, _) = open_many(
-        &common,
-        n,
-        0,
-        |i| i % 2,
-        |i| format!("bizCode={}&clientId={}", common.biz, id(&common, "u", i)),
-    )
-    .await;
+    let (clients, _, failures, _) = open_many(&common, n, 0, |i| i % 2, |i| query(&common, "u", i)).await;
     anyhow::ensure!(failures == 0, "{failures} connections failed");
     let Roles {
         stop,
@@ -440,14 +431,7 @@ fn check_delivery(r: &mut Report, promised: u64, received: u64, accepted: u64, s
 /// `broadcast`: one broadcast at a time to `n` clients; time to the last
 /// delivery per broadcast.
 pub(crate) async fn broadcast(common: Common, n: usize, reps: usize, rate: u64) -> anyhow::Result<Report> {
-    let (clients, lat_connect, failures, took) = open_many(
-        &common,
-        n + 1,
-        0,
-        |i| i,
-        |i| format!("bizCode={}&clientId={}", common.biz, id(&common, "b", i)),
-    )
-    .await;
+    let (clients, lat_connect, failures, took) = open_many(&common, n + 1, 0, |i| i, |i| query(&common, "b", i)).await;
     anyhow::ensure!(failures == 0, "{failures} connections failed");
     let mut clients = clients.into_iter();
     let sender = clients.next().flatten().context("missing sender")?;
@@ -543,14 +527,7 @@ pub(crate) async fn churn(
     api: String,
     key: String,
 ) -> anyhow::Result<Report> {
-    let (initial, _, failures0, _) = open_many(
-        &common,
-        pool,
-        0,
-        |i| i,
-        |i| format!("bizCode={}&clientId={}", common.biz, id(&common, "c", i)),
-    )
-    .await;
+    let (initial, _, failures0, _) = open_many(&common, pool, 0, |i| i, |i| query(&common, "c", i)).await;
     let live: Arc<Mutex<VecDeque<Ws>>> = Arc::new(Mutex::new(initial.into_iter().flatten().collect()));
     let connects = Arc::new(AtomicU64::new(0));
     let disconnects = Arc::new(AtomicU64::new(0));
@@ -577,7 +554,7 @@ pub(crate) async fn churn(
         let i = pool + k;
         let target = common.targets[i % common.targets.len()].clone();
         let source = common.sources[i % common.sources.len()];
-        let q = format!("bizCode={}&clientId={}", common.biz, id(&common, "c", i));
+        let q = query(&common, "c", i);
         let (live, connects, failures, lat) = (live.clone(), connects.clone(), failures.clone(), lat.clone());
         set.spawn(async move {
             match client::connect(&target, source, &q).await {

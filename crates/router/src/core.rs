@@ -40,6 +40,18 @@ struct NodeState {
     dead: bool,
 }
 
+/// The presence entry of a connection, stamped now.
+fn presence_value(info: &ConnInfo) -> PresenceValue {
+    PresenceValue {
+        node: info.node.clone(),
+        conn: info.conn,
+        biz: info.biz.clone(),
+        client: info.client.clone(),
+        groups: info.groups.clone(),
+        since: now_ms(),
+    }
+}
+
 /// The router. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
@@ -148,14 +160,7 @@ impl Router {
     pub async fn connect(&self, info: ConnInfo) -> ConnectReply {
         self.heard(&info.node);
         let key = presence_key(&info.biz, &info.client);
-        let value = PresenceValue {
-            node: info.node.clone(),
-            conn: info.conn,
-            biz: info.biz.clone(),
-            client: info.client.clone(),
-            groups: info.groups.clone(),
-            since: now_ms(),
-        };
+        let value = presence_value(&info);
         // Create first (one round trip for a new client); on conflict read
         // the latest entry and replace it, compare-and-set on its revision.
         let mut current: Option<Versioned> = None;
@@ -336,14 +341,7 @@ impl Router {
                         .await;
                 }
                 Ok(None) => {
-                    let value = PresenceValue {
-                        node: info.node.clone(),
-                        conn: info.conn,
-                        biz: info.biz.clone(),
-                        client: info.client.clone(),
-                        groups: info.groups.clone(),
-                        since: now_ms(),
-                    };
+                    let value = presence_value(&info);
                     match self.inner.store.create(&key, &value).await {
                         Ok(rev) => {
                             self.index_put(&value, rev);
