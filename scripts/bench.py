@@ -13,7 +13,7 @@ of --runs runs, the exact commands and the machine.
 import argparse, json, os, platform, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/switchboard")
+BIN = os.environ.get("SB_BIN") or os.path.join(ROOT, "target/release/switchboard")
 LG = os.path.join(ROOT, "target/release/switchboard-loadgen")
 KEY = "bench-key-0123456789abcdef"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -117,59 +117,67 @@ def run_suite(a):
     base_env = {"SWITCHBOARD_EDGE__RATE_PER_SEC": "1000000", "SWITCHBOARD_EDGE__RATE_BURST": "1000000",
                 "SWITCHBOARD_EDGE__HEARTBEAT": "600s", "SWITCHBOARD_ROUTER__PRESENCE_NOTICES": "off"}
     res = {}
-    # 1. idle memory and CPU, connect rate.
-    c = Cluster(base_env)
-    try:
-        t = c.targets()
-        before = [rss_bytes(e.pid) for e in c.edges]
-        n_per_proc = a.idle // a.procs
-        sample = {}
-        def at_ready():
-            time.sleep(2)
-            sample["rss"] = [rss_bytes(e.pid) for e in c.edges]
-            cpu0 = [cpu_seconds(e.pid) for e in c.edges]; t0 = time.time()
-            time.sleep(a.idle_window)
-            cpu1 = [cpu_seconds(e.pid) for e in c.edges]; dt = time.time() - t0
-            sample["idle_cpu_us_per_conn_s"] = sum(cpu1[i] - cpu0[i] for i in range(2)) / dt / a.idle * 1e6
-        reps = loadgen(["idle", "--targets", t, "--biz", "idle", "--connections", str(n_per_proc), "--hold", f"{a.idle_window + 4}s"], a.procs, at_ready)
-        conns = sum(r["connections"] for r in reps)
-        per_edge = conns / 2
-        res["mem_per_conn_kib"] = statistics.mean((sample["rss"][i] - before[i]) / per_edge / 1024 for i in range(2))
-        res["idle_cpu_us"] = sample["idle_cpu_us_per_conn_s"]
-        res["idle_conns"] = conns
-        res["connect_rate"] = sum(r["connects_per_sec"] for r in reps)
-        res["idle_failures"] = sum(r["failures"] for r in reps)
-    finally:
-        c.stop()
-    # 2. connect latency at a fixed rate (5k/s total).
-    c = Cluster(base_env)
-    try:
-        per = a.connect_rate // a.procs
-        reps = loadgen(["idle", "--targets", c.targets(), "--biz", "rate", "--connections", str(per * a.connect_secs), "--rate", str(per), "--hold", "1s"], a.procs)
-        res["connect_p99_ms_at_rate"] = max(pct(r["connect_to_welcome"], "p99_us") for r in reps) / 1000
-        res["connect_p50_ms_at_rate"] = statistics.median(pct(r["connect_to_welcome"], "p50_us") for r in reps) / 1000
-    finally:
-        c.stop()
-    # 3. unicast at 1k/s, 4. fan-out, 5. broadcast, 6. unicast throughput: one cluster.
-    c = Cluster(base_env)
-    try:
-        t = c.targets()
+    for name, section in SECTIONS:
+        if a.only and name not in a.only: continue
+        c = Cluster(base_env)
+        try: section(a, c, res)
+        finally: c.stop()
+    return res
+
+def idle_section(a, c, res):
+    """Idle memory and CPU, connect rate."""
+    t = c.targets()
+    before = [rss_bytes(e.pid) for e in c.edges]
+    n_per_proc = a.idle // a.procs
+    sample = {}
+    def at_ready():
+        time.sleep(2)
+        sample["rss"] = [rss_bytes(e.pid) for e in c.edges]
+        cpu0 = [cpu_seconds(e.pid) for e in c.edges]; t0 = time.time()
+        time.sleep(a.idle_window)
+        cpu1 = [cpu_seconds(e.pid) for e in c.edges]; dt = time.time() - t0
+        sample["idle_cpu_us_per_conn_s"] = sum(cpu1[i] - cpu0[i] for i in range(2)) / dt / a.idle * 1e6
+    reps = loadgen(["idle", "--targets", t, "--biz", "idle", "--connections", str(n_per_proc), "--hold", f"{a.idle_window + 4}s"], a.procs, at_ready)
+    conns = sum(r["connections"] for r in reps)
+    per_edge = conns / 2
+    res["mem_per_conn_kib"] = statistics.mean((sample["rss"][i] - before[i]) / per_edge / 1024 for i in range(2))
+    res["idle_cpu_us"] = sample["idle_cpu_us_per_conn_s"]
+    res["idle_conns"] = conns
+    res["connect_rate"] = sum(r["connects_per_sec"] for r in reps)
+    res["idle_failures"] = sum(r["failures"] for r in reps)
+
+def rate_section(a, c, res):
+    """Connect latency at a fixed rate (5k/s total)."""
+    per = a.connect_rate // a.procs
+    reps = loadgen(["idle", "--targets", c.targets(), "--biz", "rate", "--connections", str(per * a.connect_secs), "--rate", str(per), "--hold", "1s"], a.procs)
+    res["connect_p99_ms_at_rate"] = max(pct(r["connect_to_welcome"], "p99_us") for r in reps) / 1000
+    res["connect_p50_ms_at_rate"] = statistics.median(pct(r["connect_to_welcome"], "p50_us") for r in reps) / 1000
+
+def messages_section(a, c, res):
+    """Unicast at 1k/s, fan-out, broadcast, unicast throughput: one cluster."""
+    t = c.targets()
+    want = lambda name: not a.only_msg or name in a.only_msg
+    if want("unicast"):
         u = loadgen(["unicast", "--targets", t, "--biz", "uni", "--pairs", "50", "--rate", "1000", "--duration", f"{a.secs}s"])[0]
         res["unicast"] = u["latency"]; res["unicast_lost"] = u["lost"] + (u["sent"] - u["accepted"])
+    if want("fanout"):
         cpu0 = sum(cpu_seconds(e.pid) for e in c.edges)
         f = loadgen(["fanout", "--targets", t, "--biz", "fan", "--groups", str(a.groups), "--group-size", str(a.group_size), "--rate", str(a.fan_rate), "--duration", f"{a.secs}s"])[0]
         cpu1 = sum(cpu_seconds(e.pid) for e in c.edges)
         res["fanout_deliveries"] = f["deliveries"]; res["fanout_lost"] = f["lost"]
-        # Coalesced: offer more than the writers keep up with, so frames queue.
+        # Coalesced: 16 members of a group send at once, so 16 frames queue
+        # for every member and go out in one write.
         cpu2 = sum(cpu_seconds(e.pid) for e in c.edges)
-        fq = loadgen(["fanout", "--targets", t, "--biz", "fanq", "--groups", str(a.groups), "--group-size", str(a.group_size), "--rate", str(a.fan_rate * 5), "--duration", f"{a.secs}s"])[0]
+        fq = loadgen(["fanout", "--targets", t, "--biz", "fanq", "--groups", str(a.groups), "--group-size", str(a.group_size), "--senders-per-group", "16", "--burst", "16", "--rate", str(a.fan_rate * 5), "--duration", f"{a.secs}s"])[0]
         cpu3 = sum(cpu_seconds(e.pid) for e in c.edges)
         res["fanout_queued_per_edge_cpu_s"] = fq["deliveries"] / max(cpu3 - cpu2, 1e-9)
         res["fanout_queued_lost"] = fq["lost"]
         res["fanout_per_edge_cpu_s"] = f["deliveries"] / max(cpu1 - cpu0, 1e-9)
         res["fanout_latency"] = f["latency"]
+    if want("broadcast"):
         b = loadgen(["broadcast", "--targets", t, "--biz", "bc", "--clients", str(a.bc_clients), "--repetitions", str(a.bc_reps), "--rate", "12", "--connect-concurrency", "512"])[0]
         res["broadcast"] = b["time_to_last_delivery"]; res["broadcast_rate"] = b["broadcasts_per_sec"]; res["broadcast_incomplete"] = b["incomplete"]
+    if want("tput"):
         best = 0
         for rate in a.tput_rates:
             r = loadgen(["unicast", "--targets", t, "--biz", f"tp{rate}", "--pairs", "200", "--rate", str(rate), "--duration", f"{max(3, a.secs // 2)}s"])[0]
@@ -178,27 +186,28 @@ def run_suite(a):
             if ok: best = rate
             else: break
         res["unicast_tput"] = best
-    finally:
-        c.stop()
-    # 7. churn.
-    c = Cluster(base_env)
-    try:
-        rss0 = [rss_bytes(e.pid) for e in c.edges]
-        ch = loadgen(["churn", "--targets", c.targets(), "--biz", "churn", "--pool", str(a.churn_pool), "--rate", str(a.churn_rate), "--duration", f"{a.churn_secs}s", "--api", f"http://127.0.0.1:{c.router_port}", "--api-key", KEY])[0]
-        rss1 = [rss_bytes(e.pid) for e in c.edges]
-        res["churn_drift"] = ch["presence_drift"]; res["churn_connects"] = ch["connects"]
-        res["churn_rss_growth_mib"] = (sum(rss1) - sum(rss0)) / 2**20
-        res["churn_failures"] = ch["failures"]
-    finally:
-        c.stop()
-    return res
+
+def churn_section(a, c, res):
+    rss0 = [rss_bytes(e.pid) for e in c.edges]
+    ch = loadgen(["churn", "--targets", c.targets(), "--biz", "churn", "--pool", str(a.churn_pool), "--rate", str(a.churn_rate), "--duration", f"{a.churn_secs}s", "--api", f"http://127.0.0.1:{c.router_port}", "--api-key", KEY])[0]
+    rss1 = [rss_bytes(e.pid) for e in c.edges]
+    res["churn_drift"] = ch["presence_drift"]; res["churn_connects"] = ch["connects"]
+    res["churn_rss_growth_mib"] = (sum(rss1) - sum(rss0)) / 2**20
+    res["churn_failures"] = ch["failures"]
+
+SECTIONS = [("idle", idle_section), ("rate", rate_section), ("messages", messages_section), ("churn", churn_section)]
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks.md"))
+    ap.add_argument("--only", default="", help="comma-separated sections (idle,rate,messages,churn) or message scenarios (unicast,fanout,broadcast,tput); prints results, writes no table")
     a = ap.parse_args()
+    only = [x for x in a.only.split(",") if x]
+    msg = {"unicast", "fanout", "broadcast", "tput"}
+    a.only_msg = [x for x in only if x in msg]
+    a.only = sorted({("messages" if x in msg else x) for x in only})
     a.procs = 2
     if a.quick:
         a.idle, a.idle_window, a.connect_rate, a.connect_secs, a.secs = 2000, 3, 2000, 2, 3
@@ -214,7 +223,7 @@ def main():
         print(f"== run {i+1}/{a.runs}", file=sys.stderr)
         r = run_suite(a); runs.append(r)
         print(json.dumps(r), file=sys.stderr)
-    write(a, runs)
+    if not a.only: write(a, runs)
 
 def med(runs, f):
     vals = [f(r) for r in runs]

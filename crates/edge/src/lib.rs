@@ -49,6 +49,7 @@ pub use config::EdgeConfig;
 /// Registered bizCodes remembered by an edge (registration is permanent).
 const KNOWN_BIZ_CACHE: usize = 100_000;
 pub use link::{LinkError, RouterLink};
+pub use registry::Dirty;
 use registry::{Conn, Registry};
 
 /// A node id unique per process incarnation: `<name>-<8 hex>`.
@@ -100,10 +101,15 @@ impl EdgeInner {
         self.clock.load(Ordering::Relaxed)
     }
 
-    /// Queues a frame of `mode` for one connection.
-    pub(crate) fn push(&self, conn: &Conn, mode: u16, frame: Bytes) {
+    /// Sends a text payload of `mode` to one connection (written at once
+    /// when its queue is empty).
+    pub(crate) fn push(&self, conn: &Conn, mode: u16, payload: &[u8]) {
         self.metrics.frames_sent.get(mode).inc();
-        if conn.outbox.push_text(frame, self.config.send_queue_bytes) == outbox::Pushed::Overflow {
+        if conn
+            .outbox
+            .push_text(outbox::text_frame(payload), self.config.send_queue_bytes)
+            == outbox::Pushed::Overflow
+        {
             self.slow_consumer(conn);
         }
     }
@@ -116,7 +122,7 @@ impl EdgeInner {
     /// Queues a mode-2 reply.
     pub(crate) fn reply(&self, conn: &Conn, msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Option<u32>) {
         let bytes = frame::reply(msg_id, code, msg, recipients);
-        self.push(conn, frame::MODE_REPLY, Bytes::from(bytes));
+        self.push(conn, frame::MODE_REPLY, &bytes);
     }
 
     /// Removes presence in the background, retrying while no router answers.
@@ -195,12 +201,26 @@ impl Edge {
     }
 
     /// Applies a router command. Bind/Unbind/Close answer whether the
-    /// connection was found; Deliver answers nothing.
+    /// connection was found; Deliver answers nothing and writes at once.
     pub fn handle_command(&self, cmd: NodeCommand) -> Option<CommandReply> {
+        let mut dirty = Dirty::default();
+        let reply = self.handle_command_deferred(cmd, &mut dirty);
+        dirty.flush();
+        reply
+    }
+
+    /// Like [`handle_command`](Self::handle_command), but a delivery only
+    /// queues: the connections to write are added to `dirty`, which the
+    /// caller flushes after a batch of commands, so frames for the same
+    /// connection share one write.
+    pub fn handle_command_deferred(&self, cmd: NodeCommand, dirty: &mut Dirty) -> Option<CommandReply> {
         let inner = &self.inner;
         match cmd {
             NodeCommand::Deliver { mode, to, frame } => {
-                let d = inner.registry.deliver(&to, &frame, inner.config.send_queue_bytes);
+                let framed = outbox::text_frame(&frame);
+                let d = inner
+                    .registry
+                    .deliver(&to, &framed, inner.config.send_queue_bytes, dirty);
                 inner.metrics.deliveries.inc_by(d.queued);
                 inner.metrics.slow_consumer_closes.inc_by(d.overflowed);
                 inner.metrics.frames_sent.get(mode).inc_by(d.queued);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
     self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteReply,
@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{LinkError, RouterLink};
-use crate::Edge;
+use crate::{Dirty, Edge};
 
 /// Most connections per resync message (keeps each under NATS' 1 MiB payload).
 pub const RESYNC_CHUNK: usize = 500;
@@ -94,24 +94,19 @@ pub async fn attach(
 
     let (e, c) = (edge.clone(), client.clone());
     tokio::spawn(async move {
+        // Commands already waiting are taken as a batch: deliveries only
+        // queue, then every touched connection is written once, so under
+        // load frames for one connection share a write.
+        let mut dirty = Dirty::default();
         while let Some(msg) = inbox.next().await {
-            let cmd: NodeCommand = match envelope::decode(&msg.payload) {
-                Ok(cmd) => cmd,
-                Err(err) => {
-                    tracing::warn!(error = %err, "undecodable node command dropped");
-                    continue;
-                }
-            };
-            if matches!(cmd, NodeCommand::Resync) {
-                spawn_resync(e.clone());
-                continue;
-            }
-            let reply = e.handle_command(cmd);
-            if let (Some(to), Some(reply)) = (msg.reply, reply) {
-                if let Ok(bytes) = envelope::encode(&reply) {
-                    let _ = c.publish(to, bytes).await;
+            handle_message(&e, &c, msg, &mut dirty).await;
+            for _ in 1..INBOX_BATCH {
+                match inbox.next().now_or_never() {
+                    Some(Some(msg)) => handle_message(&e, &c, msg, &mut dirty).await,
+                    _ => break,
                 }
             }
+            dirty.flush();
         }
     });
 
@@ -146,6 +141,29 @@ pub async fn attach(
         }
     });
     Ok(())
+}
+
+/// Most inbox messages handled before the queued frames are written.
+const INBOX_BATCH: usize = 256;
+
+async fn handle_message(edge: &Edge, client: &Client, msg: async_nats::Message, dirty: &mut Dirty) {
+    let cmd: NodeCommand = match envelope::decode(&msg.payload) {
+        Ok(cmd) => cmd,
+        Err(err) => {
+            tracing::warn!(error = %err, "undecodable node command dropped");
+            return;
+        }
+    };
+    if matches!(cmd, NodeCommand::Resync) {
+        spawn_resync(edge.clone());
+        return;
+    }
+    let reply = edge.handle_command_deferred(cmd, dirty);
+    if let (Some(to), Some(reply)) = (msg.reply, reply) {
+        if let Ok(bytes) = envelope::encode(&reply) {
+            let _ = client.publish(to, bytes).await;
+        }
+    }
 }
 
 /// Re-asserts every local connection's presence, in chunks, retrying while

@@ -1,23 +1,36 @@
-//! A connection's bounded send queue: frames waiting for its writer.
+//! A connection's bounded send queue, and the direct write path.
+//!
+//! Frames are WebSocket frames ready for the wire (server frames are not
+//! masked, so one framed delivery is shared by every recipient). Whoever
+//! queues into an empty queue flushes it: [`Outbox::flush`] writes straight
+//! to the socket with a non-blocking `writev` from the calling task, so a
+//! delivery costs one syscall and no task wake-up. Only what the socket does
+//! not take at once (or a close) is left to the session's writer task, which
+//! waits for the socket to become writable. Frames queued while a flush or
+//! the writer is busy go out together in one write (coalescing).
 //!
 //! Bounded in bytes, not frames. Overflow drops what is queued and closes the
 //! connection with 4008; nobody ever waits on a slow client. An idle outbox
-//! holds no buffer (the queue's storage is taken by the writer).
+//! holds no buffer.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use parking_lot::Mutex;
 use switchboard_protocol::CloseCode;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
+
+/// Frames gathered into one `writev` by a flush.
+const MAX_IOV: usize = 64;
 
 /// One item for the writer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
-    /// A text frame.
-    Text(Bytes),
-    /// A pong answering a ping.
-    Pong(Bytes),
+    /// A whole WebSocket frame (or what is left of one after a short write).
+    Frame(Bytes),
     /// A close frame; the writer stops after it.
     Close(u16),
     /// Stop writing without a close frame (the peer is gone).
@@ -27,8 +40,12 @@ pub enum Out {
 /// Outcome of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
-    /// Queued.
-    Queued,
+    /// Queued (or already written). `first`: the queue was empty, so the
+    /// caller owes it a [`Outbox::flush`].
+    Queued {
+        /// The queue was empty before.
+        first: bool,
+    },
     /// The queue overflowed: the connection is now closing with 4008.
     Overflow,
     /// The connection is already closing; dropped.
@@ -40,6 +57,10 @@ struct State {
     queue: VecDeque<Out>,
     bytes: usize,
     closing: bool,
+    /// The writer task holds a batch it is writing.
+    writing: bool,
+    /// The queue's head is the rest of a frame partly written by a flush.
+    head_partial: bool,
 }
 
 /// The send queue of one connection.
@@ -47,17 +68,65 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
+    sock: OnceLock<Arc<TcpStream>>,
+}
+
+/// Frames `payload` as a server (unmasked) WebSocket frame with `opcode`.
+pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let n = payload.len();
+    let mut buf = Vec::with_capacity(n + 10);
+    buf.put_u8(0x80 | opcode);
+    if n < 126 {
+        buf.put_u8(n as u8);
+    } else if let Ok(n16) = u16::try_from(n) {
+        buf.put_u8(126);
+        buf.put_u16(n16);
+    } else {
+        buf.put_u8(127);
+        buf.put_u64(n as u64);
+    }
+    buf.extend_from_slice(payload);
+    Bytes::from(buf)
+}
+
+/// Frames a text payload.
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    frame(0x1, payload)
+}
+
+/// The close frame for `code` (with its reason when the code is ours).
+pub fn close_frame(code: u16) -> Bytes {
+    let mut payload = code.to_be_bytes().to_vec();
+    if let Some(c) = CloseCode::from_u16(code) {
+        payload.extend_from_slice(c.reason().as_bytes());
+    }
+    frame(0x8, &payload)
 }
 
 impl Outbox {
-    /// Queues a text frame unless that would exceed `limit` bytes.
-    pub fn push_text(&self, frame: Bytes, limit: usize) -> Pushed {
+    /// Gives the outbox its socket; until then (and in unit tests) every
+    /// flush is left to the writer.
+    pub fn attach(&self, sock: Arc<TcpStream>) {
+        let _ = self.sock.set(sock);
+    }
+
+    /// The socket, once attached.
+    pub fn socket(&self) -> Option<&Arc<TcpStream>> {
+        self.sock.get()
+    }
+
+    /// Queues a framed text message unless that would exceed `limit` bytes.
+    /// Does not write: a caller that gets `Queued { first: true }` must
+    /// [`flush`](Self::flush) (at once, or after queueing a whole batch).
+    pub fn enqueue(&self, frame: Bytes, limit: usize) -> Pushed {
         let mut s = self.state.lock();
         if s.closing {
             return Pushed::Closed;
         }
         if s.bytes + frame.len() > limit {
+            let partial = if s.head_partial { s.queue.pop_front() } else { None };
             s.queue.clear();
+            s.queue.extend(partial);
             s.bytes = 0;
             s.closing = true;
             s.queue.push_back(Out::Close(CloseCode::SlowConsumer.as_u16()));
@@ -65,20 +134,32 @@ impl Outbox {
             self.notify.notify_one();
             return Pushed::Overflow;
         }
+        let first = s.queue.is_empty();
         s.bytes += frame.len();
-        s.queue.push_back(Out::Text(frame));
-        drop(s);
-        self.notify.notify_one();
-        Pushed::Queued
+        s.queue.push_back(Out::Frame(frame));
+        Pushed::Queued { first }
+    }
+
+    /// Queues a framed text message and writes it if the queue was empty.
+    pub fn push_text(&self, frame: Bytes, limit: usize) -> Pushed {
+        let pushed = self.enqueue(frame, limit);
+        if pushed == (Pushed::Queued { first: true }) {
+            self.flush();
+        }
+        pushed
     }
 
     /// Queues a pong (control frames are tiny and not counted).
-    pub fn push_pong(&self, payload: Bytes) {
+    pub fn push_pong(&self, payload: &[u8]) {
         let mut s = self.state.lock();
-        if !s.closing {
-            s.queue.push_back(Out::Pong(payload));
-            drop(s);
-            self.notify.notify_one();
+        if s.closing {
+            return;
+        }
+        let first = s.queue.is_empty();
+        s.queue.push_back(Out::Frame(frame(0xA, payload)));
+        drop(s);
+        if first {
+            self.flush();
         }
     }
 
@@ -110,14 +191,66 @@ impl Outbox {
         self.state.lock().closing
     }
 
-    /// Takes everything queued (the writer's side).
-    pub fn take(&self) -> VecDeque<Out> {
+    /// Writes queued frames straight to the socket while it takes them
+    /// without blocking; hands the rest (and any close) to the writer task.
+    pub fn flush(&self) {
+        let Some(sock) = self.sock.get() else {
+            self.notify.notify_one();
+            return;
+        };
         let mut s = self.state.lock();
-        s.bytes = 0;
-        std::mem::take(&mut s.queue)
+        loop {
+            if s.writing || s.queue.is_empty() {
+                return;
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            let mut total = 0;
+            for item in s.queue.iter().take(MAX_IOV) {
+                let Out::Frame(b) = item else { break };
+                iov[n] = IoSlice::new(b);
+                total += b.len();
+                n += 1;
+            }
+            if n == 0 {
+                // A close is next: the writer does that.
+                drop(s);
+                self.notify.notify_one();
+                return;
+            }
+            let written = match sock.try_write_vectored(&iov[..n]) {
+                Ok(w) => w,
+                // Would block, or an error the writer will meet and report.
+                Err(_) => {
+                    drop(s);
+                    self.notify.notify_one();
+                    return;
+                }
+            };
+            s.consume(written);
+            if written < total {
+                drop(s);
+                self.notify.notify_one();
+                return;
+            }
+        }
     }
 
-    /// Waits until something may have been queued.
+    /// Takes everything queued (the writer's side) and marks the writer busy
+    /// until it comes back for more; `None` (and not busy) when empty.
+    pub fn take(&self) -> Option<VecDeque<Out>> {
+        let mut s = self.state.lock();
+        if s.queue.is_empty() {
+            s.writing = false;
+            return None;
+        }
+        s.writing = true;
+        s.bytes = 0;
+        s.head_partial = false;
+        Some(std::mem::take(&mut s.queue))
+    }
+
+    /// Waits until something may have been queued for the writer.
     ///
     /// # Cancel safety
     /// Cancel safe: a wake-up that arrives while not waiting is kept as a
@@ -127,30 +260,116 @@ impl Outbox {
     }
 }
 
+impl State {
+    /// Drops `n` written bytes from the front of the queue.
+    fn consume(&mut self, mut n: usize) {
+        self.bytes = self.bytes.saturating_sub(n);
+        while n > 0 {
+            let Some(Out::Frame(front)) = self.queue.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                self.queue.pop_front();
+                self.head_partial = false;
+            } else {
+                let rest = front.slice(n..);
+                *front = rest;
+                self.head_partial = true;
+                n = 0;
+            }
+        }
+        if self.queue.is_empty() {
+            self.head_partial = false;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const Q: Pushed = Pushed::Queued { first: false };
+    const Q1: Pushed = Pushed::Queued { first: true };
+
     #[test]
     fn overflow_drops_queue_and_closes_with_4008() {
         let o = Outbox::default();
-        assert_eq!(o.push_text(Bytes::from_static(b"12345"), 10), Pushed::Queued);
-        assert_eq!(o.push_text(Bytes::from_static(b"12345"), 10), Pushed::Queued);
-        assert_eq!(o.push_text(Bytes::from_static(b"1"), 10), Pushed::Overflow);
-        assert_eq!(o.push_text(Bytes::from_static(b"1"), 10), Pushed::Closed);
-        let q = o.take();
+        assert_eq!(o.enqueue(Bytes::from_static(b"12345"), 10), Q1);
+        assert_eq!(o.enqueue(Bytes::from_static(b"12345"), 10), Q);
+        assert_eq!(o.enqueue(Bytes::from_static(b"1"), 10), Pushed::Overflow);
+        assert_eq!(o.enqueue(Bytes::from_static(b"1"), 10), Pushed::Closed);
+        let q = o.take().expect("queued");
         assert_eq!(q.into_iter().collect::<Vec<_>>(), vec![Out::Close(4008)]);
     }
 
     #[test]
-    fn take_resets_the_byte_count() {
+    fn overflow_keeps_a_partly_written_frame_whole() {
         let o = Outbox::default();
-        assert_eq!(o.push_text(Bytes::from_static(b"12345678"), 10), Pushed::Queued);
-        assert_eq!(o.take().len(), 1);
-        assert_eq!(o.push_text(Bytes::from_static(b"12345678"), 10), Pushed::Queued);
+        o.enqueue(Bytes::from_static(b"abcdef"), 100);
+        o.enqueue(Bytes::from_static(b"ghij"), 100);
+        o.state.lock().consume(2);
+        assert_eq!(o.enqueue(Bytes::from(vec![0; 200]), 100), Pushed::Overflow);
+        let q: Vec<_> = o.take().expect("queued").into_iter().collect();
+        assert_eq!(q, vec![Out::Frame(Bytes::from_static(b"cdef")), Out::Close(4008)]);
+    }
+
+    #[test]
+    fn take_resets_the_byte_count_and_marks_the_writer_busy() {
+        let o = Outbox::default();
+        assert_eq!(o.enqueue(Bytes::from_static(b"12345678"), 10), Q1);
+        assert_eq!(o.take().map(|q| q.len()), Some(1));
+        assert!(o.state.lock().writing);
+        assert_eq!(o.enqueue(Bytes::from_static(b"12345678"), 10), Q1);
         assert!(o.close(1000));
         assert!(!o.close(1001));
-        let q: Vec<_> = o.take().into_iter().collect();
+        let q: Vec<_> = o.take().expect("queued").into_iter().collect();
         assert_eq!(q.last(), Some(&Out::Close(1000)));
+        assert!(o.take().is_none());
+        assert!(!o.state.lock().writing);
+    }
+
+    #[test]
+    fn consume_pops_written_frames_and_slices_a_short_write() {
+        let mut s = State::default();
+        s.queue.push_back(Out::Frame(Bytes::from_static(b"abc")));
+        s.queue.push_back(Out::Frame(Bytes::from_static(b"defg")));
+        s.bytes = 7;
+        s.consume(5);
+        assert_eq!(s.queue, VecDeque::from([Out::Frame(Bytes::from_static(b"fg"))]));
+        assert!(s.head_partial);
+        assert_eq!(s.bytes, 2);
+        s.consume(2);
+        assert!(s.queue.is_empty() && !s.head_partial);
+    }
+
+    #[test]
+    fn frames_follow_rfc6455_lengths() {
+        for (n, header) in [(5usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
+            let f = text_frame(&vec![b'a'; n]);
+            assert_eq!(f.len(), n + header, "{n}");
+            assert_eq!(f[0], 0x81);
+        }
+        let c = close_frame(4008);
+        assert_eq!((c[0], &c[2..4]), (0x88, &4008u16.to_be_bytes()[..]));
+    }
+
+    #[tokio::test]
+    async fn flush_writes_directly_and_leaves_nothing_for_the_writer() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let o = Outbox::default();
+        o.attach(Arc::new(server));
+        assert_eq!(o.push_text(text_frame(b"one"), 100), Q1);
+        assert_eq!(o.enqueue(text_frame(b"two"), 100), Q1);
+        assert_eq!(o.enqueue(text_frame(b"three"), 100), Q);
+        o.flush();
+        assert!(o.take().is_none(), "everything went out directly");
+        let mut got = vec![0u8; 5 + 5 + 7];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got[..], b"\x81\x03one\x81\x03two\x81\x05three");
     }
 }

@@ -130,6 +130,29 @@ pub struct Delivered {
     pub overflowed: u64,
 }
 
+/// Connections with frames queued by a delivery and not yet flushed.
+#[derive(Debug, Default)]
+pub struct Dirty(Vec<Arc<Conn>>);
+
+impl Dirty {
+    /// Writes what was queued, one `writev` per connection.
+    pub fn flush(&mut self) {
+        for c in self.0.drain(..) {
+            c.outbox.flush();
+        }
+    }
+
+    /// Connections waiting for a flush.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether nothing waits for a flush.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The local registry.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -234,13 +257,20 @@ impl Registry {
         true
     }
 
-    /// Queues `frame` for every active recipient named by `to`.
-    pub fn deliver(&self, to: &DeliverTo, frame: &Bytes, limit: usize) -> Delivered {
+    /// Queues the framed message `frame` for every active recipient named
+    /// by `to`; connections whose queue was empty are added to `dirty`,
+    /// which the caller flushes (after this delivery, or after a batch).
+    pub fn deliver(&self, to: &DeliverTo, frame: &Bytes, limit: usize, dirty: &mut Dirty) -> Delivered {
         let mut d = Delivered::default();
-        let mut push = |c: &Conn| {
+        let mut push = |c: &Arc<Conn>| {
             if c.is_active() {
-                match c.outbox.push_text(frame.clone(), limit) {
-                    Pushed::Queued => d.queued += 1,
+                match c.outbox.enqueue(frame.clone(), limit) {
+                    Pushed::Queued { first } => {
+                        d.queued += 1;
+                        if first {
+                            dirty.0.push(c.clone());
+                        }
+                    }
                     Pushed::Overflow => d.overflowed += 1,
                     Pushed::Closed => {}
                 }
@@ -293,7 +323,9 @@ mod tests {
     }
 
     fn got(c: &Conn) -> usize {
-        c.outbox.take().iter().filter(|o| matches!(o, Out::Text(_))).count()
+        c.outbox
+            .take()
+            .map_or(0, |q| q.iter().filter(|o| matches!(o, Out::Frame(_))).count())
     }
 
     #[test]
@@ -309,15 +341,19 @@ mod tests {
             group: "g1".into(),
             exclude: Some(1),
         };
-        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 1);
+        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 1);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 0, 1, 0));
         let to = DeliverTo::Biz {
             biz: "d1".into(),
             exclude: Some(1),
         };
-        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 2);
+        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 2);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 1, 1, 0));
-        assert_eq!(reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20).queued, 1);
+        assert_eq!(
+            reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20, &mut Dirty::default())
+                .queued,
+            1
+        );
         assert_eq!(got(&c5), 1);
     }
 
@@ -333,10 +369,10 @@ mod tests {
             exclude: None,
         };
         let f = Bytes::from_static(b"x");
-        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 1);
+        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 1);
         assert_eq!(got(&c1), 1);
         assert!(reg.unbind(1, "g9"));
-        assert_eq!(reg.deliver(&to, &f, 1 << 20).queued, 0);
+        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 0);
         assert!(reg.remove(1).is_some());
         assert!(reg.is_empty());
         assert!(reg.inner.read().bizs.is_empty());
@@ -351,6 +387,10 @@ mod tests {
             biz: "d1".into(),
             exclude: None,
         };
-        assert_eq!(reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20).queued, 0);
+        assert_eq!(
+            reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20, &mut Dirty::default())
+                .queued,
+            0
+        );
     }
 }

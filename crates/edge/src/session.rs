@@ -1,29 +1,61 @@
 //! One client session: a reader and a writer polled by one task.
 //!
-//! fastwebsockets' `read_frame` is not cancel-safe, so the reader future is
-//! never dropped while the session lives: both halves are pinned and polled
-//! together, and when one ends the other gets `close_grace` to finish.
-//! The writer drains the connection's [`Outbox`](crate::outbox::Outbox),
-//! coalescing every queued frame into one buffer and one write.
+//! The upgraded connection is taken back as the plain `TcpStream` (shared
+//! by `Arc`): the reader reads it, and the connection's
+//! [`Outbox`](crate::outbox::Outbox) writes to it directly from whichever
+//! task queues a frame. The session's writer only waits for the socket when
+//! a write did not go out at once, and writes the close frame. Both halves
+//! are polled together, and when one ends the other gets `close_grace`.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_protocol::envelope::{ConnInfo, Disconnect, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
-use tokio::io::{AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
 
-use crate::outbox::Out;
+use crate::outbox::{self, Out};
 use crate::registry::Conn;
 use crate::wsread::{op, FrameReader, ReadError};
 use crate::EdgeInner;
 
 type Io = TokioIo<Upgraded>;
+
+/// The read side of a shared socket.
+struct SockRead(Arc<TcpStream>);
+
+impl AsyncRead for SockRead {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // Readiness was cleared: the next poll registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// The TCP stream under an upgraded connection, with any bytes hyper read
+/// past the handshake.
+fn into_tcp(io: Io) -> Result<(TcpStream, Bytes), Upgraded> {
+    let parts = io.into_inner().downcast::<TokioIo<TcpStream>>()?;
+    Ok((parts.io.into_inner(), parts.read_buf))
+}
 
 /// Who was admitted by the handshake.
 pub(crate) struct Admission {
@@ -43,6 +75,14 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         expires_at,
         send_groups,
     } = a;
+    let (tcp, early) = match into_tcp(io) {
+        Ok(x) => x,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream; dropped");
+            return;
+        }
+    };
+    let sock = Arc::new(tcp);
     let id = edge.next_conn_id();
     let conn = Arc::new(Conn::with_token(
         id,
@@ -53,10 +93,10 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         expires_at,
         send_groups,
     ));
+    conn.outbox.attach(sock.clone());
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
-
-    let (mut rd, wr) = tokio::io::split(io);
+    let mut rd = SockRead(sock.clone());
     let info = ConnInfo {
         node: edge.node_id.clone(),
         conn: id,
@@ -83,7 +123,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             &edge.node_id,
             edge.config.heartbeat.as_secs(),
         );
-        conn.activate(Bytes::from(welcome), edge.config.send_queue_bytes);
+        conn.activate(outbox::text_frame(&welcome), edge.config.send_queue_bytes);
         tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, "connected");
     } else {
         // 1011 would be "internal error"; 1013 "try again later" fits a bus outage.
@@ -91,10 +131,10 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     }
 
     let grace = edge.config.close_grace;
-    let mut reader = FrameReader::default();
+    let mut reader = FrameReader::with_buffered(&early);
     {
         let reading = read_loop(&edge, &conn, &mut reader, &mut rd, registered);
-        let writer = write_loop(&edge, &conn, wr);
+        let writer = write_loop(&edge, &conn, &sock);
         tokio::pin!(reading, writer);
         tokio::select! {
             () = &mut reading => {
@@ -182,7 +222,7 @@ where
         conn.touch(edge.clock());
         match frame.opcode {
             op::PING => {
-                conn.outbox.push_pong(frame.payload.freeze());
+                conn.outbox.push_pong(&frame.payload);
                 continue;
             }
             op::PONG => continue,
@@ -258,7 +298,7 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
         Ok(ClientFrame::Heartbeat { msg_id }) => {
             edge.metrics.frames_received.get(frame::MODE_HEARTBEAT).inc();
             let reply = frame::heartbeat_reply(msg_id.as_deref(), switchboard_runtime::now_ms());
-            edge.push(conn, frame::MODE_HEARTBEAT, Bytes::from(reply));
+            edge.push(conn, frame::MODE_HEARTBEAT, &reply);
             return;
         }
         Ok(ClientFrame::Send(send)) => send,
@@ -340,41 +380,31 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
     }
 }
 
-/// Appends one server frame (unmasked) to `buf`.
-fn put_frame(buf: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
-    buf.put_u8(0x80 | opcode);
-    let n = payload.len();
-    if n < 126 {
-        buf.put_u8(n as u8);
-    } else if let Ok(n16) = u16::try_from(n) {
-        buf.put_u8(126);
-        buf.put_u16(n16);
-    } else {
-        buf.put_u8(127);
-        buf.put_u64(n as u64);
-    }
-    buf.extend_from_slice(payload);
-}
-
-/// Writes one batch. Once the connection is closing (a close was queued,
-/// e.g. after an overflow), the rest of the write and the close frame get
-/// `close_grace`: a client that stopped reading cannot hold the session.
-async fn write_batch<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, wr: &mut WriteHalf<W>, buf: &[u8]) -> bool {
-    let write = wr.write_all(buf);
-    tokio::pin!(write);
+/// Writes `buf` whenever the socket takes it. Once the connection is
+/// closing (a close was queued, e.g. after an overflow), the rest of the
+/// write gets `close_grace`: a client that stopped reading cannot hold the
+/// session.
+async fn write_all(edge: &EdgeInner, conn: &Conn, sock: &TcpStream, mut buf: &[u8]) -> bool {
     let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
+    while !buf.is_empty() {
         if deadline.is_none() && conn.outbox.is_closing() {
             deadline = Some(tokio::time::Instant::now() + edge.config.close_grace);
         }
         let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
         tokio::select! {
-            r = &mut write => {
+            r = sock.writable() => {
                 if let Err(e) = r {
                     tracing::debug!(conn_id = conn.id, error = %e, "write failed");
                     return false;
                 }
-                return true;
+                match sock.try_write(buf) {
+                    Ok(n) => buf = &buf[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        tracing::debug!(conn_id = conn.id, error = %e, "write failed");
+                        return false;
+                    }
+                }
             }
             () = conn.outbox.wait(), if deadline.is_none() => {}
             () = sleep, if deadline.is_some() => {
@@ -383,38 +413,32 @@ async fn write_batch<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, wr: &mut Writ
             }
         }
     }
+    true
 }
 
 /// Far enough to never fire (a disabled branch still needs a future).
 const FAR: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-async fn write_loop<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, mut wr: WriteHalf<W>) {
+/// Writes what a direct flush left: frames the socket did not take at once,
+/// then the close frame, after which it shuts the write side down.
+async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &TcpStream) {
     loop {
-        let batch = conn.outbox.take();
-        if batch.is_empty() {
+        let Some(batch) = conn.outbox.take() else {
             conn.outbox.wait().await;
             continue;
-        }
-        let size: usize = batch
-            .iter()
-            .map(|o| match o {
-                Out::Text(b) | Out::Pong(b) => b.len() + 10,
-                Out::Close(_) => 4 + 128,
-                Out::Stop => 0,
-            })
-            .sum();
-        let mut buf = Vec::with_capacity(size);
+        };
+        let mut buf = Vec::with_capacity(
+            batch
+                .iter()
+                .map(|o| if let Out::Frame(b) = o { b.len() } else { 132 })
+                .sum(),
+        );
         let mut last = false;
         for item in batch {
             match item {
-                Out::Text(b) => put_frame(&mut buf, 0x1, &b),
-                Out::Pong(b) => put_frame(&mut buf, 0xA, &b),
+                Out::Frame(b) => buf.extend_from_slice(&b),
                 Out::Close(code) => {
-                    let mut payload = code.to_be_bytes().to_vec();
-                    if let Some(c) = CloseCode::from_u16(code) {
-                        payload.extend_from_slice(c.reason().as_bytes());
-                    }
-                    put_frame(&mut buf, 0x8, &payload);
+                    buf.extend_from_slice(&outbox::close_frame(code));
                     last = true;
                     break;
                 }
@@ -424,16 +448,12 @@ async fn write_loop<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, mut wr: WriteH
                 }
             }
         }
-        if !buf.is_empty() && !write_batch(edge, conn, &mut wr, &buf).await {
+        if !write_all(edge, conn, sock, &buf).await {
             conn.outbox.stop();
             return;
         }
         if last {
-            let _ = tokio::time::timeout(edge.config.close_grace, async {
-                let _ = wr.flush().await;
-                let _ = wr.shutdown().await;
-            })
-            .await;
+            let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Write);
             return;
         }
     }
@@ -442,16 +462,6 @@ async fn write_loop<W: AsyncWrite>(edge: &EdgeInner, conn: &Conn, mut wr: WriteH
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frame_headers_follow_rfc6455_lengths() {
-        for (n, header) in [(5usize, 2usize), (125, 2), (126, 4), (65535, 4), (65536, 10)] {
-            let mut buf = Vec::new();
-            put_frame(&mut buf, 1, &vec![b'a'; n]);
-            assert_eq!(buf.len(), n + header, "{n}");
-            assert_eq!(buf[0], 0x81);
-        }
-    }
 
     #[test]
     fn limiter_allows_burst_then_refuses() {

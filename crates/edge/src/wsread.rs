@@ -58,6 +58,13 @@ pub(crate) struct FrameReader {
 }
 
 impl FrameReader {
+    /// A reader that starts with bytes already read from the connection.
+    pub(crate) fn with_buffered(early: &[u8]) -> Self {
+        Self {
+            buf: BytesMut::from(early),
+        }
+    }
+
     /// Reads the next frame; payloads over `max` bytes are refused from the
     /// header.
     ///

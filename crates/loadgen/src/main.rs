@@ -95,6 +95,14 @@ enum Scenario {
         /// Group sends per second (all groups together).
         #[arg(long, default_value_t = 100)]
         rate: u64,
+        /// Members of each group that send (taking turns).
+        #[arg(long, default_value_t = 1)]
+        senders_per_group: usize,
+        /// Sends fired together at each tick (consecutive senders, so a
+        /// burst of `senders_per_group` hits one group from all its
+        /// senders at once: frames queue up at the edges).
+        #[arg(long, default_value_t = 1)]
+        burst: u64,
         /// How long to send.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         duration: Duration,
@@ -173,10 +181,22 @@ fn main() -> std::process::ExitCode {
                 groups,
                 group_size,
                 rate,
+                senders_per_group,
+                burst,
                 duration,
             } => (
                 common.clone(),
-                Box::pin(scenarios::fanout(common, groups, group_size, rate, duration)),
+                Box::pin(scenarios::fanout(
+                    common,
+                    scenarios::FanoutShape {
+                        groups,
+                        size: group_size,
+                        senders: senders_per_group,
+                        burst,
+                    },
+                    rate,
+                    duration,
+                )),
             ),
             Scenario::Broadcast {
                 common,

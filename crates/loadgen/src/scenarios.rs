@@ -161,10 +161,13 @@ struct Acks {
     recipients: AtomicU64,
     /// Mode-2 replies with another code.
     errors: AtomicU64,
+    /// Deliveries of the run's mode that reached senders (fellow group
+    /// members' messages).
+    delivered_to_senders: AtomicU64,
 }
 
 /// A writer task per sender: frames in, replies counted.
-fn spawn_sender(mut tx: Sink, mut rx: Stream, acks: Arc<Acks>) -> mpsc::UnboundedSender<String> {
+fn spawn_sender(mut tx: Sink, mut rx: Stream, acks: Arc<Acks>, mode: u64) -> mpsc::UnboundedSender<String> {
     let (q, mut frames) = mpsc::unbounded_channel::<String>();
     tokio::spawn(async move {
         while let Some(f) = frames.recv().await {
@@ -185,6 +188,8 @@ fn spawn_sender(mut tx: Sink, mut rx: Stream, acks: Arc<Acks>) -> mpsc::Unbounde
                     } else {
                         acks.errors.fetch_add(1, Ordering::Relaxed);
                     }
+                } else if v["mode"] == mode {
+                    acks.delivered_to_senders.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -235,7 +240,7 @@ fn roles(clients: Vec<Option<Ws>>, is_sender: impl Fn(usize) -> bool, mode: u64)
     for (i, ws) in clients.into_iter().enumerate() {
         let (tx, rx) = split(ws.context("missing client")?);
         if is_sender(i) {
-            r.senders.push(spawn_sender(tx, rx, r.acks.clone()));
+            r.senders.push(spawn_sender(tx, rx, r.acks.clone(), mode));
         } else {
             let h = spawn_receiver(rx, mode, r.stop.clone(), r.total.clone());
             r.receivers.push((h, tx));
@@ -249,7 +254,7 @@ fn split(ws: Ws) -> (Sink, Stream) {
 }
 
 /// Sends `total` frames open-loop at `rate`/s through `senders`
-/// (round-robin). The scheduler never waits on the system under test (it
+/// (round-robin), `burst` at a time. The scheduler never waits on the system under test (it
 /// hands frames to unbounded per-sender queues), so a stall of the gateway
 /// cannot slow the offered load: no coordinated omission. The timestamp is
 /// taken at the hand-off, not at the intended time, because tokio's timer
@@ -257,6 +262,7 @@ fn split(ws: Ws) -> (Sink, Stream) {
 /// Returns (frames sent, worst lag behind the schedule in µs).
 async fn open_loop(
     rate: u64,
+    burst: u64,
     duration: Duration,
     senders: &[mpsc::UnboundedSender<String>],
     frame: impl Fn(usize, u64, u64) -> String,
@@ -265,7 +271,7 @@ async fn open_loop(
     let start = Instant::now();
     let mut worst_lag = Duration::ZERO;
     for k in 0..total {
-        let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        let due = start + Duration::from_secs_f64((k - k % burst) as f64 / rate as f64);
         let now = Instant::now();
         if due > now {
             tokio::time::sleep_until(due.into()).await;
@@ -299,7 +305,7 @@ pub(crate) async fn unicast(
     } = roles(clients, |i| i % 2 == 0, 100)?;
     let pad = "x".repeat(size);
     let biz_prefix = common.prefix.clone();
-    let (sent, lag_us) = open_loop(rate, duration, &senders, |i, s, t| {
+    let (sent, lag_us) = open_loop(rate, 1, duration, &senders, |i, s, t| {
         json!({"mode":100,"msgId":s.to_string(),"targetClientId":format!("{biz_prefix}-u{}", 2 * i + 1),
                "content":{"t":t,"s":s,"f":i,"p":pad}})
         .to_string()
@@ -339,15 +345,35 @@ pub(crate) async fn unicast(
     Ok(r)
 }
 
-/// `fanout`: groups split across targets, one sender per group.
+/// The groups of a `fanout` run.
+pub(crate) struct FanoutShape {
+    pub(crate) groups: usize,
+    pub(crate) size: usize,
+    /// Members of each group that send.
+    pub(crate) senders: usize,
+    /// Sends fired together per tick.
+    pub(crate) burst: u64,
+}
+
+/// `fanout`: groups split across targets, `senders` members of each send.
 pub(crate) async fn fanout(
     common: Common,
-    groups: usize,
-    size: usize,
+    shape: FanoutShape,
     rate: u64,
     duration: Duration,
 ) -> anyhow::Result<Report> {
+    let FanoutShape {
+        groups,
+        size,
+        senders: per_group,
+        burst,
+    } = shape;
     anyhow::ensure!(size >= 2, "--group-size must be at least 2");
+    anyhow::ensure!(
+        (1..size).contains(&per_group),
+        "--senders-per-group must be at least 1 and below --group-size"
+    );
+    anyhow::ensure!(burst >= 1, "--burst must be at least 1");
     let n = groups * size;
     let (clients, _, failures, _) = open_many(
         &common,
@@ -372,19 +398,22 @@ pub(crate) async fn fanout(
         total,
         senders,
         receivers,
-    } = roles(clients, |i| i % size == 0, 200)?;
+    } = roles(clients, |i| i % size < per_group, 200)?;
     let prefix = common.prefix.clone();
     let started = Instant::now();
-    let (sent, lag_us) = open_loop(rate, duration, &senders, |g, s, t| {
-        json!({"mode":200,"msgId":s.to_string(),"group":format!("{prefix}-g{g}"),"content":{"t":t,"s":s,"f":g}})
+    let (sent, lag_us) = open_loop(rate, burst, duration, &senders, |i, s, t| {
+        let g = i / per_group;
+        json!({"mode":200,"msgId":s.to_string(),"group":format!("{prefix}-g{g}"),"content":{"t":t,"s":s,"f":i}})
             .to_string()
     })
     .await;
     let send_window = started.elapsed();
-    settle(&acks, sent, || total.load(Ordering::Relaxed)).await;
+    let to_senders = || acks.delivered_to_senders.load(Ordering::Relaxed);
+    settle(&acks, sent, || total.load(Ordering::Relaxed) + to_senders()).await;
     stop.store(1, Ordering::Release);
     let mut lat = Latency::new();
-    let (mut received, mut dups) = (0, 0);
+    // Senders also get their fellow senders' messages (counted, no latency).
+    let (mut received, mut dups) = (to_senders(), 0);
     for (h, _tx) in receivers {
         let s = h.await?;
         lat.add(&s.lat);
@@ -396,6 +425,8 @@ pub(crate) async fn fanout(
     let mut r = Report::new("fanout");
     r.set("groups", groups);
     r.set("group_size", size);
+    r.set("senders_per_group", per_group);
+    r.set("burst", burst);
     r.set("group_sends", sent);
     r.set("accepted", accepted);
     r.set("expected_deliveries", expected);
