@@ -9,6 +9,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -39,6 +40,9 @@ fn parse(target: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, format!("/{path}")))
 }
 
+/// Read buffer per client connection.
+const READ_BUFFER: usize = 4096;
+
 /// Connects from `source` to `target` with `query` and waits for the
 /// welcome. Returns the stream and the connect→welcome time.
 pub(crate) async fn connect(target: &str, source: IpAddr, query: &str) -> anyhow::Result<(Ws, Duration)> {
@@ -53,7 +57,10 @@ pub(crate) async fn connect(target: &str, source: IpAddr, query: &str) -> anyhow
     let stream = socket.connect(addr).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
     let url = format!("ws://{addr}{path}?{query}");
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+    // tungstenite zeroes its whole read buffer on every read (128 KiB by
+    // default): that was half of the load generator's CPU.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .context("websocket handshake")?;
     let welcome = tokio::time::timeout(Duration::from_secs(30), ws.next())
