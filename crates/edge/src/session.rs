@@ -83,6 +83,10 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         }
     };
     let sock = Arc::new(tcp);
+    // `early` points into hyper's whole read buffer: copy out what is in it
+    // and let the buffer go.
+    let mut reader = FrameReader::with_buffered(&early);
+    drop(early);
     let id = edge.next_conn_id();
     let conn = Arc::new(Conn::with_token(
         id,
@@ -131,7 +135,6 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     }
 
     let grace = edge.config.close_grace;
-    let mut reader = FrameReader::with_buffered(&early);
     {
         let reading = read_loop(&edge, &conn, &mut reader, &mut rd, registered);
         let writer = write_loop(&edge, &conn, &sock);
