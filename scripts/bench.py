@@ -216,7 +216,7 @@ def main():
     else:
         a.idle, a.idle_window, a.connect_rate, a.connect_secs, a.secs = 30000, 10, 5000, 4, 10
         a.groups, a.group_size, a.fan_rate, a.bc_clients, a.bc_reps = 10, 100, 200, 10000, 30
-        a.tput_rates, a.churn_pool, a.churn_rate, a.churn_secs = [5000, 10000, 20000, 40000, 60000], 3000, 3000, 60
+        a.tput_rates, a.churn_pool, a.churn_rate, a.churn_secs = [5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000], 3000, 3000, 60
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "switchboard", "-p", "switchboard-loadgen"], cwd=ROOT, check=True)
     runs = []
     for i in range(a.runs):

@@ -238,6 +238,12 @@ impl Edge {
             }),
             // Resync needs the bus; the NATS inbox handles it.
             NodeCommand::Resync => None,
+            NodeCommand::Batch(cmds) => {
+                for cmd in cmds {
+                    self.handle_command_deferred(cmd, dirty);
+                }
+                None
+            }
         }
     }
 

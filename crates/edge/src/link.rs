@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
 
 /// Why the router could not be asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LinkError {
     /// No router answered in time or the bus is down.
     #[error("router unavailable: {0}")]

@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteReply,
+    self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteBatch,
+    RouteBatchReply, RouteReply,
 };
 use switchboard_protocol::subject;
 use switchboard_runtime::nats::LinkState;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{LinkError, RouterLink};
@@ -22,26 +23,93 @@ use crate::{Dirty, Edge};
 /// Most connections per resync message (keeps each under NATS' 1 MiB payload).
 pub const RESYNC_CHUNK: usize = 500;
 
+/// Most sends in one route batch.
+pub const ROUTE_BATCH: usize = 128;
+/// Most content bytes in one route batch (NATS' default payload limit is
+/// 1 MiB; one send's content is at most `edge.max_frame_bytes`).
+const ROUTE_BATCH_BYTES: usize = 256 * 1024;
+
+type RouteWaiter = (Route, oneshot::Sender<Result<RouteReply, LinkError>>);
+
 /// [`RouterLink`] over NATS request/reply to the `sb-router` queue group.
+///
+/// Sends from all sessions go through one batcher: whatever queued up while
+/// it was busy goes out as one [`RouteBatch`] (no waiting: at low load a
+/// batch is one send), and several batches can be in flight.
 #[derive(Debug, Clone)]
 pub struct NatsRouter {
     client: Client,
+    routes: mpsc::UnboundedSender<RouteWaiter>,
 }
 
 impl NatsRouter {
-    /// Wraps a connected client.
+    /// Wraps a connected client and starts the route batcher (call within
+    /// a Tokio runtime).
     pub fn new(client: Client) -> Self {
-        Self { client }
+        let (routes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(batch_routes(client.clone(), rx));
+        Self { client, routes }
     }
 
     async fn request<Q: Serialize, A: DeserializeOwned>(&self, subject: &'static str, q: &Q) -> Result<A, LinkError> {
-        let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
-        let msg = self
-            .client
-            .request(subject, payload)
-            .await
-            .map_err(|e| LinkError::Unavailable(e.to_string()))?;
-        envelope::decode(&msg.payload).map_err(|e| LinkError::BadAnswer(e.to_string()))
+        request(&self.client, subject, q).await
+    }
+}
+
+async fn request<Q: Serialize, A: DeserializeOwned>(
+    client: &Client,
+    subject: &'static str,
+    q: &Q,
+) -> Result<A, LinkError> {
+    let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
+    let msg = client
+        .request(subject, payload)
+        .await
+        .map_err(|e| LinkError::Unavailable(e.to_string()))?;
+    envelope::decode(&msg.payload).map_err(|e| LinkError::BadAnswer(e.to_string()))
+}
+
+/// Takes queued sends in batches (by count and bytes) and asks a router
+/// for each batch in its own task.
+async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaiter>) {
+    let mut queued = Vec::with_capacity(ROUTE_BATCH);
+    while rx.recv_many(&mut queued, ROUTE_BATCH).await > 0 {
+        let mut pending = queued.drain(..).peekable();
+        while pending.peek().is_some() {
+            let mut routes = Vec::new();
+            let mut waiters = Vec::new();
+            let mut bytes = 0;
+            while let Some((route, waiter)) =
+                pending.next_if(|(r, _)| routes.is_empty() || bytes + r.content.len() <= ROUTE_BATCH_BYTES)
+            {
+                bytes += route.content.len();
+                routes.push(route);
+                waiters.push(waiter);
+            }
+            let client = client.clone();
+            tokio::spawn(async move {
+                let answer: Result<RouteBatchReply, LinkError> =
+                    request(&client, subject::ROUTER_ROUTE_BATCH, &RouteBatch { routes }).await;
+                match answer {
+                    Ok(a) if a.replies.len() == waiters.len() => {
+                        for (w, r) in waiters.into_iter().zip(a.replies) {
+                            let _ = w.send(Ok(r));
+                        }
+                    }
+                    Ok(a) => {
+                        let e = LinkError::BadAnswer(format!("{} answers to {} sends", a.replies.len(), waiters.len()));
+                        for w in waiters {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        for w in waiters {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -55,7 +123,12 @@ impl RouterLink for NatsRouter {
         Ok(())
     }
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
-        self.request(subject::ROUTER_ROUTE, &r).await
+        let (tx, rx) = oneshot::channel();
+        self.routes
+            .send((r, tx))
+            .map_err(|_| LinkError::Unavailable("route batcher stopped".into()))?;
+        rx.await
+            .map_err(|_| LinkError::Unavailable("route batcher stopped".into()))?
     }
     async fn resync(&self, r: Resync) -> Result<(), LinkError> {
         let _: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;

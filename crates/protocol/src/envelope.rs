@@ -114,6 +114,21 @@ pub struct RouteReply {
     pub recipients: u32,
 }
 
+/// Several routes from one node, answered by a [`RouteBatchReply`] with one
+/// reply per route, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteBatch {
+    /// The sends, in the order they were read.
+    pub routes: Vec<Route>,
+}
+
+/// Answers to a [`RouteBatch`], in its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteBatchReply {
+    /// One per route.
+    pub replies: Vec<RouteReply>,
+}
+
 /// Everything a node holds, sent after a (re)connect to the bus or when a
 /// router asks. Entries of the node that are not listed are stale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +213,8 @@ pub enum NodeCommand {
     },
     /// Send a [`Resync`] now (the router purged this node while it lived).
     Resync,
+    /// Several commands, applied in order (deliveries of a route batch).
+    Batch(Vec<NodeCommand>),
 }
 
 /// Answer to a node command that wants one: whether the connection existed.

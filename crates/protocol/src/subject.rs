@@ -11,6 +11,11 @@ pub const ROUTER_CONNECT: &str = "sb.router.connect";
 pub const ROUTER_DISCONNECT: &str = "sb.router.disconnect";
 /// Edge → router: route a client send (request/reply, queue group).
 pub const ROUTER_ROUTE: &str = "sb.router.route";
+/// Edge → router: several client sends at once, a [`RouteBatch`](crate::envelope::RouteBatch)
+/// answered in order (request/reply, queue group). Edges batch what queued
+/// up while the previous request was being written, so under load one bus
+/// message carries many sends.
+pub const ROUTER_ROUTE_BATCH: &str = "sb.router.route_batch";
 /// Edge → router: all of a node's connections (request/reply, queue group).
 pub const ROUTER_RESYNC: &str = "sb.router.resync";
 /// Edge → router: a draining node's connections leave presence at once

@@ -8,7 +8,9 @@ use async_nats::{Client, Message};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
-use switchboard_protocol::envelope::{self, BizQuery, CommandReply, ConnectReply, Heartbeat, NodeCommand};
+use switchboard_protocol::envelope::{
+    self, BizQuery, CommandReply, ConnectReply, Heartbeat, NodeCommand, RouteBatch, RouteBatchReply,
+};
 use switchboard_protocol::subject;
 use switchboard_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +69,7 @@ pub async fn serve(
     let connect = sub(subject::ROUTER_CONNECT).await?;
     let disconnect = sub(subject::ROUTER_DISCONNECT).await?;
     let route = sub(subject::ROUTER_ROUTE).await?;
+    let route_batch = sub(subject::ROUTER_ROUTE_BATCH).await?;
     let resync = sub(subject::ROUTER_RESYNC).await?;
     let check_biz = sub(subject::ROUTER_CHECK_BIZ).await?;
     let drain = sub(subject::ROUTER_DRAIN).await?;
@@ -77,6 +80,11 @@ pub async fn serve(
     spawn_handler(connect, ctx, |r, m| async move { r.connect(m).await });
     spawn_handler(disconnect, ctx, |r, m| async move { r.disconnect(m).await });
     spawn_handler(route, ctx, |r, m| async move { r.route(m).await });
+    spawn_handler(route_batch, ctx, |r, b: RouteBatch| async move {
+        RouteBatchReply {
+            replies: r.route_batch(b.routes).await,
+        }
+    });
     spawn_handler(resync, ctx, |r, m| async move { r.resync(m).await });
     spawn_handler(drain, ctx, |r, m| async move { r.drain(m).await });
     spawn_handler(check_biz, ctx, |r, q: BizQuery| async move {
