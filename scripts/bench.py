@@ -41,6 +41,18 @@ def wait_http(port, path="/readyz", timeout=20):
         except Exception: time.sleep(0.05)
     raise RuntimeError(f"port {port} not ready")
 
+def metric_mean_us(port, name):
+    """Mean of a Prometheus histogram on an edge, in µs (None if absent)."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    vals = {}
+    for line in text.splitlines():
+        for suffix in ("_sum", "_count"):
+            if line.startswith(name + suffix + " "):
+                vals[suffix] = float(line.split()[-1])
+    if not vals.get("_count"): return None
+    return vals["_sum"] / vals["_count"] * 1e6
+
 def cpu_seconds(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / TICK
@@ -160,6 +172,8 @@ def messages_section(a, c, res):
     if want("unicast"):
         u = loadgen(["unicast", "--targets", t, "--biz", "uni", "--pairs", "50", "--rate", "1000", "--duration", f"{a.secs}s"])[0]
         res["unicast"] = u["latency"]; res["unicast_lost"] = u["lost"] + (u["sent"] - u["accepted"])
+        # The senders' edge: client send -> router's answer, through NATS.
+        res["unicast_edge_rtt_us"] = metric_mean_us(c.edge_ports[0], "switchboard_send_duration_seconds")
     if want("fanout"):
         cpu0 = sum(cpu_seconds(e.pid) for e in c.edges)
         f = loadgen(["fanout", "--targets", t, "--biz", "fan", "--groups", str(a.groups), "--group-size", str(a.group_size), "--rate", str(a.fan_rate), "--duration", f"{a.secs}s"])[0]
@@ -261,6 +275,7 @@ def write(a, runs):
     row("unicast across two edges at 1k msg/s: p50", "≤ 250 µs", lambda r: pct(r["unicast"], "p50_us"), " µs", 0)
     row("… p99", "≤ 1 ms", lambda r: pct(r["unicast"], "p99_us"), " µs", 0)
     row("… p99.9", "≤ 5 ms", lambda r: pct(r["unicast"], "p999_us"), " µs", 0)
+    row("… of which the sending edge's round trip to a router and back over NATS (mean)", "", lambda r: r.get("unicast_edge_rtt_us"), " µs", 0)
     row(f"group fan-out ({a.groups}×{a.group_size}, {a.fan_rate} sends/s): deliveries per edge CPU-second", "≥ 150k (≥ 500k coalesced)", lambda r: r["fanout_per_edge_cpu_s"], "", 0)
     row(f"… same at {a.fan_rate * 5} sends/s in bursts of 16 (16 members of a group send at once: frames queue up, writes coalesce)", "≥ 500k", lambda r: r["fanout_queued_per_edge_cpu_s"], "", 0)
     row(f"broadcast to {a.bc_clients:,} clients over 2 edges: time to last delivery p50", "≤ 75 ms", lambda r: pct(r["broadcast"], "p50_us") and pct(r["broadcast"], "p50_us") / 1000, " ms", 1)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::Client;
+use async_nats::{Client, RequestErrorKind};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
@@ -88,28 +88,44 @@ async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaite
             }
             let client = client.clone();
             tokio::spawn(async move {
-                let answer: Result<RouteBatchReply, LinkError> =
-                    request(&client, subject::ROUTER_ROUTE_BATCH, &RouteBatch { routes }).await;
-                match answer {
-                    Ok(a) if a.replies.len() == waiters.len() => {
-                        for (w, r) in waiters.into_iter().zip(a.replies) {
-                            let _ = w.send(Ok(r));
-                        }
-                    }
-                    Ok(a) => {
-                        let e = LinkError::BadAnswer(format!("{} answers to {} sends", a.replies.len(), waiters.len()));
-                        for w in waiters {
-                            let _ = w.send(Err(e.clone()));
-                        }
-                    }
-                    Err(e) => {
-                        for w in waiters {
-                            let _ = w.send(Err(e.clone()));
-                        }
-                    }
+                for (w, r) in waiters.into_iter().zip(route_batch(&client, routes).await) {
+                    let _ = w.send(r);
                 }
             });
         }
+    }
+}
+
+/// Asks a router to route `routes`; one answer per route, in order.
+///
+/// Routers older than route batching do not subscribe the batch subject:
+/// on "no responders" each send is asked for on its own, so edges and
+/// routers can be upgraded in any order.
+async fn route_batch(client: &Client, routes: Vec<Route>) -> Vec<Result<RouteReply, LinkError>> {
+    let n = routes.len();
+    let all = |e: LinkError| (0..n).map(|_| Err(e.clone())).collect();
+    let batch = RouteBatch { routes };
+    let payload = match envelope::encode(&batch) {
+        Ok(p) => p,
+        Err(e) => return all(LinkError::BadAnswer(e.to_string())),
+    };
+    match client.request(subject::ROUTER_ROUTE_BATCH, payload).await {
+        Ok(msg) => match envelope::decode::<RouteBatchReply>(&msg.payload) {
+            Ok(a) if a.replies.len() == n => a.replies.into_iter().map(Ok).collect(),
+            Ok(a) => all(LinkError::BadAnswer(format!(
+                "{} answers to {n} sends",
+                a.replies.len()
+            ))),
+            Err(e) => all(LinkError::BadAnswer(e.to_string())),
+        },
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+            let mut out = Vec::with_capacity(n);
+            for r in &batch.routes {
+                out.push(request(client, subject::ROUTER_ROUTE, r).await);
+            }
+            out
+        }
+        Err(e) => all(LinkError::Unavailable(e.to_string())),
     }
 }
 

@@ -306,3 +306,61 @@ async fn a_nats_outage_longer_than_the_node_timeout_purges_nobody_and_late_leave
     a.expect_silence(QUIET).await;
     b.expect_silence(QUIET).await;
 }
+
+/// An edge asks for sends in batches; a router from before route batching
+/// only answers single routes. Mixed versions during a rolling update must
+/// keep routing (the edge falls back on "no responders").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_fall_back_to_single_routes_for_routers_without_batching() {
+    use futures_util::StreamExt;
+    use switchboard_protocol::envelope::{self, Route, RouteReply};
+    use switchboard_protocol::frame::SendTarget;
+    use switchboard_protocol::subject;
+
+    let nats = NatsServer::start();
+    let old_router = async_nats::connect(nats.url()).await.expect("connect");
+    let mut single = old_router
+        .queue_subscribe(subject::ROUTER_ROUTE, subject::ROUTER_QUEUE.into())
+        .await
+        .expect("subscribe");
+    old_router.flush().await.expect("flush");
+    let responder = old_router.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = single.next().await {
+            let Ok(r) = envelope::decode::<Route>(&msg.payload) else {
+                continue;
+            };
+            let answer = RouteReply {
+                code: 0,
+                recipients: r.content.len() as u32,
+            };
+            if let (Some(reply), Ok(bytes)) = (msg.reply, envelope::encode(&answer)) {
+                let _ = responder.publish(reply, bytes).await;
+            }
+        }
+    });
+
+    let edge_client = async_nats::connect(nats.url()).await.expect("connect");
+    let link = switchboard_edge::nats::router_link(edge_client);
+    let sends = (1..=5usize).map(|i| {
+        let link = link.clone();
+        async move {
+            link.route(Route {
+                node: "n".into(),
+                conn: i as u64,
+                biz: "b".into(),
+                from: format!("c{i}"),
+                msg_id: None,
+                target: SendTarget::Client("x".into()),
+                content: "x".repeat(i),
+            })
+            .await
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let recipients: Vec<u32> = answers
+        .into_iter()
+        .map(|a| a.expect("routed by the old router").recipients)
+        .collect();
+    assert_eq!(recipients, vec![1, 2, 3, 4, 5], "each send got its own answer");
+}
