@@ -25,6 +25,8 @@ pub const RESYNC_CHUNK: usize = 500;
 
 /// Most sends in one route batch.
 pub const ROUTE_BATCH: usize = 128;
+/// Most route batches of one edge awaiting their answer.
+pub const ROUTES_IN_FLIGHT: usize = 4;
 /// Most content bytes in one route batch (NATS' default payload limit is
 /// 1 MiB; one send's content is at most `edge.max_frame_bytes`).
 const ROUTE_BATCH_BYTES: usize = 256 * 1024;
@@ -70,10 +72,21 @@ async fn request<Q: Serialize, A: DeserializeOwned>(
 }
 
 /// Takes queued sends in batches (by count and bytes) and asks a router
-/// for each batch in its own task.
+/// for each batch in its own task. At most [`ROUTES_IN_FLIGHT`] batches
+/// are outstanding: while they are, new sends queue up and go together in
+/// the next batch, so batches grow with the load (at low load a batch is
+/// one send and nothing waits).
 async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaiter>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(ROUTES_IN_FLIGHT));
     let mut queued = Vec::with_capacity(ROUTE_BATCH);
-    while rx.recv_many(&mut queued, ROUTE_BATCH).await > 0 {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if rx.recv_many(&mut queued, ROUTE_BATCH).await == 0 {
+            return;
+        }
+        let mut slot = Some(slot);
         let mut pending = queued.drain(..).peekable();
         while pending.peek().is_some() {
             let mut routes = Vec::new();
@@ -86,11 +99,15 @@ async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaite
                 routes.push(route);
                 waiters.push(waiter);
             }
+            // Only the first chunk holds the slot: extra chunks (large
+            // contents) are rare and must not wait behind each other.
+            let slot = slot.take();
             let client = client.clone();
             tokio::spawn(async move {
                 for (w, r) in waiters.into_iter().zip(route_batch(&client, routes).await) {
                     let _ = w.send(r);
                 }
+                drop(slot);
             });
         }
     }
