@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::{BufMut, Bytes};
 use parking_lot::Mutex;
 use switchboard_protocol::CloseCode;
-use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 /// Frames gathered into one `writev` by a flush.
@@ -68,7 +68,7 @@ struct State {
 pub struct Outbox {
     state: Mutex<State>,
     notify: Notify,
-    sock: OnceLock<Arc<TcpStream>>,
+    sock: OnceLock<Arc<OwnedWriteHalf>>,
 }
 
 /// Frames `payload` as a server (unmasked) WebSocket frame with `opcode`.
@@ -106,12 +106,12 @@ pub fn close_frame(code: u16) -> Bytes {
 impl Outbox {
     /// Gives the outbox its socket; until then (and in unit tests) every
     /// flush is left to the writer.
-    pub fn attach(&self, sock: Arc<TcpStream>) {
+    pub fn attach(&self, sock: Arc<OwnedWriteHalf>) {
         let _ = self.sock.set(sock);
     }
 
     /// The socket, once attached.
-    pub fn socket(&self) -> Option<&Arc<TcpStream>> {
+    pub fn socket(&self) -> Option<&Arc<OwnedWriteHalf>> {
         self.sock.get()
     }
 
@@ -218,7 +218,11 @@ impl Outbox {
                 self.notify.notify_one();
                 return;
             }
-            let written = match sock.try_write_vectored(&iov[..n]) {
+            let written = match if n == 1 {
+                sock.try_write(&iov[0])
+            } else {
+                sock.try_write_vectored(&iov[..n])
+            } {
                 Ok(w) => w,
                 // Would block, or an error the writer will meet and report.
                 Err(_) => {
@@ -359,10 +363,10 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         let o = Outbox::default();
-        o.attach(Arc::new(server));
+        o.attach(Arc::new(server.into_split().1));
         assert_eq!(o.push_text(text_frame(b"one"), 100), Q1);
         assert_eq!(o.enqueue(text_frame(b"two"), 100), Q1);
         assert_eq!(o.enqueue(text_frame(b"three"), 100), Q);

@@ -1,16 +1,14 @@
 //! One client session: a reader and a writer polled by one task.
 //!
-//! The upgraded connection is taken back as the plain `TcpStream` (shared
-//! by `Arc`): the reader reads it, and the connection's
-//! [`Outbox`](crate::outbox::Outbox) writes to it directly from whichever
+//! The upgraded connection is taken back as the plain `TcpStream` and
+//! split: the reader reads its read half, and the connection's
+//! [`Outbox`](crate::outbox::Outbox) writes to the write half directly from whichever
 //! task queues a frame. The session's writer only waits for the socket when
 //! a write did not go out at once, and writes the close frame. Both halves
 //! are polled together, and when one ends the other gets `close_grace`.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,7 +18,7 @@ use switchboard_protocol::envelope::{ConnInfo, Disconnect, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 
 use crate::outbox::{self, Out};
@@ -29,26 +27,6 @@ use crate::wsread::{op, FrameReader, ReadError};
 use crate::EdgeInner;
 
 type Io = TokioIo<Upgraded>;
-
-/// The read side of a shared socket.
-struct SockRead(Arc<TcpStream>);
-
-impl AsyncRead for SockRead {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        loop {
-            ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                // Readiness was cleared: the next poll registers the waker.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
 
 /// The TCP stream under an upgraded connection, with any bytes hyper read
 /// past the handshake.
@@ -82,7 +60,10 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             return;
         }
     };
-    let sock = Arc::new(tcp);
+    // The read half is the reader's; the write half is shared with the
+    // outbox, which writes from whichever task queues a frame.
+    let (mut rd, sock) = tcp.into_split();
+    let sock = Arc::new(sock);
     // `early` points into hyper's whole read buffer: copy out what is in it
     // and let the buffer go.
     let mut reader = FrameReader::with_buffered(&early);
@@ -100,14 +81,52 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     conn.outbox.attach(sock.clone());
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
-    let mut rd = SockRead(sock.clone());
+    // Boxed: what registration needs is not kept for the session's life.
+    let registered = Box::pin(register(&edge, &conn, biz, client, groups)).await;
+
+    let grace = edge.config.close_grace;
+    {
+        let reading = read_loop(&edge, &conn, &mut reader, &mut rd, registered);
+        let writer = write_loop(&edge, &conn, &sock);
+        tokio::pin!(reading, writer);
+        tokio::select! {
+            () = &mut reading => {
+                conn.outbox.stop();
+                let _ = Box::pin(tokio::time::timeout(grace, writer)).await;
+            }
+            () = &mut writer => {
+                let _ = Box::pin(tokio::time::timeout(grace, reading)).await;
+            }
+        }
+    }
+    // Lingering close: read and discard until the peer closes (or `grace`),
+    // so unread input does not make the kernel reset the connection before
+    // the peer has read our close frame.
+    let _ = Box::pin(tokio::time::timeout(grace, reader.drain(&mut rd))).await;
+
+    edge.registry.remove(id);
+    edge.metrics.connections.dec();
+    if registered {
+        edge.spawn_disconnect(Disconnect {
+            node: edge.node_id.clone(),
+            conn: id,
+            biz: conn.biz.to_string(),
+            client: conn.client.to_string(),
+        });
+    }
+}
+
+/// Writes presence, then queues the welcome (or closes with 1013 if no
+/// router took it). Returns whether the connection is registered.
+async fn register(edge: &EdgeInner, conn: &Conn, biz: String, client: String, groups: Vec<String>) -> bool {
     let info = ConnInfo {
         node: edge.node_id.clone(),
-        conn: id,
+        conn: conn.id,
         biz,
         client,
         groups,
     };
+    let id = conn.id;
     let registered = match edge.router.connect(info.clone()).await {
         Ok(r) if r.code == 0 => true,
         Ok(r) => {
@@ -133,37 +152,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         // 1011 would be "internal error"; 1013 "try again later" fits a bus outage.
         conn.outbox.close(1013);
     }
-
-    let grace = edge.config.close_grace;
-    {
-        let reading = read_loop(&edge, &conn, &mut reader, &mut rd, registered);
-        let writer = write_loop(&edge, &conn, &sock);
-        tokio::pin!(reading, writer);
-        tokio::select! {
-            () = &mut reading => {
-                conn.outbox.stop();
-                let _ = tokio::time::timeout(grace, writer).await;
-            }
-            () = &mut writer => {
-                let _ = tokio::time::timeout(grace, reading).await;
-            }
-        }
-    }
-    // Lingering close: read and discard until the peer closes (or `grace`),
-    // so unread input does not make the kernel reset the connection before
-    // the peer has read our close frame.
-    let _ = tokio::time::timeout(grace, reader.drain(&mut rd)).await;
-
-    edge.registry.remove(id);
-    edge.metrics.connections.dec();
-    if registered {
-        edge.spawn_disconnect(Disconnect {
-            node: info.node,
-            conn: id,
-            biz: info.biz,
-            client: info.client,
-        });
-    }
+    registered
 }
 
 /// Per-connection token bucket and abuse counter (lives in the reader).
@@ -250,7 +239,7 @@ where
                     conn.outbox.close(1007);
                     return;
                 }
-                handle_text(edge, conn, &frame.payload, &mut limiter).await;
+                Box::pin(handle_text(edge, conn, &frame.payload, &mut limiter)).await;
             }
             op::TEXT => fragments = Some(frame.payload.to_vec()),
             op::BINARY if frame.fin => {
@@ -279,7 +268,7 @@ where
                         conn.outbox.close(1007);
                         return;
                     }
-                    handle_text(edge, conn, &whole, &mut limiter).await;
+                    Box::pin(handle_text(edge, conn, &whole, &mut limiter)).await;
                 }
             }
         }
@@ -387,7 +376,7 @@ async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut L
 /// closing (a close was queued, e.g. after an overflow), the rest of the
 /// write gets `close_grace`: a client that stopped reading cannot hold the
 /// session.
-async fn write_all(edge: &EdgeInner, conn: &Conn, sock: &TcpStream, mut buf: &[u8]) -> bool {
+async fn write_all(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteHalf, mut buf: &[u8]) -> bool {
     let mut deadline: Option<tokio::time::Instant> = None;
     while !buf.is_empty() {
         if deadline.is_none() && conn.outbox.is_closing() {
@@ -424,7 +413,7 @@ const FAR: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Writes what a direct flush left: frames the socket did not take at once,
 /// then the close frame, after which it shuts the write side down.
-async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &TcpStream) {
+async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteHalf) {
     loop {
         let Some(batch) = conn.outbox.take() else {
             conn.outbox.wait().await;
@@ -451,12 +440,12 @@ async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &TcpStream) {
                 }
             }
         }
-        if !write_all(edge, conn, sock, &buf).await {
+        if !Box::pin(write_all(edge, conn, sock, &buf)).await {
             conn.outbox.stop();
             return;
         }
         if last {
-            let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Write);
+            let _ = socket2::SockRef::from(sock.as_ref()).shutdown(std::net::Shutdown::Write);
             return;
         }
     }
