@@ -8,8 +8,9 @@
 //! - [`handshake`]: query checks before the upgrade.
 //! - [`auth`]: connection JWTs and the `Origin` allow-list.
 //! - [`registry`]: local connections by id, by (bizCode, group), by bizCode.
-//! - [`outbox`]: each connection's bounded send queue.
-//! - `session`: one task per connection, reader + coalescing writer.
+//! - [`outbox`]: each connection's bounded send queue and direct writes.
+//! - `session`: one task per connection: the reader, and a writer for what
+//!   a direct write left (see [`outbox`]).
 //! - `wsread`: a lean RFC 6455 frame reader (small buffer while idle).
 //! - [`link`]: the edge → router seam ([`link::RouterLink`]).
 //! - [`nats`]: the seam over NATS, the node inbox, heartbeats, resync.
