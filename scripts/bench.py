@@ -95,7 +95,8 @@ class Cluster:
         for p in reversed(self.procs):
             p.send_signal(signal.SIGKILL)
         for p in self.procs: p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("SB_BENCH_KEEP"): print(f"  logs kept in {self.dir}", file=sys.stderr)
+        else: shutil.rmtree(self.dir, ignore_errors=True)
 
 def raise_nofile():
     import resource

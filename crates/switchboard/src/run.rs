@@ -33,23 +33,10 @@ fn node_id(config: &Config) -> String {
     switchboard_edge::new_node_id(&name)
 }
 
-/// Accept queue asked of the kernel (it caps this at `net.core.somaxconn`).
-/// Rust's default of 128 overflows during a reconnect storm: a dropped
-/// handshake is retried by the client only after a second.
-const LISTEN_BACKLOG: u32 = 4096;
-
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listen = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
-    };
-    listen().with_context(|| format!("cannot listen on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 /// Runs an edge until SIGTERM/SIGINT, then drains.
