@@ -379,6 +379,19 @@ mod tests {
         }
     }
 
+    /// A router on an in-memory store whose commands to nodes are recorded.
+    fn router_recording() -> (Router, Arc<Recorded>) {
+        let edges = Arc::new(Recorded::default());
+        let router = Router::new(
+            RouterConfig::default(),
+            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryRegistry::default()),
+            edges.clone(),
+            Arc::new(Metrics::new()),
+        );
+        (router, edges)
+    }
+
     fn delivered_conns(cmd: &NodeCommand) -> Vec<u64> {
         match cmd {
             NodeCommand::Deliver {
@@ -392,14 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_answers_in_order_and_sends_one_message_per_node() {
-        let edges = Arc::new(Recorded::default());
-        let router = Router::new(
-            RouterConfig::default(),
-            Arc::new(MemoryStore::default()),
-            Arc::new(MemoryRegistry::default()),
-            edges.clone(),
-            Arc::new(Metrics::new()),
-        );
+        let (router, edges) = router_recording();
         for (node, id, client) in [("n1", 1, "a"), ("n2", 7, "x"), ("n2", 8, "y"), ("n3", 9, "z")] {
             assert_eq!(router.connect(conn(node, id, client)).await.code, 0);
         }
@@ -422,14 +428,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_batch_is_split_under_the_bus_payload_limit() {
-        let edges = Arc::new(Recorded::default());
-        let router = Router::new(
-            RouterConfig::default(),
-            Arc::new(MemoryStore::default()),
-            Arc::new(MemoryRegistry::default()),
-            edges.clone(),
-            Arc::new(Metrics::new()),
-        );
+        let (router, edges) = router_recording();
         assert_eq!(router.connect(conn("n2", 7, "x")).await.code, 0);
         let big = format!("\"{}\"", "x".repeat(60 * 1024));
         let replies = router
