@@ -110,11 +110,6 @@ impl Outbox {
         let _ = self.sock.set(sock);
     }
 
-    /// The socket, once attached.
-    pub fn socket(&self) -> Option<&Arc<OwnedWriteHalf>> {
-        self.sock.get()
-    }
-
     /// Queues a framed text message unless that would exceed `limit` bytes.
     /// Does not write: a caller that gets `Queued { first: true }` must
     /// [`flush`](Self::flush) (at once, or after queueing a whole batch).
@@ -194,50 +189,45 @@ impl Outbox {
     /// Writes queued frames straight to the socket while it takes them
     /// without blocking; hands the rest (and any close) to the writer task.
     pub fn flush(&self) {
-        let Some(sock) = self.sock.get() else {
-            self.notify.notify_one();
-            return;
+        let left = match self.sock.get() {
+            Some(sock) => self.write_now(sock),
+            None => true,
         };
+        if left {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Writes up to [`MAX_IOV`] frames per syscall while the socket takes
+    /// all of them. True if something is left for the writer: a short or
+    /// failed write (the writer meets the error again and reports it), or a
+    /// close.
+    fn write_now(&self, sock: &OwnedWriteHalf) -> bool {
         let mut s = self.state.lock();
-        loop {
-            if s.writing || s.queue.is_empty() {
-                return;
-            }
+        while !s.writing && !s.queue.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
-            let mut total = 0;
             for item in s.queue.iter().take(MAX_IOV) {
                 let Out::Frame(b) = item else { break };
                 iov[n] = IoSlice::new(b);
-                total += b.len();
                 n += 1;
             }
             if n == 0 {
-                // A close is next: the writer does that.
-                drop(s);
-                self.notify.notify_one();
-                return;
+                return true;
             }
-            let written = match if n == 1 {
+            let total: usize = iov[..n].iter().map(|b| b.len()).sum();
+            let result = if n == 1 {
                 sock.try_write(&iov[0])
             } else {
                 sock.try_write_vectored(&iov[..n])
-            } {
-                Ok(w) => w,
-                // Would block, or an error the writer will meet and report.
-                Err(_) => {
-                    drop(s);
-                    self.notify.notify_one();
-                    return;
-                }
             };
+            let Ok(written) = result else { return true };
             s.consume(written);
             if written < total {
-                drop(s);
-                self.notify.notify_one();
-                return;
+                return true;
             }
         }
+        false
     }
 
     /// Takes everything queued (the writer's side) and marks the writer busy

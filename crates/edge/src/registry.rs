@@ -141,16 +141,6 @@ impl Dirty {
             c.outbox.flush();
         }
     }
-
-    /// Connections waiting for a flush.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether nothing waits for a flush.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// The local registry.

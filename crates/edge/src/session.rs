@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use switchboard_protocol::envelope::{ConnInfo, Disconnect, Route};
+use switchboard_protocol::envelope::{Disconnect, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
@@ -46,13 +46,6 @@ pub(crate) struct Admission {
 
 /// Runs a session from upgrade to disconnect.
 pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
-    let Admission {
-        biz,
-        client,
-        groups,
-        expires_at,
-        send_groups,
-    } = a;
     let (tcp, early) = match into_tcp(io) {
         Ok(x) => x,
         Err(_) => {
@@ -69,20 +62,30 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     let mut reader = FrameReader::with_buffered(&early);
     drop(early);
     let id = edge.next_conn_id();
-    let conn = Arc::new(Conn::with_token(
-        id,
-        &biz,
-        &client,
-        &groups,
-        edge.clock(),
-        expires_at,
-        send_groups,
-    ));
+    let conn = {
+        // Scoped: the connection keeps its own copies of these.
+        let Admission {
+            biz,
+            client,
+            groups,
+            expires_at,
+            send_groups,
+        } = a;
+        Arc::new(Conn::with_token(
+            id,
+            &biz,
+            &client,
+            &groups,
+            edge.clock(),
+            expires_at,
+            send_groups,
+        ))
+    };
     conn.outbox.attach(sock.clone());
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
     // Boxed: what registration needs is not kept for the session's life.
-    let registered = Box::pin(register(&edge, &conn, biz, client, groups)).await;
+    let registered = Box::pin(register(&edge, &conn)).await;
 
     let grace = edge.config.close_grace;
     {
@@ -118,14 +121,8 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
 
 /// Writes presence, then queues the welcome (or closes with 1013 if no
 /// router took it). Returns whether the connection is registered.
-async fn register(edge: &EdgeInner, conn: &Conn, biz: String, client: String, groups: Vec<String>) -> bool {
-    let info = ConnInfo {
-        node: edge.node_id.clone(),
-        conn: conn.id,
-        biz,
-        client,
-        groups,
-    };
+async fn register(edge: &EdgeInner, conn: &Conn) -> bool {
+    let info = conn.info(&edge.node_id);
     let id = conn.id;
     let registered = match edge.router.connect(info.clone()).await {
         Ok(r) if r.code == 0 => true,
@@ -422,7 +419,7 @@ async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteHalf) {
         let mut buf = Vec::with_capacity(
             batch
                 .iter()
-                .map(|o| if let Out::Frame(b) = o { b.len() } else { 132 })
+                .map(|o| if let Out::Frame(b) = o { b.len() } else { 0 })
                 .sum(),
         );
         let mut last = false;
