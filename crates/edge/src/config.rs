@@ -64,6 +64,12 @@ pub struct EdgeConfig {
     /// Default `2s`.
     #[serde(with = "humantime_serde")]
     pub close_grace: Duration,
+    /// Serve `GET /echo`: a WebSocket endpoint that sends every message back
+    /// as it came, through the same reader, limits and close handling as
+    /// `/ws` (no welcome, no presence). For conformance tests (the
+    /// Autobahn|Testsuite) only; never turn it on in production. Default
+    /// false.
+    pub echo_endpoint: bool,
 }
 
 impl Default for EdgeConfig {
@@ -87,6 +93,7 @@ impl Default for EdgeConfig {
             node_heartbeat: Duration::from_secs(2),
             drain_window: Duration::from_secs(5),
             close_grace: Duration::from_secs(2),
+            echo_endpoint: false,
         }
     }
 }

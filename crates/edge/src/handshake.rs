@@ -1,4 +1,5 @@
-//! The WebSocket handshake's query: `bizCode` (or `systemId`), `clientId`,
+//! The WebSocket handshake: the opening request's HTTP checks (RFC 6455
+//! §4.1–§4.2) and its query: `bizCode` (or `systemId`), `clientId`,
 //! `group` (comma list), `token`. Checked before the upgrade.
 
 use switchboard_protocol::ids::{self, IdKind};
@@ -31,6 +32,89 @@ pub enum HandshakeError {
     /// bizCode and systemId both given and different.
     #[error("bizCode and systemId disagree")]
     Conflict,
+}
+
+/// Why an opening request is not a WebSocket handshake we can accept
+/// (RFC 6455 §4.2.1–§4.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpgradeError {
+    /// No `Upgrade: websocket` with `Connection: upgrade`: 426.
+    #[error("expected a WebSocket upgrade")]
+    NotUpgrade,
+    /// `Sec-WebSocket-Version` other than 13: 426 with
+    /// `Sec-WebSocket-Version: 13` so the client can fall back (§4.4).
+    #[error("unsupported Sec-WebSocket-Version (only 13)")]
+    Version,
+    /// Not HTTP/1.1 or later (§4.1 item 2): 400.
+    #[error("a WebSocket handshake needs HTTP/1.1")]
+    HttpVersion,
+    /// No `Host` header (§4.1 item 4; RFC 9112 §3.2): 400.
+    #[error("missing Host header")]
+    MissingHost,
+    /// `Sec-WebSocket-Key` missing, repeated, or not 16 bytes in base64
+    /// (§4.1 item 7): 400.
+    #[error("Sec-WebSocket-Key must be 16 bytes in base64")]
+    Key,
+}
+
+impl UpgradeError {
+    /// The answer: 426 Upgrade Required, or 400.
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Self::NotUpgrade | Self::Version => http::StatusCode::UPGRADE_REQUIRED,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Checks that `req` is a WebSocket opening handshake this server accepts.
+///
+/// # Errors
+/// [`UpgradeError`] naming the first problem.
+pub fn check_upgrade<B>(req: &http::Request<B>) -> Result<(), UpgradeError> {
+    let headers = req.headers();
+    if !has_token(headers, http::header::UPGRADE, "websocket")
+        || !has_token(headers, http::header::CONNECTION, "upgrade")
+    {
+        return Err(UpgradeError::NotUpgrade);
+    }
+    let mut versions = headers.get_all(http::header::SEC_WEBSOCKET_VERSION).iter();
+    if versions.next().map(http::HeaderValue::as_bytes) != Some(b"13") || versions.next().is_some() {
+        return Err(UpgradeError::Version);
+    }
+    if req.version() < http::Version::HTTP_11 {
+        return Err(UpgradeError::HttpVersion);
+    }
+    if !headers.contains_key(http::header::HOST) {
+        return Err(UpgradeError::MissingHost);
+    }
+    let mut keys = headers.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
+    match (keys.next(), keys.next()) {
+        (Some(key), None) if is_nonce(key.as_bytes()) => Ok(()),
+        _ => Err(UpgradeError::Key),
+    }
+}
+
+/// Whether a comma-separated header (any of its lines) holds `token`,
+/// compared case-insensitively.
+fn has_token(headers: &http::HeaderMap, name: http::header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&c| c == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Base64 of exactly 16 bytes: 22 alphabet characters, the last of which
+/// carries only 2 bits (so is one of `A Q g w`), then `==`.
+fn is_nonce(key: &[u8]) -> bool {
+    let key = key.trim_ascii();
+    key.len() == 24
+        && key[..22]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+        && matches!(key[21], b'A' | b'Q' | b'g' | b'w')
+        && &key[22..] == b"=="
 }
 
 /// Parses and checks a handshake query string.
@@ -99,6 +183,61 @@ mod tests {
         assert_eq!(h.groups, vec!["g1", "g2"]);
         let h = parse("systemId=d1&group=g1%2Cg1,,g2", 64).expect("valid");
         assert_eq!((h.biz.as_deref(), h.client, h.groups.len()), (Some("d1"), None, 2));
+    }
+
+    fn request(edit: impl FnOnce(http::request::Builder) -> http::request::Builder) -> http::Request<()> {
+        let b = http::Request::get("/ws?bizCode=d1")
+            .header("host", "127.0.0.1")
+            .header("upgrade", "websocket")
+            .header("connection", "keep-alive, Upgrade")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        edit(b).body(()).expect("request")
+    }
+
+    #[test]
+    fn checks_the_opening_handshake() {
+        assert_eq!(check_upgrade(&request(|b| b)), Ok(()));
+        let mut no_upgrade = request(|b| b);
+        no_upgrade.headers_mut().remove("upgrade");
+        assert_eq!(check_upgrade(&no_upgrade), Err(UpgradeError::NotUpgrade));
+        for v in ["8", "12", "14", "abc", ""] {
+            let mut r = request(|b| b);
+            r.headers_mut()
+                .insert("sec-websocket-version", http::HeaderValue::from_static(v));
+            assert_eq!(check_upgrade(&r), Err(UpgradeError::Version), "{v:?}");
+        }
+        assert_eq!(
+            check_upgrade(&request(|b| b.header("sec-websocket-version", "13"))),
+            Err(UpgradeError::Version),
+            "repeated version"
+        );
+        assert_eq!(
+            check_upgrade(&request(|b| b.version(http::Version::HTTP_10))),
+            Err(UpgradeError::HttpVersion)
+        );
+        let mut no_host = request(|b| b);
+        no_host.headers_mut().remove("host");
+        assert_eq!(check_upgrade(&no_host), Err(UpgradeError::MissingHost));
+        for key in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ=",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ==AAAA",
+            "dGhlIHNhbXBsZSBub25j*Q==",
+            "AAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let mut r = request(|b| b);
+            r.headers_mut()
+                .insert("sec-websocket-key", http::HeaderValue::from_static(key));
+            assert_eq!(check_upgrade(&r), Err(UpgradeError::Key), "{key:?}");
+        }
+        assert_eq!(
+            check_upgrade(&request(|b| b.header("sec-websocket-key", "AAAAAAAAAAAAAAAAAAAAAA=="))),
+            Err(UpgradeError::Key),
+            "repeated key"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - `session`: one task per connection: the reader, and a writer for what
 //!   a direct write left (see [`outbox`]).
 //! - `wsread`: a lean RFC 6455 frame reader (small buffer while idle).
+//! - `message`: frames → messages (fragmentation, UTF-8, close frames).
 //! - [`link`]: the edge → router seam ([`link::RouterLink`]).
 //! - [`nats`]: the seam over NATS, the node inbox, heartbeats, resync.
 
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod handshake;
 pub mod link;
+mod message;
 pub mod nats;
 pub mod outbox;
 pub mod registry;
@@ -228,7 +230,7 @@ impl Edge {
                 None
             }
             NodeCommand::Close { conn, code } => {
-                let found = inner.registry.get(conn).map(|c| c.outbox.close(code)).is_some();
+                let found = inner.registry.get(conn).map(|c| c.close_after_welcome(code)).is_some();
                 Some(CommandReply { found })
             }
             NodeCommand::Bind { conn, group } => Some(CommandReply {
@@ -365,7 +367,38 @@ impl Edge {
 
     fn refuse(&self, status: StatusCode, code: u16, msg: &str) -> Response {
         self.inner.metrics.handshake_refusals.inc();
-        h::error(status, code, msg)
+        let mut res = h::error(status, code, msg);
+        if status == StatusCode::UPGRADE_REQUIRED {
+            // RFC 6455 §4.4: name the version we speak, so a client can fall back.
+            let headers = res.headers_mut();
+            headers.insert(
+                http::header::SEC_WEBSOCKET_VERSION,
+                http::HeaderValue::from_static("13"),
+            );
+            headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
+        }
+        res
+    }
+
+    /// `GET /echo` (only with `edge.echo_endpoint`): upgrades without
+    /// admission and echoes every message (conformance tests).
+    fn upgrade_echo(&self, mut req: Request<Incoming>) -> Response {
+        if let Err(e) = handshake::check_upgrade(&req) {
+            return self.refuse(e.status(), 1001, &e.to_string());
+        }
+        let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(StatusCode::BAD_REQUEST, 1001, &e.to_string()),
+        };
+        let edge = self.inner.clone();
+        self.inner.tasks.spawn(async move {
+            match fut.await {
+                Ok(ws) => session::run_echo(edge, ws.into_inner()).await,
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (parts, _) = res.into_parts();
+        http::Response::from_parts(parts, Full::new(Bytes::new()))
     }
 
     /// Every check before the upgrade (SPEC §2 "Connecting").
@@ -441,6 +474,7 @@ impl Edge {
                 }
             }
         };
+        handshake::check_upgrade(req).map_err(|e| bad(e.status(), 1001, &e.to_string()))?;
         if inner.config.require_registration && !inner.known_biz.lock().contains(admission.biz.as_str()) {
             match inner.router.is_registered(&admission.biz).await {
                 Ok(true) => {
@@ -456,9 +490,6 @@ impl Edge {
                 }
             }
         }
-        if !fastwebsockets::upgrade::is_upgrade_request(req) {
-            return Err(bad(StatusCode::UPGRADE_REQUIRED, 1001, "expected a WebSocket upgrade"));
-        }
         Ok(admission)
     }
 }
@@ -472,6 +503,8 @@ impl Handler for Edge {
             } else {
                 h::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed")
             }
+        } else if path == "/echo" && self.inner.config.echo_endpoint && req.method() == Method::GET {
+            self.upgrade_echo(req)
         } else if let Some(res) = ops::handle(req.method(), path, &self.inner.health, &self.inner.metrics) {
             res
         } else {

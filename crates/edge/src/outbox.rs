@@ -61,6 +61,8 @@ struct State {
     writing: bool,
     /// The queue's head is the rest of a frame partly written by a flush.
     head_partial: bool,
+    /// The queue's last frame is a pong (a newer pong may replace it).
+    tail_pong: bool,
 }
 
 /// The send queue of one connection.
@@ -110,7 +112,7 @@ impl Outbox {
         let _ = self.sock.set(sock);
     }
 
-    /// Queues a framed text message unless that would exceed `limit` bytes.
+    /// Queues a framed message unless that would exceed `limit` bytes.
     /// Does not write: a caller that gets `Queued { first: true }` must
     /// [`flush`](Self::flush) (at once, or after queueing a whole batch).
     pub fn enqueue(&self, frame: Bytes, limit: usize) -> Pushed {
@@ -119,12 +121,7 @@ impl Outbox {
             return Pushed::Closed;
         }
         if s.bytes + frame.len() > limit {
-            let partial = if s.head_partial { s.queue.pop_front() } else { None };
-            s.queue.clear();
-            s.queue.extend(partial);
-            s.bytes = 0;
-            s.closing = true;
-            s.queue.push_back(Out::Close(CloseCode::SlowConsumer.as_u16()));
+            s.overflow();
             drop(s);
             self.notify.notify_one();
             return Pushed::Overflow;
@@ -132,6 +129,7 @@ impl Outbox {
         let first = s.queue.is_empty();
         s.bytes += frame.len();
         s.queue.push_back(Out::Frame(frame));
+        s.tail_pong = false;
         Pushed::Queued { first }
     }
 
@@ -144,18 +142,48 @@ impl Outbox {
         pushed
     }
 
-    /// Queues a pong (control frames are tiny and not counted).
-    pub fn push_pong(&self, payload: &[u8]) {
+    /// Queues the pong that answers a ping with `payload`, counted against
+    /// `limit` like every other frame. A pong still waiting in the queue is
+    /// replaced by the new one (RFC 6455 §5.5.3 lets a server answer only the
+    /// latest ping), so a ping flood from a client that does not read holds
+    /// one pong, not one per ping.
+    pub fn push_pong(&self, payload: &[u8], limit: usize) -> Pushed {
+        let pong = frame(0xA, payload);
         let mut s = self.state.lock();
         if s.closing {
-            return;
+            return Pushed::Closed;
+        }
+        // The tail pong may be replaced unless a flush already wrote part of it.
+        let replaceable = s.tail_pong && !(s.head_partial && s.queue.len() == 1);
+        let replaced = if replaceable {
+            match s.queue.back() {
+                Some(Out::Frame(old)) => old.len(),
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        if s.bytes - replaced + pong.len() > limit {
+            s.overflow();
+            drop(s);
+            self.notify.notify_one();
+            return Pushed::Overflow;
+        }
+        s.bytes = s.bytes - replaced + pong.len();
+        if replaceable {
+            if let Some(Out::Frame(old)) = s.queue.back_mut() {
+                *old = pong;
+                return Pushed::Queued { first: false };
+            }
         }
         let first = s.queue.is_empty();
-        s.queue.push_back(Out::Frame(frame(0xA, payload)));
+        s.queue.push_back(Out::Frame(pong));
+        s.tail_pong = true;
         drop(s);
         if first {
             self.flush();
         }
+        Pushed::Queued { first }
     }
 
     /// Closes after what is already queued. Returns false if the connection
@@ -176,6 +204,7 @@ impl Outbox {
         }
         s.closing = true;
         s.queue.push_back(last);
+        s.tail_pong = false;
         drop(s);
         self.notify.notify_one();
         true
@@ -241,6 +270,7 @@ impl Outbox {
         s.writing = true;
         s.bytes = 0;
         s.head_partial = false;
+        s.tail_pong = false;
         Some(std::mem::take(&mut s.queue))
     }
 
@@ -275,7 +305,24 @@ impl State {
         }
         if self.queue.is_empty() {
             self.head_partial = false;
+            self.tail_pong = false;
         }
+    }
+
+    /// Drops what is queued (keeping a partly written head frame whole, so
+    /// the close never lands mid-frame) and queues the 4008 close.
+    fn overflow(&mut self) {
+        let partial = if self.head_partial {
+            self.queue.pop_front()
+        } else {
+            None
+        };
+        self.queue.clear();
+        self.queue.extend(partial);
+        self.bytes = 0;
+        self.closing = true;
+        self.tail_pong = false;
+        self.queue.push_back(Out::Close(CloseCode::SlowConsumer.as_u16()));
     }
 }
 
@@ -306,6 +353,33 @@ mod tests {
         assert_eq!(o.enqueue(Bytes::from(vec![0; 200]), 100), Pushed::Overflow);
         let q: Vec<_> = o.take().expect("queued").into_iter().collect();
         assert_eq!(q, vec![Out::Frame(Bytes::from_static(b"cdef")), Out::Close(4008)]);
+    }
+
+    #[test]
+    fn pongs_are_counted_and_a_waiting_pong_is_replaced() {
+        let o = Outbox::default();
+        assert_eq!(o.push_pong(b"1", 100), Q1);
+        for i in 0..1000u32 {
+            assert_eq!(o.push_pong(&i.to_be_bytes(), 100), Q, "ping {i}");
+        }
+        assert_eq!(o.state.lock().bytes, 6);
+        let q: Vec<_> = o.take().expect("queued").into_iter().collect();
+        assert_eq!(q, vec![Out::Frame(frame(0xA, &999u32.to_be_bytes()))]);
+        // A pong behind a text frame is queued; one after a text frame is not merged.
+        let o = Outbox::default();
+        o.enqueue(Bytes::from_static(b"text"), 100);
+        assert_eq!(o.push_pong(b"a", 100), Q);
+        o.enqueue(Bytes::from_static(b"more"), 100);
+        assert_eq!(o.push_pong(b"b", 100), Q);
+        assert_eq!(o.take().map(|q| q.len()), Some(4));
+        // Counted: a pong that does not fit is a slow consumer.
+        let o = Outbox::default();
+        o.enqueue(Bytes::from(vec![0; 95]), 100);
+        assert_eq!(o.push_pong(&[0; 20], 100), Pushed::Overflow);
+        assert_eq!(
+            o.take().map(|q| q.into_iter().collect::<Vec<_>>()),
+            Some(vec![Out::Close(4008)])
+        );
     }
 
     #[test]

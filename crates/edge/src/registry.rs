@@ -4,7 +4,7 @@
 //! All operations are synchronous and short; nothing awaits under the lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,6 +12,13 @@ use parking_lot::{Mutex, RwLock};
 use switchboard_protocol::envelope::{ConnInfo, DeliverTo};
 
 use crate::outbox::{Outbox, Pushed};
+
+/// [`Conn::phase`]: presence is being registered.
+const REGISTERING: u32 = 0;
+/// [`Conn::phase`]: welcomed, deliveries reach it.
+const ACTIVE: u32 = 1;
+/// [`Conn::phase`] flag: a close (the low 16 bits) waits for the welcome.
+const CLOSE_PENDING: u32 = 1 << 16;
 
 /// One client connection on this node.
 #[derive(Debug)]
@@ -28,9 +35,11 @@ pub struct Conn {
     pub outbox: Outbox,
     /// Coarse clock second of the last frame from the client (idle timeout).
     last_seen: AtomicU64,
-    /// Set once presence is written and the welcome queued: deliveries before
-    /// that are skipped so the welcome stays the first frame.
-    active: AtomicBool,
+    /// [`REGISTERING`] until presence is written and the welcome queued
+    /// (deliveries before that are skipped so the welcome stays the first
+    /// frame), then [`ACTIVE`]; [`CLOSE_PENDING`] | code when a close arrived
+    /// while registering (see [`Conn::close_after_welcome`]).
+    phase: AtomicU32,
     /// Token expiry, seconds since the epoch (0: none); closed with 4001 then.
     pub expires_at: u64,
     /// The groups the token allows sending to (`None`: any).
@@ -62,19 +71,43 @@ impl Conn {
             groups: Mutex::new(groups.iter().map(|g| Arc::from(g.as_str())).collect()),
             outbox: Outbox::default(),
             last_seen: AtomicU64::new(now),
-            active: AtomicBool::new(false),
+            phase: AtomicU32::new(REGISTERING),
         }
     }
 
-    /// Queues the welcome and makes the connection eligible for deliveries.
+    /// Queues the welcome and makes the connection eligible for deliveries;
+    /// a close that arrived while registering is queued right after it.
     pub fn activate(&self, welcome: Bytes, limit: usize) {
         self.outbox.push_text(welcome, limit);
-        self.active.store(true, Ordering::Release);
+        let before = self.phase.swap(ACTIVE, Ordering::AcqRel);
+        if before & CLOSE_PENDING != 0 {
+            self.outbox.close((before & 0xFFFF) as u16);
+        }
     }
 
     /// Whether deliveries reach it.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
+        self.phase.load(Ordering::Acquire) == ACTIVE
+    }
+
+    /// Closes with `code`, but never before the welcome (SPEC §2: the welcome
+    /// is always the first frame): a close that arrives while presence is
+    /// being registered — a newer connection with the same clientId
+    /// replacing this one (4009) in a same-id race, `close_client` — waits
+    /// for [`activate`](Self::activate). If registration fails instead, the
+    /// connection closes with 1013 and the pending close is moot. Returns
+    /// false if a close was already pending or queued.
+    pub fn close_after_welcome(&self, code: u16) -> bool {
+        match self.phase.compare_exchange(
+            REGISTERING,
+            CLOSE_PENDING | u32::from(code),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(phase) if phase & CLOSE_PENDING != 0 => false,
+            Err(_) => self.outbox.close(code),
+        }
     }
 
     /// Records a frame from the client at coarse second `now`.
@@ -382,5 +415,21 @@ mod tests {
                 .queued,
             0
         );
+    }
+
+    #[test]
+    fn a_close_while_registering_comes_after_the_welcome() {
+        let c = Conn::new(1, "d1", "c1", &[], 0);
+        assert!(c.close_after_welcome(4009));
+        assert!(!c.close_after_welcome(4000), "one close only");
+        assert!(c.outbox.take().is_none(), "nothing before the welcome");
+        c.activate(Bytes::from_static(b"welcome"), 1 << 20);
+        let q: Vec<_> = c.outbox.take().expect("queued").into_iter().collect();
+        assert_eq!(q, vec![Out::Frame(Bytes::from_static(b"welcome")), Out::Close(4009)]);
+        // Once active, a close is queued at once.
+        let c = Conn::new(2, "d1", "c2", &[], 0);
+        c.activate(Bytes::from_static(b"w"), 1 << 20);
+        assert!(c.close_after_welcome(4000));
+        assert_eq!(c.outbox.take().map(|q| q.len()), Some(2));
     }
 }

@@ -18,10 +18,11 @@ use switchboard_protocol::envelope::{Disconnect, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::{CloseCode, ErrorCode};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::outbox::{self, Out};
+use crate::message::{Assembler, Event};
+use crate::outbox::{self, Out, Pushed};
 use crate::registry::Conn;
 use crate::wsread::{op, FrameReader, ReadError};
 use crate::EdgeInner;
@@ -44,23 +45,50 @@ pub(crate) struct Admission {
     pub(crate) send_groups: Option<Box<[String]>>,
 }
 
+/// What a session does with the messages it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A client of `/ws`: its frames are the client protocol; until
+    /// presence is `registered` its messages are ignored.
+    Client { registered: bool },
+    /// The test-only `/echo` endpoint (`edge.echo_endpoint`): every message
+    /// is sent back as it came, through the same reader, limits and close
+    /// handling as a client's (the Autobahn|Testsuite drives it).
+    Echo,
+}
+
+/// The socket halves and reader of an upgraded connection.
+struct Socket {
+    rd: OwnedReadHalf,
+    sock: Arc<OwnedWriteHalf>,
+    reader: FrameReader,
+}
+
+impl Socket {
+    fn open(io: Io) -> Option<Self> {
+        let Ok((tcp, early)) = into_tcp(io) else {
+            tracing::error!("upgraded connection is not a TCP stream; dropped");
+            return None;
+        };
+        // The read half is the reader's; the write half is shared with the
+        // outbox, which writes from whichever task queues a frame.
+        let (rd, sock) = tcp.into_split();
+        // `early` points into hyper's whole read buffer: copy out what is in
+        // it and let the buffer go.
+        let reader = FrameReader::with_buffered(&early);
+        Some(Self {
+            rd,
+            sock: Arc::new(sock),
+            reader,
+        })
+    }
+}
+
 /// Runs a session from upgrade to disconnect.
 pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
-    let (tcp, early) = match into_tcp(io) {
-        Ok(x) => x,
-        Err(_) => {
-            tracing::error!("upgraded connection is not a TCP stream; dropped");
-            return;
-        }
+    let Some(mut socket) = Socket::open(io) else {
+        return;
     };
-    // The read half is the reader's; the write half is shared with the
-    // outbox, which writes from whichever task queues a frame.
-    let (mut rd, sock) = tcp.into_split();
-    let sock = Arc::new(sock);
-    // `early` points into hyper's whole read buffer: copy out what is in it
-    // and let the buffer go.
-    let mut reader = FrameReader::with_buffered(&early);
-    drop(early);
     let id = edge.next_conn_id();
     let conn = {
         // Scoped: the connection keeps its own copies of these.
@@ -81,16 +109,43 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             send_groups,
         ))
     };
-    conn.outbox.attach(sock.clone());
+    conn.outbox.attach(socket.sock.clone());
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
     // Boxed: what registration needs is not kept for the session's life.
     let registered = Box::pin(register(&edge, &conn)).await;
 
+    serve(&edge, &conn, &mut socket, Role::Client { registered }).await;
+
+    edge.registry.remove(id);
+    edge.metrics.connections.dec();
+    if registered {
+        edge.spawn_disconnect(Disconnect {
+            node: edge.node_id.clone(),
+            conn: id,
+            biz: conn.biz.to_string(),
+            client: conn.client.to_string(),
+        });
+    }
+}
+
+/// Runs an `/echo` session: no welcome, no presence, not in the registry.
+pub(crate) async fn run_echo(edge: Arc<EdgeInner>, io: Io) {
+    let Some(mut socket) = Socket::open(io) else {
+        return;
+    };
+    let conn = Conn::new(edge.next_conn_id(), "", "", &[], edge.clock());
+    conn.outbox.attach(socket.sock.clone());
+    serve(&edge, &conn, &mut socket, Role::Echo).await;
+}
+
+/// Polls the reader and the writer until both are done, then lingers.
+async fn serve(edge: &EdgeInner, conn: &Conn, socket: &mut Socket, role: Role) {
     let grace = edge.config.close_grace;
+    let Socket { rd, sock, reader } = socket;
     {
-        let reading = read_loop(&edge, &conn, &mut reader, &mut rd, registered);
-        let writer = write_loop(&edge, &conn, &sock);
+        let reading = read_loop(edge, conn, reader, rd, role);
+        let writer = write_loop(edge, conn, sock);
         tokio::pin!(reading, writer);
         tokio::select! {
             () = &mut reading => {
@@ -105,18 +160,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     // Lingering close: read and discard until the peer closes (or `grace`),
     // so unread input does not make the kernel reset the connection before
     // the peer has read our close frame.
-    let _ = Box::pin(tokio::time::timeout(grace, reader.drain(&mut rd))).await;
-
-    edge.registry.remove(id);
-    edge.metrics.connections.dec();
-    if registered {
-        edge.spawn_disconnect(Disconnect {
-            node: edge.node_id.clone(),
-            conn: id,
-            biz: conn.biz.to_string(),
-            client: conn.client.to_string(),
-        });
-    }
+    let _ = Box::pin(tokio::time::timeout(grace, reader.drain(rd))).await;
 }
 
 /// Writes presence, then queues the welcome (or closes with 1013 if no
@@ -147,7 +191,7 @@ async fn register(edge: &EdgeInner, conn: &Conn) -> bool {
         tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, "connected");
     } else {
         // 1011 would be "internal error"; 1013 "try again later" fits a bus outage.
-        conn.outbox.close(1013);
+        conn.outbox.close(CloseCode::TryAgainLater.as_u16());
     }
     registered
 }
@@ -184,12 +228,12 @@ impl Limiter {
     }
 }
 
-async fn read_loop<R>(edge: &EdgeInner, conn: &Conn, reader: &mut FrameReader, rd: &mut R, registered: bool)
+async fn read_loop<R>(edge: &EdgeInner, conn: &Conn, reader: &mut FrameReader, rd: &mut R, role: Role)
 where
     R: tokio::io::AsyncRead + Unpin,
 {
     let mut limiter = Limiter::new(edge.config.rate_burst);
-    let mut fragments: Option<Vec<u8>> = None;
+    let mut messages = Assembler::default();
     let max = edge.config.max_message_bytes;
     loop {
         let frame = match reader.read(rd, max).await {
@@ -200,7 +244,7 @@ where
             }
             Err(ReadError::Protocol(why)) => {
                 tracing::debug!(conn_id = conn.id, why, "protocol error");
-                conn.outbox.close(1002);
+                conn.outbox.close(CloseCode::ProtocolError.as_u16());
                 return;
             }
             Err(e) => {
@@ -209,64 +253,41 @@ where
             }
         };
         conn.touch(edge.clock());
-        match frame.opcode {
-            op::PING => {
-                conn.outbox.push_pong(&frame.payload);
-                continue;
-            }
-            op::PONG => continue,
-            op::CLOSE => {
-                // Answer with the client's code, as RFC 6455 asks.
-                let p = &frame.payload;
-                let code = if p.len() >= 2 {
-                    u16::from_be_bytes([p[0], p[1]])
-                } else {
-                    CloseCode::Normal.as_u16()
-                };
-                conn.outbox.close(code);
+        let event = match messages.push(frame, max) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            Err(code) => {
+                tracing::debug!(conn_id = conn.id, code = code.as_u16(), "invalid message, closing");
+                conn.outbox.close(code.as_u16());
                 return;
             }
-            _ if !registered => continue,
-            op::TEXT if frame.fin => {
-                if fragments.take().is_some() {
-                    conn.outbox.close(1002);
-                    return;
+        };
+        match (event, role) {
+            (Event::Ping(payload), _) => {
+                if conn.outbox.push_pong(&payload, edge.config.send_queue_bytes) == Pushed::Overflow {
+                    edge.slow_consumer(conn);
                 }
-                if std::str::from_utf8(&frame.payload).is_err() {
-                    conn.outbox.close(1007);
-                    return;
-                }
-                Box::pin(handle_text(edge, conn, &frame.payload, &mut limiter)).await;
             }
-            op::TEXT => fragments = Some(frame.payload.to_vec()),
-            op::BINARY if frame.fin => {
+            (Event::Pong, _) => {}
+            (Event::Close, _) => {
+                conn.outbox.close(CloseCode::Normal.as_u16());
+                return;
+            }
+            (Event::Text(text), Role::Echo) => echo(edge, conn, op::TEXT, &text),
+            (Event::Binary(data), Role::Echo) => echo(edge, conn, op::BINARY, &data),
+            (_, Role::Client { registered: false }) => {}
+            (Event::Text(text), Role::Client { .. }) => {
+                Box::pin(handle_text(edge, conn, &text, &mut limiter)).await;
+            }
+            (Event::Binary(_), Role::Client { .. }) => {
+                edge.metrics.frames_received.get(u16::MAX).inc();
                 edge.reply(
                     conn,
                     None,
                     ErrorCode::InvalidFrame,
-                    "binary frames are not supported",
+                    "binary messages are not supported",
                     None,
                 );
-            }
-            op::BINARY => fragments = None,
-            _ => {
-                // Continuation.
-                let Some(buf) = fragments.as_mut() else {
-                    continue;
-                };
-                if buf.len() + frame.payload.len() > max {
-                    conn.outbox.close(CloseCode::TooBig.as_u16());
-                    return;
-                }
-                buf.extend_from_slice(&frame.payload);
-                if frame.fin {
-                    let whole = fragments.take().unwrap_or_default();
-                    if std::str::from_utf8(&whole).is_err() {
-                        conn.outbox.close(1007);
-                        return;
-                    }
-                    Box::pin(handle_text(edge, conn, &whole, &mut limiter)).await;
-                }
             }
         }
         if limiter.refused_in_a_row >= edge.config.abuse_limit {
@@ -274,6 +295,17 @@ where
             conn.outbox.close(CloseCode::Policy.as_u16());
             return;
         }
+    }
+}
+
+/// Sends a message back as it came (`/echo`).
+fn echo(edge: &EdgeInner, conn: &Conn, opcode: u8, payload: &[u8]) {
+    if conn
+        .outbox
+        .push_text(outbox::frame(opcode, payload), edge.config.send_queue_bytes)
+        == Pushed::Overflow
+    {
+        edge.slow_consumer(conn);
     }
 }
 

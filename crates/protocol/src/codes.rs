@@ -73,12 +73,19 @@ pub enum CloseCode {
     Normal = 1000,
     /// 1001: going away (idle timeout, server shutdown).
     GoingAway = 1001,
+    /// 1002: protocol error (RFC 6455: unmasked or malformed frame, bad
+    /// fragmentation, invalid close frame).
+    ProtocolError = 1002,
+    /// 1007: invalid payload data (text that is not UTF-8).
+    InvalidPayload = 1007,
     /// 1008: policy violation (repeated abuse after rate limiting).
     Policy = 1008,
     /// 1009: message too big (a frame over the hard limit).
     TooBig = 1009,
     /// 1012: node draining, reconnect elsewhere.
     Draining = 1012,
+    /// 1013: try again later (presence could not be registered).
+    TryAgainLater = 1013,
     /// 4000: closed by the API (`close_client`).
     ClosedByApi = 4000,
     /// 4001: token expired.
@@ -100,9 +107,12 @@ impl CloseCode {
         Some(match n {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
+            1002 => Self::ProtocolError,
+            1007 => Self::InvalidPayload,
             1008 => Self::Policy,
             1009 => Self::TooBig,
             1012 => Self::Draining,
+            1013 => Self::TryAgainLater,
             4000 => Self::ClosedByApi,
             4001 => Self::TokenExpired,
             4008 => Self::SlowConsumer,
@@ -116,9 +126,12 @@ impl CloseCode {
         match self {
             Self::Normal => "normal closure",
             Self::GoingAway => "going away",
+            Self::ProtocolError => "protocol error",
+            Self::InvalidPayload => "invalid UTF-8",
             Self::Policy => "policy violation",
             Self::TooBig => "message too big",
             Self::Draining => "node draining, reconnect",
+            Self::TryAgainLater => "try again later",
             Self::ClosedByApi => "closed by the API",
             Self::TokenExpired => "token expired",
             Self::SlowConsumer => "slow consumer",
@@ -130,8 +143,15 @@ impl CloseCode {
     pub fn reconnect(self) -> bool {
         matches!(
             self,
-            Self::GoingAway | Self::Draining | Self::SlowConsumer | Self::TokenExpired
+            Self::GoingAway | Self::Draining | Self::TryAgainLater | Self::SlowConsumer | Self::TokenExpired
         )
+    }
+
+    /// Whether a peer may send `code` in a close frame (RFC 6455 §7.4.1,
+    /// §7.4.2 and the IANA registry): 1000–1003, 1007–1014 and 3000–4999.
+    /// 1004, 1005, 1006 and 1015 must never be sent on the wire.
+    pub fn valid_on_wire(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
 }
 
@@ -145,12 +165,20 @@ mod tests {
             let c = ErrorCode::from_u16(n).expect("known code");
             assert_eq!(c.as_u16(), n);
         }
-        for n in [1000u16, 1001, 1008, 1009, 1012, 4000, 4001, 4008, 4009] {
+        for n in [
+            1000u16, 1001, 1002, 1007, 1008, 1009, 1012, 1013, 4000, 4001, 4008, 4009,
+        ] {
             let c = CloseCode::from_u16(n).expect("known close code");
             assert_eq!(c.as_u16(), n);
             assert!(c.reason().len() < 123);
         }
         assert!(CloseCode::Draining.reconnect());
         assert!(!CloseCode::Replaced.reconnect());
+        for n in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
+            assert!(!CloseCode::valid_on_wire(n), "{n}");
+        }
+        for n in [1000u16, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(CloseCode::valid_on_wire(n), "{n}");
+        }
     }
 }
