@@ -426,12 +426,7 @@ impl Edge {
         }
         let hs = handshake::parse(req.uri().query().unwrap_or(""), inner.config.max_groups)
             .map_err(|e| bad(StatusCode::BAD_REQUEST, 1001, &e.to_string()))?;
-        let bearer = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+        let bearer = h::bearer_token(req.headers());
         let admission = match &inner.verifier {
             None => session::Admission {
                 biz: hs
@@ -469,7 +464,7 @@ impl Edge {
                     biz: claims.biz,
                     client: claims.sub,
                     groups: hs.groups,
-                    expires_at: claims.exp,
+                    expires_at: claims.expires_at,
                     send_groups: claims.groups.map(Vec::into_boxed_slice),
                 }
             }

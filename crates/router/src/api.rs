@@ -164,6 +164,42 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid body: {e}")))
 }
 
+/// The tenant the headers name. Every `systemId` and `bizCode` header
+/// (any number of each, in any order) must name the same bizCode, as the
+/// handshake requires of its query: a request that names two is refused
+/// (400/1001) rather than served for whichever header came first.
+fn tenant(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut found: Option<&str> = None;
+    for name in ["systemId", "bizCode"] {
+        for value in headers.get_all(name) {
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::bad(format!("the {name} header is not text")))?;
+            match found {
+                Some(f) if f != value => {
+                    return Err(ApiError::bad(
+                        "the systemId and bizCode headers name different bizCodes",
+                    ));
+                }
+                _ => found = Some(value),
+            }
+        }
+    }
+    Ok(found.map(str::to_owned))
+}
+
+/// Refuses a body `systemId`/`bizCode` that names another bizCode than
+/// the headers (every call but `register`, whose body names the bizCode
+/// to register).
+fn same_tenant(body: Option<&str>, tenant: &str) -> Result<(), ApiError> {
+    match body {
+        Some(b) if b != tenant => Err(ApiError::bad(
+            "the body's systemId names another bizCode than the systemId header",
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_id(kind: IdKind, id: &str) -> Result<(), ApiError> {
     ids::validate(kind, id).map_err(|e| ApiError::bad(e.to_string()))
 }
@@ -216,14 +252,10 @@ impl Api {
         if !self.config.auth {
             return true;
         }
-        let Some(given) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
+        let Some(given) = h::bearer_token(headers) else {
             return false;
         };
-        let given = given.trim().as_bytes();
+        let given = given.as_bytes();
         // Compare with every key, in constant time per key.
         let mut ok = subtle::Choice::from(0u8);
         for key in &self.config.keys {
@@ -263,16 +295,7 @@ impl Api {
         if !self.health.bus_up() {
             return Err(ErrorCode::Internal.into());
         }
-        let tenant = req
-            .headers()
-            .get("systemId")
-            .or_else(|| req.headers().get("bizCode"))
-            .map(|v| {
-                v.to_str()
-                    .map(str::to_owned)
-                    .map_err(|_| ApiError::bad("systemId header is not text"))
-            })
-            .transpose()?;
+        let tenant = tenant(req.headers())?;
         let limit = self.config.max_body_bytes;
         let declared = req
             .headers()
@@ -303,6 +326,8 @@ impl Api {
         if let Some(t) = &tenant {
             check_id(IdKind::Biz, t)?;
         }
+        // The body's systemId wins here (documented): registering another
+        // bizCode than the caller's own is what `register` is for.
         let biz = b
             .system_id
             .or(tenant)
@@ -335,6 +360,7 @@ impl Api {
 
     async fn dispatch(&self, call: &str, biz: &str, body: &Bytes) -> Result<Response, ApiError> {
         let b: Body = parse(body)?;
+        same_tenant(b.system_id.as_deref(), biz)?;
         match call {
             "send_to_client" => {
                 let client = required(b.client_id.clone(), "clientId")?;

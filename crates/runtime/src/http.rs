@@ -98,6 +98,22 @@ pub fn error(status: StatusCode, code: u16, msg: &str) -> Response {
     json(status, &E { code, msg })
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// case-insensitive (RFC 9110 §11.1: `bearer`, `BEARER`), spaces around
+/// the token are skipped. `None` when the header is missing, not text, of
+/// another scheme, without a token, or sent more than once (it is not a
+/// list field: which copy counts would be ambiguous).
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.to_str().ok()?.trim().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response {
     let mut res = http::Response::new(Full::new(body.into()));
@@ -105,4 +121,32 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static s
     res.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     res
+}
+
+#[cfg(test)]
+mod bearer_tests {
+    use super::*;
+
+    fn token_of(values: &[&str]) -> Option<String> {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append(
+                header::AUTHORIZATION,
+                header::HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        bearer_token(&headers).map(str::to_owned)
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for v in ["Bearer k1", "bearer k1", "BEARER k1", "bEaReR   k1 ", "Bearer\tk1"] {
+            assert_eq!(token_of(&[v]).as_deref(), Some("k1"), "{v:?}");
+        }
+        for v in ["Basic k1", "Bearerk1", "Bearer", "Bearer   ", "k1", "Bearer-x k1"] {
+            assert_eq!(token_of(&[v]), None, "{v:?}");
+        }
+        assert_eq!(token_of(&[]), None);
+        assert_eq!(token_of(&["Bearer k1", "Bearer k2"]), None, "two headers");
+    }
 }

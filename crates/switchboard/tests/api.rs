@@ -209,6 +209,103 @@ async fn refusals(addr: &str) {
     assert_eq!(st, 400);
 }
 
+/// The Bearer scheme in any case (RFC 9110 §11.1), and tenant headers
+/// that disagree (systemId vs bizCode in either order, the same header
+/// twice, the body's systemId): refused with 400/1001 and delivered to
+/// nobody, where an agreeing request is served.
+async fn scheme_case_and_tenant_headers(addr: &str, t: &Target) {
+    let (mut a1, _) = t.join(0, "bizCode=t1&clientId=a").await;
+    let (mut a2, _) = t.join(1, "bizCode=t2&clientId=a").await;
+    let body = r#"{"clientId":"a","data":"x"}"#;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        for auth in [format!("{scheme} {API_KEY}"), format!("{scheme}   {API_KEY} ")] {
+            let (st, r) = api_with(
+                addr,
+                "send_to_client",
+                &[("systemId", "t1"), ("Authorization", &auth)],
+                body,
+            )
+            .await;
+            assert_eq!((st, r["code"].clone()), (200, json!(0)), "{auth:?}: {r}");
+            assert_eq!(a1.recv_mode(100).await["content"]["data"], "x");
+        }
+    }
+    let good = format!("Bearer {API_KEY}");
+    for headers in [
+        vec![
+            ("systemId", "t1".to_owned()),
+            ("Authorization", format!("Basic {API_KEY}")),
+        ],
+        vec![
+            ("systemId", "t1".to_owned()),
+            ("Authorization", format!("Bearer{API_KEY}")),
+        ],
+        vec![
+            ("systemId", "t1".to_owned()),
+            ("Authorization", good.clone()),
+            ("Authorization", good.clone()),
+        ],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let (st, r) = api_with(addr, "send_to_client", &headers, body).await;
+        assert_eq!((st, r["code"].clone()), (401, json!(401)), "{headers:?}: {r}");
+    }
+
+    for tenants in [
+        [("systemId", "t1"), ("bizCode", "t2")],
+        [("bizCode", "t2"), ("systemId", "t1")],
+        [("systemId", "t2"), ("bizCode", "t1")],
+        [("bizCode", "t1"), ("systemId", "t2")],
+        [("systemId", "t1"), ("systemId", "t2")],
+        [("bizCode", "t2"), ("bizCode", "t1")],
+        [("SYSTEMID", "t1"), ("bizcode", "t2")],
+        [("systemId", "t1"), ("bizCode", "")],
+    ] {
+        let mut headers = vec![("Authorization", good.as_str())];
+        headers.extend(tenants);
+        let (st, r) = api_with(addr, "send_to_client", &headers, body).await;
+        assert_eq!(st, 400, "{tenants:?}: {r}");
+        assert_eq!(r["code"], 1001, "{tenants:?}: {r}");
+        assert!(r["msg"].is_string() && r["data"].is_null(), "{r}");
+        let (st, r) = api_with(addr, "get_online_list", &headers, "{}").await;
+        assert_eq!((st, r["code"].clone()), (400, json!(1001)), "{tenants:?}: {r}");
+    }
+    // The body's systemId (or bizCode) must name the header's tenant too.
+    for b in [
+        r#"{"clientId":"a","data":"x","systemId":"t2"}"#,
+        r#"{"clientId":"a","data":"x","bizCode":"t2"}"#,
+    ] {
+        let (st, r) = api_with(
+            addr,
+            "send_to_client",
+            &[("systemId", "t1"), ("Authorization", &good)],
+            b,
+        )
+        .await;
+        assert_eq!((st, r["code"].clone()), (400, json!(1001)), "{b}: {r}");
+    }
+    a1.expect_silence(QUIET).await;
+    a2.expect_silence(QUIET).await;
+
+    // Agreeing headers (and body) are served, to that tenant only.
+    for tenants in [
+        vec![("systemId", "t2"), ("bizCode", "t2")],
+        vec![("bizCode", "t2"), ("systemId", "t2"), ("systemId", "t2")],
+    ] {
+        let mut headers = vec![("Authorization", good.as_str())];
+        headers.extend(tenants.iter().copied());
+        let b = r#"{"clientId":"a","data":"t2","systemId":"t2"}"#;
+        let (st, r) = api_with(addr, "send_to_client", &headers, b).await;
+        assert_eq!(
+            (st, r["data"]["recipients"].clone()),
+            (200, json!(1)),
+            "{tenants:?}: {r}"
+        );
+        assert_eq!(a2.recv_mode(100).await["content"]["data"], "t2");
+    }
+    a1.expect_silence(QUIET).await;
+}
+
 /// Ids with `.`, `:` and `@` are encoded: a crafted pair of ids that would
 /// collide as raw `biz.client` keys stays apart.
 async fn crafted_ids(addr: &str, t: &Target) {
@@ -235,6 +332,7 @@ async fn api_on_a_cluster() {
     every_call(&addr, &t).await;
     refusals(&addr).await;
     crafted_ids(&addr, &t).await;
+    scheme_case_and_tenant_headers(&addr, &t).await;
 
     // With the bus gone the API answers 503/1500, never 200.
     c.nats.kill();
@@ -256,6 +354,7 @@ async fn api_on_standalone() {
     every_call(&s.addr(), &t).await;
     refusals(&s.addr()).await;
     crafted_ids(&s.addr(), &t).await;
+    scheme_case_and_tenant_headers(&s.addr(), &t).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

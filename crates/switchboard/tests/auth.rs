@@ -241,6 +241,117 @@ async fn rs256_and_es256_are_pinned() {
     );
 }
 
+/// The kinds of claim values JWT libraries emit (RFC 7519 §2 NumericDate:
+/// any JSON number; `aud` and list claims as one string or an array), the
+/// Bearer scheme in any case, and the leeway as one rule for the handshake
+/// and the expiry close (4001 at `exp` + leeway, never earlier, and a token
+/// past that is refused at the handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_types_scheme_case_and_leeway_on_standalone() {
+    let s = Standalone::start(&[
+        ("SWITCHBOARD_AUTH__MODE", "jwt"),
+        ("SWITCHBOARD_AUTH__SECRET", SECRET),
+        ("SWITCHBOARD_AUTH__LEEWAY", "30s"),
+        ("SWITCHBOARD_AUTH__AUDIENCE", "sb"),
+    ])
+    .await;
+    let key = SECRET.as_bytes();
+    let t = now();
+    #[allow(clippy::cast_precision_loss)]
+    let tf = t as f64;
+    let base = |extra: Value| {
+        let mut c = json!({"sub": "c1", "biz": "d1", "aud": "sb", "exp": now() + 3600});
+        if let (Some(c), Value::Object(e)) = (c.as_object_mut(), extra) {
+            c.extend(e);
+        }
+        c
+    };
+    for (name, extra) in [
+        ("fractional exp", json!({"exp": tf + 3600.5})),
+        ("fractional nbf and iat", json!({"nbf": tf - 0.5, "iat": tf - 0.5})),
+        ("negative nbf", json!({"nbf": -1, "iat": 0})),
+        ("aud as an array", json!({"aud": ["other", "sb"]})),
+        ("groups as one string", json!({"groups": "g1"})),
+    ] {
+        let token = hs(&base(extra), key);
+        let mut ws = Ws::connect(&s.url(&format!("group=g1&token={token}")))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: refused {e:?}"));
+        let w = ws.recv().await;
+        assert_eq!(
+            (w["mode"].clone(), w["data"]["clientId"].clone()),
+            (json!(0), json!("c1")),
+            "{name}: {w}"
+        );
+    }
+    // Exponent notation, as some encoders write large floats.
+    let raw = format!(r#"{{"sub":"c1","biz":"d1","aud":"sb","exp":9.9e9,"iat":{tf}e0}}"#);
+    let raw = serde_json::value::RawValue::from_string(raw).expect("raw claims");
+    let token = encode(&Header::new(Algorithm::HS256), &raw, &EncodingKey::from_secret(key)).expect("sign");
+    let (_ws, w) = Ws::join(&s.url(&format!("token={token}"))).await;
+    assert_eq!(w["data"]["clientId"], "c1");
+    // A string where a NumericDate belongs is still refused.
+    let token = hs(&base(json!({"exp": (t + 3600).to_string()})), key);
+    assert_eq!(
+        status_of(&s.url(&format!("token={token}")), &[]).await,
+        401,
+        "exp as a string"
+    );
+
+    // `Authorization: <scheme> <token>` with the scheme in any case.
+    let token = hs(&base(json!({})), key);
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let auth = format!("{scheme} {token}");
+        let mut ws = Ws::connect_with(&s.url(""), &[("Authorization", &auth)])
+            .await
+            .unwrap_or_else(|e| panic!("{scheme}: refused {e:?}"));
+        assert_eq!(ws.recv().await["mode"], 0, "{scheme}");
+    }
+    assert_eq!(
+        status_of(&s.url(""), &[("Authorization", &format!("Basic {token}"))]).await,
+        401
+    );
+
+    // exp passed 10 s ago, leeway 30 s: admitted, and not cut at once (it
+    // used to get 4001 within half a second, in a loop on every retry).
+    let token = hs(&base(json!({"exp": now() - 10})), key);
+    let url = s.url(&format!("token={token}"));
+    let (mut late, _) = Ws::join(&url).await;
+    let (closed, _) = late.closed_within(Duration::from_secs(3)).await;
+    assert!(closed.is_none(), "closed within leeway: {closed:?}");
+    let (mut retry, _) = Ws::join(&url).await;
+    let (closed, _) = retry.closed_within(Duration::from_secs(1)).await;
+    assert!(closed.is_none(), "retry closed within leeway: {closed:?}");
+
+    // exp + leeway 3 s from now: admitted, closed with 4001 then, not before.
+    let token = hs(&base(json!({"exp": now() - 27})), key);
+    let (mut edge_case, _) = Ws::join(&s.url(&format!("token={token}"))).await;
+    let started = std::time::Instant::now();
+    let (closed, _) = edge_case.closed_within(Duration::from_secs(8)).await;
+    let after = started.elapsed();
+    assert_eq!(closed.map(|c| c.code), Some(4001));
+    assert!(
+        after >= Duration::from_millis(1500),
+        "closed {after:?} after the welcome, before exp + leeway"
+    );
+
+    // Past exp + leeway: refused at the handshake, not admitted and cut.
+    let token = hs(&base(json!({"exp": now() - 31})), key);
+    assert_eq!(
+        status_of(&s.url(&format!("token={token}")), &[]).await,
+        401,
+        "past the leeway"
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let tf = now() as f64;
+    let token = hs(&base(json!({"exp": tf - 30.5})), key);
+    assert_eq!(
+        status_of(&s.url(&format!("token={token}")), &[]).await,
+        401,
+        "fractionally past the leeway"
+    );
+}
+
 #[test]
 fn jwt_misconfiguration_exits_64() {
     for env in [
