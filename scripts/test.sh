@@ -6,6 +6,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suite must leave no process of its own behind (nginx workers whose
+# master died were found once). Remember what ran before it; every process
+# it starts inherits SWITCHBOARD_SUITE_RUN (nginx rewrites its environment
+# block with its process title, so an nginx is judged by its pid alone).
+export SWITCHBOARD_SUITE_RUN="$$-$(date +%s%N)"
+suite_pids() { # pid of every live (not zombie) nginx, nats-server, switchboard, loadgen, k6
+  ps -eo pid=,stat=,comm= | awk '$2 !~ /^Z/ && $3 ~ /^(nginx|nats-server|switchboard|switchboard-loa|k6)$/ { print $1 }'
+}
+ours() { # pid: started by this run (not running before it, and carrying its marker)
+  case " $preexisting " in *" $1 "*) return 1 ;; esac
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = nginx ] && return 0
+  grep -qzxF "SWITCHBOARD_SUITE_RUN=$SWITCHBOARD_SUITE_RUN" "/proc/$1/environ" 2>/dev/null
+}
+leftovers() {
+  local pid
+  for pid in $(suite_pids); do ours "$pid" && echo "$pid"; done
+  return 0
+}
+check_no_leftovers() { # waits up to 5 s for processes still exiting
+  local left
+  for _ in $(seq 1 50); do
+    left=$(leftovers)
+    [ -z "$left" ] && return 0
+    sleep 0.1
+  done
+  echo "== FAILED: the test suite left processes behind:" >&2
+  ps -o pid=,ppid=,etime=,args= -p "$(echo $left | tr ' ' ',')" >&2 || true
+  return 1
+}
+preexisting=$(suite_pids | tr '\n' ' ')
+
 bash scripts/setup.sh
 
 echo "== format"
@@ -34,6 +65,9 @@ bash scripts/loadgen-smoke.sh
 echo "== k6 smoke against the local cluster"
 bash scripts/k6-smoke.sh
 
+echo "== Autobahn|Testsuite (RFC 6455 cases 1-7, 9) against the echo endpoint"
+bash scripts/autobahn.sh
+
 echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -43,4 +77,7 @@ status=${PIPESTATUS[0]}
 set -e
 read -r passed failed < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
 echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+
+echo "== no process left behind"
+check_no_leftovers || { [ "$status" -ne 0 ] || status=1; }
 exit "$status"

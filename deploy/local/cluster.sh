@@ -35,12 +35,17 @@ wait_ready() { # port what
 }
 
 start() { # name cmd...
+  # setsid: each process leads its own process group (pgid = the pid in the
+  # pid file), so `down` can stop whatever it forked (nginx's workers) too.
   local name=$1; shift
-  "$@" >"$RUN/$name.log" 2>&1 &
+  setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN/$name.pid"
 }
 
-running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+# Whether pid runs (a zombie, dead but not yet reaped by init, does not).
+alive() { local st; st=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$st" ] && [ "${st#Z}" = "$st" ]; }
+
+running() { [ -f "$RUN/$1.pid" ] && alive "$(cat "$RUN/$1.pid")"; }
 
 up() {
   bash "$ROOT/scripts/setup.sh" >/dev/null
@@ -82,6 +87,7 @@ up() {
   for port in "${EDGE_PORTS[@]}"; do servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
   cat >"$RUN/nginx/nginx.conf" <<NGINX
 worker_processes 1;
+worker_shutdown_timeout 2s;
 pid $RUN/nginx/nginx.pid;
 error_log $RUN/nginx.error.log warn;
 events { worker_connections 4096; }
@@ -126,18 +132,24 @@ NGINX
 }
 
 down() {
+  # nginx gets SIGQUIT (graceful: the master stops its workers, at most
+  # worker_shutdown_timeout for open WebSockets, then exits), the others
+  # SIGTERM (edges drain). Whatever is still running after 10 s, and
+  # anything left in a process group (a worker whose master died), is killed.
   local any=0
   for p in nginx edge1 edge2 edge3 router nats; do
     if running "$p"; then
-      kill -TERM "$(cat "$RUN/$p.pid")" 2>/dev/null || true
+      local sig=TERM; [ "$p" = nginx ] && sig=QUIT
+      kill -"$sig" "$(cat "$RUN/$p.pid")" 2>/dev/null || true
       any=1
     fi
   done
   for p in nginx edge1 edge2 edge3 router nats; do
     [ -f "$RUN/$p.pid" ] || continue
     local pid; pid=$(cat "$RUN/$p.pid")
-    for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    for _ in $(seq 1 200); do alive "$pid" || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || true
     rm -f "$RUN/$p.pid"
   done
   if [ $any = 1 ]; then log "down"; else log "nothing was running"; fi

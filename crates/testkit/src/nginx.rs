@@ -2,13 +2,24 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::Proc;
 
+/// How long a graceful quit (SIGQUIT) may take before the group is killed.
+const QUIT_PATIENCE: Duration = Duration::from_secs(5);
+
 /// nginx proxying `listen` to `upstreams` with the WebSocket headers.
+///
+/// Dropping it quits nginx gracefully (SIGQUIT to the master, which stops
+/// its workers and exits; `worker_shutdown_timeout` bounds open WebSockets)
+/// and waits for it; then the whole process group is killed, so no worker
+/// outlives the test even if the master died first. A SIGKILL of the
+/// master alone left its workers running, still listening.
 pub struct Nginx {
     _dir: tempfile::TempDir,
-    _proc: Proc,
+    /// The master, leading the process group of its workers.
+    proc: Proc,
     /// The port it listens on.
     pub port: u16,
 }
@@ -22,6 +33,7 @@ pub(crate) fn config(listen: u16, upstreams: &[u16], prefix: &Path) -> String {
         .collect();
     format!(
         r#"worker_processes 1;
+worker_shutdown_timeout 2s;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -72,7 +84,7 @@ impl Nginx {
         std::fs::write(&conf, config(port, upstreams, dir.path())).expect("write nginx.conf");
         let conf_s = conf.display().to_string();
         let prefix = dir.path().display().to_string();
-        let proc = Proc::spawn(
+        let proc = Proc::spawn_group(
             "nginx",
             Path::new(bin),
             &["-p", &prefix, "-c", &conf_s, "-g", "daemon off;"],
@@ -87,10 +99,78 @@ impl Nginx {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Self {
-            _dir: dir,
-            _proc: proc,
-            port,
+        Self { _dir: dir, proc, port }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.proc.signal("QUIT");
+        if self.proc.wait_exit(QUIT_PATIENCE).is_none() {
+            self.proc.signal_group("TERM");
+            let _ = self.proc.wait_exit(Duration::from_secs(1));
+        }
+        // Then `Proc`'s drop kills what is left of the group.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes whose parent is `pid` (from `/proc/*/stat`).
+    fn children_of(pid: u32) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                        == Some(pid)
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `pid` runs (a zombie does not).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    }
+
+    #[test]
+    fn no_worker_outlives_nginx() {
+        // Dropped normally, and dropped after its master was SIGKILLed (the
+        // workers of a dead master still run and listen).
+        for kill_master_first in [false, true] {
+            let nginx = Nginx::start(&[1]);
+            let master = nginx.proc.pid();
+            let deadline = std::time::Instant::now() + crate::patience();
+            let workers = loop {
+                let w = children_of(master);
+                if !w.is_empty() {
+                    break w;
+                }
+                assert!(std::time::Instant::now() < deadline, "nginx started no worker");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if kill_master_first {
+                nginx.proc.signal("KILL");
+            }
+            drop(nginx);
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while workers.iter().any(|w| alive(*w)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left: Vec<_> = workers.iter().filter(|w| alive(**w)).collect();
+            assert!(
+                left.is_empty(),
+                "nginx workers {left:?} outlived nginx (master killed first: {kill_master_first})"
+            );
         }
     }
 }

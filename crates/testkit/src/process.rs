@@ -35,6 +35,9 @@ pub struct Proc {
     child: Option<Child>,
     log: tempfile::NamedTempFile,
     status: Option<ExitStatus>,
+    /// Leads its own process group (see [`Proc::spawn_group`]): the whole
+    /// group is killed on drop, so no child it forked outlives the test.
+    group: Option<u32>,
 }
 
 impl Proc {
@@ -43,10 +46,30 @@ impl Proc {
     /// # Panics
     /// If the program cannot be started.
     pub fn spawn(name: &str, program: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Self {
+        Self::start(name, program, args, env, false)
+    }
+
+    /// Like [`spawn`](Self::spawn), but the process leads a new process
+    /// group, and dropping it kills the whole group: for programs that
+    /// fork workers (nginx), which a SIGKILL of the parent alone leaves
+    /// running.
+    ///
+    /// # Panics
+    /// If the program cannot be started.
+    pub fn spawn_group(name: &str, program: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Self {
+        Self::start(name, program, args, env, true)
+    }
+
+    fn start(name: &str, program: &Path, args: &[&str], env: &BTreeMap<String, String>, group: bool) -> Self {
+        use std::os::unix::process::CommandExt as _;
         let log = tempfile::NamedTempFile::new().expect("log file");
         let out = log.reopen().expect("log handle");
         let err = log.reopen().expect("log handle");
-        let child = Command::new(program)
+        let mut cmd = Command::new(program);
+        if group {
+            cmd.process_group(0);
+        }
+        let child = cmd
             .args(args)
             .envs(env)
             .env(
@@ -58,11 +81,13 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        let group = group.then(|| child.id());
         Self {
             name: name.to_owned(),
             child: Some(child),
             log,
             status: None,
+            group,
         }
     }
 
@@ -77,6 +102,20 @@ impl Proc {
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
             .status();
+    }
+
+    /// Sends `sig` to every process of its group (a no-op unless started
+    /// with [`spawn_group`](Self::spawn_group)).
+    pub fn signal_group(&self, sig: &str) {
+        if let Some(pgid) = self.group {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg("--")
+                .arg(format!("-{pgid}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 
     /// SIGKILL and reap.
@@ -113,6 +152,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+        self.signal_group("KILL");
         if std::thread::panicking() || std::env::var("SWITCHBOARD_TEST_SHOW_LOGS").is_ok() {
             eprintln!(
                 "----- log of {} -----\n{}\n----- end of {} -----",
