@@ -12,6 +12,9 @@ pub struct EdgeConfig {
     /// Address of the WebSocket and ops server. Default `0.0.0.0:8081`
     /// (`standalone` uses `[standalone].listen`).
     pub listen: SocketAddr,
+    /// Accept queue of the listening socket (`listen(2)` backlog), capped
+    /// by the kernel at `net.core.somaxconn`. Default 1024.
+    pub listen_backlog: u32,
     /// Node name prefix; a random suffix makes the node id unique per
     /// process. Default: `$HOSTNAME` (the pod name), else `edge`.
     pub node_name: String,
@@ -70,12 +73,22 @@ pub struct EdgeConfig {
     /// Autobahn|Testsuite) only; never turn it on in production. Default
     /// false.
     pub echo_endpoint: bool,
+    /// Most WebSocket connections one client address may hold on this
+    /// edge; past it a handshake gets 429 with `Retry-After` (SPEC §2).
+    /// 0 turns the cap off. Behind a proxy every client shares the proxy's
+    /// address: list the proxy in `trusted_proxies`. Default 0 (off).
+    pub max_connections_per_address: u32,
+    /// Proxies (addresses or CIDR networks, e.g. `"10.0.0.0/8"`) whose
+    /// `X-Forwarded-For` / `Forwarded` headers name the client's address.
+    /// From any other peer those headers are ignored. Default empty.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            listen_backlog: switchboard_runtime::config::DEFAULT_LISTEN_BACKLOG,
             node_name: String::new(),
             heartbeat: Duration::from_secs(30),
             idle_timeout: None,
@@ -94,6 +107,8 @@ impl Default for EdgeConfig {
             drain_window: Duration::from_secs(5),
             close_grace: Duration::from_secs(2),
             echo_endpoint: false,
+            max_connections_per_address: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -106,6 +121,7 @@ impl EdgeConfig {
 
     /// Pushes configuration problems.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        switchboard_runtime::config::validate_listen_backlog("edge.listen_backlog", self.listen_backlog, problems);
         if self.heartbeat < Duration::from_secs(1) {
             problems.push("edge.heartbeat must be at least 1s".into());
         }

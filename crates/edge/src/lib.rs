@@ -7,6 +7,8 @@
 //! - [`config`]: `[edge]` settings.
 //! - [`handshake`]: query checks before the upgrade.
 //! - [`auth`]: connection JWTs and the `Origin` allow-list.
+//! - `address`: the client's address (trusted proxies) and the cap on
+//!   connections per address.
 //! - [`registry`]: local connections by id, by (bizCode, group), by bizCode.
 //! - [`outbox`]: each connection's bounded send queue and direct writes.
 //! - `session`: one task per connection: the reader, and a writer for what
@@ -16,6 +18,7 @@
 //! - [`link`]: the edge → router seam ([`link::RouterLink`]).
 //! - [`nats`]: the seam over NATS, the node inbox, heartbeats, resync.
 
+mod address;
 pub mod auth;
 pub mod config;
 pub mod handshake;
@@ -84,6 +87,8 @@ pub(crate) struct EdgeInner {
     pub(crate) verifier: Option<Arc<Verifier>>,
     /// Set by drain once presence of every connection was removed.
     presence_dropped: Arc<std::sync::atomic::AtomicBool>,
+    /// Live connections per client address (`max_connections_per_address`).
+    addresses: address::AddressLimiter,
     /// bizCodes known to be registered.
     known_biz: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Sessions and disconnect tasks, awaited on drain.
@@ -179,6 +184,7 @@ impl Edge {
                 health,
                 verifier,
                 known_biz: parking_lot::Mutex::new(std::collections::HashSet::new()),
+                addresses: address::AddressLimiter::default(),
                 presence_dropped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
@@ -338,8 +344,8 @@ impl Edge {
         tracing::info!(node_id = %inner.node_id, "drain complete");
     }
 
-    async fn upgrade(self, mut req: Request<Incoming>) -> Response {
-        match self.admit(&req).await {
+    async fn upgrade(self, mut req: Request<Incoming>, peer: SocketAddr) -> Response {
+        match self.admit(&req, peer).await {
             Ok(admission) => {
                 let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
                     Ok(x) => x,
@@ -377,6 +383,10 @@ impl Edge {
             );
             headers.insert(http::header::UPGRADE, http::HeaderValue::from_static("websocket"));
         }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+        }
         res
     }
 
@@ -402,7 +412,11 @@ impl Edge {
     }
 
     /// Every check before the upgrade (SPEC §2 "Connecting").
-    async fn admit(&self, req: &Request<Incoming>) -> Result<session::Admission, (StatusCode, u16, String)> {
+    async fn admit(
+        &self,
+        req: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<session::Admission, (StatusCode, u16, String)> {
         let inner = &self.inner;
         let bad =
             |status: StatusCode, code: u16, msg: &str| -> (StatusCode, u16, String) { (status, code, msg.to_owned()) };
@@ -427,7 +441,7 @@ impl Edge {
         let hs = handshake::parse(req.uri().query().unwrap_or(""), inner.config.max_groups)
             .map_err(|e| bad(StatusCode::BAD_REQUEST, 1001, &e.to_string()))?;
         let bearer = h::bearer_token(req.headers());
-        let admission = match &inner.verifier {
+        let mut admission = match &inner.verifier {
             None => session::Admission {
                 biz: hs
                     .biz
@@ -436,6 +450,7 @@ impl Edge {
                 groups: hs.groups,
                 expires_at: 0,
                 send_groups: None,
+                address_slot: None,
             },
             Some(verifier) => {
                 let token = hs
@@ -466,10 +481,24 @@ impl Edge {
                     groups: hs.groups,
                     expires_at: claims.expires_at,
                     send_groups: claims.groups.map(Vec::into_boxed_slice),
+                    address_slot: None,
                 }
             }
         };
         handshake::check_upgrade(req).map_err(|e| bad(e.status(), 1001, &e.to_string()))?;
+        if inner.config.max_connections_per_address > 0 {
+            let ip = address::client_addr(peer.ip(), req.headers(), &inner.config.trusted_proxies);
+            match inner.addresses.acquire(ip, inner.config.max_connections_per_address) {
+                Some(slot) => admission.address_slot = Some(slot),
+                None => {
+                    return Err(bad(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::RateLimited.as_u16(),
+                        "too many connections from this address",
+                    ))
+                }
+            }
+        }
         if inner.config.require_registration && !inner.known_biz.lock().contains(admission.biz.as_str()) {
             match inner.router.is_registered(&admission.biz).await {
                 Ok(true) => {
@@ -490,11 +519,11 @@ impl Edge {
 }
 
 impl Handler for Edge {
-    fn call(&self, req: Request<Incoming>, _peer: SocketAddr) -> ResponseFuture {
+    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
         let path = req.uri().path();
         let res = if path == "/ws" || path == "/api/websocket/ws" {
             if req.method() == Method::GET {
-                return Box::pin(self.clone().upgrade(req));
+                return Box::pin(self.clone().upgrade(req, peer));
             } else {
                 h::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed")
             }

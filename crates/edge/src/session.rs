@@ -21,6 +21,7 @@ use switchboard_protocol::{CloseCode, ErrorCode};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::address::AddressSlot;
 use crate::message::{Assembler, Event};
 use crate::outbox::{self, Out, Pushed};
 use crate::registry::Conn;
@@ -43,6 +44,8 @@ pub(crate) struct Admission {
     pub(crate) groups: Vec<String>,
     pub(crate) expires_at: u64,
     pub(crate) send_groups: Option<Box<[String]>>,
+    /// The connection's place in its address's count, held for its life.
+    pub(crate) address_slot: Option<AddressSlot>,
 }
 
 /// What a session does with the messages it reads.
@@ -90,6 +93,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         return;
     };
     let id = edge.next_conn_id();
+    let slot;
     let conn = {
         // Scoped: the connection keeps its own copies of these.
         let Admission {
@@ -98,7 +102,9 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             groups,
             expires_at,
             send_groups,
+            address_slot,
         } = a;
+        slot = address_slot;
         Arc::new(Conn::with_token(
             id,
             &biz,
@@ -119,6 +125,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
 
     edge.registry.remove(id);
     edge.metrics.connections.dec();
+    drop(slot);
     if registered {
         edge.spawn_disconnect(Disconnect {
             node: edge.node_id.clone(),

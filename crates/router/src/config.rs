@@ -83,6 +83,9 @@ impl ApiConfig {
 pub struct RouterConfig {
     /// Address of the HTTP API and ops server. Default `0.0.0.0:8090`.
     pub listen: SocketAddr,
+    /// Accept queue of the listening socket (`listen(2)` backlog), capped
+    /// by the kernel at `net.core.somaxconn`. Default 1024.
+    pub listen_backlog: u32,
     /// A node silent for this long is dead and its clients are purged from
     /// presence. Default `6s` (edges beat every 2 s; SPEC allows 10 s).
     #[serde(with = "humantime_serde")]
@@ -102,6 +105,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8090)),
+            listen_backlog: switchboard_runtime::config::DEFAULT_LISTEN_BACKLOG,
             node_timeout: Duration::from_secs(6),
             presence_notices: NoticeScope::Groups,
             notice_max_members: 500,
@@ -113,6 +117,7 @@ impl Default for RouterConfig {
 impl RouterConfig {
     /// Pushes configuration problems.
     pub fn validate(&self, problems: &mut Vec<String>) {
+        switchboard_runtime::config::validate_listen_backlog("router.listen_backlog", self.listen_backlog, problems);
         if self.node_timeout < Duration::from_secs(1) || self.node_timeout > Duration::from_secs(9) {
             problems.push(
                 "router.node_timeout must be between 1s and 9s (SPEC: a dead edge leaves presence within 10s)".into(),

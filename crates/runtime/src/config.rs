@@ -84,6 +84,25 @@ fn describe(e: &figment::Error) -> String {
     }
 }
 
+/// Accept queue (`listen(2)` backlog) of a listening socket when none is
+/// configured: 1024, between nginx's 511 and Go's (which asks for
+/// `net.core.somaxconn`, 4096 on current kernels). Rust's default of 128
+/// overflows when hundreds of clients reconnect at once (an edge died):
+/// every handshake the kernel drops waits a full second for the client's
+/// SYN retry. The kernel caps the value at `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+
+/// Largest `listen_backlog` accepted (the kernel field is 16 bits on older
+/// kernels; `net.core.somaxconn` caps it anyway).
+pub const MAX_LISTEN_BACKLOG: u32 = 65535;
+
+/// Pushes a problem when the `listen_backlog` at `key` is out of range.
+pub fn validate_listen_backlog(key: &str, backlog: u32, problems: &mut Vec<String>) {
+    if !(1..=MAX_LISTEN_BACKLOG).contains(&backlog) {
+        problems.push(format!("{key} must be between 1 and {MAX_LISTEN_BACKLOG}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

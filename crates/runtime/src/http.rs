@@ -1,10 +1,13 @@
 //! A small hyper 1 server: accept loop with HTTP/1.1 upgrades (WebSockets),
-//! graceful stop on a token, and JSON replies.
+//! limits on connections that are not upgraded yet (header and handshake
+//! timeouts, a cap on connections in progress), graceful stop on a token,
+//! and JSON replies.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +17,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use serde::Serialize;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 /// Response body type of every handler.
 pub type Body = Full<Bytes>;
@@ -32,47 +39,190 @@ pub trait Handler: Send + Sync + 'static {
     fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture;
 }
 
+/// `[http]`: limits of the HTTP server of every process (edge, router,
+/// standalone) on connections that are not (yet) WebSockets: handshakes in
+/// progress, API requests, idle keep-alive connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time a client has to send a whole request head, from the accept (or
+    /// from the end of the previous response on a keep-alive connection).
+    /// Silent connections and clients that dribble their headers
+    /// (slowloris) are closed after it; so is an idle keep-alive
+    /// connection. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Upgrade deadline: time from the accept until the first response
+    /// (a WebSocket's 101, or a refusal) is ready, whatever the client
+    /// sends. Default `15s`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections served at once that are not upgraded (handshakes in
+    /// progress, API requests, idle keep-alive connections). Past it a new
+    /// connection gets `429 Too Many Requests` with `Retry-After: 1` at
+    /// once and is closed. Default 2048.
+    pub max_pending_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(15),
+            max_pending_connections: 2048,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Pushes configuration problems.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.header_read_timeout < Duration::from_millis(100) {
+            problems.push("http.header_read_timeout must be at least 100ms".into());
+        }
+        if self.handshake_timeout < self.header_read_timeout {
+            problems.push("http.handshake_timeout must be at least http.header_read_timeout".into());
+        }
+        if self.max_pending_connections == 0 {
+            problems.push("http.max_pending_connections must be positive".into());
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown`, serving each with
-/// `handler`. Connections in progress get a graceful HTTP shutdown; upgraded
-/// connections belong to whoever upgraded them.
-pub async fn serve(listener: TcpListener, handler: Arc<dyn Handler>, shutdown: CancellationToken) {
+/// `handler` within the limits of `config`. Connections in progress get a
+/// graceful HTTP shutdown; upgraded connections belong to whoever upgraded
+/// them (and no longer count as pending).
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+    config: HttpConfig,
+    metrics: Arc<Metrics>,
+) {
+    let pending = Arc::new(Semaphore::new(config.max_pending_connections));
+    let mut accept_log = RateLimitedLog::default();
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so at most once a second.
+                    metrics.accept_errors.inc();
+                    accept_log.warn(&e);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            metrics.http_connections_refused.inc();
+            tokio::spawn(refuse_busy(stream));
+            continue;
+        };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        let config = config.clone();
         tokio::spawn(async move {
+            let _permit = permit;
+            // Set once the first response is ready: the upgrade deadline
+            // no longer applies.
+            let answered = Arc::new(AtomicBool::new(false));
+            let first = answered.clone();
             let svc = service_fn(move |req| {
                 let fut = handler.call(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+                let first = first.clone();
+                async move {
+                    let res = fut.await;
+                    first.store(true, Ordering::Release);
+                    Ok::<_, Infallible>(res)
+                }
             });
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(config.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "http connection ended with an error");
+            let deadline = tokio::time::sleep(config.handshake_timeout);
+            tokio::pin!(deadline);
+            let mut deadline_armed = true;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            if e.is_timeout() {
+                                metrics.http_timeouts.inc();
+                            }
+                            tracing::debug!(error = %e, "http connection ended with an error");
+                        }
+                        return;
                     }
-                }
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    () = &mut deadline, if deadline_armed => {
+                        if answered.load(Ordering::Acquire) {
+                            deadline_armed = false;
+                            continue;
+                        }
+                        metrics.http_timeouts.inc();
+                        tracing::debug!(%peer, "no response within the handshake timeout, closing");
+                        return;
+                    }
+                    () = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                        return;
+                    }
                 }
             }
         });
+    }
+}
+
+/// Answers `429 Too Many Requests` without reading the request, then
+/// closes (lingering briefly so the request in flight does not turn the
+/// close into a reset that loses the answer).
+async fn refuse_busy(mut stream: TcpStream) {
+    const BODY: &str = r#"{"code":1005,"msg":"too many connections in progress, retry later"}"#;
+    let res = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let linger = async {
+        stream.write_all(res.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), linger).await;
+}
+
+/// A warning that is logged at most once a second, with the number of
+/// occurrences it stood for.
+#[derive(Debug, Default)]
+struct RateLimitedLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn warn(&mut self, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, suppressed = self.suppressed, "accept failed");
+        self.last = Some(now);
+        self.suppressed = 0;
     }
 }
 

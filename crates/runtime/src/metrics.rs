@@ -68,6 +68,15 @@ pub struct Metrics {
     pub nats_slow_consumer: Counter,
     /// Handshakes refused before the upgrade.
     pub handshake_refusals: Counter,
+    /// Connections answered 429 at once because `http.max_pending_connections`
+    /// were already being served.
+    pub http_connections_refused: Counter,
+    /// Connections closed because their request head did not arrive within
+    /// `http.header_read_timeout` or their first response was not ready
+    /// within `http.handshake_timeout` (silent and slowloris clients).
+    pub http_timeouts: Counter,
+    /// Failed `accept(2)` calls (EMFILE, ENFILE, ...).
+    pub accept_errors: Counter,
     api_requests: Family<Labels, Counter>,
     api_duration: Family<Labels, Histogram>,
 }
@@ -130,6 +139,20 @@ impl Metrics {
             "WebSocket handshakes refused before the upgrade",
             handshake_refusals.clone(),
         );
+        let http_connections_refused = Counter::default();
+        registry.register(
+            "http_connections_refused",
+            "Connections answered 429 because http.max_pending_connections were in progress",
+            http_connections_refused.clone(),
+        );
+        let http_timeouts = Counter::default();
+        registry.register(
+            "http_timeouts",
+            "Connections closed for a request head or first response later than its timeout",
+            http_timeouts.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register("accept_errors", "Failed accept calls", accept_errors.clone());
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "api_requests",
@@ -160,6 +183,9 @@ impl Metrics {
             nodes_purged,
             nats_slow_consumer,
             handshake_refusals,
+            http_connections_refused,
+            http_timeouts,
+            accept_errors,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The whole configuration: `[log]`, `[nats]`, `[edge]`, `[router]`,
-//! `[standalone]`. See `deploy/switchboard.example.toml` for every key.
+//! `[standalone]`, `[api]`, `[auth]`, `[http]`. See `deploy/switchboard.example.toml` for every key.
 
 use std::net::SocketAddr;
 
@@ -8,11 +8,22 @@ use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
 use switchboard_router::config::ApiConfig;
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
+use switchboard_runtime::http::HttpConfig;
 use switchboard_runtime::nats::NatsConfig;
 use switchboard_runtime::telemetry::LogConfig;
 
 /// The sections (and top-level keys) `SWITCHBOARD_*` variables may set.
-pub(crate) const ENV_ROOTS: &[&str] = &["log", "nats", "edge", "router", "standalone", "api", "auth", "api_key"];
+pub(crate) const ENV_ROOTS: &[&str] = &[
+    "log",
+    "nats",
+    "edge",
+    "router",
+    "standalone",
+    "api",
+    "auth",
+    "api_key",
+    "http",
+];
 
 /// `[standalone]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,12 +31,16 @@ pub(crate) const ENV_ROOTS: &[&str] = &["log", "nats", "edge", "router", "standa
 pub(crate) struct StandaloneConfig {
     /// WebSocket, API and ops on one port. Default `0.0.0.0:8080`.
     pub(crate) listen: SocketAddr,
+    /// Accept queue of the listening socket (`listen(2)` backlog), capped
+    /// by the kernel at `net.core.somaxconn`. Default 1024.
+    pub(crate) listen_backlog: u32,
 }
 
 impl Default for StandaloneConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen_backlog: switchboard_runtime::config::DEFAULT_LISTEN_BACKLOG,
         }
     }
 }
@@ -50,6 +65,8 @@ pub(crate) struct Config {
     pub(crate) auth: AuthConfig,
     /// One more API key (`SWITCHBOARD_API_KEY`).
     pub(crate) api_key: Option<String>,
+    /// The HTTP server's limits on connections not (yet) upgraded.
+    pub(crate) http: HttpConfig,
 }
 
 impl Config {
@@ -91,7 +108,13 @@ impl Validate for Config {
         self.nats.validate(problems);
         self.edge.validate(problems);
         self.router.validate(problems);
+        switchboard_runtime::config::validate_listen_backlog(
+            "standalone.listen_backlog",
+            self.standalone.listen_backlog,
+            problems,
+        );
         self.api.validate(problems);
         self.auth.validate(problems);
+        self.http.validate(problems);
     }
 }

@@ -35,6 +35,16 @@ enum Command {
     CheckConfig,
 }
 
+/// Raises the soft limit on open files to the hard limit: every client is
+/// a file descriptor, and service managers start processes with a soft
+/// limit (systemd: 1024) far below what the hard limit allows.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::info!(open_files = n, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match switchboard_runtime::config::load::<config::Config>(cli.config.as_deref(), config::ENV_ROOTS) {
@@ -56,6 +66,9 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     switchboard_runtime::telemetry::init(&config.log);
+    if !matches!(command, Command::CheckConfig) {
+        raise_open_files_limit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

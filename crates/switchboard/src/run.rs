@@ -33,10 +33,44 @@ fn node_id(config: &Config) -> String {
     switchboard_edge::new_node_id(&name)
 }
 
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))
+/// Listens on `addr` with an accept queue of `backlog` connections
+/// (`*.listen_backlog`). The kernel silently caps the queue at
+/// `net.core.somaxconn`; the log says so when it does.
+///
+/// A queue that is too short drops handshakes during a connect burst (an
+/// edge died and its clients reconnect to the others) and each dropped
+/// client waits a full second for its SYN retry.
+fn bind(addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // What `TcpListener::bind` does: a restarted process can listen
+        // again while connections of the old one are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    let listener = listen().with_context(|| format!("cannot listen on {addr}"))?;
+    if let Some(max) = somaxconn().filter(|&max| max < backlog) {
+        tracing::warn!(
+            backlog,
+            somaxconn = max,
+            "listen backlog capped by the kernel at net.core.somaxconn; raise it (sysctl) for the configured value"
+        );
+    }
+    Ok(listener)
+}
+
+/// `net.core.somaxconn`, where the platform exposes it.
+fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Runs an edge until SIGTERM/SIGINT, then drains.
@@ -56,20 +90,26 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
         node.clone(),
         router,
         verifier,
-        metrics,
+        metrics.clone(),
         health.clone(),
     );
     switchboard_edge::nats::attach(edge.clone(), client.clone(), link, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the node inbox: {e}"))?;
     edge.spawn_sweeper(shutdown.clone());
-    let listener = bind(config.edge.listen).await?;
+    let listener = bind(config.edge.listen, config.edge.listen_backlog)?;
     let addr = listener.local_addr()?;
     health.set_ready();
     tracing::info!(node_id = %node, %addr, "edge listening");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(listener, Arc::new(edge.clone()), stop_http.clone()));
+    let server = tokio::spawn(h::serve(
+        listener,
+        Arc::new(edge.clone()),
+        stop_http.clone(),
+        config.http.clone(),
+        metrics,
+    ));
     shutdown.cancelled().await;
     edge.drain(config.edge.drain_window).await;
     stop_http.cancel();
@@ -185,14 +225,25 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
     router.spawn_liveness(shutdown.clone(), link);
-    let listener = bind(config.router.listen).await?;
+    let listener = bind(config.router.listen, config.router.listen_backlog)?;
     let addr = listener.local_addr()?;
-    let api = Api::new(router.clone(), api_config(&config, false), health.clone(), metrics);
+    let api = Api::new(
+        router.clone(),
+        api_config(&config, false),
+        health.clone(),
+        metrics.clone(),
+    );
     health.set_ready();
     tracing::info!(%addr, "router listening");
 
     let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(listener, Arc::new(RouterHttp { api }), stop_http.clone()));
+    let server = tokio::spawn(h::serve(
+        listener,
+        Arc::new(RouterHttp { api }),
+        stop_http.clone(),
+        config.http.clone(),
+        metrics,
+    ));
     shutdown.cancelled().await;
     health.set_draining();
     stop_requests.cancel();
@@ -232,9 +283,14 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     }
     router.start_watch().await.context("cannot start presence")?;
     edge.spawn_sweeper(shutdown.clone());
-    let listener = bind(config.standalone.listen).await?;
+    let listener = bind(config.standalone.listen, config.standalone.listen_backlog)?;
     let addr = listener.local_addr()?;
-    let api = Api::new(router.clone(), api_config(&config, true), health.clone(), metrics);
+    let api = Api::new(
+        router.clone(),
+        api_config(&config, true),
+        health.clone(),
+        metrics.clone(),
+    );
     health.set_ready();
     tracing::info!(node_id = %node, %addr, "standalone listening: ws://{addr}/ws?bizCode=d1&clientId=c1");
 
@@ -243,7 +299,13 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         api,
         edge: edge.clone(),
     };
-    let server = tokio::spawn(h::serve(listener, Arc::new(http), stop_http.clone()));
+    let server = tokio::spawn(h::serve(
+        listener,
+        Arc::new(http),
+        stop_http.clone(),
+        config.http.clone(),
+        metrics,
+    ));
     shutdown.cancelled().await;
     edge.drain(config.edge.drain_window).await;
     stop_http.cancel();
