@@ -1,6 +1,6 @@
-//! The client's address, and the optional cap on WebSocket connections per
-//! address (`edge.max_connections_per_address`, SPEC §2: 429 with
-//! `Retry-After`).
+//! The client's address, and the optional caps on WebSocket connections
+//! per client address and per bizCode (`edge.max_connections_per_address`,
+//! `edge.max_connections_per_biz`; SPEC §2: 429 with `Retry-After`).
 //!
 //! Behind nginx or an Ingress every client shares the proxy's address, so
 //! the address is taken from `X-Forwarded-For` (or RFC 7239 `Forwarded`)
@@ -9,6 +9,7 @@
 //! it was written by the client and proves nothing.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -55,45 +56,60 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     s.rsplit_once(':')?.0.parse().ok()
 }
 
-/// Live WebSocket connections per client address.
-#[derive(Debug, Default)]
-pub(crate) struct AddressLimiter {
-    counts: Arc<Mutex<HashMap<IpAddr, u32>>>,
+/// Live WebSocket connections per key (a client address, a bizCode).
+#[derive(Debug)]
+pub(crate) struct SlotLimiter<K> {
+    counts: Arc<Mutex<HashMap<K, u32>>>,
 }
 
-impl AddressLimiter {
-    /// Takes a slot for `ip` unless it already holds `max`.
-    pub(crate) fn acquire(&self, ip: IpAddr, max: u32) -> Option<AddressSlot> {
+impl<K> Default for SlotLimiter<K> {
+    fn default() -> Self {
+        Self { counts: Arc::default() }
+    }
+}
+
+impl<K: Hash + Eq + Clone> SlotLimiter<K> {
+    /// Takes a slot for `key` unless it already holds `max`.
+    pub(crate) fn acquire(&self, key: &K, max: u32) -> Option<Slot<K>> {
         let mut counts = self.counts.lock();
-        let n = counts.entry(ip).or_insert(0);
+        let n = counts.entry(key.clone()).or_insert(0);
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(AddressSlot {
+        Some(Slot {
             counts: self.counts.clone(),
-            ip,
+            key: key.clone(),
         })
     }
 }
 
-/// One connection's place in its address's count; given back on drop.
+/// One connection's place in its key's count; given back on drop.
 #[derive(Debug)]
-pub(crate) struct AddressSlot {
-    counts: Arc<Mutex<HashMap<IpAddr, u32>>>,
-    ip: IpAddr,
+pub(crate) struct Slot<K: Hash + Eq> {
+    counts: Arc<Mutex<HashMap<K, u32>>>,
+    key: K,
 }
 
-impl Drop for AddressSlot {
+impl<K: Hash + Eq> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut counts = self.counts.lock();
-        if let Some(n) = counts.get_mut(&self.ip) {
+        if let Some(n) = counts.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
     }
+}
+
+/// The slots a connection holds for its life.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    /// Its client address's.
+    pub(crate) address: Option<Slot<IpAddr>>,
+    /// Its bizCode's.
+    pub(crate) biz: Option<Slot<Arc<str>>>,
 }
 
 #[cfg(test)]
@@ -132,13 +148,13 @@ mod tests {
 
     #[test]
     fn slots_are_counted_and_given_back() {
-        let l = AddressLimiter::default();
-        let a = l.acquire(ip("1.1.1.1"), 2).expect("first");
-        let b = l.acquire(ip("1.1.1.1"), 2).expect("second");
-        assert!(l.acquire(ip("1.1.1.1"), 2).is_none());
-        assert!(l.acquire(ip("2.2.2.2"), 2).is_some());
+        let l = SlotLimiter::default();
+        let a = l.acquire(&ip("1.1.1.1"), 2).expect("first");
+        let b = l.acquire(&ip("1.1.1.1"), 2).expect("second");
+        assert!(l.acquire(&ip("1.1.1.1"), 2).is_none());
+        assert!(l.acquire(&ip("2.2.2.2"), 2).is_some());
         drop(a);
-        assert!(l.acquire(ip("1.1.1.1"), 2).is_some());
+        assert!(l.acquire(&ip("1.1.1.1"), 2).is_some());
         drop(b);
         assert!(l.counts.lock().is_empty(), "no entry left for idle addresses");
     }

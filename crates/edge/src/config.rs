@@ -82,6 +82,10 @@ pub struct EdgeConfig {
     /// `X-Forwarded-For` / `Forwarded` headers name the client's address.
     /// From any other peer those headers are ignored. Default empty.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Most WebSocket connections one bizCode may hold on this edge (so one
+    /// tenant cannot take all of an edge's sockets); past it a handshake
+    /// gets 429 with `Retry-After`. 0 turns the cap off. Default 0 (off).
+    pub max_connections_per_biz: u32,
 }
 
 impl Default for EdgeConfig {
@@ -109,6 +113,7 @@ impl Default for EdgeConfig {
             echo_endpoint: false,
             max_connections_per_address: 0,
             trusted_proxies: Vec::new(),
+            max_connections_per_biz: 0,
         }
     }
 }

@@ -88,7 +88,9 @@ pub(crate) struct EdgeInner {
     /// Set by drain once presence of every connection was removed.
     presence_dropped: Arc<std::sync::atomic::AtomicBool>,
     /// Live connections per client address (`max_connections_per_address`).
-    addresses: address::AddressLimiter,
+    addresses: address::SlotLimiter<std::net::IpAddr>,
+    /// Live connections per bizCode (`max_connections_per_biz`).
+    bizs: address::SlotLimiter<Arc<str>>,
     /// bizCodes known to be registered.
     known_biz: parking_lot::Mutex<std::collections::HashSet<String>>,
     /// Sessions and disconnect tasks, awaited on drain.
@@ -184,7 +186,8 @@ impl Edge {
                 health,
                 verifier,
                 known_biz: parking_lot::Mutex::new(std::collections::HashSet::new()),
-                addresses: address::AddressLimiter::default(),
+                addresses: address::SlotLimiter::default(),
+                bizs: address::SlotLimiter::default(),
                 presence_dropped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
@@ -450,7 +453,7 @@ impl Edge {
                 groups: hs.groups,
                 expires_at: 0,
                 send_groups: None,
-                address_slot: None,
+                slots: address::Slots::default(),
             },
             Some(verifier) => {
                 let token = hs
@@ -481,23 +484,27 @@ impl Edge {
                     groups: hs.groups,
                     expires_at: claims.expires_at,
                     send_groups: claims.groups.map(Vec::into_boxed_slice),
-                    address_slot: None,
+                    slots: address::Slots::default(),
                 }
             }
         };
         handshake::check_upgrade(req).map_err(|e| bad(e.status(), 1001, &e.to_string()))?;
+        let too_many = |what: &str| {
+            bad(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::RateLimited.as_u16(),
+                &format!("too many connections {what}"),
+            )
+        };
         if inner.config.max_connections_per_address > 0 {
             let ip = address::client_addr(peer.ip(), req.headers(), &inner.config.trusted_proxies);
-            match inner.addresses.acquire(ip, inner.config.max_connections_per_address) {
-                Some(slot) => admission.address_slot = Some(slot),
-                None => {
-                    return Err(bad(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ErrorCode::RateLimited.as_u16(),
-                        "too many connections from this address",
-                    ))
-                }
-            }
+            let slot = inner.addresses.acquire(&ip, inner.config.max_connections_per_address);
+            admission.slots.address = Some(slot.ok_or_else(|| too_many("from this address"))?);
+        }
+        if inner.config.max_connections_per_biz > 0 {
+            let biz: Arc<str> = admission.biz.as_str().into();
+            let slot = inner.bizs.acquire(&biz, inner.config.max_connections_per_biz);
+            admission.slots.biz = Some(slot.ok_or_else(|| too_many("for this bizCode on this edge"))?);
         }
         if inner.config.require_registration && !inner.known_biz.lock().contains(admission.biz.as_str()) {
             match inner.router.is_registered(&admission.biz).await {

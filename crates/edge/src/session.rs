@@ -21,7 +21,7 @@ use switchboard_protocol::{CloseCode, ErrorCode};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::address::AddressSlot;
+use crate::address::Slots;
 use crate::message::{Assembler, Event};
 use crate::outbox::{self, Out, Pushed};
 use crate::registry::Conn;
@@ -44,8 +44,9 @@ pub(crate) struct Admission {
     pub(crate) groups: Vec<String>,
     pub(crate) expires_at: u64,
     pub(crate) send_groups: Option<Box<[String]>>,
-    /// The connection's place in its address's count, held for its life.
-    pub(crate) address_slot: Option<AddressSlot>,
+    /// The connection's places in the per-address and per-bizCode counts,
+    /// held for its life.
+    pub(crate) slots: Slots,
 }
 
 /// What a session does with the messages it reads.
@@ -93,7 +94,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
         return;
     };
     let id = edge.next_conn_id();
-    let slot;
+    let slots;
     let conn = {
         // Scoped: the connection keeps its own copies of these.
         let Admission {
@@ -102,9 +103,9 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             groups,
             expires_at,
             send_groups,
-            address_slot,
+            slots: held,
         } = a;
-        slot = address_slot;
+        slots = held;
         Arc::new(Conn::with_token(
             id,
             &biz,
@@ -125,7 +126,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
 
     edge.registry.remove(id);
     edge.metrics.connections.dec();
-    drop(slot);
+    drop(slots);
     if registered {
         edge.spawn_disconnect(Disconnect {
             node: edge.node_id.clone(),

@@ -236,3 +236,26 @@ async fn out_of_file_descriptors_the_log_stays_quiet_and_service_resumes() {
     );
     assert!(metric(&addr, "switchboard_accept_errors_total").await >= 1);
 }
+
+#[tokio::test]
+async fn connections_per_biz_code_are_capped_without_touching_other_tenants() {
+    let s = Standalone::start(&[("SWITCHBOARD_EDGE__MAX_CONNECTIONS_PER_BIZ", "2")]).await;
+    let (_a, _) = Ws::join(&s.url("bizCode=big&clientId=a")).await;
+    let (b, _) = Ws::join(&s.url("bizCode=big&clientId=b")).await;
+    let refused = Ws::connect(&s.url("bizCode=big&clientId=c")).await.err();
+    assert!(
+        refused
+            .as_ref()
+            .is_some_and(|(status, body)| *status == 429 && body.contains("1005")),
+        "{refused:?}"
+    );
+    // Another tenant is not affected.
+    let (_other, welcome) = Ws::join(&s.url("bizCode=small&clientId=a")).await;
+    assert_eq!(welcome["mode"], 0);
+    b.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Ws::connect(&s.url("bizCode=big&clientId=c")).await.is_err() {
+        assert!(Instant::now() < deadline, "the bizCode slot never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
