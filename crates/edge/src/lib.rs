@@ -248,8 +248,8 @@ impl Edge {
             NodeCommand::Unbind { conn, group } => Some(CommandReply {
                 found: inner.registry.unbind(conn, &group),
             }),
-            // Resync needs the bus; the NATS inbox handles it.
-            NodeCommand::Resync => None,
+            // Resync and Holds need the bus; the NATS inbox handles them.
+            NodeCommand::Resync | NodeCommand::Holds { .. } => None,
             NodeCommand::Batch(cmds) => {
                 for cmd in cmds {
                     self.handle_command_deferred(cmd, dirty);
@@ -311,6 +311,7 @@ impl Edge {
             let msg = Resync {
                 node: inner.node_id.clone(),
                 conns: chunk.to_vec(),
+                covers: None,
             };
             let router = inner.router.clone();
             pending.push(tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! The edge's NATS side: the router client ([`NatsRouter`]), the node inbox
-//! subscriber, the liveness heartbeat and resync after a reconnect.
+//! subscriber (router commands, `Holds` questions), the liveness heartbeat
+//! and resync after a reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,12 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteBatch,
-    RouteBatchReply, RouteReply,
+    self, BizQuery, ConnInfo, ConnRange, ConnectReply, Disconnect, Heartbeat, HeldReply, NodeCommand, Resync, Route,
+    RouteBatch, RouteBatchReply, RouteReply,
 };
 use switchboard_protocol::subject;
 use switchboard_runtime::nats::LinkState;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{LinkError, RouterLink};
@@ -164,8 +165,13 @@ impl RouterLink for NatsRouter {
             .map_err(|_| LinkError::Unavailable("route batcher stopped".into()))?
     }
     async fn resync(&self, r: Resync) -> Result<(), LinkError> {
-        let _: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
-        Ok(())
+        // 1500: the router could not apply it all (its store was not back
+        // yet, or it could not confirm with us): try again.
+        let a: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
+        match a.code {
+            0 => Ok(()),
+            code => Err(LinkError::Unavailable(format!("resync answered {code}"))),
+        }
     }
     async fn drain(&self, d: Resync) -> Result<(), LinkError> {
         let _: ConnectReply = self.request(subject::ROUTER_DRAIN, &d).await?;
@@ -197,18 +203,20 @@ pub async fn attach(
     let node = edge.node_id().to_owned();
     let mut inbox = client.subscribe(subject::node_inbox(&node)).await?;
     client.flush().await?;
+    // One resync at a time; triggers while it runs make one more run.
+    let resync = Arc::new(Notify::new());
 
-    let (e, c) = (edge.clone(), client.clone());
+    let (e, c, r) = (edge.clone(), client.clone(), resync.clone());
     tokio::spawn(async move {
         // Commands already waiting are taken as a batch: deliveries only
         // queue, then every touched connection is written once, so under
         // load frames for one connection share a write.
         let mut dirty = Dirty::default();
         while let Some(msg) = inbox.next().await {
-            handle_message(&e, &c, msg, &mut dirty).await;
+            handle_message(&e, &c, &r, msg, &mut dirty).await;
             for _ in 1..INBOX_BATCH {
                 match inbox.next().now_or_never() {
-                    Some(Some(msg)) => handle_message(&e, &c, msg, &mut dirty).await,
+                    Some(Some(msg)) => handle_message(&e, &c, &r, msg, &mut dirty).await,
                     _ => break,
                 }
             }
@@ -235,24 +243,26 @@ pub async fn attach(
         }
     });
 
-    let e = edge;
+    let wake = resync.clone();
+    let node = edge.node_id().to_owned();
     tokio::spawn(async move {
         link.mark_unchanged();
         while link.changed().await.is_ok() {
             let state = link.borrow_and_update().1;
             if state == LinkState::Up {
-                tracing::info!(node_id = %e.node_id(), "bus reconnected, resyncing presence");
-                spawn_resync(e.clone());
+                tracing::info!(node_id = %node, "bus reconnected, resyncing presence");
+                wake.notify_one();
             }
         }
     });
+    tokio::spawn(run_resyncs(edge, resync, shutdown));
     Ok(())
 }
 
 /// Most inbox messages handled before the queued frames are written.
 const INBOX_BATCH: usize = 256;
 
-async fn handle_message(edge: &Edge, client: &Client, msg: async_nats::Message, dirty: &mut Dirty) {
+async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: async_nats::Message, dirty: &mut Dirty) {
     let cmd: NodeCommand = match envelope::decode(&msg.payload) {
         Ok(cmd) => cmd,
         Err(err) => {
@@ -260,49 +270,131 @@ async fn handle_message(edge: &Edge, client: &Client, msg: async_nats::Message, 
             return;
         }
     };
-    if matches!(cmd, NodeCommand::Resync) {
-        spawn_resync(edge.clone());
-        return;
+    let reply = match cmd {
+        NodeCommand::Resync => {
+            resync.notify_one();
+            return;
+        }
+        NodeCommand::Holds { conns } => {
+            let registry = &edge.inner.registry;
+            let held = conns.into_iter().filter(|&id| registry.get(id).is_some()).collect();
+            envelope::encode(&HeldReply { held })
+        }
+        cmd => match edge.handle_command_deferred(cmd, dirty) {
+            Some(reply) => envelope::encode(&reply),
+            None => return,
+        },
+    };
+    if let (Some(to), Ok(bytes)) = (msg.reply, reply) {
+        let _ = client.publish(to, bytes).await;
     }
-    let reply = edge.handle_command_deferred(cmd, dirty);
-    if let (Some(to), Some(reply)) = (msg.reply, reply) {
-        if let Ok(bytes) = envelope::encode(&reply) {
-            let _ = client.publish(to, bytes).await;
+}
+
+/// Attempts per resync chunk before the resync is given up (the next
+/// reconnect or a router's request starts another).
+const RESYNC_ATTEMPTS: u32 = 10;
+
+/// Runs one resync per wake-up until `shutdown`.
+async fn run_resyncs(edge: Edge, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+        }
+        resync(&edge).await;
+    }
+}
+
+/// Re-asserts every welcomed local connection's presence, in chunks that
+/// together cover every connection id, retrying while no router answers.
+///
+/// A snapshot can be late: issue 9 saw a retry (the first attempt found no
+/// router yet after a NATS restart) re-assert a client that had left in
+/// the meantime, after its disconnect was applied — a ghost entry for good.
+/// So each attempt is rebuilt from the registry right before it is sent
+/// (a connection gone by then is not asserted, and its entry, if any, is
+/// reconciled away), and the router confirms with us (`Holds`) what it
+/// (re)creates or removes, which closes the window between sending and
+/// applying (see the router's `core::resync`).
+async fn resync(edge: &Edge) {
+    let node = edge.node_id();
+    let mut ids = Vec::new();
+    edge.inner.registry.for_each(|c| {
+        if c.is_active() {
+            ids.push(c.id);
+        }
+    });
+    ids.sort_unstable();
+    for (covers, ids) in plan(&ids, RESYNC_CHUNK) {
+        for attempt in 0..RESYNC_ATTEMPTS {
+            let msg = Resync {
+                node: node.to_owned(),
+                conns: held(edge, ids),
+                covers: Some(covers),
+            };
+            match edge.inner.router.resync(msg).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(node_id = %node, error = %e, attempt, "resync failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
         }
     }
 }
 
-/// Re-asserts every local connection's presence, in chunks, retrying while
-/// no router answers.
-fn spawn_resync(edge: Edge) {
-    tokio::spawn(async move {
-        let conns: Vec<ConnInfo> = edge
-            .inner
-            .registry
-            .all()
-            .iter()
-            .filter(|c| c.is_active())
-            .map(|c| c.info(edge.node_id()))
-            .collect();
-        for chunk in conns.chunks(RESYNC_CHUNK) {
-            let msg = Resync {
-                node: edge.node_id().to_owned(),
-                conns: chunk.to_vec(),
-            };
-            for attempt in 0..10u32 {
-                match edge.inner.router.resync(msg.clone()).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, attempt, "resync failed, retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        }
-    });
+/// The connections of `ids` that are still here and welcomed, as presence.
+fn held(edge: &Edge, ids: &[u64]) -> Vec<ConnInfo> {
+    let registry = &edge.inner.registry;
+    ids.iter()
+        .filter_map(|&id| registry.get(id))
+        .filter(|c| c.is_active())
+        .map(|c| c.info(edge.node_id()))
+        .collect()
+}
+
+/// Splits sorted connection ids into chunks of at most `size`, each with
+/// the id range it speaks for; the ranges are contiguous and cover every
+/// id (no connection at all: one empty chunk for everything, which clears
+/// whatever the router still holds of the node).
+fn plan(ids: &[u64], size: usize) -> Vec<(ConnRange, &[u64])> {
+    if ids.is_empty() {
+        return vec![(ConnRange::ALL, ids)];
+    }
+    let chunks: Vec<&[u64]> = ids.chunks(size.max(1)).collect();
+    let mut from = 0;
+    let mut out = Vec::with_capacity(chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        let to = chunks.get(i + 1).map_or(u64::MAX, |next| next[0]);
+        out.push((ConnRange { from, to }, *chunk));
+        from = to;
+    }
+    out
 }
 
 /// Wraps the shared edge in a [`RouterLink`]-using `Arc` (helper for tests).
 pub fn router_link(client: Client) -> Arc<dyn RouterLink> {
     Arc::new(NatsRouter::new(client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_chunks_cover_every_id_contiguously() {
+        assert_eq!(plan(&[], 2), vec![(ConnRange::ALL, &[][..])]);
+        let ids = [3, 5, 8, 13, 21];
+        let p = plan(&ids, 2);
+        let ranges: Vec<(u64, u64)> = p.iter().map(|(r, _)| (r.from, r.to)).collect();
+        assert_eq!(ranges, vec![(0, 8), (8, 21), (21, u64::MAX)]);
+        for (r, chunk) in &p {
+            assert!(chunk.iter().all(|&id| r.contains(id)));
+        }
+        let ids: Vec<u64> = (1..=1000).collect();
+        let p = plan(&ids, RESYNC_CHUNK);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].0.from, p[1].0.to), (0, u64::MAX));
+        assert_eq!(p[0].0.to, p[1].0.from);
+    }
 }

@@ -130,13 +130,40 @@ pub struct RouteBatchReply {
 }
 
 /// Everything a node holds, sent after a (re)connect to the bus or when a
-/// router asks. Entries of the node that are not listed are stale.
+/// router asks, in chunks; also the list a draining node leaves with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resync {
     /// The node.
     pub node: String,
-    /// All its live connections.
+    /// Its live connections (of this chunk).
     pub conns: Vec<ConnInfo>,
+    /// The connection ids this chunk speaks for: the node held no other
+    /// welcomed connection in this range when it built the chunk, so the
+    /// router checks the node's other entries in the range with
+    /// [`NodeCommand::Holds`] and removes those the node no longer holds.
+    /// `None` (a drain, or an edge from before reconciling): nothing is
+    /// reconciled and nothing is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<ConnRange>,
+}
+
+/// Connection ids `from..to` (end excluded) of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRange {
+    /// First id in the range.
+    pub from: u64,
+    /// First id after the range.
+    pub to: u64,
+}
+
+impl ConnRange {
+    /// Every connection id.
+    pub const ALL: Self = Self { from: 0, to: u64::MAX };
+
+    /// Whether `conn` is in the range.
+    pub fn contains(&self, conn: u64) -> bool {
+        (self.from..self.to).contains(&conn)
+    }
 }
 
 /// A question about one bizCode (registration check).
@@ -211,8 +238,17 @@ pub enum NodeCommand {
         /// Group.
         group: String,
     },
-    /// Send a [`Resync`] now (the router purged this node while it lived).
+    /// Send a [`Resync`] now (the router purged this node while it lived,
+    /// or holds entries of it that the node does not report).
     Resync,
+    /// Which of these connections does the node still hold (in its
+    /// registry, welcomed or registering)? Answered with [`HeldReply`].
+    /// The router asks before it announces an entry a resync (re)created
+    /// and before it removes an entry a resync did not list.
+    Holds {
+        /// Connection ids.
+        conns: Vec<u64>,
+    },
     /// Several commands, applied in order (deliveries of a route batch).
     Batch(Vec<NodeCommand>),
 }
@@ -222,6 +258,13 @@ pub enum NodeCommand {
 pub struct CommandReply {
     /// The connection was found and the command applied.
     pub found: bool,
+}
+
+/// Answer to [`NodeCommand::Holds`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldReply {
+    /// The asked connections the node holds.
+    pub held: Vec<u64>,
 }
 
 /// The value of a presence KV entry.
@@ -266,6 +309,36 @@ mod tests {
         assert!(matches!(decode::<NodeCommand>(&wrong), Err(EnvelopeError::Version(9))));
         assert!(matches!(decode::<NodeCommand>(&[]), Err(EnvelopeError::Empty)));
         assert!(decode::<NodeCommand>(&[VERSION, 0xc1]).is_err());
+    }
+
+    /// A resync from an edge without `covers` still decodes, and one with
+    /// it decodes on a router that ignores it.
+    #[test]
+    fn resync_covers_is_optional_both_ways() {
+        #[derive(Serialize, Deserialize)]
+        struct OldResync {
+            node: String,
+            conns: Vec<ConnInfo>,
+        }
+        let old = encode(&OldResync {
+            node: "n".into(),
+            conns: vec![],
+        })
+        .expect("encode");
+        let r: Resync = decode(&old).expect("decode old");
+        assert_eq!(r.covers, None);
+        let new = Resync {
+            node: "n".into(),
+            conns: vec![],
+            covers: Some(ConnRange { from: 3, to: 9 }),
+        };
+        let back: OldResync = decode(&encode(&new).expect("encode")).expect("decode new as old");
+        assert_eq!(back.node, "n");
+        assert_eq!(
+            decode::<Resync>(&encode(&new).expect("encode")).expect("round trip"),
+            new
+        );
+        assert!(ConnRange { from: 3, to: 9 }.contains(3) && !ConnRange { from: 3, to: 9 }.contains(9));
     }
 
     /// Golden: a format change shows up as a diff here.

@@ -1,9 +1,12 @@
 //! The router's logic, transport-free: the NATS service and `standalone`
 //! both call these methods. This file holds presence (connect, disconnect,
-//! resync, drain, the index); the child modules hold the rest.
+//! drain, the index); the child modules hold the rest: `resync` (a node
+//! re-asserts its connections, the router reconciles its entries),
+//! `liveness`, `route` (sends and notices), `admin` (API operations).
 
 mod admin;
 mod liveness;
+mod resync;
 mod route;
 
 use std::collections::HashMap;
@@ -38,6 +41,23 @@ const CAS_ATTEMPTS: usize = 8;
 struct NodeState {
     last_heard: Instant,
     dead: bool,
+    /// Heartbeats in a row that reported fewer connections than the index
+    /// holds entries of the node (see `Router::heartbeat`).
+    excess_beats: u32,
+    /// When the node's entries were last checked against what it holds.
+    audited: Option<Instant>,
+}
+
+impl NodeState {
+    /// A node heard of just now.
+    fn new() -> Self {
+        Self {
+            last_heard: Instant::now(),
+            dead: false,
+            excess_beats: 0,
+            audited: None,
+        }
+    }
 }
 
 /// The presence entry of a connection, stamped now.
@@ -123,10 +143,7 @@ impl Router {
                 self.inner.metrics.presence_entries.set(ix.len() as i64);
                 drop(ix);
                 // A node we never heard of gets a full timeout from now.
-                self.inner.nodes.lock().entry(node).or_insert(NodeState {
-                    last_heard: Instant::now(),
-                    dead: false,
-                });
+                self.inner.nodes.lock().entry(node).or_insert_with(NodeState::new);
             }
             WatchEvent::Delete { key, revision } => {
                 if let Some((biz, client)) = parse_presence_key(&key) {
@@ -314,56 +331,5 @@ impl Router {
             }
         }
         ConnectReply { code }
-    }
-
-    /// Re-asserts presence for a node's connections after a bus outage or a
-    /// purge. A connection whose client has since connected elsewhere is
-    /// closed with 4009.
-    pub async fn resync(&self, r: Resync) -> ConnectReply {
-        self.heard(&r.node);
-        for info in r.conns {
-            let key = presence_key(&info.biz, &info.client);
-            match self.inner.store.get(&key).await {
-                Ok(Some(v)) if v.value.node == info.node && v.value.conn == info.conn => {
-                    self.index_put(&v.value, v.revision);
-                }
-                Ok(Some(_)) => {
-                    let _ = self
-                        .inner
-                        .edges
-                        .send(
-                            &info.node,
-                            NodeCommand::Close {
-                                conn: info.conn,
-                                code: CloseCode::Replaced.as_u16(),
-                            },
-                        )
-                        .await;
-                }
-                Ok(None) => {
-                    let value = presence_value(&info);
-                    match self.inner.store.create(&key, &value).await {
-                        Ok(rev) => {
-                            self.index_put(&value, rev);
-                            self.notify_online(&info).await;
-                        }
-                        Err(StoreError::WrongRevision) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "resync write failed");
-                            return ConnectReply {
-                                code: ErrorCode::Internal.as_u16(),
-                            };
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "resync read failed");
-                    return ConnectReply {
-                        code: ErrorCode::Internal.as_u16(),
-                    };
-                }
-            }
-        }
-        ConnectReply { code: 0 }
     }
 }

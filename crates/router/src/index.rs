@@ -128,6 +128,11 @@ impl Index {
             .collect()
     }
 
+    /// Number of entries held by `node`.
+    pub fn node_len(&self, node: &str) -> usize {
+        self.by_node.get(node).map_or(0, HashSet::len)
+    }
+
     /// Every node that holds entries.
     pub fn nodes(&self) -> impl Iterator<Item = &Arc<str>> {
         self.by_node.keys()
@@ -253,6 +258,7 @@ mod tests {
         assert_eq!((nodes.len(), n), (3, 4));
         assert_eq!(ix.biz_nodes("d2").map(|x| x.1), Some(1));
         assert_eq!(ix.node_entries("e3").len(), 2);
+        assert_eq!((ix.node_len("e3"), ix.node_len("e9")), (2, 0));
     }
 
     #[test]

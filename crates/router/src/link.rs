@@ -18,4 +18,11 @@ pub trait EdgeLink: Send + Sync + 'static {
     async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError>;
     /// A command with an answer (bind/unbind/close).
     async fn request(&self, node: &str, cmd: NodeCommand) -> Result<CommandReply, EdgeError>;
+    /// Which of `conns` the node still holds ([`NodeCommand::Holds`]). A
+    /// link that cannot ask answers an error, and the router then neither
+    /// announces nor removes on the strength of it.
+    async fn holds(&self, node: &str, conns: Vec<u64>) -> Result<Vec<u64>, EdgeError> {
+        let _ = conns;
+        Err(EdgeError(format!("cannot ask node {node} which connections it holds")))
+    }
 }

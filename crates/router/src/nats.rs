@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, CommandReply, ConnectReply, Heartbeat, NodeCommand, RouteBatch, RouteBatchReply,
+    self, BizQuery, CommandReply, ConnectReply, Heartbeat, HeldReply, NodeCommand, RouteBatch, RouteBatchReply,
 };
 use switchboard_protocol::subject;
 use switchboard_protocol::ErrorCode;
@@ -51,7 +51,27 @@ impl EdgeLink for NatsEdges {
             .map_err(|e| EdgeError(e.to_string()))?;
         envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))
     }
+
+    async fn holds(&self, node: &str, conns: Vec<u64>) -> Result<Vec<u64>, EdgeError> {
+        let mut held = Vec::new();
+        for chunk in conns.chunks(HOLDS_CHUNK) {
+            let cmd = NodeCommand::Holds { conns: chunk.to_vec() };
+            let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
+            let msg = self
+                .client
+                .request(subject::node_inbox(node), payload)
+                .await
+                .map_err(|e| EdgeError(e.to_string()))?;
+            let reply: HeldReply = envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))?;
+            held.extend(reply.held);
+        }
+        Ok(held)
+    }
 }
+
+/// Most connection ids in one [`NodeCommand::Holds`] question (≈ 150 KB,
+/// well under NATS' 1 MiB payload limit).
+const HOLDS_CHUNK: usize = 16 * 1024;
 
 /// Subscribes the router subjects and serves them until `shutdown`, then
 /// lets in-flight requests finish (tracked by `tasks`).

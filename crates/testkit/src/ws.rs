@@ -238,6 +238,14 @@ impl Ws {
         }
     }
 
+    /// Resets the TCP connection (RST, no close frame): a client whose
+    /// network or process died.
+    pub fn reset(self) {
+        if let MaybeTlsStream::Plain(tcp) = self.stream.get_ref() {
+            let _ = tcp.set_zero_linger();
+        }
+    }
+
     /// Closes normally.
     pub async fn close(mut self) {
         let _ = self.stream.close(None).await;

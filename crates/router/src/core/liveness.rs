@@ -13,25 +13,49 @@ impl Router {
                 std::mem::replace(&mut s.dead, false)
             }
             None => {
-                nodes.insert(
-                    node.into(),
-                    NodeState {
-                        last_heard: Instant::now(),
-                        dead: false,
-                    },
-                );
+                nodes.insert(node.into(), NodeState::new());
                 false
             }
         }
     }
 
     /// Records a node heartbeat. A node we had declared dead is asked to
-    /// resync (it was only partitioned or paused).
+    /// resync (it was only partitioned or paused). A node that reports fewer
+    /// connections than the index holds entries of it, for
+    /// [`resync::AUDIT_BEATS`] heartbeats in a row, has its entries checked
+    /// against what it holds (at most every [`resync::AUDIT_INTERVAL`]), in
+    /// the background.
     pub async fn heartbeat(&self, hb: Heartbeat) {
         if self.heard(&hb.node) {
             tracing::info!(node_id = %hb.node, "purged node is alive again, asking it to resync");
             let _ = self.inner.edges.send(&hb.node, NodeCommand::Resync).await;
+            return;
         }
+        if self.audit_due(&hb) {
+            let router = self.clone();
+            tokio::spawn(async move { router.audit(&hb.node).await });
+        }
+    }
+
+    /// Counts heartbeats whose connection count is below the node's index
+    /// entries; true when an audit is due.
+    fn audit_due(&self, hb: &Heartbeat) -> bool {
+        let entries = self.inner.index.lock().node_len(&hb.node) as u64;
+        let mut nodes = self.inner.nodes.lock();
+        let Some(s) = nodes.get_mut(hb.node.as_str()) else {
+            return false;
+        };
+        if entries <= hb.conns {
+            s.excess_beats = 0;
+            return false;
+        }
+        s.excess_beats += 1;
+        if s.excess_beats < resync::AUDIT_BEATS || s.audited.is_some_and(|t| t.elapsed() < resync::AUDIT_INTERVAL) {
+            return false;
+        }
+        s.excess_beats = 0;
+        s.audited = Some(Instant::now());
+        true
     }
 
     /// Checks node liveness twice a second until `shutdown`, purging the
@@ -89,10 +113,7 @@ impl Router {
         {
             let ix = self.inner.index.lock();
             for node in ix.nodes() {
-                nodes.entry(node.clone()).or_insert(NodeState {
-                    last_heard: Instant::now(),
-                    dead: false,
-                });
+                nodes.entry(node.clone()).or_insert_with(NodeState::new);
             }
         }
         let mut expired = Vec::new();
