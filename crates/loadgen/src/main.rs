@@ -2,14 +2,16 @@
 //! the public client protocol (SPEC §2) and the HTTP API (SPEC §3).
 //!
 //! Scenarios (each bounded in count and time): `idle`, `unicast`, `fanout`,
-//! `broadcast`, `churn`. Connections are spread over `--targets` (ws URLs)
+//! `broadcast`, `churn`, `storm`. Connections are spread over `--targets` (ws URLs)
 //! and `--sources` (local addresses 127.0.0.x: one source address reaches
 //! ~28k connections to one port). Output: a human summary on stderr and one
 //! JSON line on stdout per run.
 
+mod api;
 mod client;
 mod report;
 mod scenarios;
+mod storm;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -141,6 +143,49 @@ enum Scenario {
         #[arg(long, env = "SWITCHBOARD_API_KEY", default_value = "")]
         api_key: String,
     },
+    /// Kills an edge under N clients that reconnect with full-jitter
+    /// exponential backoff; reports time until every dropped client is
+    /// registered and reachable again (an API probe arrives), the
+    /// reconnects' connect→welcome latency and presence drift.
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        /// Clients, spread over --targets (list a target twice to give it
+        /// twice the clients).
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Shell command run once every client is connected, to kill an
+        /// edge (e.g. "kill -9 1234").
+        #[arg(long)]
+        kill: String,
+        /// Backoff: reconnect attempt k waits a uniform random time in
+        /// [0, min(cap, base * 2^k)] (full jitter).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        backoff_base: Duration,
+        /// Backoff ceiling.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        backoff_cap: Duration,
+        /// Longest one reconnect attempt may take (TCP connect to welcome).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        attempt_timeout: Duration,
+        /// A probe that did not arrive after this is sent again.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        probe_timeout: Duration,
+        /// Longest wait for every client to be reachable again.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+        recover_timeout: Duration,
+        /// Wait after recovery before the last presence check and probe
+        /// round: longer than the routers' node_timeout (6 s by default),
+        /// so the dead edge has been purged.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "8s")]
+        settle: Duration,
+        /// HTTP API base URL (router or standalone) for probes and presence.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+        /// API key (or SWITCHBOARD_API_KEY).
+        #[arg(long, env = "SWITCHBOARD_API_KEY", default_value = "")]
+        api_key: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -217,6 +262,38 @@ fn main() -> std::process::ExitCode {
             } => (
                 common.clone(),
                 Box::pin(scenarios::churn(common, pool, rate, duration, api, api_key)),
+            ),
+            Scenario::Storm {
+                common,
+                clients,
+                kill,
+                backoff_base,
+                backoff_cap,
+                attempt_timeout,
+                probe_timeout,
+                recover_timeout,
+                settle,
+                api,
+                api_key,
+            } => (
+                common.clone(),
+                Box::pin(storm::storm(
+                    common,
+                    storm::StormOptions {
+                        clients,
+                        kill,
+                        backoff: storm::Backoff {
+                            base: backoff_base,
+                            cap: backoff_cap,
+                        },
+                        attempt_timeout,
+                        probe_timeout,
+                        recover_timeout,
+                        settle,
+                        api,
+                        api_key,
+                    },
+                )),
             ),
         };
         match tokio::time::timeout(common.deadline, fut).await {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
@@ -19,7 +18,7 @@ use crate::report::{Latency, Report};
 use crate::Common;
 
 /// Opens `n` clients; client `i` gets `query(i)` and target/source by `i`.
-async fn open_many(
+pub(crate) async fn open_many(
     common: &Common,
     n: usize,
     rate: u64,
@@ -72,12 +71,12 @@ async fn open_many(
     (out, lat, failures, started.elapsed())
 }
 
-fn id(common: &Common, kind: &str, i: usize) -> String {
+pub(crate) fn id(common: &Common, kind: &str, i: usize) -> String {
     format!("{}-{kind}{i}", common.prefix)
 }
 
 /// The handshake query of client `i` of a kind.
-fn query(common: &Common, kind: &str, i: usize) -> String {
+pub(crate) fn query(common: &Common, kind: &str, i: usize) -> String {
     format!("bizCode={}&clientId={}", common.biz, id(common, kind, i))
 }
 
@@ -616,7 +615,7 @@ pub(crate) async fn churn(
     let mut drift = -1i64;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        match online_count(&api, &key, &common.biz).await {
+        match crate::api::online_count(&api, &key, &common.biz).await {
             Ok(n) => {
                 drift = n;
                 if n == 0 {
@@ -646,25 +645,4 @@ pub(crate) async fn churn(
             .push(format!("{} connects failed", failures.load(Ordering::Relaxed)));
     }
     Ok(r)
-}
-
-/// `get_online_list` count for `biz` through the HTTP API.
-async fn online_count(api: &str, key: &str, biz: &str) -> anyhow::Result<i64> {
-    let hostport = api
-        .strip_prefix("http://")
-        .context("--api must be http://host:port")?
-        .trim_end_matches('/');
-    let mut s = tokio::net::TcpStream::connect(hostport).await?;
-    let body = "{}";
-    let req = format!(
-        "POST /api/websocket/get_online_list HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Type: application/json\r\nsystemId: {biz}\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let json = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(json).with_context(|| format!("bad API answer: {text}"))?;
-    v["data"]["count"].as_i64().with_context(|| format!("no count in {v}"))
 }
