@@ -17,10 +17,13 @@
 //! - `message`: frames → messages (fragmentation, UTF-8, close frames).
 //! - [`link`]: the edge → router seam ([`link::RouterLink`]).
 //! - [`nats`]: the seam over NATS, the node inbox, heartbeats, resync.
+//! - `fuzzing`: entry points of the fuzz targets (`fuzz/`), not API.
 
 mod address;
 pub mod auth;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod link;
 mod message;

@@ -9,10 +9,14 @@
 //! - [`frame`]: client → gateway frame parsing, gateway → client frame rendering.
 //! - [`envelope`]: msgpack bus messages between edges and routers.
 //! - [`subject`]: NATS subject and KV key builders.
+//! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and the corpus
+//!   replay, not API.
 
 pub mod codes;
 pub mod envelope;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod subject;
 

@@ -29,6 +29,10 @@ use switchboard_runtime::ops::{self, Health};
 use crate::config::ApiConfig;
 use crate::core::Router;
 
+/// The `api_body` fuzz target (`fuzz/`), not API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The path prefix of every call.
 pub const PREFIX: &str = "/api/websocket/";
 
