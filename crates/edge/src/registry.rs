@@ -77,12 +77,18 @@ impl Conn {
 
     /// Queues the welcome and makes the connection eligible for deliveries;
     /// a close that arrived while registering is queued right after it.
+    ///
+    /// The welcome is queued, then the connection made active, and only then
+    /// written: once the client can read its welcome (and act on it, e.g.
+    /// make a peer leave), every delivery already reaches it. Deliveries in
+    /// between queue behind the welcome.
     pub fn activate(&self, welcome: Bytes, limit: usize) {
-        self.outbox.push_text(welcome, limit);
+        self.outbox.enqueue(welcome, limit);
         let before = self.phase.swap(ACTIVE, Ordering::AcqRel);
         if before & CLOSE_PENDING != 0 {
             self.outbox.close((before & 0xFFFF) as u16);
         }
+        self.outbox.flush();
     }
 
     /// Whether deliveries reach it.

@@ -120,14 +120,15 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     edge.registry.insert(conn.clone());
     edge.metrics.connections.inc();
     // Boxed: what registration needs is not kept for the session's life.
-    let registered = Box::pin(register(&edge, &conn)).await;
+    let registration = Box::pin(register(&edge, &conn)).await;
+    let registered = registration == Registration::Registered;
 
     serve(&edge, &conn, &mut socket, Role::Client { registered }).await;
 
     edge.registry.remove(id);
     edge.metrics.connections.dec();
     drop(slots);
-    if registered {
+    if registration != Registration::Refused {
         edge.spawn_disconnect(Disconnect {
             node: edge.node_id.clone(),
             conn: id,
@@ -171,23 +172,36 @@ async fn serve(edge: &EdgeInner, conn: &Conn, socket: &mut Socket, role: Role) {
     let _ = Box::pin(tokio::time::timeout(grace, reader.drain(rd))).await;
 }
 
+/// What became of a connection's presence registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Registration {
+    /// Written: the welcome was queued.
+    Registered,
+    /// A router answered that it did not write it.
+    Refused,
+    /// No answer (timeout, bus down): a router may still apply it later,
+    /// so the connection's end sends a disconnect like a registered one
+    /// (idempotent: it removes the entry only if it is this connection's).
+    Unknown,
+}
+
 /// Writes presence, then queues the welcome (or closes with 1013 if no
-/// router took it). Returns whether the connection is registered.
-async fn register(edge: &EdgeInner, conn: &Conn) -> bool {
+/// router took it).
+async fn register(edge: &EdgeInner, conn: &Conn) -> Registration {
     let info = conn.info(&edge.node_id);
     let id = conn.id;
     let registered = match edge.router.connect(info.clone()).await {
-        Ok(r) if r.code == 0 => true,
+        Ok(r) if r.code == 0 => Registration::Registered,
         Ok(r) => {
             tracing::info!(conn_id = id, biz = %info.biz, client_id = %info.client, code = r.code, "presence refused");
-            false
+            Registration::Refused
         }
         Err(e) => {
             tracing::warn!(conn_id = id, biz = %info.biz, client_id = %info.client, error = %e, "presence registration failed");
-            false
+            Registration::Unknown
         }
     };
-    if registered {
+    if registered == Registration::Registered {
         let welcome = frame::welcome(
             &info.client,
             &info.biz,

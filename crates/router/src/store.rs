@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use switchboard_protocol::envelope::{self, PresenceValue};
-use tokio::sync::mpsc;
+use switchboard_runtime::nats::LinkState;
+use tokio::sync::{mpsc, watch};
 
 /// A value with its revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,9 +88,22 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 pub struct KvStore {
     kv: Store,
     marker_ttl: Duration,
+    /// The NATS link: the watch is re-created as soon as the link is back.
+    link: Option<watch::Receiver<(u64, LinkState)>>,
 }
 
 impl KvStore {
+    /// Re-creates the watch at once whenever `link` comes back up. Without
+    /// it, a watch whose consumer died with a NATS server restart is only
+    /// noticed by the consumer's missed heartbeats, seconds later, and until
+    /// then this router's index misses what other routers write (a new
+    /// group member on another edge, so an offline notice that misses it).
+    #[must_use]
+    pub fn with_link(mut self, link: watch::Receiver<(u64, LinkState)>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
     /// Opens (creating or updating) the bucket `name` with `replicas`.
     /// Removal markers expire after `marker_ttl`, so clientIds that come and
     /// go do not grow the bucket forever.
@@ -115,7 +129,30 @@ impl KvStore {
             Ok(kv) => kv,
             Err(e) => return Err(unavailable(e)),
         };
-        Ok(Self { kv, marker_ttl })
+        Ok(Self {
+            kv,
+            marker_ttl,
+            link: None,
+        })
+    }
+}
+
+/// Resolves when `link` changes to [`LinkState::Up`] (a reconnect); never
+/// without a link, or once the link is gone.
+///
+/// # Cancel safety
+/// Cancel safe: `changed()` is, and nothing else awaits.
+async fn reconnected(link: Option<&mut watch::Receiver<(u64, LinkState)>>) {
+    let Some(link) = link else {
+        return std::future::pending().await;
+    };
+    loop {
+        if link.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if link.borrow_and_update().1 == LinkState::Up {
+            return;
+        }
     }
 }
 
@@ -167,12 +204,17 @@ impl PresenceStore for KvStore {
         let first = self.kv.watch_with_history(">").await.map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(4096);
         let kv = self.kv.clone();
+        let mut link = self.link.clone();
+        if let Some(l) = link.as_mut() {
+            l.mark_unchanged();
+        }
         tokio::spawn(async move {
             let mut ready = empty;
             if ready && tx.send(WatchEvent::Ready).await.is_err() {
                 return;
             }
             let mut watch = Some(first);
+            let mut restart_now = false;
             loop {
                 // A watch that failed is never polled again (async-nats'
                 // ordered consumer must not be polled after an error): it is
@@ -181,7 +223,9 @@ impl PresenceStore for KvStore {
                 let mut w = match watch.take() {
                     Some(w) => w,
                     None => {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        if !std::mem::take(&mut restart_now) {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                         if tx.is_closed() {
                             return;
                         }
@@ -194,7 +238,16 @@ impl PresenceStore for KvStore {
                         }
                     }
                 };
-                while let Some(item) = w.next().await {
+                loop {
+                    let item = tokio::select! {
+                        item = w.next() => item,
+                        () = reconnected(link.as_mut()) => {
+                            tracing::info!("NATS link back, restarting the presence watch");
+                            restart_now = true;
+                            break;
+                        }
+                    };
+                    let Some(item) = item else { break };
                     let entry = match item {
                         Ok(e) => e,
                         Err(e) => {

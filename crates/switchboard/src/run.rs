@@ -210,6 +210,7 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let js = async_nats::jetstream::new(client.clone());
     let (store, registry) = open_store(&js, &config).await?;
+    let store = store.with_link(link.clone());
     let edges = Arc::new(switchboard_router::nats::NatsEdges::new(client.clone()));
     let router = Router::new(
         config.router.clone(),
