@@ -220,6 +220,12 @@ pub(crate) async fn storm(common: Common, o: StormOptions) -> anyhow::Result<Rep
                         s.probed_ns.store(now_ns, Ordering::Relaxed);
                         let _ = shared.probe_queue.send(i);
                         probe_retries += 1;
+                        if probe_retries <= 5 {
+                            eprintln!(
+                                "storm: no probe for {} {:?} after its welcome, probing again",
+                                ids[i], o.probe_timeout
+                            );
+                        }
                     }
                 }
                 _ => {}
@@ -426,6 +432,9 @@ async fn run_client(ctx: ClientCtx, mut ws: Ws, mut at: usize) {
     let slot = &ctx.shared.slots[ctx.i];
     loop {
         read_until_closed(&ctx, &mut ws).await;
+        // Its socket goes now, not when the new one is in: 10k clients
+        // reconnecting at once would otherwise hold two descriptors each.
+        drop(ws);
         if ctx.shared.kill_at.get().is_none() {
             ctx.shared.closed_before_kill.fetch_add(1, Ordering::Relaxed);
         }
