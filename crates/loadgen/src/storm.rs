@@ -12,9 +12,9 @@
 //! the reconnects, failed attempts, and presence drift (`get_online_list`
 //! count minus the clients held) right away and after `--settle`, when the
 //! routers have purged the dead edge; a last probe round then checks that
-//! every client is still reachable. Probes the API counted as delivered
-//! that never arrived are reported as `probes_lost` (a warning, not a
-//! failure: a re-probe after `--probe-timeout` still reached each client).
+//! every client is still reachable. A probe the API counted as delivered
+//! that never arrived (`probes_lost`) fails the run: SPEC §2 promises that
+//! a send starting after the welcome reaches the client.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -377,9 +377,10 @@ pub(crate) async fn storm(common: Common, o: StormOptions) -> anyhow::Result<Rep
     r.set("probes_received", received);
     r.set("probes_lost", lost);
     if lost > 0 {
-        eprintln!(
-            "storm: WARNING {lost} probes the API counted as delivered never arrived (re-probes reached those clients)"
-        );
+        r.problems.push(format!(
+            "{lost} probes the API counted as delivered never arrived \
+             (SPEC §2: a send that starts after the welcome reaches the client)"
+        ));
     }
     r.set("presence_drift", drift);
     if drift != 0 {
