@@ -13,7 +13,7 @@ pub struct EdgeConfig {
     /// (`standalone` uses `[standalone].listen`).
     pub listen: SocketAddr,
     /// Accept queue of the listening socket (`listen(2)` backlog), capped
-    /// by the kernel at `net.core.somaxconn`. Default 1024.
+    /// by the kernel at `net.core.somaxconn`. Default 4096.
     pub listen_backlog: u32,
     /// Node name prefix; a random suffix makes the node id unique per
     /// process. Default: `$HOSTNAME` (the pod name), else `edge`.

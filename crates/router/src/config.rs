@@ -84,7 +84,7 @@ pub struct RouterConfig {
     /// Address of the HTTP API and ops server. Default `0.0.0.0:8090`.
     pub listen: SocketAddr,
     /// Accept queue of the listening socket (`listen(2)` backlog), capped
-    /// by the kernel at `net.core.somaxconn`. Default 1024.
+    /// by the kernel at `net.core.somaxconn`. Default 4096.
     pub listen_backlog: u32,
     /// A node silent for this long is dead and its clients are purged from
     /// presence. Default `6s` (edges beat every 2 s; SPEC allows 10 s).

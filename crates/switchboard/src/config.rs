@@ -32,7 +32,7 @@ pub(crate) struct StandaloneConfig {
     /// WebSocket, API and ops on one port. Default `0.0.0.0:8080`.
     pub(crate) listen: SocketAddr,
     /// Accept queue of the listening socket (`listen(2)` backlog), capped
-    /// by the kernel at `net.core.somaxconn`. Default 1024.
+    /// by the kernel at `net.core.somaxconn`. Default 4096.
     pub(crate) listen_backlog: u32,
 }
 

@@ -37,7 +37,7 @@ fn somaxconn() -> u32 {
 #[tokio::test]
 async fn the_listener_gets_the_configured_backlog() {
     let s = Standalone::start(&[]).await;
-    assert_eq!(backlog_of(s.port), 1024.min(somaxconn()), "default");
+    assert_eq!(backlog_of(s.port), 4096.min(somaxconn()), "default");
     drop(s);
 
     let s = Standalone::start(&[("SWITCHBOARD_STANDALONE__LISTEN_BACKLOG", "200")]).await;
