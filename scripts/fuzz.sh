@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the fuzz targets of fuzz/ for a bounded time each, then adds to the
-# saved corpus (fuzz/corpus/<target>/) only the inputs that reach new
-# coverage. Crashes, hangs and out-of-memory inputs land in
-# fuzz/artifacts/<target>/ and make the script exit 1.
+# saved corpus (fuzz/corpus/<target>/) and shrinks it to a small set that
+# keeps all the coverage (libFuzzer's set-cover merge). Crashes, hangs and
+# out-of-memory inputs land in fuzz/artifacts/<target>/ and make the
+# script exit 1.
 #
 #   bash scripts/fuzz.sh [seconds-per-target] [target...]
 #
@@ -20,7 +21,7 @@ if [ ${#targets[@]} -eq 0 ]; then
   targets=(ws_frame handshake_query client_frame bus_envelope api_body)
 fi
 # Keep the saved corpus small: short inputs, and only new coverage.
-max_len=${FUZZ_MAX_LEN:-4096}
+max_len=${FUZZ_MAX_LEN:-1024}
 
 export RUSTC_BOOTSTRAP=1
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
@@ -56,10 +57,21 @@ for t in "${targets[@]}"; do
     status=1
   fi
   grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^Done [0-9]+ runs" "fuzz/target/$t.log" || true
-  # Only inputs with coverage the saved corpus lacks are added to it.
-  nice -n 10 "$bin_dir/$t" -merge=1 -max_len="$max_len" "$corpus" "$work" >"fuzz/target/$t.merge.log" 2>&1
+  # The saved corpus becomes the smallest set of old and new inputs that
+  # reaches every edge that either reaches (hit counts aside).
+  merged=fuzz/target/merged/$t
+  rm -rf "$merged"
+  mkdir -p "$merged"
+  if ! nice -n 10 "$bin_dir/$t" -set_cover_merge=1 -use_counters=0 -max_len="$max_len" "$merged" "$corpus" "$work" \
+    >"fuzz/target/$t.merge.log" 2>&1; then
+    echo "!! $t: merge failed (fuzz/target/$t.merge.log); saved corpus left as it was"
+    status=1
+    continue
+  fi
+  rm -rf "$corpus"
+  mv "$merged" "$corpus"
   after=$(find "$corpus" -type f | wc -l)
-  echo "   saved corpus: $before -> $after inputs ($(du -sk "$corpus" | cut -f1) KiB)"
+  echo "   saved corpus: $before -> $after inputs ($(cat "$corpus"/* | wc -c) bytes)"
 done
 
 if [ "$status" -ne 0 ]; then

@@ -457,7 +457,7 @@ impl Edge {
                 groups: hs.groups,
                 expires_at: 0,
                 send_groups: None,
-                slots: address::Slots::default(),
+                slots: None,
             },
             Some(verifier) => {
                 let token = hs
@@ -488,7 +488,7 @@ impl Edge {
                     groups: hs.groups,
                     expires_at: claims.expires_at,
                     send_groups: claims.groups.map(Vec::into_boxed_slice),
-                    slots: address::Slots::default(),
+                    slots: None,
                 }
             }
         };
@@ -500,15 +500,19 @@ impl Edge {
                 &format!("too many connections {what}"),
             )
         };
+        let mut slots = address::Slots::default();
         if inner.config.max_connections_per_address > 0 {
             let ip = address::client_addr(peer.ip(), req.headers(), &inner.config.trusted_proxies);
             let slot = inner.addresses.acquire(&ip, inner.config.max_connections_per_address);
-            admission.slots.address = Some(slot.ok_or_else(|| too_many("from this address"))?);
+            slots.address = Some(slot.ok_or_else(|| too_many("from this address"))?);
         }
         if inner.config.max_connections_per_biz > 0 {
             let biz: Arc<str> = admission.biz.as_str().into();
             let slot = inner.bizs.acquire(&biz, inner.config.max_connections_per_biz);
-            admission.slots.biz = Some(slot.ok_or_else(|| too_many("for this bizCode on this edge"))?);
+            slots.biz = Some(slot.ok_or_else(|| too_many("for this bizCode on this edge"))?);
+        }
+        if slots.address.is_some() || slots.biz.is_some() {
+            admission.slots = Some(Box::new(slots));
         }
         if inner.config.require_registration && !inner.known_biz.lock().contains(admission.biz.as_str()) {
             match inner.router.is_registered(&admission.biz).await {

@@ -72,7 +72,8 @@ impl Partial {
 /// Assembles one connection's frames into [`Event`]s.
 #[derive(Debug, Default)]
 pub(crate) struct Assembler {
-    open: Option<Partial>,
+    /// Boxed: an idle connection's reader holds only the pointer.
+    open: Option<Box<Partial>>,
 }
 
 impl Assembler {
@@ -100,7 +101,7 @@ impl Assembler {
                 if f.fin {
                     Ok(Some(finish(p)))
                 } else {
-                    self.open = Some(p);
+                    self.open = Some(Box::new(p));
                     Ok(None)
                 }
             }
@@ -116,7 +117,7 @@ impl Assembler {
                 if !f.fin {
                     return Ok(None);
                 }
-                Ok(self.open.take().map(finish))
+                Ok(self.open.take().map(|p| finish(*p)))
             }
         }
     }

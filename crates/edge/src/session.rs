@@ -45,8 +45,9 @@ pub(crate) struct Admission {
     pub(crate) expires_at: u64,
     pub(crate) send_groups: Option<Box<[String]>>,
     /// The connection's places in the per-address and per-bizCode counts,
-    /// held for its life.
-    pub(crate) slots: Slots,
+    /// held for its life (boxed, and only when a cap is on: an idle
+    /// session keeps a pointer at most).
+    pub(crate) slots: Option<Box<Slots>>,
 }
 
 /// What a session does with the messages it reads.
