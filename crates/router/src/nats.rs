@@ -30,6 +30,17 @@ impl NatsEdges {
     pub fn new(client: Client) -> Self {
         Self { client }
     }
+
+    /// Asks `node` with `cmd` and decodes its answer.
+    async fn ask<T: DeserializeOwned>(&self, node: &str, cmd: &NodeCommand) -> Result<T, EdgeError> {
+        let payload = envelope::encode(cmd).map_err(|e| EdgeError(e.to_string()))?;
+        let msg = self
+            .client
+            .request(subject::node_inbox(node), payload)
+            .await
+            .map_err(|e| EdgeError(e.to_string()))?;
+        envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))
+    }
 }
 
 #[async_trait]
@@ -43,26 +54,14 @@ impl EdgeLink for NatsEdges {
     }
 
     async fn request(&self, node: &str, cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
-        let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
-        let msg = self
-            .client
-            .request(subject::node_inbox(node), payload)
-            .await
-            .map_err(|e| EdgeError(e.to_string()))?;
-        envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))
+        self.ask(node, &cmd).await
     }
 
     async fn holds(&self, node: &str, conns: Vec<u64>) -> Result<Vec<u64>, EdgeError> {
         let mut held = Vec::new();
         for chunk in conns.chunks(HOLDS_CHUNK) {
             let cmd = NodeCommand::Holds { conns: chunk.to_vec() };
-            let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
-            let msg = self
-                .client
-                .request(subject::node_inbox(node), payload)
-                .await
-                .map_err(|e| EdgeError(e.to_string()))?;
-            let reply: HeldReply = envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))?;
+            let reply: HeldReply = self.ask(node, &cmd).await?;
             held.extend(reply.held);
         }
         Ok(held)
