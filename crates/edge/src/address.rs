@@ -17,7 +17,11 @@ use ipnet::IpNet;
 use parking_lot::Mutex;
 
 /// The address a connection counts against.
+///
+/// Addresses are canonical: an IPv4 peer of a dual-stack listener
+/// (`::ffff:1.2.3.4`) is `1.2.3.4`, for the trust check and the count.
 pub(crate) fn client_addr(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -40,7 +44,29 @@ pub(crate) fn client_addr(peer: IpAddr, headers: &http::HeaderMap, trusted: &[Ip
     // A proxy writes one of the two; take X-Forwarded-For when present.
     let hops: Vec<IpAddr> = xff.collect();
     let hops = if hops.is_empty() { forwarded.collect() } else { hops };
-    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+    hops.into_iter()
+        .map(|ip| ip.to_canonical())
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// Deserializes `edge.trusted_proxies`: CIDR networks or single addresses
+/// (a single address is its own /32 or /128).
+///
+/// # Errors
+/// An entry that is neither.
+pub(crate) fn deserialize_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let entries = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|e| {
+            let e = e.trim();
+            e.parse::<IpNet>()
+                .or_else(|_| e.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{e:?} is not an IP address or CIDR network")))
+        })
+        .collect()
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `2001:db8::1`, `[2001:db8::1]:80`, optionally
@@ -140,6 +166,9 @@ mod tests {
         assert_eq!(client_addr(ip("::1"), &two, &trusted), ip("7.7.7.7"));
         let fwd = headers(&[("forwarded", r#"for=192.0.2.60;proto=http, for="[2001:db8::1]:4711""#)]);
         assert_eq!(client_addr(ip("10.0.0.2"), &fwd, &trusted), ip("2001:db8::1"));
+        // An IPv4 peer of a dual-stack listener is trusted like its IPv4 form.
+        assert_eq!(client_addr(ip("::ffff:10.0.0.2"), &xff, &trusted), ip("1.2.3.4"));
+        assert_eq!(client_addr(ip("::ffff:5.5.5.5"), &xff, &trusted), ip("5.5.5.5"));
         // Nothing usable: the proxy itself.
         let junk = headers(&[("x-forwarded-for", "unknown, _hidden")]);
         assert_eq!(client_addr(ip("10.0.0.2"), &junk, &trusted), ip("10.0.0.2"));

@@ -78,9 +78,10 @@ pub struct EdgeConfig {
     /// 0 turns the cap off. Behind a proxy every client shares the proxy's
     /// address: list the proxy in `trusted_proxies`. Default 0 (off).
     pub max_connections_per_address: u32,
-    /// Proxies (addresses or CIDR networks, e.g. `"10.0.0.0/8"`) whose
+    /// Proxies (addresses or CIDR networks, e.g. `"10.0.0.9"`, `"10.0.0.0/8"`) whose
     /// `X-Forwarded-For` / `Forwarded` headers name the client's address.
     /// From any other peer those headers are ignored. Default empty.
+    #[serde(deserialize_with = "crate::address::deserialize_nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Most WebSocket connections one bizCode may hold on this edge (so one
     /// tenant cannot take all of an edge's sockets); past it a handshake

@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -52,9 +51,11 @@ pub struct HttpConfig {
     /// connection. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Upgrade deadline: time from the accept until the first response
-    /// (a WebSocket's 101, or a refusal) is ready, whatever the client
-    /// sends. Default `15s`.
+    /// Upgrade deadline, and the most one request may take: from the accept
+    /// (or from the start of the previous request on a keep-alive
+    /// connection) until the next request starts or the connection is
+    /// upgraded. Covers slow handshakes, slow request bodies, and clients
+    /// that do not read their responses. Default `15s`.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
     /// Connections served at once that are not upgraded (handshakes in
@@ -129,18 +130,16 @@ pub async fn serve(
         let config = config.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            // Set once the first response is ready: the upgrade deadline
-            // no longer applies.
-            let answered = Arc::new(AtomicBool::new(false));
-            let first = answered.clone();
+            // Every request start re-arms the deadline: a connection must
+            // start its next request (or upgrade) within the timeout of the
+            // previous one, whatever it does in between (a slow body, a
+            // response it does not read).
+            let started = Arc::new(Notify::new());
+            let on_start = started.clone();
             let svc = service_fn(move |req| {
+                on_start.notify_one();
                 let fut = handler.call(req, peer);
-                let first = first.clone();
-                async move {
-                    let res = fut.await;
-                    first.store(true, Ordering::Release);
-                    Ok::<_, Infallible>(res)
-                }
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -150,7 +149,6 @@ pub async fn serve(
             tokio::pin!(conn);
             let deadline = tokio::time::sleep(config.handshake_timeout);
             tokio::pin!(deadline);
-            let mut deadline_armed = true;
             loop {
                 tokio::select! {
                     r = conn.as_mut() => {
@@ -162,13 +160,12 @@ pub async fn serve(
                         }
                         return;
                     }
-                    () = &mut deadline, if deadline_armed => {
-                        if answered.load(Ordering::Acquire) {
-                            deadline_armed = false;
-                            continue;
-                        }
+                    () = started.notified() => {
+                        deadline.as_mut().reset(tokio::time::Instant::now() + config.handshake_timeout);
+                    }
+                    () = &mut deadline => {
                         metrics.http_timeouts.inc();
-                        tracing::debug!(%peer, "no response within the handshake timeout, closing");
+                        tracing::debug!(%peer, "request not answered within the handshake timeout, closing");
                         return;
                     }
                     () = shutdown.cancelled() => {

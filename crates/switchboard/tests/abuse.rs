@@ -113,7 +113,7 @@ async fn connections_in_progress_are_capped_with_429_and_real_clients_get_in_aft
 async fn connections_per_address_are_capped_and_trusted_proxies_name_the_client() {
     let s = Standalone::start(&[
         ("SWITCHBOARD_EDGE__MAX_CONNECTIONS_PER_ADDRESS", "2"),
-        ("SWITCHBOARD_EDGE__TRUSTED_PROXIES", "[\"127.0.0.2/32\"]"),
+        ("SWITCHBOARD_EDGE__TRUSTED_PROXIES", "[\"127.0.0.2\"]"),
     ])
     .await;
     let url = |id: &str| s.url(&format!("bizCode=d1&clientId={id}"));
@@ -258,4 +258,59 @@ async fn connections_per_biz_code_are_capped_without_touching_other_tenants() {
         assert!(Instant::now() < deadline, "the bizCode slot never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_never_comes_on_a_keep_alive_connection_times_out() {
+    let s = Standalone::start(FAST_TIMEOUTS).await;
+    let mut c = TcpStream::connect(s.addr()).await.expect("connect");
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let head = response_head(&mut c).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // A second request whose body never arrives.
+    let req = format!(
+        "POST /api/websocket/get_online_list HTTP/1.1\r\nHost: x\r\nsystemId: d1\r\n\
+         Authorization: Bearer {API_KEY}\r\nContent-Length: 100\r\n\r\n"
+    );
+    c.write_all(req.as_bytes()).await.expect("write");
+    let took = time_to_close(&mut c).await;
+    assert!(
+        took < Duration::from_secs(5),
+        "a stalled body held the connection {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_responses_do_not_hold_the_pending_cap() {
+    let mut env = FAST_TIMEOUTS.to_vec();
+    env.push(("SWITCHBOARD_HTTP__MAX_PENDING_CONNECTIONS", "4"));
+    let s = Standalone::start(&env).await;
+    let req = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n".repeat(100);
+    let mut hogs = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut c = socket.connect(s.addr().parse().expect("addr")).await.expect("connect");
+        // Pipeline requests, never reading, until the server stops taking them.
+        for _ in 0..2000 {
+            match tokio::time::timeout(Duration::from_millis(300), c.write_all(&req)).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        hogs.push(c);
+    }
+    // The server's writes to them are stuck; within the handshake timeout
+    // (2 s here) they are dropped and a real client gets in.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        match Ws::connect(&s.url("bizCode=d1&clientId=real")).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "still locked out: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(hogs);
 }
