@@ -32,6 +32,9 @@ pub enum HandshakeError {
     /// bizCode and systemId both given and different.
     #[error("bizCode and systemId disagree")]
     Conflict,
+    /// clientId given more than once with different values.
+    #[error("clientId given twice with different values")]
+    ClientConflict,
 }
 
 /// Why an opening request is not a WebSocket handshake we can accept
@@ -48,8 +51,8 @@ pub enum UpgradeError {
     /// Not HTTP/1.1 or later (§4.1 item 2): 400.
     #[error("a WebSocket handshake needs HTTP/1.1")]
     HttpVersion,
-    /// No `Host` header (§4.1 item 4; RFC 9112 §3.2): 400.
-    #[error("missing Host header")]
+    /// No `Host` header, or more than one (§4.1 item 4; RFC 9112 §3.2): 400.
+    #[error("exactly one Host header is required")]
     MissingHost,
     /// `Sec-WebSocket-Key` missing, repeated, or not 16 bytes in base64
     /// (§4.1 item 7): 400.
@@ -85,7 +88,7 @@ pub fn check_upgrade<B>(req: &http::Request<B>) -> Result<(), UpgradeError> {
     if req.version() < http::Version::HTTP_11 {
         return Err(UpgradeError::HttpVersion);
     }
-    if !headers.contains_key(http::header::HOST) {
+    if headers.get_all(http::header::HOST).iter().count() != 1 {
         return Err(UpgradeError::MissingHost);
     }
     let mut keys = headers.get_all(http::header::SEC_WEBSOCKET_KEY).iter();
@@ -136,7 +139,12 @@ pub fn parse(query: &str, max_groups: usize) -> Result<Handshake, HandshakeError
                 }
                 biz = Some(v.into_owned());
             }
-            "clientId" => client = Some(v.into_owned()),
+            "clientId" => {
+                if client.as_ref().is_some_and(|c: &String| *c != v) {
+                    return Err(HandshakeError::ClientConflict);
+                }
+                client = Some(v.into_owned());
+            }
             "group" | "groups" => {
                 for g in v.split(',').map(str::trim).filter(|g| !g.is_empty()) {
                     ids::validate(IdKind::Group, g)?;
@@ -219,6 +227,11 @@ mod tests {
         let mut no_host = request(|b| b);
         no_host.headers_mut().remove("host");
         assert_eq!(check_upgrade(&no_host), Err(UpgradeError::MissingHost));
+        assert_eq!(
+            check_upgrade(&request(|b| b.header("host", "other"))),
+            Err(UpgradeError::MissingHost),
+            "two Host headers"
+        );
         for key in [
             "",
             "abc",
@@ -263,5 +276,10 @@ mod tests {
             Err(HandshakeError::TooManyGroups(2))
         );
         assert_eq!(parse("bizCode=d1&systemId=d2", 64), Err(HandshakeError::Conflict));
+        assert_eq!(
+            parse("bizCode=d1&clientId=a&clientId=b", 64),
+            Err(HandshakeError::ClientConflict)
+        );
+        assert!(parse("bizCode=d1&clientId=a&clientId=a", 64).is_ok());
     }
 }

@@ -201,6 +201,15 @@ async fn the_opening_handshake_follows_rfc6455_section_4() {
     let mut c = Raw::connect(&s.addr()).await;
     c.send(request(q, &without("host")).as_bytes()).await;
     assert_eq!(c.response().await.0, 400, "no Host");
+    let mut two_hosts = GOOD.to_vec();
+    two_hosts.push("Host: other");
+    let mut c = Raw::connect(&s.addr()).await;
+    c.send(request(q, &two_hosts).as_bytes()).await;
+    assert_eq!(c.response().await.0, 400, "two Host headers");
+    let mut c = Raw::connect(&s.addr()).await;
+    c.send(request("bizCode=d1&clientId=a&clientId=b", GOOD).as_bytes())
+        .await;
+    assert_eq!(c.response().await.0, 400, "two different clientIds");
     let mut c = Raw::connect(&s.addr()).await;
     c.send(request(q, GOOD).replacen("HTTP/1.1", "HTTP/1.0", 1).as_bytes())
         .await;
