@@ -31,8 +31,9 @@ fi
 
 # The seeds (written by the crates' fuzzing modules) go into the corpus
 # first, so a fresh checkout fuzzes from meaningful inputs.
-cargo test -q -p switchboard-protocol -p switchboard-edge -p switchboard-router \
-  --test fuzz_corpus -- --ignored write_seed_corpus >/dev/null
+for crate in switchboard-protocol switchboard-edge switchboard-router; do
+  cargo run -q -p "$crate" --example write_fuzz_seeds
+done
 
 # -O: optimized; -a: debug assertions and overflow checks on.
 (cd fuzz && nice -n 10 cargo fuzz build -O -a)

@@ -14,11 +14,3 @@ fn bus_envelope_corpus_replays() {
     let n = fuzzing::replay("bus_envelope", fuzzing::bus_envelope, &fuzzing::bus_envelope_seeds());
     assert!(n > 0);
 }
-
-/// Writes the seeds into `fuzz/corpus/` (`scripts/fuzz.sh` runs it first).
-#[test]
-#[ignore = "writes files; run by scripts/fuzz.sh"]
-fn write_seed_corpus() {
-    fuzzing::write_seeds("client_frame", &fuzzing::client_frame_seeds());
-    fuzzing::write_seeds("bus_envelope", &fuzzing::bus_envelope_seeds());
-}
