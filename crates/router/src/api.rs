@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use switchboard_protocol::envelope::Route;
 use switchboard_protocol::frame::SendTarget;
 use switchboard_protocol::ids::{self, IdKind};
@@ -26,7 +26,7 @@ use switchboard_runtime::http::{self as h, Handler, Response, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::{self, Health};
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, ApiKey};
 use crate::core::Router;
 
 /// The `api_body` fuzz target (`fuzz/`), not API.
@@ -252,20 +252,14 @@ impl Api {
         path.starts_with(PREFIX) && path != "/api/websocket/ws"
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// The caller's key: [`Caller::Any`] with API auth off, `None` when
+    /// no key matches (401).
+    fn caller(&self, headers: &HeaderMap) -> Option<Caller<'_>> {
         if !self.config.auth {
-            return true;
+            return Some(Caller::Any);
         }
-        let Some(given) = h::bearer_token(headers) else {
-            return false;
-        };
-        let given = given.as_bytes();
-        // Compare with every key, in constant time per key.
-        let mut ok = subtle::Choice::from(0u8);
-        for key in &self.config.keys {
-            ok |= key.as_bytes().ct_eq(given);
-        }
-        bool::from(ok)
+        let given = h::bearer_token(headers)?;
+        matching_key(&self.config.keys, given.as_bytes()).map(Caller::Key)
     }
 
     /// Answers one API request.
@@ -283,13 +277,13 @@ impl Api {
     }
 
     async fn call(&self, call: &'static str, req: Request<Incoming>) -> Result<Response, ApiError> {
-        if !self.authorized(req.headers()) {
+        let Some(caller) = self.caller(req.headers()) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 401,
                 "missing or invalid API key",
             ));
-        }
+        };
         if call == "unknown" {
             return Err(ApiError::new(StatusCode::NOT_FOUND, 404, "unknown API call"));
         }
@@ -315,17 +309,18 @@ impl Api {
             Err(_) => return Err(ApiError::bad("could not read the body")),
         };
         if call == "register" {
-            return self.register(tenant, &body).await;
+            return self.register(caller, tenant, &body).await;
         }
         let biz = tenant.ok_or_else(|| ApiError::bad("the systemId (or bizCode) header is required"))?;
         check_id(IdKind::Biz, &biz)?;
+        caller.may_serve(&biz)?;
         if self.config.require_registration && !self.router.is_registered(&biz).await? {
             return Err(ErrorCode::UnknownBiz.into());
         }
         self.dispatch(call, &biz, &body).await
     }
 
-    async fn register(&self, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
+    async fn register(&self, caller: Caller<'_>, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
         let b: Body = parse(body)?;
         if let Some(t) = &tenant {
             check_id(IdKind::Biz, t)?;
@@ -337,6 +332,7 @@ impl Api {
             .or(tenant)
             .ok_or_else(|| ApiError::bad("systemId is required"))?;
         check_id(IdKind::Biz, &biz)?;
+        caller.may_serve(&biz)?;
         self.router.register(&biz).await?;
         Ok(ok(json!({})))
     }
@@ -434,6 +430,50 @@ impl Api {
     }
 }
 
+/// Who is calling: decides which bizCodes a call may serve.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    /// API auth is off: every bizCode.
+    Any,
+    /// The key the Bearer token matched.
+    Key(&'a ApiKey),
+}
+
+impl Caller<'_> {
+    /// Refuses (403) a call for a bizCode outside the caller's key scope.
+    /// Runs once the bizCode is known and valid, before anything is read
+    /// for it (registration) or done to it.
+    fn may_serve(self, biz: &str) -> Result<(), ApiError> {
+        match self {
+            Self::Key(key) if !key.allows(biz) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                403,
+                format!("this API key is not allowed for bizCode {biz}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The key `given` equals, compared with every key in constant time: no
+/// early exit, and which key matched (if any) is only chosen with
+/// constant-time selects, so the timing says nothing about the keys but
+/// their lengths (as `ct_eq` on slices of different lengths).
+fn matching_key<'a>(keys: &'a [ApiKey], given: &[u8]) -> Option<&'a ApiKey> {
+    let mut found = subtle::Choice::from(0u8);
+    let mut index = 0u64;
+    for (i, key) in keys.iter().enumerate() {
+        let eq = key.secret().ct_eq(given);
+        index.conditional_assign(&(i as u64), eq);
+        found |= eq;
+    }
+    if bool::from(found) {
+        usize::try_from(index).ok().and_then(|i| keys.get(i))
+    } else {
+        None
+    }
+}
+
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -458,5 +498,57 @@ impl Handler for RouterHttp {
         let res = ops::handle(req.method(), path, &self.api.health, &self.api.metrics)
             .unwrap_or_else(|| h::error(StatusCode::NOT_FOUND, 404, "not found"));
         Box::pin(std::future::ready(res))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<ApiKey> {
+        vec![
+            ApiKey::global("global-key-0123456789"),
+            ApiKey::scoped("shop-key-0123456789ab", vec!["shop".into(), "chat".into()]),
+            ApiKey::scoped("news-key-0123456789ab", vec!["news".into()]),
+        ]
+    }
+
+    #[test]
+    fn the_matcher_finds_the_key_that_matched() {
+        let keys = keys();
+        for (i, k) in keys.iter().enumerate() {
+            let found = matching_key(&keys, k.secret());
+            assert_eq!(found, Some(&keys[i]), "key {i}");
+        }
+        // Prefixes, extensions, other lengths, nothing, near misses.
+        for given in [
+            &b""[..],
+            b"global-key-012345678",
+            b"global-key-01234567890",
+            b"shop-key-0123456789aB",
+            b"news-key-0123456789ab ",
+            b"x",
+        ] {
+            assert_eq!(matching_key(&keys, given), None, "{}", String::from_utf8_lossy(given));
+        }
+        assert_eq!(matching_key(&[], b"global-key-0123456789"), None);
+        // The last key matches too (no early exit skips it, none is off by one).
+        assert_eq!(
+            matching_key(&keys, b"news-key-0123456789ab").and_then(ApiKey::biz_codes),
+            Some(&["news".to_owned()][..])
+        );
+    }
+
+    #[test]
+    fn a_scoped_key_serves_its_biz_codes_only() {
+        let keys = keys();
+        let shop = Caller::Key(&keys[1]);
+        assert!(shop.may_serve("shop").is_ok() && shop.may_serve("chat").is_ok());
+        let e = shop.may_serve("news").expect_err("another bizCode");
+        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, 403));
+        assert!(e.msg.contains("news"), "{}", e.msg);
+        assert!(shop.may_serve("sho").is_err() && shop.may_serve("shop2").is_err());
+        assert!(Caller::Key(&keys[0]).may_serve("news").is_ok());
+        assert!(Caller::Any.may_serve("news").is_ok());
     }
 }

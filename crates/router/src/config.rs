@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, Unexpected};
+use serde::{Deserialize, Deserializer};
+use switchboard_protocol::ids::{self, IdKind};
 
 /// Who gets presence notices (SPEC §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -18,6 +20,9 @@ pub enum NoticeScope {
     Biz,
 }
 
+/// Shortest accepted API key.
+pub const MIN_KEY_LEN: usize = 16;
+
 /// `[api]`: the backend HTTP push API.
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,9 +30,12 @@ pub struct ApiConfig {
     /// Require `Authorization: Bearer <key>` on every API call. Turning it
     /// off is an explicit choice. Default true.
     pub auth: bool,
-    /// Accepted API keys; `SWITCHBOARD_API_KEY` adds one. Default none
-    /// (`standalone` then generates one and prints it at start-up).
-    pub keys: Vec<String>,
+    /// Accepted API keys, each a string (global) or a table
+    /// `{ key, biz_codes }` (scoped to those bizCodes; any other gets 403);
+    /// `SWITCHBOARD_API_KEY` adds one global key. Default none
+    /// (`standalone` then generates a global one and prints it at start-up).
+    #[serde(deserialize_with = "deserialize_keys")]
+    pub keys: Vec<ApiKey>,
     /// Largest request body; larger is refused with 413 before it is read
     /// whole. Default 1048576 (1 MiB).
     pub max_body_bytes: usize,
@@ -54,7 +62,14 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("auth", &self.auth)
-            .field("keys", &format_args!("[{} redacted]", self.keys.len()))
+            .field(
+                "keys",
+                &format_args!(
+                    "[{} redacted, {} scoped]",
+                    self.keys.len(),
+                    self.keys.iter().filter(|k| k.biz_codes.is_some()).count()
+                ),
+            )
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_clients_per_send", &self.max_clients_per_send)
             .field("require_registration", &self.require_registration)
@@ -65,8 +80,30 @@ impl std::fmt::Debug for ApiConfig {
 impl ApiConfig {
     /// Pushes configuration problems.
     pub fn validate(&self, problems: &mut Vec<String>) {
-        if self.keys.iter().any(|k| k.len() < 16) {
-            problems.push("api.keys: every key must be at least 16 characters".into());
+        for (i, k) in self.keys.iter().enumerate() {
+            if k.key.len() < MIN_KEY_LEN {
+                problems.push(format!(
+                    "api.keys[{i}]: a key must be at least {MIN_KEY_LEN} characters"
+                ));
+            }
+            if let Some(codes) = &k.biz_codes {
+                if codes.is_empty() {
+                    problems.push(format!(
+                        "api.keys[{i}]: a scoped key needs at least one bizCode in biz_codes \
+                         (a global key is a plain string)"
+                    ));
+                }
+                for c in codes {
+                    if let Err(e) = ids::validate(IdKind::Biz, c) {
+                        problems.push(format!("api.keys[{i}].biz_codes: {c:?}: {e}"));
+                    }
+                }
+            }
+            if let Some(j) = self.keys[..i].iter().position(|o| o.key == k.key) {
+                problems.push(format!(
+                    "api.keys[{i}]: the same key as api.keys[{j}] (list each key once)"
+                ));
+            }
         }
         if self.max_body_bytes < 1024 {
             problems.push("api.max_body_bytes must be at least 1024".into());
@@ -75,6 +112,187 @@ impl ApiConfig {
             problems.push("api.max_clients_per_send must be positive".into());
         }
     }
+}
+
+/// One accepted API key and the bizCodes it may serve.
+///
+/// In the configuration a key is either a string (a global key: every
+/// bizCode, and `register` of any bizCode; for operators) or a table
+/// `{ key = "...", biz_codes = ["shop", "chat"] }` (a key scoped to those
+/// bizCodes: any other gets 403). `Debug` never shows the key, and a value
+/// of the wrong type is refused without echoing it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The secret the caller presents as `Authorization: Bearer <key>`.
+    key: String,
+    /// `None`: global. `Some`: only these bizCodes.
+    biz_codes: Option<Vec<String>>,
+}
+
+impl ApiKey {
+    /// A key for every bizCode.
+    pub fn global(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            biz_codes: None,
+        }
+    }
+
+    /// A key for the bizCodes `biz_codes` only.
+    pub fn scoped(key: impl Into<String>, biz_codes: Vec<String>) -> Self {
+        Self {
+            key: key.into(),
+            biz_codes: Some(biz_codes),
+        }
+    }
+
+    /// The secret itself, for the one comparison that uses it.
+    pub fn secret(&self) -> &[u8] {
+        self.key.as_bytes()
+    }
+
+    /// Whether the key may serve `biz` (a global key serves every bizCode).
+    pub fn allows(&self, biz: &str) -> bool {
+        self.biz_codes
+            .as_ref()
+            .is_none_or(|codes| codes.iter().any(|c| c == biz))
+    }
+
+    /// The bizCodes of a scoped key; `None` for a global key.
+    pub fn biz_codes(&self) -> Option<&[String]> {
+        self.biz_codes.as_deref()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.biz_codes {
+            None => f.write_str("ApiKey(<redacted>, global)"),
+            Some(codes) => write!(f, "ApiKey(<redacted>, biz_codes: {codes:?})"),
+        }
+    }
+}
+
+/// Refuses a value of the wrong type without printing it (it may be a key).
+fn not_shown<E: de::Error>(what: &'static str, exp: &dyn de::Expected) -> E {
+    E::invalid_type(Unexpected::Other(what), exp)
+}
+
+/// The `key` of a key table: a string, never echoed in an error.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an API key (a string)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<KeyText, E> {
+                Err(not_shown("a boolean (value not shown)", &self))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<KeyText, E> {
+                Err(not_shown("a number (value not shown)", &self))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<KeyText, E> {
+                Err(not_shown("a number (value not shown)", &self))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<KeyText, E> {
+                Err(not_shown("a number (value not shown)", &self))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ApiKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"an API key: a string (global) or a table { key = "...", biz_codes = [...] }"#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ApiKey, E> {
+                Ok(ApiKey::global(v))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ApiKey, A::Error> {
+                let mut key: Option<KeyText> = None;
+                let mut biz_codes: Option<Vec<String>> = None;
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "key" if key.is_none() => key = Some(map.next_value()?),
+                        "biz_codes" if biz_codes.is_none() => biz_codes = Some(map.next_value()?),
+                        "key" | "biz_codes" => return Err(de::Error::custom(format!("{field} given twice"))),
+                        other => return Err(de::Error::unknown_field(other, &["key", "biz_codes"])),
+                    }
+                }
+                let key = key.ok_or_else(|| de::Error::missing_field("key"))?;
+                let biz_codes = biz_codes
+                    .ok_or_else(|| de::Error::custom("a key table needs biz_codes (a global key is a plain string)"))?;
+                Ok(ApiKey::scoped(key.0, biz_codes))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ApiKey, E> {
+                Err(not_shown("a boolean (value not shown)", &self))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ApiKey, E> {
+                Err(not_shown("a number (value not shown)", &self))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ApiKey, E> {
+                Err(not_shown("a number (value not shown)", &self))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ApiKey, E> {
+                Err(not_shown("a number (value not shown)", &self))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<ApiKey, A::Error> {
+                Err(not_shown("a list", &self))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `api.keys`: a list of keys; a string holding a JSON array is read as
+/// that array (figment reads `SWITCHBOARD_API__KEYS='[{"key":..}]'` as a
+/// string: its own syntax for tables is `{key=".."}`). Never echoes a key.
+fn deserialize_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ApiKey>, D::Error> {
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Vec<ApiKey>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of API keys (in an environment variable: a JSON array)")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<ApiKey>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = seq.next_element()? {
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<ApiKey>, E> {
+            if !v.trim_start().starts_with('[') {
+                return Err(not_shown("a string (value not shown)", &self));
+            }
+            serde_json::from_str(v).map_err(|e| E::custom(format!("not a JSON array of API keys: {e}")))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Vec<ApiKey>, E> {
+            Err(not_shown("a boolean (value not shown)", &self))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Vec<ApiKey>, E> {
+            Err(not_shown("a number (value not shown)", &self))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Vec<ApiKey>, E> {
+            Err(not_shown("a number (value not shown)", &self))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Vec<ApiKey>, E> {
+            Err(not_shown("a number (value not shown)", &self))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// Router settings. Every field has a safe default.
@@ -126,5 +344,95 @@ impl RouterConfig {
         if self.delete_marker_ttl < Duration::from_secs(1) {
             problems.push("router.delete_marker_ttl must be at least 1s".into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn config(v: serde_json::Value) -> Result<ApiConfig, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    fn problems(c: &ApiConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        p
+    }
+
+    #[test]
+    fn keys_are_strings_or_scoped_tables() {
+        let c = config(json!({"keys": [
+            "global-key-0123456789",
+            {"key": "shop-key-0123456789ab", "biz_codes": ["shop", "chat"]},
+        ]}))
+        .expect("valid");
+        assert_eq!(
+            c.keys,
+            vec![
+                ApiKey::global("global-key-0123456789"),
+                ApiKey::scoped("shop-key-0123456789ab", vec!["shop".into(), "chat".into()]),
+            ]
+        );
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        assert!(c.keys[0].allows("anything") && c.keys[1].allows("chat") && !c.keys[1].allows("news"));
+
+        // A JSON array in a string (how figment hands over an env variable).
+        let text = r#"[{"key":"shop-key-0123456789ab","biz_codes":["shop"]}, "global-key-0123456789"]"#;
+        let c = config(json!({ "keys": text })).expect("valid");
+        assert_eq!(c.keys[0].biz_codes(), Some(&["shop".to_owned()][..]));
+        assert_eq!(c.keys[1].biz_codes(), None);
+    }
+
+    #[test]
+    fn bad_keys_are_refused_without_showing_them() {
+        for v in [
+            json!({"keys": [12345678901234567u64]}),
+            json!({"keys": [{"key": true, "biz_codes": ["shop"]}]}),
+            json!({"keys": [{"key": "secret-key-0123456789"}]}),
+            json!({"keys": [{"key": "secret-key-0123456789", "biz_codes": ["a"], "extra": 1}]}),
+            json!({"keys": "secret-key-0123456789"}),
+            json!({"keys": r#"[{"key":"secret-key-0123456789","biz_codes":["a"]"#}),
+        ] {
+            let e = config(v.clone()).expect_err("refused");
+            assert!(
+                !e.contains("secret-key") && !e.contains("12345678901234567"),
+                "{v}: {e}"
+            );
+        }
+        let e = config(json!({"keys": [{"key": "secret-key-0123456789"}]})).expect_err("refused");
+        assert!(e.contains("biz_codes"), "{e}");
+    }
+
+    #[test]
+    fn scoped_keys_are_validated() {
+        let c = config(json!({"keys": [
+            "short",
+            {"key": "tiny", "biz_codes": ["shop"]},
+            {"key": "no-codes-0123456789ab", "biz_codes": []},
+            {"key": "bad-codes-0123456789a", "biz_codes": ["ok", "a b", ""]},
+            {"key": "no-codes-0123456789ab", "biz_codes": ["shop"]},
+        ]}))
+        .expect("parsed");
+        let p = problems(&c);
+        let want = [
+            "api.keys[0]: a key must be at least 16 characters",
+            "api.keys[1]: a key must be at least 16 characters",
+            "api.keys[2]: a scoped key needs at least one bizCode",
+            "api.keys[3].biz_codes: \"a b\": bizCode may only contain",
+            "api.keys[3].biz_codes: \"\": bizCode is empty",
+            "api.keys[4]: the same key as api.keys[2]",
+        ];
+        assert_eq!(p.len(), want.len(), "{p:#?}");
+        for (got, want) in p.iter().zip(want) {
+            assert!(got.starts_with(want), "{got:?} should start with {want:?}");
+        }
+        assert!(p.iter().all(|m| !m.contains("0123456789")), "{p:#?}");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("0123456789") && !debug.contains("short"), "{debug}");
+        assert!(debug.contains("[5 redacted, 4 scoped]"), "{debug}");
     }
 }

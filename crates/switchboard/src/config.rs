@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
-use switchboard_router::config::ApiConfig;
+use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
 use switchboard_runtime::http::HttpConfig;
@@ -70,11 +70,15 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// Every accepted API key.
-    pub(crate) fn api_keys(&self) -> Vec<String> {
+    /// Every accepted API key: `api.keys`, and `SWITCHBOARD_API_KEY` as a
+    /// global key unless `api.keys` lists the same key (then that entry,
+    /// possibly scoped, decides: the narrower reading of a contradiction).
+    pub(crate) fn api_keys(&self) -> Vec<ApiKey> {
         let mut keys = self.api.keys.clone();
         if let Some(k) = self.api_key.as_ref().filter(|k| !k.is_empty()) {
-            keys.push(k.clone());
+            if !keys.iter().any(|listed| listed.secret() == k.as_bytes()) {
+                keys.push(ApiKey::global(k.clone()));
+            }
         }
         keys
     }

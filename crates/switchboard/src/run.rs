@@ -10,7 +10,7 @@ use http::Request;
 use hyper::body::Incoming;
 use switchboard_edge::{AuthMode, Edge, Verifier};
 use switchboard_router::api::{Api, RouterHttp};
-use switchboard_router::config::ApiConfig;
+use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::store::StoreError;
 use switchboard_router::{KvRegistry, KvStore, MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
@@ -154,7 +154,7 @@ fn api_config(config: &Config, standalone: bool) -> ApiConfig {
         let key = format!("{:032x}", rand::random::<u128>());
         tracing::warn!(api_key = %key, "no API key configured; generated one for this run (set SWITCHBOARD_API_KEY to choose)");
         eprintln!("switchboard: API key for this run: {key}");
-        api.keys.push(key);
+        api.keys.push(ApiKey::global(key));
     }
     api
 }

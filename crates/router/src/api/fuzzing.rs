@@ -90,7 +90,7 @@ pub fn api_body(data: &[u8]) {
         edges.0.lock().clear();
         let api = Api::new(router, ApiConfig::default(), Arc::new(Health::default()), metrics);
         let answer = if call == "register" {
-            api.register(Some(BIZ.to_owned()), &body).await
+            api.register(super::Caller::Any, Some(BIZ.to_owned()), &body).await
         } else {
             api.dispatch(call, BIZ, &body).await
         };
