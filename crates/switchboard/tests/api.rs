@@ -412,3 +412,242 @@ async fn api_auth_is_off_only_when_configured_and_standalone_makes_a_key() {
         .expect("run router");
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A key scoped to `shop` and `chat` (SPEC-style docs: README "HTTP push API").
+const SHOP_KEY: &str = "shop-and-chat-key-0123456789";
+
+/// Calls the API as tenant `biz` with the scoped key.
+async fn scoped(addr: &str, biz: &str, call: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {SHOP_KEY}");
+    api_with(
+        addr,
+        call,
+        &[("systemId", biz), ("Authorization", &auth)],
+        &body.to_string(),
+    )
+    .await
+}
+
+fn assert_forbidden(what: &str, (st, r): (u16, Value)) {
+    assert_eq!((st, r["code"].clone()), (403, json!(403)), "{what}: {r}");
+    assert!(r["msg"].is_string() && r["data"].is_null(), "{what}: {r}");
+}
+
+/// A scoped key serves its bizCodes on every call and gets 403 for any
+/// other, with nothing registered, delivered, bound or closed; the global
+/// key (SWITCHBOARD_API_KEY) still serves every bizCode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_key_serves_its_biz_codes_only() {
+    let keys = json!([{"key": SHOP_KEY, "biz_codes": ["shop", "chat"]}]).to_string();
+    let c = Cluster::start(
+        2,
+        1,
+        &[
+            ("SWITCHBOARD_API__KEYS", &keys),
+            ("SWITCHBOARD_API__REQUIRE_REGISTRATION", "true"),
+        ],
+    )
+    .await;
+    let addr = c.router_addr(0);
+
+    // register: the bizCode registered (body, else header) is the one checked.
+    let (st, r) = scoped(&addr, "shop", "register", json!({"systemId": "shop"})).await;
+    assert_eq!((st, r["code"].clone()), (200, json!(0)), "{r}");
+    let (st, r) = scoped(&addr, "chat", "register", json!({})).await;
+    assert_eq!((st, r["code"].clone()), (200, json!(0)), "{r}");
+    let (st, r) = scoped(&addr, "news", "register", json!({"systemId": "shop"})).await;
+    assert_eq!((st, r["code"].clone()), (200, json!(0)), "body wins: {r}");
+    assert_forbidden(
+        "register news by body",
+        scoped(&addr, "shop", "register", json!({"systemId": "news"})).await,
+    );
+    assert_forbidden(
+        "register news by header",
+        scoped(&addr, "news", "register", json!({})).await,
+    );
+    let (st, r) = api(&addr, "news", "get_online_list", json!({})).await;
+    assert_eq!((st, r["code"].clone()), (404, json!(1007)), "news was registered: {r}");
+    let refused = Ws::connect(&c.url(0, "bizCode=news&clientId=n")).await.err();
+    assert_eq!(
+        refused.unwrap_or_default().0,
+        403,
+        "a client of unregistered news got in"
+    );
+    // The global key registers (and serves) any bizCode.
+    let (st, r) = api(&addr, "shop", "register", json!({"systemId": "news"})).await;
+    assert_eq!((st, r["code"].clone()), (200, json!(0)), "{r}");
+
+    let (mut a, _) = Ws::join(&c.url(0, "bizCode=shop&clientId=a&group=g1")).await;
+    let (mut b, _) = Ws::join(&c.url(1, "bizCode=chat&clientId=b")).await;
+    let (mut n, _) = Ws::join(&c.url(0, "bizCode=news&clientId=n&group=g1")).await;
+    let (mut n2, _) = Ws::join(&c.url(1, "bizCode=news&clientId=n2&group=g1")).await;
+
+    // Its own bizCodes: sends, lists, binds, across both edges.
+    let (st, r) = scoped(&addr, "shop", "send_to_client", json!({"clientId":"a","data":"hi"})).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(1)), "{r}");
+    assert_eq!(a.recv_mode(100).await["content"]["data"], "hi");
+    let (st, r) = scoped(&addr, "chat", "send_to_system", json!({"data":"all"})).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(1)), "{r}");
+    assert_eq!(b.recv_mode(300).await["content"]["data"], "all");
+    let (st, r) = scoped(&addr, "shop", "get_online_list", json!({})).await;
+    assert_eq!((st, r["data"].clone()), (200, json!({"count":1,"list":["a"]})), "{r}");
+    let (st, r) = scoped(&addr, "chat", "bind_to_group", json!({"clientId":"b","groupName":"g2"})).await;
+    assert_eq!(st, 200, "{r}");
+    let (st, r) = scoped(&addr, "chat", "get_all_groups", json!({})).await;
+    assert_eq!(
+        (st, r["data"].clone()),
+        (200, json!({"count":1,"list":[{"groupName":"g2","count":1}]})),
+        "{r}"
+    );
+
+    // Another bizCode: 403 on every call, whether or not it exists.
+    for (call, body) in [
+        ("send_to_client", json!({"clientId":"n","data":"leak"})),
+        ("send_to_clients", json!({"clientIds":["n","n2"],"data":"leak"})),
+        ("send_to_group", json!({"groupName":"g1","data":"leak"})),
+        ("send_to_system", json!({"data":"leak"})),
+        ("bind_to_group", json!({"clientId":"n","groupName":"evil"})),
+        ("unbind_from_group", json!({"clientId":"n","groupName":"g1"})),
+        ("get_online_list", json!({})),
+        ("get_all_groups", json!({})),
+        ("close_client", json!({"clientId":"n"})),
+    ] {
+        assert_forbidden(call, scoped(&addr, "news", call, body.clone()).await);
+        assert_forbidden(
+            &format!("{call} by the bizCode header"),
+            api_with(
+                &addr,
+                call,
+                &[("bizCode", "news"), ("Authorization", &format!("Bearer {SHOP_KEY}"))],
+                &body.to_string(),
+            )
+            .await,
+        );
+        assert_forbidden(
+            &format!("{call} for an unregistered bizCode"),
+            scoped(&addr, "nobody", call, body).await,
+        );
+    }
+    n.expect_silence(QUIET).await;
+    n2.expect_silence(QUIET).await;
+    a.expect_silence(QUIET).await;
+    let (_, r) = api(&addr, "news", "get_all_groups", json!({})).await;
+    assert_eq!(
+        r["data"],
+        json!({"count":1,"list":[{"groupName":"g1","count":2}]}),
+        "a refused call bound or unbound: {r}"
+    );
+    let (_, r) = api(&addr, "news", "get_online_list", json!({})).await;
+    assert_eq!(
+        r["data"]["list"],
+        json!(["n", "n2"]),
+        "a refused close_client closed: {r}"
+    );
+
+    // 401, 404, 405 and the existing 400/413 checks come first.
+    let (st, _) = api_with(
+        &addr,
+        "send_to_system",
+        &[
+            ("systemId", "news"),
+            ("Authorization", "Bearer shop-and-chat-key-012345678"),
+        ],
+        "{}",
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (st, _) = scoped(&addr, "news", "no_such_call", json!({})).await;
+    assert_eq!(st, 404);
+    let (st, r) = scoped(&addr, "news.*", "send_to_system", json!({})).await;
+    assert_eq!((st, r["code"].clone()), (400, json!(1001)), "{r}");
+    let big = json!({"data": "x".repeat(1024 * 1024 + 1)});
+    let (st, _) = scoped(&addr, "news", "send_to_system", big).await;
+    assert_eq!(st, 413);
+
+    // The global key serves every bizCode as before.
+    let (st, r) = api(&addr, "news", "send_to_group", json!({"groupName":"g1","data":"ok"})).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(2)), "{r}");
+    assert_eq!(n.recv_mode(200).await["content"]["data"], "ok");
+    assert_eq!(n2.recv_mode(200).await["content"]["data"], "ok");
+    let (st, r) = api(&addr, "shop", "send_to_client", json!({"clientId":"a","data":"g"})).await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(1)), "{r}");
+    assert_eq!(a.recv_mode(100).await["content"]["data"], "g");
+
+    // Refusals are counted by status like any other.
+    let (_, metrics) = http_get(&addr, "/metrics").await.unwrap_or_default();
+    assert!(
+        metrics.contains(r#"switchboard_api_requests_total{call="close_client",status="403"} 3"#),
+        "{metrics}"
+    );
+}
+
+fn check_config(env: &[(&str, &str)], file: Option<&std::path::Path>) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(bin());
+    if let Some(f) = file {
+        cmd.arg("--config").arg(f);
+    }
+    let out = cmd
+        .arg("check-config")
+        .env("SWITCHBOARD_API_KEY", "")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Scoped keys in TOML and in the environment's JSON; invalid ones are
+/// refused by `check-config` (exit 64) with every problem, never the key.
+#[test]
+fn scoped_keys_are_validated_by_check_config() {
+    let dir = std::env::temp_dir().join(format!("sb-api-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("keys.toml");
+    std::fs::write(
+        &file,
+        "[api]\nkeys = [\n  \"global-operator-key-0123\",\n  { key = \"shop-key-0123456789ab\", biz_codes = [\"shop\", \"chat\"] },\n]\n",
+    )
+    .expect("write a config file");
+    let (code, out) = check_config(&[], Some(&file));
+    assert_eq!(code, Some(0), "{out}");
+    let json = r#"[{"key":"shop-key-0123456789ab","biz_codes":["shop"]},"global-operator-key-0123"]"#;
+    let (code, out) = check_config(&[("SWITCHBOARD_API__KEYS", json)], None);
+    assert_eq!(code, Some(0), "{out}");
+
+    let bad = r#"[{"key":"short-secret","biz_codes":["shop"]},{"key":"empty-scope-secret-0123","biz_codes":[]},{"key":"bad-scope-secret-01234","biz_codes":["a b"]},"empty-scope-secret-0123"]"#;
+    let (code, out) = check_config(&[("SWITCHBOARD_API__KEYS", bad)], None);
+    assert_eq!(code, Some(64), "{out}");
+    for want in [
+        "api.keys[0]: a key must be at least 16 characters",
+        "api.keys[1]: a scoped key needs at least one bizCode",
+        "api.keys[2].biz_codes: \"a b\"",
+        "api.keys[3]: the same key as api.keys[1]",
+    ] {
+        assert!(out.contains(want), "{want:?} missing: {out}");
+    }
+    assert!(
+        !out.contains("short-secret") && !out.contains("scope-secret"),
+        "a key was printed: {out}"
+    );
+    for (env, what) in [
+        (r#"[{"key":"a-table-without-scope-0123"}]"#, "biz_codes"),
+        (
+            r#"[{"key":"a-table-secret-0123456","biz_codes":["shop"],"bizcodes":["x"]}]"#,
+            "bizcodes",
+        ),
+        (r#"[{"key":"broken-json-secret-0123","#, "JSON"),
+    ] {
+        let (code, out) = check_config(&[("SWITCHBOARD_API__KEYS", env)], None);
+        assert_eq!(code, Some(64), "{env}: {out}");
+        assert!(out.contains(what), "{env}: {out}");
+        assert!(
+            !out.contains("secret") && !out.contains("0123"),
+            "a key was printed: {out}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
