@@ -2,8 +2,10 @@
 //! `POST /api/websocket/<call>` with a JSON body, the tenant in a
 //! `systemId` (or `bizCode`) header, `{code,msg,data}` replies.
 //!
-//! All refusals are made in one place ([`ApiError`] → status + body);
-//! client mistakes are not logged as errors.
+//! Every call needs a Bearer key (401 otherwise); a key scoped to some
+//! bizCodes ([`ApiKey`]) gets 403 for any other, before anything is looked
+//! up or done for it. All refusals are made in one place ([`ApiError`] →
+//! status + body); client mistakes are not logged as errors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
