@@ -32,7 +32,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "switchboard.natsUrl" -}}
 {{- if .Values.nats.enabled -}}
-{{- printf "nats://%s-nats:4222" (include "switchboard.fullname" .) -}}
+{{- printf "%s://%s-nats:4222" (ternary "tls" "nats" .Values.nats.tls.enabled) (include "switchboard.fullname" .) -}}
 {{- else -}}
 {{- required "nats.externalUrl is required when nats.enabled=false" .Values.nats.externalUrl -}}
 {{- end -}}
@@ -50,6 +50,59 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ include "switchboard.secretName" . }}
       key: jwt-secret
       optional: true
+{{- end -}}
+
+{{/* NATS login and TLS of one role: (dict "root" . "role" "edge"|"router"). */}}
+{{- define "switchboard.natsEnv" -}}
+{{- $v := .root.Values -}}
+{{- if $v.nats.auth.enabled }}
+- name: SWITCHBOARD_NATS__USER
+  value: {{ index $v.nats.auth (printf "%sUser" .role) | quote }}
+- name: SWITCHBOARD_NATS__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "switchboard.secretName" .root }}
+      key: nats-{{ .role }}-password
+{{- end }}
+{{- if $v.nats.tls.enabled }}
+- name: SWITCHBOARD_NATS__TLS__REQUIRED
+  value: "true"
+- name: SWITCHBOARD_NATS__TLS__CA_FILE
+  value: /etc/switchboard/nats-tls/ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "switchboard.natsTlsName" -}}
+{{- required "nats.tls.secretName is required when nats.tls.enabled" .Values.nats.tls.secretName -}}
+{{- end -}}
+
+{{/* The NATS CA for edges and routers (nats.tls): volume, then mount. */}}
+{{- define "switchboard.natsTlsVolume" -}}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ include "switchboard.natsTlsName" . }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{- define "switchboard.natsTlsMount" -}}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/switchboard/nats-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* NetworkPolicy egress rule: DNS to any resolver (kube-dns, node-local caches). */}}
+{{- define "switchboard.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
 {{- end -}}
 
 {{- define "switchboard.containerSecurity" -}}
