@@ -26,6 +26,13 @@ pub const ROUTER_CHECK_BIZ: &str = "sb.router.check_biz";
 /// Edge → every router: node heartbeat (plain publish, no queue group).
 pub const ROUTER_HEARTBEAT: &str = "sb.router.heartbeat";
 
+/// Prefix of the reply subjects of an edge's requests (its NATS inbox):
+/// NATS permissions let edges subscribe here and not to routers' replies.
+pub const EDGE_INBOX_PREFIX: &str = "_INBOX.sb-edge";
+/// Prefix of the reply subjects of a router's requests and JetStream
+/// consumers.
+pub const ROUTER_INBOX_PREFIX: &str = "_INBOX.sb-router";
+
 /// The inbox subject of one edge node.
 pub fn node_inbox(node_id: &str) -> String {
     let mut s = String::from("sb.node.");

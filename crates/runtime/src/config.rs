@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, Unexpected};
+use serde::{Deserialize, Deserializer};
 
 /// The environment prefix.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
@@ -25,6 +26,68 @@ pub trait Validate {
     fn validate(&self, problems: &mut Vec<String>);
 }
 
+/// A secret string (a password, token or seed): its `Debug` never shows
+/// it, and a value of the wrong type is refused without echoing it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `s`.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("\"\"")
+        } else {
+            f.write_str("<redacted>")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            // The default errors would print the value.
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::invalid_type(Unexpected::Other("a boolean (value not shown)"), &self))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::invalid_type(Unexpected::Other("a number (value not shown)"), &self))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::invalid_type(Unexpected::Other("a number (value not shown)"), &self))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::invalid_type(Unexpected::Other("a number (value not shown)"), &self))
+            }
+        }
+        d.deserialize_string(V)
+    }
+}
+
 /// Loads `T` from defaults, the TOML file at `path` (which must exist when
 /// given) and the environment.
 ///
@@ -34,11 +97,15 @@ pub trait Validate {
 /// `switchboard`) are not configuration. Unknown keys inside a root are
 /// still errors.
 ///
+/// Variables for the dotted keys in `raw` (secrets) are taken as written:
+/// figment would read `0123` as the number 123 and `[x]` as an array.
+///
 /// # Errors
 /// [`ConfigError`] listing every extraction and validation problem.
 pub fn load<T: DeserializeOwned + Validate>(
     path: Option<&Path>,
     roots: &'static [&'static str],
+    raw: &'static [&'static str],
 ) -> Result<T, ConfigError> {
     let mut figment = Figment::new();
     if let Some(path) = path {
@@ -49,10 +116,23 @@ pub fn load<T: DeserializeOwned + Validate>(
         }
         figment = figment.merge(Toml::file_exact(path));
     }
+    let is_raw = move |key: &str| raw.iter().any(|r| r.eq_ignore_ascii_case(key));
     figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").filter(move |key| {
         let root = key.as_str().split('.').next().unwrap_or_default();
-        roots.iter().any(|r| r.eq_ignore_ascii_case(root))
+        roots.iter().any(|r| r.eq_ignore_ascii_case(root)) && !is_raw(key.as_str())
     }));
+    for (name, value) in std::env::vars_os() {
+        let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else {
+            continue;
+        };
+        let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let key = key.replace("__", ".").to_lowercase();
+        if is_raw(&key) {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+    }
     let config: T = figment.extract().map_err(|e| ConfigError {
         problems: e.into_iter().map(|e| describe(&e)).collect(),
     })?;
@@ -138,19 +218,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "port = 7\nwait = \"250ms\"\n").expect("write");
-        let d: Demo = load(Some(&path), &["port", "wait"]).expect("valid");
+        let d: Demo = load(Some(&path), &["port", "wait"], &[]).expect("valid");
         assert_eq!(d.port, 7);
         assert_eq!(d.wait, Duration::from_millis(250));
 
         std::fs::write(&path, "port = 0\n").expect("write");
-        let e = load::<Demo>(Some(&path), &["port", "wait"]).expect_err("invalid");
+        let e = load::<Demo>(Some(&path), &["port", "wait"], &[]).expect_err("invalid");
         assert_eq!(e.problems, vec!["port must not be 0".to_owned()]);
 
         std::fs::write(&path, "port = \"x\"\nbogus = 1\n").expect("write");
-        let e = load::<Demo>(Some(&path), &["port", "wait"]).expect_err("invalid");
+        let e = load::<Demo>(Some(&path), &["port", "wait"], &[]).expect_err("invalid");
         assert!(!e.problems.is_empty());
 
-        let e = load::<Demo>(Some(&dir.path().join("missing.toml")), &[]).expect_err("missing");
+        let e = load::<Demo>(Some(&dir.path().join("missing.toml")), &[], &[]).expect_err("missing");
         assert!(e.problems[0].contains("does not exist"));
     }
 }

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub presence_entries: Gauge,
     /// Reconnections to NATS.
     pub nats_reconnects: Counter,
+    /// Failed attempts to connect to NATS (unreachable, TLS, or refused
+    /// credentials: the log says which).
+    pub nats_connect_failures: Counter,
+    /// Publishes or subscribes NATS denied for lack of a permission.
+    pub nats_permission_violations: Counter,
     /// Nodes purged after their heartbeats stopped.
     pub nodes_purged: Counter,
     /// Times the NATS client dropped messages of a subscription that fell
@@ -125,6 +130,18 @@ impl Metrics {
         );
         let nats_reconnects = Counter::default();
         registry.register("nats_reconnects", "Reconnections to NATS", nats_reconnects.clone());
+        let nats_connect_failures = Counter::default();
+        registry.register(
+            "nats_connect_failures",
+            "Failed attempts to connect to NATS (unreachable, TLS or refused credentials)",
+            nats_connect_failures.clone(),
+        );
+        let nats_permission_violations = Counter::default();
+        registry.register(
+            "nats_permission_violations",
+            "Publishes or subscribes NATS denied for lack of a permission",
+            nats_permission_violations.clone(),
+        );
         let nodes_purged = Counter::default();
         registry.register("nodes_purged", "Edge nodes purged after silence", nodes_purged.clone());
         let nats_slow_consumer = Counter::default();
@@ -180,6 +197,8 @@ impl Metrics {
             send_duration,
             presence_entries,
             nats_reconnects,
+            nats_connect_failures,
+            nats_permission_violations,
             nodes_purged,
             nats_slow_consumer,
             handshake_refusals,

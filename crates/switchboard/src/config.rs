@@ -25,6 +25,15 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "http",
 ];
 
+/// Keys whose `SWITCHBOARD_*` variables are read as written (secrets).
+pub(crate) const ENV_RAW: &[&str] = &[
+    "api_key",
+    "nats.password",
+    "nats.token",
+    "nats.nkey_seed",
+    "auth.secret",
+];
+
 /// `[standalone]` settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

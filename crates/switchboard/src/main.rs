@@ -47,7 +47,11 @@ fn raise_open_files_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match switchboard_runtime::config::load::<config::Config>(cli.config.as_deref(), config::ENV_ROOTS) {
+    let config = match switchboard_runtime::config::load::<config::Config>(
+        cli.config.as_deref(),
+        config::ENV_ROOTS,
+        config::ENV_RAW,
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("switchboard: {e}");

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use http::Request;
 use hyper::body::Incoming;
 use switchboard_edge::{AuthMode, Edge, Verifier};
+use switchboard_protocol::codes::ErrorCode;
+use switchboard_protocol::subject;
 use switchboard_router::api::{Api, RouterHttp};
 use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::store::StoreError;
@@ -16,7 +18,7 @@ use switchboard_router::{KvRegistry, KvStore, MemoryRegistry, MemoryStore, Route
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
-use switchboard_runtime::{nats, shutdown};
+use switchboard_runtime::{nats, ops, shutdown};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -74,6 +76,9 @@ fn somaxconn() -> Option<u32> {
 }
 
 /// Runs an edge until SIGTERM/SIGINT, then drains.
+///
+/// The listener opens before NATS is reached: `/readyz` answers 503 (and
+/// WebSocket upgrades are refused) until the bus is up.
 pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
     let metrics = Arc::new(Metrics::new());
@@ -81,9 +86,15 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     let node = node_id(&config);
     let verifier = verifier(&config)?;
     let name = format!("switchboard-edge {node}");
-    let (client, link) = nats::connect(&config.nats, &name, health.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let (client, link) = nats::connect(
+        &config.nats,
+        &name,
+        subject::EDGE_INBOX_PREFIX,
+        health.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    tracing::info!(url = %config.nats.redacted_url(), auth = config.nats.auth_method(), "connecting to NATS");
     let router = Arc::new(switchboard_edge::nats::NatsRouter::new(client.clone()));
     let edge = Edge::new(
         edge_config(&config),
@@ -93,15 +104,8 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         health.clone(),
     );
-    switchboard_edge::nats::attach(edge.clone(), client.clone(), link, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot subscribe the node inbox: {e}"))?;
-    edge.spawn_sweeper(shutdown.clone());
     let listener = bind(config.edge.listen, config.edge.listen_backlog)?;
     let addr = listener.local_addr()?;
-    health.set_ready();
-    tracing::info!(node_id = %node, %addr, "edge listening");
-
     let stop_http = CancellationToken::new();
     let server = tokio::spawn(h::serve(
         listener,
@@ -110,13 +114,28 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
         config.http.clone(),
         metrics,
     ));
-    shutdown.cancelled().await;
-    edge.drain(config.edge.drain_window).await;
+    // Waits for the first connection to NATS (the subscription is flushed).
+    let attached = tokio::select! {
+        r = switchboard_edge::nats::attach(edge.clone(), client.clone(), link, shutdown.clone()) => Some(r),
+        () = shutdown.cancelled() => None,
+    };
+    let mut result = Ok(());
+    match attached {
+        Some(Ok(())) => {
+            edge.spawn_sweeper(shutdown.clone());
+            health.set_ready();
+            tracing::info!(node_id = %node, %addr, "edge listening");
+            shutdown.cancelled().await;
+            edge.drain(config.edge.drain_window).await;
+        }
+        Some(Err(e)) => result = Err(anyhow::anyhow!("cannot subscribe the node inbox: {e}")),
+        None => tracing::info!("stopped before NATS was reached"),
+    }
     stop_http.cancel();
     let _ = server.await;
     let _ = client.drain().await;
     tracing::info!(node_id = %node, "edge stopped");
-    Ok(())
+    result
 }
 
 fn edge_config(config: &Config) -> switchboard_edge::EdgeConfig {
@@ -175,11 +194,23 @@ impl Handler for StandaloneHttp {
     }
 }
 
-async fn open_store(js: &async_nats::jetstream::Context, config: &Config) -> anyhow::Result<(KvStore, KvRegistry)> {
+/// Opens the presence buckets, waiting for NATS as long as it takes (the
+/// log says why it is not reachable); JetStream refusing the buckets for
+/// 20 attempts in a row while NATS is up stops the process.
+async fn open_store(
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+    health: &Health,
+) -> anyhow::Result<(KvStore, KvRegistry)> {
     let bucket = &config.nats.presence_bucket;
     let replicas = config.nats.replicas;
     let mut last = None;
-    for _ in 0..20 {
+    let mut refused = 0;
+    while refused < 20 {
+        if !health.bus_up() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
         let opened = async {
             let store = KvStore::open(js, bucket, replicas, config.router.delete_marker_ttl).await?;
             let registry = KvRegistry::open(js, &format!("{bucket}-biz"), replicas).await?;
@@ -190,26 +221,118 @@ async fn open_store(js: &async_nats::jetstream::Context, config: &Config) -> any
             Err(e) => {
                 tracing::warn!(error = %e, "presence bucket not available yet");
                 last = Some(e);
+                refused += 1;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
     Err(anyhow::anyhow!(
-        "cannot open the presence bucket (is JetStream enabled?): {}",
+        "cannot open the presence bucket (is JetStream enabled, and may this NATS user use it?): {}",
         last.map(|e| e.to_string()).unwrap_or_default()
     ))
 }
 
+/// The router's HTTP side before and after start-up: ops endpoints at once
+/// (`/readyz` 503 until NATS is reached and presence is loaded), the API
+/// (503 until then) once the router runs.
+struct RouterStartingHttp {
+    api: std::sync::OnceLock<RouterHttp>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+impl Handler for RouterStartingHttp {
+    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
+        if let Some(http) = self.api.get() {
+            return http.call(req, peer);
+        }
+        let path = req.uri().path();
+        let res = ops::handle(req.method(), path, &self.health, &self.metrics).unwrap_or_else(|| {
+            if Api::owns(path) {
+                h::error(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Internal.as_u16(),
+                    "the router is starting: NATS not reached yet",
+                )
+            } else {
+                h::error(http::StatusCode::NOT_FOUND, 404, "not found")
+            }
+        });
+        Box::pin(std::future::ready(res))
+    }
+}
+
 /// Runs a router until SIGTERM/SIGINT, then finishes in-flight requests.
+///
+/// The listener opens first: `/readyz` answers 503 until NATS is reached
+/// (the log says why it is not, e.g. refused credentials) and the presence
+/// buckets are open.
 pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let (client, link) = nats::connect(&config.nats, "switchboard-router", health.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let (client, link) = nats::connect(
+        &config.nats,
+        "switchboard-router",
+        subject::ROUTER_INBOX_PREFIX,
+        health.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    tracing::info!(url = %config.nats.redacted_url(), auth = config.nats.auth_method(), "connecting to NATS");
+    let listener = bind(config.router.listen, config.router.listen_backlog)?;
+    let addr = listener.local_addr()?;
+    let http = Arc::new(RouterStartingHttp {
+        api: std::sync::OnceLock::new(),
+        health: health.clone(),
+        metrics: metrics.clone(),
+    });
+    let stop_http = CancellationToken::new();
+    let server = tokio::spawn(h::serve(
+        listener,
+        http.clone(),
+        stop_http.clone(),
+        config.http.clone(),
+        metrics.clone(),
+    ));
+    let started = tokio::select! {
+        r = start_router(&config, &client, link, &health, &metrics, &shutdown) => Some(r),
+        () = shutdown.cancelled() => None,
+    };
+    let mut result = Ok(());
+    match started {
+        Some(Ok((router, stop_requests, tasks))) => {
+            let api = Api::new(router, api_config(&config, false), health.clone(), metrics.clone());
+            let _ = http.api.set(RouterHttp { api });
+            health.set_ready();
+            tracing::info!(%addr, "router listening");
+            shutdown.cancelled().await;
+            health.set_draining();
+            stop_requests.cancel();
+            tasks.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+        }
+        Some(Err(e)) => result = Err(e),
+        None => tracing::info!("stopped before NATS was reached"),
+    }
+    stop_http.cancel();
+    let _ = server.await;
+    let _ = client.drain().await;
+    tracing::info!("router stopped");
+    result
+}
+
+/// Opens presence, subscribes the router subjects and starts liveness.
+async fn start_router(
+    config: &Config,
+    client: &async_nats::Client,
+    link: tokio::sync::watch::Receiver<(u64, nats::LinkState)>,
+    health: &Arc<Health>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Router, CancellationToken, TaskTracker)> {
     let js = async_nats::jetstream::new(client.clone());
-    let (store, registry) = open_store(&js, &config).await?;
+    let (store, registry) = open_store(&js, config, health).await?;
     let store = store.with_link(link.clone());
     let edges = Arc::new(switchboard_router::nats::NatsEdges::new(client.clone()));
     let router = Router::new(
@@ -226,35 +349,7 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
     router.spawn_liveness(shutdown.clone(), link);
-    let listener = bind(config.router.listen, config.router.listen_backlog)?;
-    let addr = listener.local_addr()?;
-    let api = Api::new(
-        router.clone(),
-        api_config(&config, false),
-        health.clone(),
-        metrics.clone(),
-    );
-    health.set_ready();
-    tracing::info!(%addr, "router listening");
-
-    let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(
-        listener,
-        Arc::new(RouterHttp { api }),
-        stop_http.clone(),
-        config.http.clone(),
-        metrics,
-    ));
-    shutdown.cancelled().await;
-    health.set_draining();
-    stop_requests.cancel();
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
-    stop_http.cancel();
-    let _ = server.await;
-    let _ = client.drain().await;
-    tracing::info!("router stopped");
-    Ok(())
+    Ok((router, stop_requests, tasks))
 }
 
 /// Runs edge + router in one process with in-memory presence.

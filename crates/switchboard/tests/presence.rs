@@ -158,7 +158,7 @@ async fn an_entry_its_node_does_not_hold_is_removed() {
     let (mut peer, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=peer&group=g")).await;
 
     // A ghost of edge 1: a connection id it never had.
-    let client = async_nats::connect(c.nats.url()).await.expect("connect");
+    let client = c.nats.connect_admin().await.expect("connect");
     let kv = async_nats::jetstream::new(client)
         .get_key_value("sb-presence")
         .await

@@ -9,6 +9,38 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    /// Whether it runs with Switchboard's users (see [`NatsServer::start_secured`]).
+    secured: bool,
+}
+
+/// A NATS user of a secured server: name and password.
+#[derive(Debug, Clone, Copy)]
+pub struct NatsUser {
+    /// User name.
+    pub user: &'static str,
+    /// Password.
+    pub password: &'static str,
+}
+
+/// The edge user, with the chart's `SB_EDGE_PERMISSIONS`.
+pub const EDGE_USER: NatsUser = NatsUser {
+    user: "sb-edge",
+    password: "edge-test-password-0123456789",
+};
+/// The router user, with the chart's `SB_ROUTER_PERMISSIONS`.
+pub const ROUTER_USER: NatsUser = NatsUser {
+    user: "sb-router",
+    password: "router-test-password-0123456789",
+};
+/// A user without restrictions, for tests that act on NATS directly.
+pub const ADMIN_USER: NatsUser = NatsUser {
+    user: "sb-test-admin",
+    password: "admin-test-password-0123456789",
+};
+
+/// The permissions file the Helm chart deploys.
+fn permissions_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../k8s/switchboard/files/nats-permissions.conf")
 }
 
 const INSTALL: &str = "nats-server not found: install the pinned server with \
@@ -22,15 +54,102 @@ impl NatsServer {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::free_port();
-        let mut s = Self { child: None, dir, port };
+        let mut s = Self {
+            child: None,
+            dir,
+            port,
+            secured: false,
+        };
         s.spawn();
         s
+    }
+
+    /// Starts a server with authorization on, as the Helm chart runs it:
+    /// the users [`EDGE_USER`] and [`ROUTER_USER`] with the permissions of
+    /// `k8s/switchboard/files/nats-permissions.conf` (their passwords
+    /// resolved from the environment, as in the chart), and [`ADMIN_USER`].
+    ///
+    /// # Panics
+    /// If `nats-server` is not installed or does not start.
+    pub fn start_secured() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::free_port();
+        std::fs::copy(permissions_file(), dir.path().join("permissions.conf")).expect("copy the chart's permissions");
+        let conf = format!(
+            "include ./permissions.conf\n\
+             authorization {{\n  users = [\n\
+             {{user: {e}, password: $SB_EDGE_PASSWORD, permissions: $SB_EDGE_PERMISSIONS}}\n\
+             {{user: {r}, password: $SB_ROUTER_PASSWORD, permissions: $SB_ROUTER_PERMISSIONS}}\n\
+             {{user: {a}, password: \"{ap}\"}}\n  ]\n}}\n",
+            e = EDGE_USER.user,
+            r = ROUTER_USER.user,
+            a = ADMIN_USER.user,
+            ap = ADMIN_USER.password,
+        );
+        std::fs::write(dir.path().join("nats.conf"), conf).expect("write nats.conf");
+        let mut s = Self {
+            child: None,
+            dir,
+            port,
+            secured: true,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Whether the server runs with Switchboard's users.
+    pub fn secured(&self) -> bool {
+        self.secured
+    }
+
+    /// `SWITCHBOARD_NATS__*` variables for a process logging in as `user`
+    /// (none for an open server), plus the URL.
+    pub fn env_for(&self, user: NatsUser) -> Vec<(String, String)> {
+        let mut env = vec![("SWITCHBOARD_NATS__URL".to_owned(), self.url())];
+        if self.secured {
+            env.push(("SWITCHBOARD_NATS__USER".to_owned(), user.user.to_owned()));
+            env.push(("SWITCHBOARD_NATS__PASSWORD".to_owned(), user.password.to_owned()));
+        }
+        env
+    }
+
+    /// Connects as `user` (credentials ignored by an open server), with the
+    /// inbox prefix Switchboard uses for that role.
+    ///
+    /// # Errors
+    /// If the connection is refused.
+    pub async fn connect_as(&self, user: NatsUser) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let mut opts = async_nats::ConnectOptions::new();
+        if self.secured {
+            opts = opts.user_and_password(user.user.to_owned(), user.password.to_owned());
+        }
+        if user.user == EDGE_USER.user {
+            opts = opts.custom_inbox_prefix("_INBOX.sb-edge");
+        } else if user.user == ROUTER_USER.user {
+            opts = opts.custom_inbox_prefix("_INBOX.sb-router");
+        }
+        opts.connect(self.url()).await
+    }
+
+    /// Connects with every permission (the admin user on a secured server).
+    ///
+    /// # Errors
+    /// If the connection is refused.
+    pub async fn connect_admin(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        self.connect_as(ADMIN_USER).await
     }
 
     fn spawn(&mut self) {
         let store: PathBuf = self.dir.path().join("store");
         let log = std::fs::File::create(self.dir.path().join("nats.log")).expect("log file");
-        let child = Command::new("nats-server")
+        let mut cmd = Command::new("nats-server");
+        if self.secured {
+            cmd.arg("--config")
+                .arg(self.dir.path().join("nats.conf"))
+                .env("SB_EDGE_PASSWORD", EDGE_USER.password)
+                .env("SB_ROUTER_PASSWORD", ROUTER_USER.password);
+        }
+        let child = cmd
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("--store_dir")

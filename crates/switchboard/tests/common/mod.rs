@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub use serde_json::{json, Value};
-pub use switchboard_testkit::{eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws};
+pub use switchboard_testkit::{
+    eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws, ADMIN_USER, EDGE_USER, ROUTER_USER,
+};
 
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -58,7 +60,9 @@ impl Cluster {
     /// Starts NATS, `routers` routers and `edges` edges with `extra` env,
     /// and waits until every process is ready.
     pub async fn start(edges: usize, routers: usize, extra: &[(&str, &str)]) -> Self {
-        let nats = NatsServer::start();
+        // NATS runs as the Helm chart runs it: edges and routers log in as
+        // their own users with the chart's least-privilege permissions.
+        let nats = NatsServer::start_secured();
         let mut env = env_of(extra);
         env.insert("SWITCHBOARD_NATS__URL".into(), nats.url());
         let mut c = Self {
@@ -81,6 +85,7 @@ impl Cluster {
     pub async fn add_router(&mut self) -> usize {
         let port = free_port();
         let mut env = self.env.clone();
+        env.extend(self.nats.env_for(ROUTER_USER));
         env.insert("SWITCHBOARD_ROUTER__LISTEN".into(), format!("127.0.0.1:{port}"));
         let i = self.routers.len();
         let p = Proc::spawn(&format!("router{}", i + 1), bin(), &["router"], &env);
@@ -94,6 +99,7 @@ impl Cluster {
         let port = free_port();
         let i = self.edges.len();
         let mut env = self.env.clone();
+        env.extend(self.nats.env_for(EDGE_USER));
         env.insert("SWITCHBOARD_EDGE__LISTEN".into(), format!("127.0.0.1:{port}"));
         env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), format!("edge{}", i + 1));
         let p = Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env);
@@ -114,6 +120,22 @@ impl Cluster {
 
     pub fn router_addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.router_ports[i])
+    }
+}
+
+/// Every process of a cluster test ran with the chart's NATS permissions:
+/// none of them may have been denied a publish or subscribe.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        for p in self.routers.iter().chain(&self.edges) {
+            let log = p.log();
+            if let Some(line) = log.lines().find(|l| l.contains("NATS denied a publish or subscribe")) {
+                panic!("a process lacked a NATS permission: {line}");
+            }
+        }
     }
 }
 

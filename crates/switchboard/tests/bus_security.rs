@@ -1,0 +1,255 @@
+//! The NATS bus with authorization on, as the Helm chart runs it (issue 10):
+//! edges and routers log in as their own users with the least-privilege
+//! permissions of `k8s/switchboard/files/nats-permissions.conf`
+//! (`NatsServer::start_secured`). Every `Cluster` test runs this way; these
+//! tests check what the permissions refuse and what a process does with
+//! wrong credentials.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use switchboard_protocol::envelope::{self, DeliverTo, NodeCommand};
+use switchboard_protocol::subject;
+use switchboard_testkit::NatsUser;
+use tokio::sync::mpsc;
+
+/// A client of `nats` logged in as `user` whose server errors (permission
+/// violations) arrive on the returned channel.
+async fn observed_client(nats: &NatsServer, user: NatsUser) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password(user.user.into(), user.password.into())
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(nats.url())
+        .await
+        .expect("connect");
+    (client, rx)
+}
+
+/// Waits for a server error naming `subject`.
+async fn denied(errors: &mut mpsc::UnboundedReceiver<String>, what: &str, subject: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, errors.recv()).await {
+            Ok(Some(e)) if e.to_lowercase().contains("permissions violation") && e.contains(subject) => {
+                assert!(e.contains(what), "{e}");
+                return;
+            }
+            Ok(Some(_)) => continue,
+            _ => panic!("NATS did not deny the {what} to {subject}"),
+        }
+    }
+}
+
+fn forged_delivery(biz: &str) -> bytes::Bytes {
+    envelope::encode(&NodeCommand::Deliver {
+        mode: 300,
+        to: DeliverTo::Biz {
+            biz: biz.into(),
+            exclude: None,
+        },
+        frame: bytes::Bytes::from_static(br#"{"forged":true}"#),
+    })
+    .expect("encode")
+}
+
+/// An edge's credentials cannot put frames into another edge's sockets,
+/// steal the routers' requests, read routers' replies or touch JetStream;
+/// a router's cannot read deliveries. The forged delivery is checked to
+/// work with full permissions, so its refusal is what keeps it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_nats_user_is_limited_to_its_own_subjects() {
+    let c = Cluster::start(2, 1, &[]).await;
+    let (mut victim, welcome) = Ws::join(&c.url(1, "bizCode=d1&clientId=victim")).await;
+    let node = welcome["data"]["node"].as_str().expect("node id").to_owned();
+    let inbox = subject::node_inbox(&node);
+
+    // Positive control: with every permission the forged delivery arrives.
+    let admin = c.nats.connect_admin().await.expect("admin");
+    admin
+        .publish(inbox.clone(), forged_delivery("d1"))
+        .await
+        .expect("publish");
+    admin.flush().await.expect("flush");
+    assert_eq!(victim.recv().await, json!({"forged": true}));
+
+    let (edge, mut errors) = observed_client(&c.nats, EDGE_USER).await;
+    edge.publish(inbox.clone(), forged_delivery("d1"))
+        .await
+        .expect("publish");
+    edge.flush().await.expect("flush");
+    denied(&mut errors, "Publish", &inbox).await;
+    victim.expect_silence(Duration::from_millis(300)).await;
+
+    for s in [
+        "sb.router.>",
+        "sb.router.route",
+        "_INBOX.sb-router.>",
+        "$KV.sb-presence.>",
+    ] {
+        let _sub = edge.subscribe(s).await.expect("subscribe call");
+        edge.flush().await.expect("flush");
+        denied(&mut errors, "Subscription", s).await;
+    }
+    for s in [
+        "$JS.API.STREAM.DELETE.KV_sb-presence",
+        "$JS.API.STREAM.PURGE.KV_sb-presence",
+        "$KV.sb-presence.ZDE.dmljdGlt",
+        "sb.node.someone-else",
+    ] {
+        edge.publish(s, "x".into()).await.expect("publish call");
+        edge.flush().await.expect("flush");
+        denied(&mut errors, "Publish", s).await;
+    }
+
+    let (router, mut errors) = observed_client(&c.nats, ROUTER_USER).await;
+    for s in ["sb.node.*", "sb.node.>", "_INBOX.sb-edge.>", ">"] {
+        let _sub = router.subscribe(s).await.expect("subscribe call");
+        router.flush().await.expect("flush");
+        denied(&mut errors, "Subscription", s).await;
+    }
+    for s in [
+        "$JS.API.STREAM.DELETE.KV_sb-presence",
+        "$JS.API.STREAM.CREATE.OTHER",
+        "sb.router.route",
+    ] {
+        router.publish(s, "x".into()).await.expect("publish call");
+        router.flush().await.expect("flush");
+        denied(&mut errors, "Publish", s).await;
+    }
+
+    // The cluster still works with the permissions it has.
+    let (mut sender, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=sender")).await;
+    sender
+        .send(&json!({"msgId": "m1", "mode": 100, "targetClientId": "victim", "content": "hi"}))
+        .await;
+    let got = victim.recv_mode(100).await;
+    assert_eq!(got["content"], json!("hi"), "{got}");
+    let js = async_nats::jetstream::new(admin);
+    js.get_key_value("sb-presence")
+        .await
+        .expect("the presence bucket is still there");
+}
+
+/// Reads /readyz until it answers `want` (the process may not listen yet).
+async fn readyz_becomes(addr: &str, want: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((status, body)) = http_get(addr, "/readyz").await {
+            if status == want {
+                return body;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz on {addr} never answered {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wrong or missing NATS credentials: the process stays up, unready, and
+/// says in its log that NATS refused its credentials, without the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_leave_the_process_unready_and_say_why() {
+    let nats = NatsServer::start_secured();
+    let secret = "wrong-password-do-not-log-me-42";
+    let cases: [(&str, Vec<(&str, &str)>); 3] = [
+        (
+            "router",
+            vec![
+                ("SWITCHBOARD_NATS__USER", ROUTER_USER.user),
+                ("SWITCHBOARD_NATS__PASSWORD", secret),
+            ],
+        ),
+        (
+            "edge",
+            vec![
+                ("SWITCHBOARD_NATS__USER", EDGE_USER.user),
+                ("SWITCHBOARD_NATS__PASSWORD", secret),
+            ],
+        ),
+        ("edge", vec![]),
+    ];
+    for (role, creds) in cases {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut env: BTreeMap<String, String> = creds.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        env.insert("SWITCHBOARD_NATS__URL".into(), nats.url());
+        env.insert("SWITCHBOARD_API_KEY".into(), API_KEY.into());
+        env.insert(format!("SWITCHBOARD_{}__LISTEN", role.to_uppercase()), addr.clone());
+        let p = Proc::spawn(role, bin(), &[role], &env);
+        let body = readyz_becomes(&addr, 503).await;
+        assert!(body.contains("bus unavailable"), "{role}: {body}");
+        eventually!(
+            p.log().contains("NATS refused this process's credentials"),
+            "{role} does not say NATS refused its credentials: {}",
+            p.log()
+        );
+        let (_, metrics) = http_get(&addr, "/metrics").await.expect("metrics");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("switchboard_nats_connect_failures_total ") && !l.ends_with(" 0")),
+            "{role}: no connect failure counted"
+        );
+        if role == "router" {
+            let (st, r) = api(&addr, "d1", "get_online_list", json!({})).await;
+            assert_eq!(st, 503, "{r}");
+        } else {
+            let refused = Ws::connect(&format!("ws://{addr}/ws?bizCode=d1&clientId=c1")).await;
+            assert!(refused.is_err(), "{role}: an upgrade was accepted without the bus");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!p.log().contains(secret), "{role}: the log shows the password");
+        let mut p = p;
+        assert!(p.wait_exit(Duration::ZERO).is_none(), "{role} exited");
+    }
+    assert!(
+        nats.log().contains("Authorization Violation") || nats.log().contains("authentication error"),
+        "the server did not see the refusals: {}",
+        nats.log()
+    );
+}
+
+/// A numeric-looking password from the environment is used as written
+/// (figment would otherwise read `0123…` as a number).
+#[test]
+fn secrets_from_the_environment_are_read_as_written() {
+    let out = std::process::Command::new(bin())
+        .arg("check-config")
+        .env("SWITCHBOARD_NATS__USER", "sb-edge")
+        .env("SWITCHBOARD_NATS__PASSWORD", "012345678901234567890")
+        .env("SWITCHBOARD_NATS__TOKEN", "[not-an-array")
+        .output()
+        .expect("run check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "two auth methods must be refused: {stderr}"
+    );
+    assert!(stderr.contains("choose one authentication method"), "{stderr}");
+    assert!(
+        !stderr.contains("012345678901234567890") && !stderr.contains("not-an-array"),
+        "{stderr}"
+    );
+
+    let out = std::process::Command::new(bin())
+        .arg("check-config")
+        .env("SWITCHBOARD_NATS__USER", "sb-edge")
+        .env("SWITCHBOARD_NATS__PASSWORD", "012345678901234567890")
+        .output()
+        .expect("run check-config");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
