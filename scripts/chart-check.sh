@@ -60,9 +60,9 @@ command -v nats-server >/dev/null || { echo "nats-server is not on PATH: run scr
 
 sets=("" "$CHART/ci/external-nats-values.yaml" "$CHART/ci/gateway-api-values.yaml" "$CHART/ci/nats-tls-values.yaml")
 out=$(mktemp -d)
-nats_pid=
+pids=()
 cleanup() {
-  if [ -n "$nats_pid" ]; then kill "$nats_pid" 2>/dev/null || true; wait "$nats_pid" 2>/dev/null || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$out"
 }
 trap cleanup EXIT
@@ -95,160 +95,231 @@ for role in edge router; do
   cargo run -q -p switchboard -- "$role" --help >/dev/null
 done
 
-# A throwaway CA for the value sets with NATS TLS (server cert for
-# localhost), standing in for the cert-manager Secret.
+# A throwaway CA and a server certificate for localhost signed by it,
+# standing in for the cert-manager Secret of nats.tls.
 mkdir "$out/tls"
-openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-  -keyout "$out/tls/tls.key" -out "$out/tls/tls.crt" 2>/dev/null
-cp "$out/tls/tls.crt" "$out/tls/ca.crt"
+(cd "$out/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=chart-check-ca -keyout ca.key -out ca.crt
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout tls.key -out tls.csr
+  printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext
+  openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile ext -out tls.crt
+) 2>/dev/null
 
-echo "== rendered NATS configurations (nats-server $(nats-server --version | awk '{print $2}'))"
-# Each rendered NATS ConfigMap is written out with its paths moved under a
-# temporary directory, and tested with the passwords in the environment
-# as the StatefulSet gives them (from the credentials Secret).
-for n in $(seq "${#sets[@]}"); do
-  dir="$out/nats-$n"
-  python3 - "$out/rendered/$n.yaml" "$dir" "$out/tls" <<'PY'
-import base64, os, sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-cm = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-nats")]
-if not cm:
-    sys.exit(0)  # external NATS: nothing to test
-out, tls = sys.argv[2], sys.argv[3]
-os.makedirs(out)
-for key, text in cm[0]["data"].items():
-    text = (text.replace("/data/jetstream", f"{out}/js").replace("/var/run/nats", out)
-            .replace("/etc/nats-tls", tls))
-    open(os.path.join(out, key), "w").write(text)
-env = {"POD_NAME": "sb-switchboard-nats-0"}
-secrets = [d for d in docs if d["kind"] == "Secret"]
-sts = [d for d in docs if d["kind"] == "StatefulSet"][0]
-for e in sts["spec"]["template"]["spec"]["containers"][0].get("env", []):
-    ref = e.get("valueFrom", {}).get("secretKeyRef")
-    if ref:  # a placeholder with secrets.existingSecret
-        value = secrets[0]["data"][ref["key"]] if secrets else "Y2hhcnQtY2hlY2stcGFzc3dvcmQtMDEyMzQ1Njc4OQ=="
-        env[e["name"]] = base64.b64decode(value).decode()
-open(os.path.join(out, "env"), "w").write("".join(f"export {k}='{v}'\n" for k, v in env.items()))
-PY
-  [ -f "$dir/nats.conf" ] || continue
-  (
-    # shellcheck disable=SC1091
-    . "$dir/env"
-    nats-server --config "$dir/nats.conf" -t
-  )
-done
-# The default set's NATS for real, on free local ports: each user logs in,
-# a wrong or missing password is refused, the edge user may not publish to
-# an edge's node subject or the presence bucket.
-dir="$out/nats-1"
-read -r client_port http_port cluster_port < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
-sed -i -e "s/^port: 4222$/host: 127.0.0.1\nport: $client_port/" -e "s/^http_port: 8222$/http: 127.0.0.1:$http_port/" \
-  -e "s/^  port: 6222$/  listen: 127.0.0.1:$cluster_port/" "$dir/nats.conf"
-grep -q "^port: $client_port$" "$dir/nats.conf" && grep -q "listen: 127.0.0.1:$cluster_port" "$dir/nats.conf"
-(. "$dir/env"; exec nats-server --config "$dir/nats.conf" >"$out/nats.log" 2>&1) &
-nats_pid=$!
-python3 - "$client_port" "$dir/env" <<'PY' || { cat "$out/nats.log" >&2; exit 1; }
-import json, socket, sys, time
-port = int(sys.argv[1])
-env = dict(l.split(" ", 1)[1].strip().replace("'", "").split("=", 1) for l in open(sys.argv[2]))
-def session(user, password, commands=()):
-    deadline = time.time() + 10
-    while True:
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
-    f = s.makefile("rb")
-    f.readline()  # INFO
-    connect = {"verbose": False, "pedantic": False, "protocol": 1}
-    if user:
-        connect.update(user=user, **{"pass": password})
-    s.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
-              + b"".join(c.encode() + b"\r\n" for c in commands) + b"PING\r\n")
-    lines = []
-    while not lines or not (lines[-1] == "PONG" or lines[-1].startswith("-ERR 'Authorization")):
-        line = f.readline().decode().strip()
-        if not line:
-            break
-        lines.append(line)
-    s.close()
-    return lines
-def expect(what, got, want):
-    if got != want:
-        sys.exit(f"nats: {what}: got {got}, want {want}")
-edge, router = env["SB_EDGE_PASSWORD"], env["SB_ROUTER_PASSWORD"]
-expect("edge login", session("sb-edge", edge), ["PONG"])
-expect("router login", session("sb-router", router), ["PONG"])
-denied = ["-ERR 'Authorization Violation'"]
-expect("wrong password", session("sb-edge", router), denied)
-expect("no credentials", session(None, None), denied)
-expect("edge publishes to its routers", session("sb-edge", edge, ["PUB sb.router.x 0\r\n"]), ["PONG"])
-for subject in ["sb.node.other-edge", "$KV.sb-presence.x", "$JS.API.STREAM.DELETE.KV_sb-presence"]:
-    expect(f"edge publishes to {subject}", session("sb-edge", edge, [f"PUB {subject} 0\r\n"]),
-           [f"-ERR 'Permissions Violation for Publish to \"{subject}\"'", "PONG"])
-expect("router publishes to a node", session("sb-router", router, ["PUB sb.node.x 0\r\n"]), ["PONG"])
-print("nats: users, passwords and edge publish permissions as rendered: ok")
-PY
-kill "$nats_pid"; wait "$nats_pid" 2>/dev/null || true; nats_pid=
+# What the pods would get, from a rendered set: `nats RENDERED DIR` writes
+# the NATS ConfigMap's files (paths moved under DIR and the test CA) and
+# DIR/env, the NATS container's env; `env RENDERED ROLE FILE` writes the
+# edge's or router's env: plain values as they are, Secret references from
+# the rendered Secret (placeholders with secrets.existingSecret), files the
+# pod mounts replaced by the test ones. `probe PORT ENV CA` logs into a
+# running NATS as each user.
+cat >"$out/pods.py" <<'PY'
+import base64, json, os, shlex, socket, ssl, sys, time, yaml
 
-echo "== rendered Switchboard configuration and env through check-config"
-# Each edge and router container's env as rendered: plain values as they
-# are, Secret references from the rendered Secret (placeholders with
-# secrets.existingSecret), files the pod mounts moved under a temporary
-# directory.
-for n in $(seq "${#sets[@]}"); do
-  python3 - "$out/rendered/$n.yaml" "$out/check-$n" "$out/tls" <<'PY'
-import base64, json, os, shutil, subprocess, sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-out, tls = sys.argv[2], sys.argv[3]
-os.makedirs(out)
-cm = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")][0]
-config = os.path.join(out, "switchboard.toml")
-open(config, "w").write(cm["data"]["switchboard.toml"])
-secrets = [d for d in docs if d["kind"] == "Secret"]
-secret = {k: base64.b64decode(v).decode() for k, v in secrets[0]["data"].items()} if secrets else None
-placeholders = {"api-keys": '["chart-check-key-0123456789"]'}
-files = {"/etc/switchboard/nats-tls/ca.crt": os.path.join(tls, "ca.crt")}
-for d in docs:
-    if d["kind"] != "Deployment":
-        continue
-    c = d["spec"]["template"]["spec"]["containers"][0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-    for e in c.get("env", []):
+TLS = os.environ["CHART_CHECK_TLS"]
+PLACEHOLDERS = {"api-keys": '["chart-check-key-0123456789"]', "nats-edge-password": "chart-check-edge-0123456789",
+                "nats-router-password": "chart-check-router-0123456789"}
+FILES = {"/etc/switchboard/nats-tls/ca.crt": os.path.join(TLS, "ca.crt")}
+
+def docs(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
+
+def env_of(container, all_docs):
+    secrets = [d for d in all_docs if d["kind"] == "Secret"]
+    secret = {k: base64.b64decode(v).decode() for k, v in secrets[0]["data"].items()} if secrets else None
+    env = {}
+    for e in container.get("env", []):
         ref = e.get("valueFrom", {}).get("secretKeyRef")
-        if ref is None:
+        if "value" in e:
             value = e["value"]
+        elif ref is None:
+            continue  # fieldRef
         elif secret is not None:
             if ref["key"] not in secret:
-                assert ref.get("optional"), f"{d['metadata']['name']}: {ref['key']} not in the Secret"
+                assert ref.get("optional"), f"{ref['key']} is not in the rendered Secret"
                 continue
             value = secret[ref["key"]]
+        elif ref.get("optional"):
+            continue
         else:
-            if ref.get("optional"):
-                continue
-            value = placeholders.get(ref["key"], "chart-check-secret-0123456789abcdef0123")
+            value = PLACEHOLDERS.get(ref["key"], "chart-check-secret-0123456789abcdef0123")
         if value.startswith("/etc/switchboard/"):
-            if value not in files:
-                continue  # an optional Secret file (the JWT public key) absent here
-            value = files[value]
+            if value not in FILES:
+                continue  # an optional Secret file (the JWT public key), absent here
+            value = FILES[value]
         env[e["name"]] = value
-    role = c["args"][-1]
-    r = subprocess.run(["cargo", "run", "-q", "-p", "switchboard", "--", "--config", config, "check-config"],
-                       env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"check-config refused the rendered {role} ({sys.argv[1]}):\n{r.stdout}{r.stderr}")
-    for name, value in env.items():
-        if "PASSWORD" in name and value in r.stdout + r.stderr:
-            sys.exit(f"check-config printed {name}")
+    return env
+
+def write_env(env, path):
+    open(path, "w").write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
+
+def nats(rendered, out):
+    all_docs = docs(rendered)
+    cm = [d for d in all_docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-nats")]
+    if not cm:
+        return  # external NATS
+    os.makedirs(out)
+    for key, text in cm[0]["data"].items():
+        text = (text.replace("/data/jetstream", f"{out}/js").replace("/var/run/nats", out)
+                .replace("/etc/nats-tls", TLS))
+        open(os.path.join(out, key), "w").write(text)
+    sts = [d for d in all_docs if d["kind"] == "StatefulSet"][0]
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0], all_docs)
+    env["POD_NAME"] = "sb-switchboard-nats-0"
+    write_env(env, os.path.join(out, "env"))
+
+def role_env(rendered, role, path):
+    all_docs = docs(rendered)
+    for d in all_docs:
+        c = d["spec"]["template"]["spec"]["containers"][0] if d["kind"] == "Deployment" else None
+        if c and c["args"][-1] == role:
+            return write_env(env_of(c, all_docs), path)
+    sys.exit(f"no {role} Deployment in {rendered}")
+
+def probe(port, env_file, ca):
+    env = {}
+    for line in open(env_file):
+        k, v = line.split(" ", 1)[1].rstrip("\n").split("=", 1)
+        env[k] = shlex.split(v)[0]
+    def session(user, password, commands=()):
+        deadline = time.time() + 10
+        while True:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        f = s.makefile("rb")
+        info = json.loads(f.readline().split(b" ", 1)[1])
+        if info.get("tls_required"):
+            s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname="localhost")
+            f = s.makefile("rb")
+        connect = {"verbose": False, "pedantic": False, "protocol": 1}
+        if user:
+            connect.update(user=user, **{"pass": password})
+        s.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                  + b"".join(c.encode() + b"\r\n" for c in commands) + b"PING\r\n")
+        lines = []
+        while not lines or not (lines[-1] == "PONG" or lines[-1].startswith("-ERR 'Authorization")):
+            line = f.readline().decode().strip()
+            if not line:
+                break
+            lines.append(line)
+        s.close()
+        return lines
+    def expect(what, got, want):
+        if got != want:
+            sys.exit(f"nats: {what}: got {got}, want {want}")
+    edge, router = env["SB_EDGE_PASSWORD"], env["SB_ROUTER_PASSWORD"]
+    expect("edge login", session("sb-edge", edge), ["PONG"])
+    expect("router login", session("sb-router", router), ["PONG"])
+    denied = ["-ERR 'Authorization Violation'"]
+    expect("wrong password", session("sb-edge", router), denied)
+    expect("no credentials", session(None, None), denied)
+    expect("edge publishes to its routers", session("sb-edge", edge, ["PUB sb.router.x 0\r\n"]), ["PONG"])
+    for subject in ["sb.node.other-edge", "$KV.sb-presence.x", "$JS.API.STREAM.DELETE.KV_sb-presence"]:
+        expect(f"edge publishes to {subject}", session("sb-edge", edge, [f"PUB {subject} 0\r\n"]),
+               [f"-ERR 'Permissions Violation for Publish to \"{subject}\"'", "PONG"])
+    expect("router publishes to a node", session("sb-router", router, ["PUB sb.node.x 0\r\n"]), ["PONG"])
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "nats":
+        nats(sys.argv[2], sys.argv[3])
+    elif cmd == "env":
+        role_env(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif cmd == "probe":
+        probe(int(sys.argv[2]), sys.argv[3], sys.argv[4])
 PY
+export CHART_CHECK_TLS="$out/tls"
+pods() { python3 "$out/pods.py" "$@"; }
+
+echo "== rendered NATS configurations (nats-server $(nats-server --version | awk '{print $2}'))"
+for n in $(seq "${#sets[@]}"); do
+  dir="$out/nats-$n"
+  pods nats "$out/rendered/$n.yaml" "$dir"
+  [ -f "$dir/nats.conf" ] || continue
+  # shellcheck disable=SC1091
+  (. "$dir/env" && nats-server --config "$dir/nats.conf" -t)
 done
+
+echo "== rendered Switchboard configuration and env through check-config"
+for n in $(seq "${#sets[@]}"); do
+  python3 - "$out/rendered/$n.yaml" "$out/switchboard-$n.toml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap" and doc["metadata"]["name"].endswith("-config"):
+        open(sys.argv[2], "w").write(doc["data"]["switchboard.toml"])
+PY
+  for role in edge router; do
+    pods env "$out/rendered/$n.yaml" "$role" "$out/env-$n-$role"
+    # shellcheck disable=SC1090
+    if ! report=$(. "$out/env-$n-$role" && cargo run -q -p switchboard -- --config "$out/switchboard-$n.toml" check-config 2>&1); then
+      echo "check-config refused the rendered $role of value set $n:" >&2
+      echo "$report" >&2
+      exit 1
+    fi
+    if grep -q "^export SWITCHBOARD_NATS__PASSWORD=" "$out/env-$n-$role"; then
+      password=$(. "$out/env-$n-$role" && echo "$SWITCHBOARD_NATS__PASSWORD")
+      if grep -qF -- "$password" <<<"$report"; then echo "check-config printed the NATS password" >&2; exit 1; fi
+    fi
+  done
+done
+
+echo "== the chart's NATS (one server, TLS) with an edge and a router as rendered"
+# The TLS value set with one NATS server (JetStream needs its peers
+# otherwise), on free local ports: each NATS user logs in, a wrong or
+# missing password is refused, the edge user may not publish to another
+# edge's node subject or the presence bucket; then an edge and a router
+# with the rendered configuration and env become ready (/readyz 200).
+run_values=(-f "$CHART/ci/nats-tls-values.yaml" --set nats.replicas=1 --set nats.kvReplicas=1)
+"$HELM" template sb "$CHART" --namespace switchboard "${run_values[@]}" >"$out/run.yaml"
+dir="$out/nats-run"
+pods nats "$out/run.yaml" "$dir"
+read -r client_port http_port edge_port router_port < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(4)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+sed -i -e "s/^port: 4222$/host: 127.0.0.1\nport: $client_port/" -e "s/^http_port: 8222$/http: 127.0.0.1:$http_port/" "$dir/nats.conf"
+grep -q "^port: $client_port$" "$dir/nats.conf" && ! grep -q "^cluster" "$dir/nats.conf"
+# shellcheck disable=SC1091
+(. "$dir/env" && exec nats-server --config "$dir/nats.conf" >"$out/nats.log" 2>&1) &
+pids+=($!)
+pods probe "$client_port" "$dir/env" "$out/tls/ca.crt" || { cat "$out/nats.log" >&2; exit 1; }
+probed=$(wc -l <"$out/nats.log")
+python3 - "$out/run.yaml" "$out/switchboard-run.toml" <<'PY'
+import sys, yaml
+for doc in yaml.safe_load_all(open(sys.argv[1])):
+    if doc and doc.get("kind") == "ConfigMap" and doc["metadata"]["name"].endswith("-config"):
+        open(sys.argv[2], "w").write(doc["data"]["switchboard.toml"])
+PY
+cargo build -q -p switchboard
+bin=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/switchboard
+for role in edge router; do
+  pods env "$out/run.yaml" "$role" "$out/env-run-$role"
+  port_var=edge_port; [ "$role" = router ] && port_var=router_port
+  # shellcheck disable=SC1090
+  (. "$out/env-run-$role"
+    export SWITCHBOARD_NATS__URL="tls://localhost:$client_port"
+    export "SWITCHBOARD_${role^^}__LISTEN=127.0.0.1:${!port_var}"
+    exec "$bin" --config "$out/switchboard-run.toml" "$role" >"$out/$role.log" 2>&1) &
+  pids+=($!)
+done
+for port in "$edge_port" "$router_port"; do
+  ready=
+  for _ in $(seq 100); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")" = 200 ]; then ready=1; break; fi
+    sleep 0.1
+  done
+  [ -n "$ready" ] || { echo "not ready on $port" >&2; tail -n 20 "$out"/*.log >&2; exit 1; }
+done
+if tail -n +"$((probed + 1))" "$out/nats.log" | grep Violation >&2; then
+  echo "NATS refused the above to the edge or router" >&2; exit 1
+fi
+echo "edge and router ready on the chart's NATS with TLS and their users"
+
 grep -q 'kind: HTTPRoute' "$out/rendered/3.yaml" && ! grep -q 'kind: Ingress' "$out/rendered/3.yaml"
 ! grep -q 'kind: StatefulSet' "$out/rendered/2.yaml"
 echo "chart: ok"
