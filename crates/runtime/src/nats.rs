@@ -350,6 +350,14 @@ fn log_connect_failure(url: &str, method: &str, why: &str, repeated: u64) {
             "NATS refused this process's credentials ({why}): check nats.user/password, token, nkey_seed or \
              credentials_file and the server's users; retrying"
         );
+    } else if why.contains("IO error") {
+        // async-nats reports a refused TLS handshake as an I/O error too.
+        tracing::warn!(
+            %url,
+            repeated,
+            "cannot connect to NATS ({why}: unreachable, or the TLS handshake failed: does nats.tls.ca_file hold \
+             the CA of the server's certificate?); retrying"
+        );
     } else {
         tracing::warn!(%url, repeated, "cannot connect to NATS ({why}); retrying");
     }

@@ -253,3 +253,65 @@ fn secrets_from_the_environment_are_read_as_written() {
         .expect("run check-config");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Edges and routers reach a NATS that requires TLS when they trust its
+/// CA (`nats.tls.ca_file`), logged in as their users; without the CA the
+/// process stays unready and its log names the TLS failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_nats_with_the_servers_ca() {
+    let c = Cluster::on(NatsServer::start_secured_tls(), 2, 1, &[]).await;
+    let (mut a, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=a")).await;
+    let (mut b, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=b")).await;
+    a.send(&json!({"msgId": "m1", "mode": 100, "targetClientId": "b", "content": "over tls"}))
+        .await;
+    assert_eq!(b.recv_mode(100).await["content"], json!("over tls"));
+    let (st, r) = api(&c.router_addr(0), "d1", "get_online_list", json!({})).await;
+    assert_eq!((st, r["data"]["count"].clone()), (200, json!(2)), "{r}");
+    a.close().await;
+
+    // The same edge without the CA: the server's certificate is not trusted.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env: BTreeMap<String, String> = c.nats.env_for(EDGE_USER).into_iter().collect();
+    env.remove("SWITCHBOARD_NATS__TLS__CA_FILE");
+    env.insert("SWITCHBOARD_EDGE__LISTEN".into(), addr.clone());
+    let p = Proc::spawn("edge-without-ca", bin(), &["edge"], &env);
+    let body = readyz_becomes(&addr, 503).await;
+    assert!(body.contains("bus unavailable"), "{body}");
+    eventually!(
+        p.log().contains("the TLS handshake failed"),
+        "the edge does not say TLS failed: {}",
+        p.log()
+    );
+}
+
+/// An edge authenticating with an NKey seed (`nats.nkey_seed`) gets the
+/// edge permissions of its NKey user and serves clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_logs_in_with_an_nkey() {
+    let mut c = Cluster::start(1, 1, &[]).await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("SWITCHBOARD_NATS__URL".into(), c.nats.url());
+    env.insert(
+        "SWITCHBOARD_NATS__NKEY_SEED".into(),
+        switchboard_testkit::edge_nkey_seed(),
+    );
+    env.insert("SWITCHBOARD_EDGE__LISTEN".into(), addr.clone());
+    env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), "nkey-edge".into());
+    let p = Proc::spawn("nkey-edge", bin(), &["edge"], &env);
+    readyz_becomes(&addr, 200).await;
+    let (mut a, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=a")).await;
+    let (mut b, _) = Ws::join(&format!("ws://{addr}/ws?bizCode=d1&clientId=b")).await;
+    a.send(&json!({"msgId": "m1", "mode": 100, "targetClientId": "b", "content": "signed in"}))
+        .await;
+    assert_eq!(b.recv_mode(100).await["content"], json!("signed in"));
+    assert!(p.log().contains("auth=\"nkey\""), "{}", p.log());
+    assert!(
+        !p.log().contains(&switchboard_testkit::edge_nkey_seed()),
+        "the log shows the seed"
+    );
+    c.edges.push(p);
+    c.edge_ports.push(port);
+}

@@ -13,6 +13,23 @@ pub struct NatsServer {
     secured: bool,
 }
 
+/// PEM files of a test certificate authority and a server certificate it
+/// signed for 127.0.0.1 and localhost.
+fn write_test_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "switchboard test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("server params");
+    let cert = server.signed_by(&key, &ca_cert, &ca_key).expect("server certificate");
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).expect("write ca.crt");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write tls.crt");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write tls.key");
+}
+
 /// A NATS user of a secured server: name and password.
 #[derive(Debug, Clone, Copy)]
 pub struct NatsUser {
@@ -37,6 +54,17 @@ pub const ADMIN_USER: NatsUser = NatsUser {
     user: "sb-test-admin",
     password: "admin-test-password-0123456789",
 };
+
+/// An edge user authenticating with an NKey instead of a password: its
+/// seed (the public key is in the server's configuration).
+pub fn edge_nkey_seed() -> String {
+    edge_nkey().seed().expect("seed")
+}
+
+fn edge_nkey() -> &'static nkeys::KeyPair {
+    static KEY: std::sync::OnceLock<nkeys::KeyPair> = std::sync::OnceLock::new();
+    KEY.get_or_init(nkeys::KeyPair::new_user)
+}
 
 /// The permissions file the Helm chart deploys.
 fn permissions_file() -> PathBuf {
@@ -72,7 +100,31 @@ impl NatsServer {
     /// # Panics
     /// If `nats-server` is not installed or does not start.
     pub fn start_secured() -> Self {
+        Self::secured_with(false)
+    }
+
+    /// [`NatsServer::start_secured`] that also requires TLS from clients,
+    /// with a certificate signed by a test CA ([`NatsServer::ca_file`]).
+    ///
+    /// # Panics
+    /// If `nats-server` is not installed or does not start.
+    pub fn start_secured_tls() -> Self {
+        Self::secured_with(true)
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn secured_with(tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut extra = String::new();
+        if tls {
+            write_test_pki(dir.path());
+            let d = dir.path().display();
+            extra = format!("tls {{\n  cert_file: \"{d}/tls.crt\"\n  key_file: \"{d}/tls.key\"\n}}\n");
+        }
         let port = crate::free_port();
         std::fs::copy(permissions_file(), dir.path().join("permissions.conf")).expect("copy the chart's permissions");
         let conf = format!(
@@ -80,7 +132,9 @@ impl NatsServer {
              authorization {{\n  users = [\n\
              {{user: {e}, password: $SB_EDGE_PASSWORD, permissions: $SB_EDGE_PERMISSIONS}}\n\
              {{user: {r}, password: $SB_ROUTER_PASSWORD, permissions: $SB_ROUTER_PERMISSIONS}}\n\
-             {{user: {a}, password: \"{ap}\"}}\n  ]\n}}\n",
+             {{user: {a}, password: \"{ap}\"}}\n\
+             {{nkey: {nk}, permissions: $SB_EDGE_PERMISSIONS}}\n  ]\n}}\n{extra}",
+            nk = edge_nkey().public_key(),
             e = EDGE_USER.user,
             r = ROUTER_USER.user,
             a = ADMIN_USER.user,
@@ -110,6 +164,12 @@ impl NatsServer {
             env.push(("SWITCHBOARD_NATS__USER".to_owned(), user.user.to_owned()));
             env.push(("SWITCHBOARD_NATS__PASSWORD".to_owned(), user.password.to_owned()));
         }
+        if self.ca_file().is_file() {
+            env.push((
+                "SWITCHBOARD_NATS__TLS__CA_FILE".to_owned(),
+                self.ca_file().display().to_string(),
+            ));
+        }
         env
     }
 
@@ -122,6 +182,9 @@ impl NatsServer {
         let mut opts = async_nats::ConnectOptions::new();
         if self.secured {
             opts = opts.user_and_password(user.user.to_owned(), user.password.to_owned());
+        }
+        if self.ca_file().is_file() {
+            opts = opts.add_root_certificates(self.ca_file());
         }
         if user.user == EDGE_USER.user {
             opts = opts.custom_inbox_prefix("_INBOX.sb-edge");

@@ -62,7 +62,11 @@ impl Cluster {
     pub async fn start(edges: usize, routers: usize, extra: &[(&str, &str)]) -> Self {
         // NATS runs as the Helm chart runs it: edges and routers log in as
         // their own users with the chart's least-privilege permissions.
-        let nats = NatsServer::start_secured();
+        Self::on(NatsServer::start_secured(), edges, routers, extra).await
+    }
+
+    /// [`Cluster::start`] on a NATS server already running.
+    pub async fn on(nats: NatsServer, edges: usize, routers: usize, extra: &[(&str, &str)]) -> Self {
         let mut env = env_of(extra);
         env.insert("SWITCHBOARD_NATS__URL".into(), nats.url());
         let mut c = Self {
