@@ -2,6 +2,10 @@
 # Local cluster on 127.0.0.1 (SPEC §6):
 #   NATS with JetStream (4222), one router (8090), three edges (8081-8083),
 #   nginx as the WebSocket load balancer (8080).
+# NATS runs as the Helm chart runs it: authorization on, users sb-edge and
+# sb-router with the permissions of k8s/switchboard/files/nats-permissions.conf
+# and passwords generated once into .run/local/nats-*-password
+# (SWITCHBOARD_LOCAL_NATS_AUTH=0 runs it open).
 # Usage: deploy/local/cluster.sh up | down | status
 # Logs and pid files live in .run/local/ at the repository root; `down`
 # stops only what `up` started (by its pid files).
@@ -69,15 +73,41 @@ up() {
   fi
   export SWITCHBOARD_API_KEY
 
-  start nats nats-server -js -a 127.0.0.1 -p "$NATS_PORT" --store_dir "$RUN/nats"
+  local edge_auth=() router_auth=() nats_conf=()
+  if [ "${SWITCHBOARD_LOCAL_NATS_AUTH:-1}" != 0 ]; then
+    for role in edge router; do
+      if [ ! -s "$RUN/nats-$role-password" ]; then
+        (umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RUN/nats-$role-password")
+      fi
+    done
+    cp "$ROOT/k8s/switchboard/files/nats-permissions.conf" "$RUN/nats/permissions.conf"
+    cat >"$RUN/nats/nats.conf" <<'CONF'
+include ./permissions.conf
+authorization {
+  users = [
+    {user: sb-edge, password: $SB_EDGE_PASSWORD, permissions: $SB_EDGE_PERMISSIONS}
+    {user: sb-router, password: $SB_ROUTER_PASSWORD, permissions: $SB_ROUTER_PERMISSIONS}
+  ]
+}
+CONF
+    nats_conf=(--config "$RUN/nats/nats.conf")
+    export SB_EDGE_PASSWORD SB_ROUTER_PASSWORD
+    SB_EDGE_PASSWORD=$(cat "$RUN/nats-edge-password")
+    SB_ROUTER_PASSWORD=$(cat "$RUN/nats-router-password")
+    edge_auth=(SWITCHBOARD_NATS__USER=sb-edge "SWITCHBOARD_NATS__PASSWORD=$SB_EDGE_PASSWORD")
+    router_auth=(SWITCHBOARD_NATS__USER=sb-router "SWITCHBOARD_NATS__PASSWORD=$SB_ROUTER_PASSWORD")
+    log "NATS authorization on: users sb-edge, sb-router (passwords in $RUN/nats-*-password)"
+  fi
+  start nats nats-server "${nats_conf[@]}" -js -a 127.0.0.1 -p "$NATS_PORT" --store_dir "$RUN/nats"
+  unset SB_EDGE_PASSWORD SB_ROUTER_PASSWORD
   wait_port "$NATS_PORT" nats
   export SWITCHBOARD_NATS__URL="nats://127.0.0.1:$NATS_PORT"
 
-  SWITCHBOARD_ROUTER__LISTEN="127.0.0.1:$ROUTER_PORT" start router "$bin" router
+  SWITCHBOARD_ROUTER__LISTEN="127.0.0.1:$ROUTER_PORT" start router env "${router_auth[@]}" "$bin" router
   wait_ready "$ROUTER_PORT" router
   local i=1
   for port in "${EDGE_PORTS[@]}"; do
-    SWITCHBOARD_EDGE__LISTEN="127.0.0.1:$port" SWITCHBOARD_EDGE__NODE_NAME="edge$i" start "edge$i" "$bin" edge
+    SWITCHBOARD_EDGE__LISTEN="127.0.0.1:$port" SWITCHBOARD_EDGE__NODE_NAME="edge$i" start "edge$i" env "${edge_auth[@]}" "$bin" edge
     i=$((i + 1))
   done
   i=1
