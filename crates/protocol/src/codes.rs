@@ -62,6 +62,48 @@ impl ErrorCode {
     }
 }
 
+/// The `code` of refusals before the WebSocket upgrade and of HTTP API
+/// refusals that have no code of their own: the HTTP status itself (SPEC
+/// §3), so `{code, msg}` bodies stay one shape across the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum RefusalCode {
+    /// 401: missing, invalid or expired credentials (token, API key).
+    Unauthorized = 401,
+    /// 403: authenticated but not allowed (origin, bizCode of a token or
+    /// of a scoped API key).
+    Forbidden = 403,
+    /// 404: no such path or API call.
+    NotFound = 404,
+    /// 405: wrong HTTP method.
+    MethodNotAllowed = 405,
+    /// 413: request body over `api.max_body_bytes`.
+    PayloadTooLarge = 413,
+    /// 429: a connection limit (per address, per bizCode, pending
+    /// handshakes) is reached; `Retry-After` says when to retry.
+    TooManyRequests = 429,
+}
+
+impl RefusalCode {
+    /// The numeric code, equal to the HTTP status.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a number, if it is one of these.
+    pub fn from_u16(n: u16) -> Option<Self> {
+        Some(match n {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            413 => Self::PayloadTooLarge,
+            429 => Self::TooManyRequests,
+            _ => return None,
+        })
+    }
+}
+
 /// WebSocket close codes the gateway sends.
 ///
 /// `reconnect()` tells a client SDK whether reconnecting makes sense
@@ -171,6 +213,10 @@ mod tests {
             let c = CloseCode::from_u16(n).expect("known close code");
             assert_eq!(c.as_u16(), n);
             assert!(c.reason().len() < 123);
+        }
+        for n in [401u16, 403, 404, 405, 413, 429] {
+            let c = RefusalCode::from_u16(n).expect("known refusal code");
+            assert_eq!(c.as_u16(), n);
         }
         assert!(CloseCode::Draining.reconnect());
         assert!(!CloseCode::Replaced.reconnect());

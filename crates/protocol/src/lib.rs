@@ -20,4 +20,4 @@ pub mod fuzzing;
 pub mod ids;
 pub mod subject;
 
-pub use codes::{CloseCode, ErrorCode};
+pub use codes::{CloseCode, ErrorCode, RefusalCode};
