@@ -114,7 +114,7 @@ mkdir "$out/tls"
 # pod mounts replaced by the test ones. `probe PORT ENV CA` logs into a
 # running NATS as each user.
 cat >"$out/pods.py" <<'PY'
-import base64, json, os, shlex, socket, ssl, sys, time, yaml
+import base64, json, os, re, shlex, socket, ssl, sys, time, yaml
 
 TLS = os.environ["CHART_CHECK_TLS"]
 PLACEHOLDERS = {"api-keys": '["chart-check-key-0123456789"]', "nats-edge-password": "chart-check-edge-0123456789",
@@ -130,8 +130,8 @@ def env_of(container, all_docs):
     env = {}
     for e in container.get("env", []):
         ref = e.get("valueFrom", {}).get("secretKeyRef")
-        if "value" in e:
-            value = e["value"]
+        if "value" in e:  # with Kubernetes's $(VAR) references to earlier variables
+            value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), e["value"])
         elif ref is None:
             continue  # fieldRef
         elif secret is not None:

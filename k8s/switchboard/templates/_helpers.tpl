@@ -96,6 +96,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* The NATS route URLs with the route password, as a NATS config array. */}}
+{{- define "switchboard.natsRoutes" -}}
+{{- $urls := list -}}
+{{- range $i := until .replicas -}}
+{{- $urls = append $urls (printf "\"nats://sb-route:$(SB_ROUTE_PASSWORD)@%s-nats-%d.%s-nats-headless:6222\"" $.fullname $i $.fullname) -}}
+{{- end -}}
+[{{ join ", " $urls }}]
+{{- end -}}
+
 {{/* NetworkPolicy egress rule: DNS to any resolver (kube-dns, node-local caches). */}}
 {{- define "switchboard.dnsEgress" -}}
 - ports:
