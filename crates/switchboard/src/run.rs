@@ -3,28 +3,28 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use http::Request;
 use hyper::body::Incoming;
 use switchboard_edge::{AuthMode, Edge, Verifier};
-use switchboard_protocol::codes::ErrorCode;
 use switchboard_protocol::subject;
-use switchboard_router::api::{Api, RouterHttp};
+use switchboard_router::api::Api;
 use switchboard_router::config::{ApiConfig, ApiKey};
-use switchboard_router::store::StoreError;
-use switchboard_router::{KvRegistry, KvStore, MemoryRegistry, MemoryStore, Router};
+use switchboard_router::{MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
-use switchboard_runtime::{nats, ops, shutdown};
+use switchboard_runtime::{nats, shutdown};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::local::{LocalEdges, LocalRouter};
+
+mod router;
+
+pub(crate) use router::router;
 
 fn node_id(config: &Config) -> String {
     let name = if config.edge.node_name.is_empty() {
@@ -192,164 +192,6 @@ impl Handler for StandaloneHttp {
         }
         self.edge.call(req, peer)
     }
-}
-
-/// Opens the presence buckets, waiting for NATS as long as it takes (the
-/// log says why it is not reachable); JetStream refusing the buckets for
-/// 20 attempts in a row while NATS is up stops the process.
-async fn open_store(
-    js: &async_nats::jetstream::Context,
-    config: &Config,
-    health: &Health,
-) -> anyhow::Result<(KvStore, KvRegistry)> {
-    let bucket = &config.nats.presence_bucket;
-    let replicas = config.nats.replicas;
-    let mut last = None;
-    let mut refused = 0;
-    while refused < 20 {
-        if !health.bus_up() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        let opened = async {
-            let store = KvStore::open(js, bucket, replicas, config.router.delete_marker_ttl).await?;
-            let registry = KvRegistry::open(js, &format!("{bucket}-biz"), replicas).await?;
-            Ok::<_, StoreError>((store, registry))
-        };
-        match opened.await {
-            Ok(s) => return Ok(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "presence bucket not available yet");
-                last = Some(e);
-                refused += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    Err(anyhow::anyhow!(
-        "cannot open the presence bucket (is JetStream enabled, and may this NATS user use it?): {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
-}
-
-/// The router's HTTP side before and after start-up: ops endpoints at once
-/// (`/readyz` 503 until NATS is reached and presence is loaded), the API
-/// (503 until then) once the router runs.
-struct RouterStartingHttp {
-    api: std::sync::OnceLock<RouterHttp>,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-}
-
-impl Handler for RouterStartingHttp {
-    fn call(&self, req: Request<Incoming>, peer: SocketAddr) -> ResponseFuture {
-        if let Some(http) = self.api.get() {
-            return http.call(req, peer);
-        }
-        let path = req.uri().path();
-        let res = ops::handle(req.method(), path, &self.health, &self.metrics).unwrap_or_else(|| {
-            if Api::owns(path) {
-                h::error(
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorCode::Internal.as_u16(),
-                    "the router is starting: NATS not reached yet",
-                )
-            } else {
-                h::error(http::StatusCode::NOT_FOUND, 404, "not found")
-            }
-        });
-        Box::pin(std::future::ready(res))
-    }
-}
-
-/// Runs a router until SIGTERM/SIGINT, then finishes in-flight requests.
-///
-/// The listener opens first: `/readyz` answers 503 until NATS is reached
-/// (the log says why it is not, e.g. refused credentials) and the presence
-/// buckets are open.
-pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
-    let shutdown = shutdown::on_signal()?;
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    let (client, link) = nats::connect(
-        &config.nats,
-        "switchboard-router",
-        subject::ROUTER_INBOX_PREFIX,
-        health.clone(),
-        metrics.clone(),
-    )
-    .await?;
-    tracing::info!(url = %config.nats.redacted_url(), auth = config.nats.auth_method(), "connecting to NATS");
-    let listener = bind(config.router.listen, config.router.listen_backlog)?;
-    let addr = listener.local_addr()?;
-    let http = Arc::new(RouterStartingHttp {
-        api: std::sync::OnceLock::new(),
-        health: health.clone(),
-        metrics: metrics.clone(),
-    });
-    let stop_http = CancellationToken::new();
-    let server = tokio::spawn(h::serve(
-        listener,
-        http.clone(),
-        stop_http.clone(),
-        config.http.clone(),
-        metrics.clone(),
-    ));
-    let started = tokio::select! {
-        r = start_router(&config, &client, link, &health, &metrics, &shutdown) => Some(r),
-        () = shutdown.cancelled() => None,
-    };
-    let mut result = Ok(());
-    match started {
-        Some(Ok((router, stop_requests, tasks))) => {
-            let api = Api::new(router, api_config(&config, false), health.clone(), metrics.clone());
-            let _ = http.api.set(RouterHttp { api });
-            health.set_ready();
-            tracing::info!(%addr, "router listening");
-            shutdown.cancelled().await;
-            health.set_draining();
-            stop_requests.cancel();
-            tasks.close();
-            let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
-        }
-        Some(Err(e)) => result = Err(e),
-        None => tracing::info!("stopped before NATS was reached"),
-    }
-    stop_http.cancel();
-    let _ = server.await;
-    let _ = client.drain().await;
-    tracing::info!("router stopped");
-    result
-}
-
-/// Opens presence, subscribes the router subjects and starts liveness.
-async fn start_router(
-    config: &Config,
-    client: &async_nats::Client,
-    link: tokio::sync::watch::Receiver<(u64, nats::LinkState)>,
-    health: &Arc<Health>,
-    metrics: &Arc<Metrics>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<(Router, CancellationToken, TaskTracker)> {
-    let js = async_nats::jetstream::new(client.clone());
-    let (store, registry) = open_store(&js, config, health).await?;
-    let store = store.with_link(link.clone());
-    let edges = Arc::new(switchboard_router::nats::NatsEdges::new(client.clone()));
-    let router = Router::new(
-        config.router.clone(),
-        Arc::new(store),
-        Arc::new(registry),
-        edges,
-        metrics.clone(),
-    );
-    router.start_watch().await.context("cannot watch the presence bucket")?;
-    let tasks = TaskTracker::new();
-    let stop_requests = CancellationToken::new();
-    switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
-    router.spawn_liveness(shutdown.clone(), link);
-    Ok((router, stop_requests, tasks))
 }
 
 /// Runs edge + router in one process with in-memory presence.
