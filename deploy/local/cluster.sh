@@ -77,7 +77,9 @@ up() {
   if [ "${SWITCHBOARD_LOCAL_NATS_AUTH:-1}" != 0 ]; then
     for role in edge router; do
       if [ ! -s "$RUN/nats-$role-password" ]; then
-        (umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$RUN/nats-$role-password")
+        # A letter first: nats-server reads an env password as a config
+        # value, and one that looks like a number is parsed as one.
+        (umask 077; printf 'sb-%s' "$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$RUN/nats-$role-password")
       fi
     done
     cp "$ROOT/k8s/switchboard/files/nats-permissions.conf" "$RUN/nats/permissions.conf"
