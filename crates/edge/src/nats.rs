@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, RequestErrorKind};
+use async_nats::Client;
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
@@ -115,15 +115,10 @@ async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaite
 }
 
 /// Asks a router to route `routes`; one answer per route, in order.
-///
-/// Routers older than route batching do not subscribe the batch subject:
-/// on "no responders" each send is asked for on its own, so edges and
-/// routers can be upgraded in any order.
 async fn route_batch(client: &Client, routes: Vec<Route>) -> Vec<Result<RouteReply, LinkError>> {
     let n = routes.len();
     let all = |e: LinkError| (0..n).map(|_| Err(e.clone())).collect();
-    let batch = RouteBatch { routes };
-    let payload = match envelope::encode(&batch) {
+    let payload = match envelope::encode(&RouteBatch { routes }) {
         Ok(p) => p,
         Err(e) => return all(LinkError::BadAnswer(e.to_string())),
     };
@@ -136,13 +131,6 @@ async fn route_batch(client: &Client, routes: Vec<Route>) -> Vec<Result<RouteRep
             ))),
             Err(e) => all(LinkError::BadAnswer(e.to_string())),
         },
-        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-            let mut out = Vec::with_capacity(n);
-            for r in &batch.routes {
-                out.push(request(client, subject::ROUTER_ROUTE, r).await);
-            }
-            out
-        }
         Err(e) => all(LinkError::Unavailable(e.to_string())),
     }
 }
