@@ -15,6 +15,44 @@ const FAST: &[(&str, &str)] = &[
     ("SWITCHBOARD_EDGE__RATE_BURST", "100000"),
 ];
 
+/// Whether every process at `addrs` answers `/readyz` with 200 (`ready`),
+/// or every one answers something else (`!ready`: it saw the bus go).
+async fn all_ready(addrs: &[String], ready: bool) -> bool {
+    for addr in addrs {
+        let up = matches!(http_get(addr, "/readyz").await, Ok((200, _)));
+        if up != ready {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends unicast `after-nats-<attempt>` from `a` to `b`: whether it was
+/// accepted and arrived within 1 s. The reply is kept in `last`.
+async fn unicast_arrives(a: &mut Ws, b: &mut Ws, attempt: &mut u32, last: &mut Value) -> bool {
+    *attempt += 1;
+    let id = format!("after-nats-{attempt}");
+    a.send(&json!({"msgId": id, "mode":100, "targetClientId":"b", "content":1}))
+        .await;
+    *last = a.recv_mode(2).await;
+    last["code"] == 0
+        && b.recv_timeout(Duration::from_secs(1))
+            .await
+            .is_some_and(|v| v["mode"] == 100)
+}
+
+/// The `get_online_list` of bizCode d1 on `router` (null on a refusal);
+/// the whole answer is kept in `last`.
+async fn online_list(router: &str, last: &mut Value) -> Value {
+    let (status, r) = api(router, "d1", "get_online_list", json!({})).await;
+    *last = json!({"status": status, "body": r});
+    if status == 200 {
+        last["body"]["data"]["list"].clone()
+    } else {
+        Value::Null
+    }
+}
+
 async fn notice(c: &mut Ws) -> (String, String, String) {
     let v = c.recv().await;
     assert_eq!(v["mode"], 400, "expected a presence notice, got {v}");
@@ -46,7 +84,9 @@ async fn a_newer_connection_replaces_the_older_one_across_edges() {
     assert_eq!(new.recv_mode(100).await["content"], "to the new one");
 
     // The old connection's late disconnect did not remove the new entry.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A negative check, so a fixed wait: a stale disconnect changes nothing
+    // the test could observe, so give it QUIET to (wrongly) land first.
+    tokio::time::sleep(QUIET).await;
     peer.send(&json!({"msgId":"u2","mode":100,"targetClientId":"dup","content":2}))
         .await;
     assert_eq!(peer.recv_mode(2).await["code"], 0);
@@ -229,29 +269,19 @@ async fn routing_survives_a_router_restart_and_a_nats_restart() {
     // NATS goes away and comes back with its store: edges and router
     // reconnect, clients stay connected and reachable.
     c.nats.restart();
+    let live = [c.edge_addr(0), c.edge_addr(1), c.router_addr(1)];
+    eventually!(
+        all_ready(&live, true).await,
+        "edges and router did not reconnect to NATS after its restart"
+    );
     // Delivery is at-most-once while the bus is down or its subscriptions are
     // being re-established: keep sending until one gets through.
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let id = format!("after-nats-{attempt}");
-        a.send(&json!({"msgId": id, "mode":100, "targetClientId":"b", "content":1}))
-            .await;
-        let r = a.recv_mode(2).await;
-        if r["code"] == 0 {
-            if let Some(v) = b.recv_timeout(Duration::from_secs(1)).await {
-                if v["mode"] == 100 {
-                    break;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "routing did not recover after a NATS restart: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut last = Value::Null;
+    eventually!(
+        unicast_arrives(&mut a, &mut b, &mut attempt, &mut last).await,
+        "routing did not recover after a NATS restart: {last}"
+    );
     // Once recovered, nothing is lost.
     for i in 0..20 {
         a.send(&json!({"msgId": format!("steady-{i}"), "mode":100, "targetClientId":"b", "content":i}))
@@ -280,26 +310,31 @@ async fn a_nats_outage_longer_than_the_node_timeout_purges_nobody_and_late_leave
     // NATS is away for longer than router.node_timeout (6 s): the edges were
     // silent only because the router could not hear them. One client leaves
     // meanwhile: its edge cannot tell the router yet.
+    let everyone = [c.edge_addr(0), c.edge_addr(1), router.clone()];
     c.nats.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually!(
+        all_ready(&everyone, false).await,
+        "edges and router still report the bus up after NATS was killed"
+    );
     gone.close().await;
+    // The outage itself, not a wait for a condition: it must outlast the
+    // routers' node_timeout (6 s by default).
     tokio::time::sleep(Duration::from_secs(8)).await;
     c.nats.restart();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (st, r) = api(&router, "d1", "get_online_list", json!({})).await;
-        if st == 200 && r["data"]["list"] == json!(["a", "b"]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "presence did not converge to the live clients: {st} {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually!(
+        all_ready(&everyone, true).await,
+        "edges and router did not reconnect to NATS after its restart"
+    );
+    let mut last = Value::Null;
+    eventually!(
+        online_list(&router, &mut last).await == json!(["a", "b"]),
+        "presence did not converge to the live clients: {last}"
+    );
     // The late disconnect is announced; nobody live was purged.
     assert_eq!(notice(&mut a).await, ("offline".into(), "gone".into(), "g".into()));
     assert_eq!(notice(&mut b).await, ("offline".into(), "gone".into(), "g".into()));
+    // A negative check, so a fixed wait: a late purge of a live client
+    // would show within 3 s (half the routers' node_timeout).
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, r) = api(&router, "d1", "get_online_list", json!({})).await;
     assert_eq!(r["data"]["list"], json!(["a", "b"]), "live clients were purged: {r}");
