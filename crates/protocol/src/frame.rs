@@ -269,6 +269,29 @@ pub fn delivery(target: &SendTarget, msg_id: Option<&str>, from: &str, content: 
     o.done()
 }
 
+/// A client send (mode 100/200/300) as a client writes it: what
+/// [`parse_client_frame`] reads back. The gateway never sends it; client
+/// tools (the load generator) use it so they speak the protocol this crate
+/// parses. `content` is JSON text, spliced in as is.
+pub fn client_send(send: &Send) -> Vec<u8> {
+    let mut o = Out::with_capacity(64 + send.content.len());
+    o.raw(r#"{"mode":"#)
+        .num(u64::from(send.target.mode()))
+        .raw(r#","msgId":"#)
+        .opt_str(send.msg_id.as_deref());
+    match &send.target {
+        SendTarget::Client(c) => {
+            o.raw(r#","targetClientId":"#).str(c);
+        }
+        SendTarget::Group(g) => {
+            o.raw(r#","group":"#).str(g);
+        }
+        SendTarget::Biz => {}
+    }
+    o.raw(r#","content":"#).raw(&send.content).raw("}");
+    o.done()
+}
+
 /// Presence event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PresenceEvent {
@@ -375,6 +398,44 @@ mod tests {
             assert_eq!(e.code, *code, "{}", String::from_utf8_lossy(text));
             assert_eq!(e.msg_id.as_deref(), *msg_id, "{}", String::from_utf8_lossy(text));
         }
+    }
+
+    #[test]
+    fn client_sends_render_what_the_parser_reads_back() {
+        let sends = [
+            Send {
+                msg_id: Some("m\"1".into()),
+                target: SendTarget::Client("c2".into()),
+                content: r#"{"t":1,"p":"x"}"#.into(),
+            },
+            Send {
+                msg_id: None,
+                target: SendTarget::Group("g1".into()),
+                content: "7".into(),
+            },
+            Send {
+                msg_id: Some("3".into()),
+                target: SendTarget::Biz,
+                content: r#""hi""#.into(),
+            },
+        ];
+        for send in sends {
+            let text = client_send(&send);
+            assert_eq!(
+                parse_client_frame(&text),
+                Ok(ClientFrame::Send(send)),
+                "{}",
+                String::from_utf8_lossy(&text)
+            );
+        }
+        assert_eq!(
+            v(&client_send(&Send {
+                msg_id: Some("1".into()),
+                target: SendTarget::Client("c2".into()),
+                content: r#"{"a":1}"#.into(),
+            })),
+            json!({"mode":100,"msgId":"1","targetClientId":"c2","content":{"a":1}})
+        );
     }
 
     #[test]
