@@ -9,12 +9,10 @@ pub const ROUTER_QUEUE: &str = "sb-router";
 pub const ROUTER_CONNECT: &str = "sb.router.connect";
 /// Edge → router: a connection went away (request/reply, queue group).
 pub const ROUTER_DISCONNECT: &str = "sb.router.disconnect";
-/// Edge → router: route a client send (request/reply, queue group).
-pub const ROUTER_ROUTE: &str = "sb.router.route";
-/// Edge → router: several client sends at once, a [`RouteBatch`](crate::envelope::RouteBatch)
-/// answered in order (request/reply, queue group). Edges batch what queued
-/// up while the previous request was being written, so under load one bus
-/// message carries many sends.
+/// Edge → router: client sends, a [`RouteBatch`](crate::envelope::RouteBatch)
+/// answered in order (request/reply, queue group); a single send is a batch
+/// of one. Edges batch what queued up while the previous request was being
+/// written, so under load one bus message carries many sends.
 pub const ROUTER_ROUTE_BATCH: &str = "sb.router.route_batch";
 /// Edge → router: all of a node's connections (request/reply, queue group).
 pub const ROUTER_RESYNC: &str = "sb.router.resync";

@@ -8,20 +8,32 @@
 //! - [`store`]: the presence store seam (JetStream KV, in-memory).
 //! - [`index`]: the in-memory presence index.
 //! - [`link`]: the router → edge seam.
-//! - [`core`]: presence (connect, disconnect, resync, drain); its child
-//!   modules: routing and notices, node liveness, API operations.
+//! - [`core`]: the transport-free [`Router`]: presence (connect,
+//!   disconnect, resync, drain), routing and notices, node liveness, API
+//!   operations. It answers `Result<_, `[`RouterError`]`>`.
+//! - [`outbound`]: one send to route, and its origin.
+//! - [`error`]: [`RouterError`] and its wire code.
+//! - [`wire`]: core results as bus replies (NATS and `standalone`).
 //! - [`api`]: the backend HTTP push API (`/api/websocket/*`).
 //! - [`nats`]: serving the router subjects, the KV watch, the edge link.
+//!
+//! Wire codes are made at the edge of the crate only: [`wire`] for the
+//! bus, [`api`] for HTTP, both through [`RouterError::code`].
 
 pub mod api;
 pub mod config;
 pub mod core;
+pub mod error;
 pub mod index;
 pub mod link;
 pub mod nats;
+pub mod outbound;
 pub mod store;
+pub mod wire;
 
 pub use crate::core::Router;
 pub use config::RouterConfig;
+pub use error::RouterError;
 pub use link::{EdgeError, EdgeLink};
+pub use outbound::{Origin, Outbound};
 pub use store::{BizRegistry, KvRegistry, KvStore, MemoryRegistry, MemoryStore, PresenceStore};

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use switchboard_protocol::envelope::{CommandReply, NodeCommand};
 
 /// Why a node could not be reached.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("node unreachable: {0}")]
 pub struct EdgeError(pub String);
 

@@ -1,6 +1,11 @@
 //! The router's NATS side: the `sb.router.*` subjects (queue group
 //! `sb-router`, so routers share work), node heartbeats (every router), and
 //! [`NatsEdges`], the router → edge seam over node inbox subjects.
+//!
+//! An adapter at the edge of the crate: it decodes a request, calls the
+//! core, and answers with the wire reply [`crate::wire`] makes of the
+//! result. Sends arrive only in batches (`sb.router.route_batch`; a single
+//! send is a batch of one).
 
 use std::future::Future;
 
@@ -9,15 +14,16 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, CommandReply, ConnectReply, Heartbeat, HeldReply, NodeCommand, RouteBatch, RouteBatchReply,
+    self, BizQuery, CommandReply, Heartbeat, HeldReply, NodeCommand, RouteBatch, RouteBatchReply,
 };
 use switchboard_protocol::subject;
-use switchboard_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::Router;
 use crate::link::{EdgeError, EdgeLink};
+use crate::outbound::Outbound;
+use crate::wire;
 
 /// [`EdgeLink`] over NATS: publishes to `sb.node.<b64 node id>`.
 #[derive(Debug, Clone)]
@@ -87,7 +93,6 @@ pub async fn serve(
     let sub = |subject: &'static str| client.queue_subscribe(subject, q.into());
     let connect = sub(subject::ROUTER_CONNECT).await?;
     let disconnect = sub(subject::ROUTER_DISCONNECT).await?;
-    let route = sub(subject::ROUTER_ROUTE).await?;
     let route_batch = sub(subject::ROUTER_ROUTE_BATCH).await?;
     let resync = sub(subject::ROUTER_RESYNC).await?;
     let check_biz = sub(subject::ROUTER_CHECK_BIZ).await?;
@@ -96,24 +101,27 @@ pub async fn serve(
     client.flush().await?;
 
     let ctx = (&client, &tasks, &shutdown, &router);
-    spawn_handler(connect, ctx, |r, m| async move { r.connect(m).await });
-    spawn_handler(disconnect, ctx, |r, m| async move { r.disconnect(m).await });
-    spawn_handler(route, ctx, |r, m| async move { r.route(m).await });
-    spawn_handler(route_batch, ctx, |r, b: RouteBatch| async move {
-        RouteBatchReply {
-            replies: r.route_batch(b.routes).await,
-        }
+    spawn_handler(
+        connect,
+        ctx,
+        |r, m| async move { wire::connect_reply(&r.connect(m).await) },
+    );
+    spawn_handler(disconnect, ctx, |r, m| async move {
+        wire::connect_reply(&r.disconnect(m).await)
     });
-    spawn_handler(resync, ctx, |r, m| async move { r.resync(m).await });
-    spawn_handler(drain, ctx, |r, m| async move { r.drain(m).await });
+    spawn_handler(route_batch, ctx, |r, b: RouteBatch| async move {
+        let sends: Vec<Outbound<'_>> = b.routes.iter().map(Outbound::from).collect();
+        let replies = r.route(&sends).await.iter().map(wire::route_reply).collect();
+        RouteBatchReply { replies }
+    });
+    spawn_handler(
+        resync,
+        ctx,
+        |r, m| async move { wire::connect_reply(&r.resync(m).await) },
+    );
+    spawn_handler(drain, ctx, |r, m| async move { wire::connect_reply(&r.drain(m).await) });
     spawn_handler(check_biz, ctx, |r, q: BizQuery| async move {
-        // 0 registered, 1007 not registered, 1500 could not tell.
-        let code = match r.is_registered(&q.biz).await {
-            Ok(true) => 0,
-            Ok(false) => ErrorCode::UnknownBiz.as_u16(),
-            Err(c) => c.as_u16(),
-        };
-        ConnectReply { code }
+        wire::registered_reply(&r.is_registered(&q.biz).await)
     });
 
     let stop = shutdown.clone();

@@ -8,36 +8,38 @@ use switchboard_edge::{Edge, LinkError, RouterLink};
 use switchboard_protocol::envelope::{
     CommandReply, ConnInfo, ConnectReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
 };
-use switchboard_router::{EdgeError, EdgeLink, Router};
+use switchboard_router::wire::{connect_reply, route_reply};
+use switchboard_router::{EdgeError, EdgeLink, Outbound, Router};
 
-/// Edge → router, in process.
+/// Edge → router, in process: answers as the router's NATS service does
+/// ([`switchboard_router::wire`]).
 pub(crate) struct LocalRouter(pub(crate) Router);
 
 #[async_trait]
 impl RouterLink for LocalRouter {
     async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError> {
-        Ok(self.0.connect(info).await)
+        Ok(connect_reply(&self.0.connect(info).await))
     }
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {
-        self.0.disconnect(d).await;
+        let _ = self.0.disconnect(d).await;
         Ok(())
     }
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
-        Ok(self.0.route(r).await)
+        Ok(route_reply(&self.0.route_one(Outbound::from(&r)).await))
     }
     async fn resync(&self, r: Resync) -> Result<(), LinkError> {
-        self.0.resync(r).await;
+        let _ = self.0.resync(r).await;
         Ok(())
     }
     async fn drain(&self, d: Resync) -> Result<(), LinkError> {
-        self.0.drain(d).await;
+        let _ = self.0.drain(d).await;
         Ok(())
     }
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {
         self.0
             .is_registered(biz)
             .await
-            .map_err(|c| LinkError::Unavailable(c.message().to_owned()))
+            .map_err(|e| LinkError::Unavailable(e.code().message().to_owned()))
     }
 }
 

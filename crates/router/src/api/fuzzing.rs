@@ -17,7 +17,10 @@ use switchboard_protocol::envelope::{self, CommandReply, ConnInfo, NodeCommand};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
 
-use super::{into_response, Api, CALLS};
+use super::call::Call;
+use super::error::ApiError;
+use super::keys::Caller;
+use super::Api;
 use crate::config::{ApiConfig, RouterConfig};
 use crate::link::{EdgeError, EdgeLink};
 use crate::store::{MemoryRegistry, MemoryStore};
@@ -58,7 +61,7 @@ pub fn api_body(data: &[u8]) {
     let [call, body @ ..] = data else {
         return;
     };
-    let call = CALLS[usize::from(*call) % CALLS.len()];
+    let call = Call::ALL[usize::from(*call) % Call::ALL.len()];
     let body = Bytes::copy_from_slice(body);
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -76,29 +79,29 @@ pub fn api_body(data: &[u8]) {
             metrics.clone(),
         );
         for (conn, client, groups) in [(1, "c1", vec!["g1".to_owned()]), (2, "c2", vec![])] {
-            let reply = router
-                .connect(ConnInfo {
-                    node: "n1".into(),
-                    conn,
-                    biz: BIZ.into(),
-                    client: client.into(),
-                    groups,
-                })
-                .await;
-            assert_eq!(reply.code, 0, "setup connect refused");
+            let info = ConnInfo {
+                node: "n1".into(),
+                conn,
+                biz: BIZ.into(),
+                client: client.into(),
+                groups,
+            };
+            if let Err(e) = router.connect(info).await {
+                panic!("setup connect refused: {e}");
+            }
         }
         edges.0.lock().clear();
         let api = Api::new(router, ApiConfig::default(), Arc::new(Health::default()), metrics);
-        let answer = if call == "register" {
-            api.register(super::Caller::Any, Some(BIZ.to_owned()), &body).await
-        } else {
-            api.dispatch(call, BIZ, &body).await
+        let answer = match call {
+            Call::Register => api.register(Caller::Any, Some(BIZ.to_owned()), &body).await,
+            Call::Tenant(op) => api.dispatch(op, BIZ, &body).await,
         };
-        let res = answer.unwrap_or_else(into_response);
+        let res = answer.unwrap_or_else(ApiError::into_response);
         let status = res.status();
         assert!(
             status == http::StatusCode::OK || status.is_client_error(),
-            "{call} answered {status}"
+            "{} answered {status}",
+            call.name()
         );
         let bytes = match res.into_body().collect().await {
             Ok(b) => b.to_bytes(),
@@ -112,11 +115,12 @@ pub fn api_body(data: &[u8]) {
             data: IgnoredAny,
         }
         let reply: Reply = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{call} answered {:?}: {e}", String::from_utf8_lossy(&bytes)));
+            .unwrap_or_else(|e| panic!("{} answered {:?}: {e}", call.name(), String::from_utf8_lossy(&bytes)));
         assert_eq!(
             reply.code == 0,
             status == http::StatusCode::OK,
-            "{call}: code {}",
+            "{}: code {}",
+            call.name(),
             reply.code
         );
         for cmd in edges.0.lock().iter() {
@@ -144,7 +148,7 @@ fn check_command(cmd: &NodeCommand) {
 /// Seeds for `api_body`: a body for each call, from the fields of
 /// `docs/openapi.yaml`, and bodies each check refuses.
 pub fn api_body_seeds() -> Vec<Vec<u8>> {
-    let at = |call: &str| CALLS.iter().position(|c| *c == call).unwrap_or(0) as u8;
+    let at = |call: &str| Call::ALL.iter().position(|c| c.name() == call).unwrap_or(0) as u8;
     [
         ("register", r#"{"systemId":"d2"}"#),
         ("register", ""),

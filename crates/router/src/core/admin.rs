@@ -1,40 +1,58 @@
 //! Operations behind the HTTP API: registration, group membership,
 //! closing clients, online lists.
 
-use super::*;
+use switchboard_protocol::envelope::NodeCommand;
+use switchboard_protocol::frame::PresenceEvent;
+use switchboard_protocol::subject::presence_key;
+use switchboard_protocol::CloseCode;
+
+use super::{Router, CAS_ATTEMPTS, MAX_GROUPS_PER_CLIENT};
+use crate::error::RouterError;
+use crate::store::StoreError;
 
 impl Router {
-    /// Registers a bizCode.
-    pub async fn register(&self, biz: &str) -> Result<(), ErrorCode> {
+    /// Registers a bizCode (idempotent).
+    ///
+    /// # Errors
+    /// [`RouterError::Store`] if the registry fails.
+    pub async fn register(&self, biz: &str) -> Result<(), RouterError> {
         self.inner.registry.register(biz).await.map_err(|e| {
             tracing::warn!(biz, error = %e, "registration failed");
-            ErrorCode::Internal
+            e.into()
         })
     }
 
     /// Whether a bizCode is registered.
-    pub async fn is_registered(&self, biz: &str) -> Result<bool, ErrorCode> {
+    ///
+    /// # Errors
+    /// [`RouterError::Store`] if the registry fails.
+    pub async fn is_registered(&self, biz: &str) -> Result<bool, RouterError> {
         self.inner.registry.is_registered(biz).await.map_err(|e| {
             tracing::warn!(biz, error = %e, "registry lookup failed");
-            ErrorCode::Internal
+            e.into()
         })
     }
 
     /// Adds (`join`) or removes a client's connection to/from a group: the
     /// presence entry first, then the client's edge; answered after both.
-    pub async fn set_group(&self, biz: &str, client: &str, group: &str, join: bool) -> Result<(), ErrorCode> {
+    ///
+    /// # Errors
+    /// [`RouterError::Offline`] if the client is not online (or its node no
+    /// longer holds it), [`RouterError::TooManyGroups`] over
+    /// [`MAX_GROUPS_PER_CLIENT`], otherwise the store or node failure.
+    pub async fn set_group(&self, biz: &str, client: &str, group: &str, join: bool) -> Result<(), RouterError> {
         let key = presence_key(biz, client);
         let mut target = None;
         for _ in 0..CAS_ATTEMPTS {
-            let Some(v) = self.inner.store.get(&key).await.map_err(|_| ErrorCode::Internal)? else {
-                return Err(ErrorCode::Offline);
+            let Some(v) = self.inner.store.get(&key).await? else {
+                return Err(RouterError::Offline);
             };
             let mut value = v.value.clone();
             let has = value.groups.iter().any(|g| g == group);
             match (join, has) {
                 (true, false) => {
                     if value.groups.len() >= MAX_GROUPS_PER_CLIENT {
-                        return Err(ErrorCode::InvalidFrame);
+                        return Err(RouterError::TooManyGroups(MAX_GROUPS_PER_CLIENT));
                     }
                     value.groups.push(group.to_owned());
                 }
@@ -51,39 +69,38 @@ impl Router {
                     break;
                 }
                 Err(StoreError::WrongRevision) => continue,
-                Err(_) => return Err(ErrorCode::Internal),
+                Err(e) => return Err(e.into()),
             }
         }
         let Some((node, conn)) = target else {
-            return Err(ErrorCode::Internal);
+            return Err(RouterError::Contended(CAS_ATTEMPTS));
         };
+        let group = group.to_owned();
         let cmd = if join {
-            NodeCommand::Bind {
-                conn,
-                group: group.to_owned(),
-            }
+            NodeCommand::Bind { conn, group }
         } else {
-            NodeCommand::Unbind {
-                conn,
-                group: group.to_owned(),
-            }
+            NodeCommand::Unbind { conn, group }
         };
         match self.inner.edges.request(&node, cmd).await {
             Ok(r) if r.found => Ok(()),
-            Ok(_) => Err(ErrorCode::Offline),
+            Ok(_) => Err(RouterError::Offline),
             Err(e) => {
                 tracing::warn!(node_id = %node, error = %e, "bind/unbind not acknowledged");
-                Err(ErrorCode::Internal)
+                Err(e.into())
             }
         }
     }
 
     /// Closes a client's connection with 4000 wherever it is and removes
     /// its presence at once.
-    pub async fn close_client(&self, biz: &str, client: &str) -> Result<(), ErrorCode> {
+    ///
+    /// # Errors
+    /// [`RouterError::Offline`] if the client is not online (or its node no
+    /// longer held it), otherwise the store or node failure.
+    pub async fn close_client(&self, biz: &str, client: &str) -> Result<(), RouterError> {
         let key = presence_key(biz, client);
-        let Some(v) = self.inner.store.get(&key).await.map_err(|_| ErrorCode::Internal)? else {
-            return Err(ErrorCode::Offline);
+        let Some(v) = self.inner.store.get(&key).await? else {
+            return Err(RouterError::Offline);
         };
         let cmd = NodeCommand::Close {
             conn: v.value.conn,
@@ -93,7 +110,7 @@ impl Router {
             Ok(r) => r.found,
             Err(e) => {
                 tracing::warn!(node_id = %v.value.node, error = %e, "close not acknowledged");
-                return Err(ErrorCode::Internal);
+                return Err(e.into());
             }
         };
         if self.inner.store.delete(&key, v.revision).await.is_ok() {
@@ -104,7 +121,7 @@ impl Router {
         if found {
             Ok(())
         } else {
-            Err(ErrorCode::Offline)
+            Err(RouterError::Offline)
         }
     }
 

@@ -1,8 +1,18 @@
 //! Node liveness: heartbeats, silent-node detection and purge.
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_protocol::envelope::{Heartbeat, NodeCommand};
+use switchboard_protocol::frame::PresenceEvent;
+use switchboard_protocol::subject::presence_key;
 use switchboard_runtime::nats::LinkState;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::resync::{AUDIT_BEATS, AUDIT_INTERVAL};
+use super::{NodeState, Router};
+use crate::store::StoreError;
 
 impl Router {
     pub(super) fn heard(&self, node: &str) -> bool {
@@ -22,8 +32,8 @@ impl Router {
     /// Records a node heartbeat. A node we had declared dead is asked to
     /// resync (it was only partitioned or paused). A node that reports fewer
     /// connections than the index holds entries of it, for
-    /// [`resync::AUDIT_BEATS`] heartbeats in a row, has its entries checked
-    /// against what it holds (at most every [`resync::AUDIT_INTERVAL`]), in
+    /// [`AUDIT_BEATS`] heartbeats in a row, has its entries checked
+    /// against what it holds (at most every [`AUDIT_INTERVAL`]), in
     /// the background.
     pub async fn heartbeat(&self, hb: Heartbeat) {
         if self.heard(&hb.node) {
@@ -50,7 +60,7 @@ impl Router {
             return false;
         }
         s.excess_beats += 1;
-        if s.excess_beats < resync::AUDIT_BEATS || s.audited.is_some_and(|t| t.elapsed() < resync::AUDIT_INTERVAL) {
+        if s.excess_beats < AUDIT_BEATS || s.audited.is_some_and(|t| t.elapsed() < AUDIT_INTERVAL) {
             return false;
         }
         s.excess_beats = 0;

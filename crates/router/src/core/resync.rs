@@ -47,8 +47,17 @@
 //!   index holds entries of the node trigger the same check (an audit).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use super::*;
+use switchboard_protocol::envelope::{ConnInfo, NodeCommand, Resync};
+use switchboard_protocol::frame::PresenceEvent;
+use switchboard_protocol::subject::presence_key;
+use switchboard_protocol::CloseCode;
+
+use super::{presence_value, Router};
+use crate::error::RouterError;
+use crate::index::Entry;
+use crate::store::StoreError;
 
 /// Heartbeats in a row with more index entries than reported connections
 /// before a node's entries are audited (a connect or disconnect in flight
@@ -70,10 +79,16 @@ impl Router {
     /// purge, and reconciles the node's entries in the range the message
     /// covers (see the module docs). A connection whose client has since
     /// connected elsewhere is closed with 4009.
-    pub async fn resync(&self, r: Resync) -> ConnectReply {
+    ///
+    /// # Errors
+    /// [`RouterError::Store`] if the store fails (the entries after the
+    /// failure are not written; the rest of the reconciliation still runs),
+    /// [`RouterError::Node`] if the node cannot confirm what was written
+    /// (which is then withdrawn). Either way the node retries the chunk.
+    pub async fn resync(&self, r: Resync) -> Result<(), RouterError> {
         self.heard(&r.node);
         let checked = r.covers.is_some();
-        let mut code = 0;
+        let mut failed: Option<RouterError> = None;
         let mut created = Vec::new();
         for info in &r.conns {
             let key = presence_key(&info.biz, &info.client);
@@ -107,20 +122,21 @@ impl Router {
                         Err(StoreError::WrongRevision) => {}
                         Err(e) => {
                             tracing::warn!(node_id = %r.node, error = %e, "resync write failed");
-                            code = ErrorCode::Internal.as_u16();
+                            failed = Some(e.into());
                             break;
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(node_id = %r.node, error = %e, "resync read failed");
-                    code = ErrorCode::Internal.as_u16();
+                    failed = Some(e.into());
                     break;
                 }
             }
         }
+        let outcome = failed.map_or(Ok(()), Err);
         let Some(covers) = r.covers else {
-            return ConnectReply { code };
+            return outcome;
         };
         let listed: HashSet<u64> = r.conns.iter().map(|c| c.conn).collect();
         // Read before asking the node (see the module docs).
@@ -133,7 +149,7 @@ impl Router {
             .filter(|(_, _, e)| covers.contains(e.conn) && !listed.contains(&e.conn))
             .collect();
         if created.is_empty() && unlisted.is_empty() {
-            return ConnectReply { code };
+            return outcome;
         }
         let ask = created
             .iter()
@@ -149,9 +165,7 @@ impl Router {
                 for c in &created {
                     self.withdraw(c).await;
                 }
-                return ConnectReply {
-                    code: ErrorCode::Internal.as_u16(),
-                };
+                return Err(e.into());
             }
         };
         for c in &created {
@@ -167,7 +181,7 @@ impl Router {
                 self.remove_stale(&r.node, &biz, &client, &entry).await;
             }
         }
-        ConnectReply { code }
+        outcome
     }
 
     /// Deletes an entry this resync wrote and never announced.
@@ -233,102 +247,12 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
+    use switchboard_protocol::envelope::{ConnRange, Heartbeat};
+
     use super::*;
-    use crate::link::EdgeError;
-    use crate::store::{MemoryRegistry, MemoryStore};
-    use async_trait::async_trait;
-    use switchboard_protocol::envelope::{CommandReply, ConnRange};
-
-    /// A node link that holds `held` connections and records every command.
-    #[derive(Default)]
-    struct Node {
-        held: Mutex<HashSet<u64>>,
-        /// `holds` fails (an edge that cannot be asked).
-        mute: std::sync::atomic::AtomicBool,
-        sent: Mutex<Vec<(String, NodeCommand)>>,
-    }
-
-    #[async_trait]
-    impl EdgeLink for Node {
-        async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
-            self.sent.lock().push((node.to_owned(), cmd));
-            Ok(())
-        }
-        async fn request(&self, _node: &str, _cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
-            Ok(CommandReply { found: true })
-        }
-        async fn holds(&self, _node: &str, conns: Vec<u64>) -> Result<Vec<u64>, EdgeError> {
-            if self.mute.load(std::sync::atomic::Ordering::Relaxed) {
-                return Err(EdgeError("mute".into()));
-            }
-            let held = self.held.lock();
-            Ok(conns.into_iter().filter(|c| held.contains(c)).collect())
-        }
-    }
-
-    impl Node {
-        /// Presence notices sent so far to the peer's node `e2`, as (event,
-        /// clientId).
-        fn notices(&self) -> Vec<(String, String)> {
-            let mut out = Vec::new();
-            for (node, cmd) in self.sent.lock().iter() {
-                if node != "e2" {
-                    continue;
-                }
-                if let NodeCommand::Deliver { mode, frame, .. } = cmd {
-                    if *mode == frame::MODE_PRESENCE {
-                        let v: serde_json::Value = serde_json::from_slice(frame).expect("notice JSON");
-                        out.push((
-                            v["event"].as_str().unwrap_or_default().to_owned(),
-                            v["clientId"].as_str().unwrap_or_default().to_owned(),
-                        ));
-                    }
-                }
-            }
-            out
-        }
-    }
-
-    fn router() -> (Router, Arc<Node>, Arc<MemoryStore>) {
-        let node = Arc::new(Node::default());
-        let store = Arc::new(MemoryStore::default());
-        let router = Router::new(
-            RouterConfig::default(),
-            store.clone(),
-            Arc::new(MemoryRegistry::default()),
-            node.clone(),
-            Arc::new(Metrics::new()),
-        );
-        (router, node, store)
-    }
-
-    fn info(node: &str, conn: u64, client: &str) -> ConnInfo {
-        ConnInfo {
-            node: node.into(),
-            conn,
-            biz: "b".into(),
-            client: client.into(),
-            groups: vec!["g".into()],
-        }
-    }
-
-    fn disconnect(i: &ConnInfo) -> Disconnect {
-        Disconnect {
-            node: i.node.clone(),
-            conn: i.conn,
-            biz: i.biz.clone(),
-            client: i.client.clone(),
-        }
-    }
-
-    async fn entry(store: &MemoryStore, client: &str) -> Option<(String, u64)> {
-        let v = store.get(&presence_key("b", client)).await.expect("get");
-        v.map(|v| (v.value.node, v.value.conn))
-    }
-
-    fn online(router: &Router, client: &str) -> bool {
-        router.inner.index.lock().get("b", client).is_some()
-    }
+    use crate::core::testing::{disconnect, entry, info, online, router};
 
     /// Issue 9: a resync snapshot taken while A was connected, applied after
     /// A's disconnect, must not bring A back (nor announce it).
@@ -337,8 +261,8 @@ mod tests {
         let (router, node, store) = router();
         let (a, peer) = (info("e1", 1, "a"), info("e2", 1, "peer"));
         node.held.lock().insert(1);
-        assert_eq!(router.connect(peer.clone()).await.code, 0);
-        assert_eq!(router.connect(a.clone()).await.code, 0);
+        router.connect(peer.clone()).await.expect("accepted");
+        router.connect(a.clone()).await.expect("accepted");
         // The edge's snapshot for its resync, taken now...
         let snapshot = Resync {
             node: "e1".into(),
@@ -347,17 +271,17 @@ mod tests {
         };
         // ...then A leaves: the edge drops it, then its disconnect lands.
         node.held.lock().remove(&1);
-        assert_eq!(router.disconnect(disconnect(&a)).await.code, 0);
-        assert_eq!(entry(&store, "a").await, None);
-        let before = node.notices();
+        router.disconnect(disconnect(&a)).await.expect("accepted");
+        assert_eq!(entry(&*store, "a").await, None);
+        let before = node.notices_to("e2");
         assert_eq!(before.last(), Some(&("offline".to_owned(), "a".to_owned())));
 
         // The late snapshot.
-        assert_eq!(router.resync(snapshot).await.code, 0);
-        assert_eq!(entry(&store, "a").await, None, "the resync brought A back");
+        router.resync(snapshot).await.expect("accepted");
+        assert_eq!(entry(&*store, "a").await, None, "the resync brought A back");
         assert!(!online(&router, "a"));
-        assert_eq!(node.notices(), before, "no notice, above all no false online");
-        assert_eq!(entry(&store, "peer").await, Some(("e2".into(), 1)));
+        assert_eq!(node.notices_to("e2"), before, "no notice, above all no false online");
+        assert_eq!(entry(&*store, "peer").await, Some(("e2".into(), 1)));
     }
 
     /// A resync that (re)creates an entry of a connection its node still
@@ -366,8 +290,8 @@ mod tests {
     async fn a_resync_of_a_held_connection_restores_and_announces_it() {
         let (router, node, store) = router();
         let peer = info("e2", 1, "peer");
-        assert_eq!(router.connect(peer).await.code, 0);
-        let before = node.notices().len();
+        router.connect(peer).await.expect("accepted");
+        let before = node.notices_to("e2").len();
         node.held.lock().insert(4);
         let a = info("e1", 4, "a");
         let r = Resync {
@@ -375,18 +299,18 @@ mod tests {
             conns: vec![a],
             covers: Some(ConnRange::ALL),
         };
-        assert_eq!(router.resync(r).await.code, 0);
-        assert_eq!(entry(&store, "a").await, Some(("e1".into(), 4)));
+        router.resync(r).await.expect("accepted");
+        assert_eq!(entry(&*store, "a").await, Some(("e1".into(), 4)));
         assert!(online(&router, "a"));
-        assert_eq!(node.notices()[before..], [("online".to_owned(), "a".to_owned())]);
+        assert_eq!(node.notices_to("e2")[before..], [("online".to_owned(), "a".to_owned())]);
         // Applied again (a retry): nothing new to announce.
         let again = Resync {
             node: "e1".into(),
             conns: vec![info("e1", 4, "a")],
             covers: Some(ConnRange::ALL),
         };
-        assert_eq!(router.resync(again).await.code, 0);
-        assert_eq!(node.notices().len(), before + 1);
+        router.resync(again).await.expect("accepted");
+        assert_eq!(node.notices_to("e2").len(), before + 1);
     }
 
     /// Entries of the node in the covered range that the resync does not
@@ -396,9 +320,9 @@ mod tests {
     #[tokio::test]
     async fn a_resync_removes_the_node_entries_it_does_not_list() {
         let (router, node, store) = router();
-        assert_eq!(router.connect(info("e2", 1, "peer")).await.code, 0);
+        router.connect(info("e2", 1, "peer")).await.expect("accepted");
         for (conn, client) in [(1, "gone"), (2, "kept"), (3, "registering"), (9, "outside")] {
-            assert_eq!(router.connect(info("e1", conn, client)).await.code, 0);
+            router.connect(info("e1", conn, client)).await.expect("accepted");
         }
         node.held.lock().extend([2, 3]);
         let r = Resync {
@@ -406,15 +330,18 @@ mod tests {
             conns: vec![info("e1", 2, "kept")],
             covers: Some(ConnRange { from: 0, to: 5 }),
         };
-        let before = node.notices().len();
-        assert_eq!(router.resync(r).await.code, 0);
-        assert_eq!(entry(&store, "gone").await, None);
+        let before = node.notices_to("e2").len();
+        router.resync(r).await.expect("accepted");
+        assert_eq!(entry(&*store, "gone").await, None);
         assert!(!online(&router, "gone"));
         for c in ["kept", "registering", "outside"] {
-            assert!(entry(&store, c).await.is_some(), "{c} was removed");
+            assert!(entry(&*store, c).await.is_some(), "{c} was removed");
             assert!(online(&router, c), "{c}");
         }
-        assert_eq!(node.notices()[before..], [("offline".to_owned(), "gone".to_owned())]);
+        assert_eq!(
+            node.notices_to("e2")[before..],
+            [("offline".to_owned(), "gone".to_owned())]
+        );
 
         // A node with no connection left clears everything it had.
         node.held.lock().clear();
@@ -423,12 +350,12 @@ mod tests {
             conns: vec![],
             covers: Some(ConnRange::ALL),
         };
-        assert_eq!(router.resync(empty).await.code, 0);
+        router.resync(empty).await.expect("accepted");
         for c in ["kept", "registering", "outside"] {
-            assert_eq!(entry(&store, c).await, None, "{c}");
+            assert_eq!(entry(&*store, c).await, None, "{c}");
         }
         assert_eq!(router.inner.index.lock().node_len("e1"), 0);
-        assert_eq!(entry(&store, "peer").await, Some(("e2".into(), 1)));
+        assert_eq!(entry(&*store, "peer").await, Some(("e2".into(), 1)));
     }
 
     /// A stale entry is only removed at the revision read before asking the
@@ -436,12 +363,12 @@ mod tests {
     #[tokio::test]
     async fn a_stale_entry_rewritten_meanwhile_is_not_removed() {
         let (router, _node, store) = router();
-        assert_eq!(router.connect(info("e1", 1, "a")).await.code, 0);
+        router.connect(info("e1", 1, "a")).await.expect("accepted");
         let (_, _, e) = router.inner.index.lock().node_entries("e1").remove(0);
         // A reconnects on the same node before the removal lands.
-        assert_eq!(router.connect(info("e1", 2, "a")).await.code, 0);
+        router.connect(info("e1", 2, "a")).await.expect("accepted");
         router.remove_stale("e1", "b", "a", &e).await;
-        assert_eq!(entry(&store, "a").await, Some(("e1".into(), 2)));
+        assert_eq!(entry(&*store, "a").await, Some(("e1".into(), 2)));
         assert!(online(&router, "a"));
     }
 
@@ -450,25 +377,25 @@ mod tests {
     #[tokio::test]
     async fn an_unconfirmed_resync_is_withdrawn_and_retried() {
         let (router, node, store) = router();
-        assert_eq!(router.connect(info("e2", 1, "peer")).await.code, 0);
-        assert_eq!(router.connect(info("e1", 1, "old")).await.code, 0);
-        let before = node.notices();
-        node.mute.store(true, std::sync::atomic::Ordering::Relaxed);
+        router.connect(info("e2", 1, "peer")).await.expect("accepted");
+        router.connect(info("e1", 1, "old")).await.expect("accepted");
+        let before = node.notices_to("e2");
+        node.mute(true);
         let r = Resync {
             node: "e1".into(),
             conns: vec![info("e1", 2, "new")],
             covers: Some(ConnRange::ALL),
         };
-        assert_eq!(router.resync(r.clone()).await.code, ErrorCode::Internal.as_u16());
-        assert_eq!(entry(&store, "new").await, None);
-        assert!(entry(&store, "old").await.is_some());
-        assert_eq!(node.notices(), before);
+        assert!(matches!(router.resync(r.clone()).await, Err(RouterError::Node(_))));
+        assert_eq!(entry(&*store, "new").await, None);
+        assert!(entry(&*store, "old").await.is_some());
+        assert_eq!(node.notices_to("e2"), before);
 
-        node.mute.store(false, std::sync::atomic::Ordering::Relaxed);
+        node.mute(false);
         node.held.lock().insert(2);
-        assert_eq!(router.resync(r).await.code, 0);
-        assert_eq!(entry(&store, "new").await, Some(("e1".into(), 2)));
-        assert_eq!(entry(&store, "old").await, None);
+        router.resync(r).await.expect("accepted");
+        assert_eq!(entry(&*store, "new").await, Some(("e1".into(), 2)));
+        assert_eq!(entry(&*store, "old").await, None);
     }
 
     /// A resync from an edge without `covers` behaves as before: it creates
@@ -476,17 +403,17 @@ mod tests {
     #[tokio::test]
     async fn a_resync_without_covers_is_applied_as_before() {
         let (router, node, store) = router();
-        assert_eq!(router.connect(info("e2", 1, "peer")).await.code, 0);
-        assert_eq!(router.connect(info("e1", 1, "other")).await.code, 0);
+        router.connect(info("e2", 1, "peer")).await.expect("accepted");
+        router.connect(info("e1", 1, "other")).await.expect("accepted");
         let r = Resync {
             node: "e1".into(),
             conns: vec![info("e1", 2, "a")],
             covers: None,
         };
-        assert_eq!(router.resync(r).await.code, 0);
-        assert_eq!(entry(&store, "a").await, Some(("e1".into(), 2)));
-        assert!(entry(&store, "other").await.is_some());
-        assert!(node.notices().contains(&("online".to_owned(), "a".to_owned())));
+        router.resync(r).await.expect("accepted");
+        assert_eq!(entry(&*store, "a").await, Some(("e1".into(), 2)));
+        assert!(entry(&*store, "other").await.is_some());
+        assert!(node.notices_to("e2").contains(&("online".to_owned(), "a".to_owned())));
     }
 
     /// Heartbeats that report fewer connections than the index holds, a few
@@ -495,8 +422,8 @@ mod tests {
     #[tokio::test]
     async fn heartbeats_below_the_index_count_trigger_an_audit() {
         let (router, node, store) = router();
-        assert_eq!(router.connect(info("e1", 1, "ghost")).await.code, 0);
-        assert_eq!(router.connect(info("e1", 2, "live")).await.code, 0);
+        router.connect(info("e1", 1, "ghost")).await.expect("accepted");
+        router.connect(info("e1", 2, "live")).await.expect("accepted");
         node.held.lock().insert(2);
         let hb = || Heartbeat {
             node: "e1".into(),
@@ -506,14 +433,14 @@ mod tests {
             router.heartbeat(hb()).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(entry(&store, "ghost").await.is_some(), "audited too early");
+        assert!(entry(&*store, "ghost").await.is_some(), "audited too early");
         router.heartbeat(hb()).await;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while entry(&store, "ghost").await.is_some() {
+        while entry(&*store, "ghost").await.is_some() {
             assert!(Instant::now() < deadline, "the ghost was not audited away");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(entry(&store, "live").await.is_some());
+        assert!(entry(&*store, "live").await.is_some());
         assert!(!online(&router, "ghost"));
     }
 }

@@ -1,24 +1,140 @@
-//! Routing: locating clients, resolving sends into one Deliver per node,
-//! and presence notices.
+//! Routing: resolving sends into one Deliver per node that hosts a
+//! recipient, handing each node its deliveries as one bus message, and
+//! presence notices.
+//!
+//! One path for every send: a single send (the API's, or an edge's) is a
+//! batch of one. A send to a group or a whole bizCode and a presence notice
+//! fan out the same way ([`fan_out`]): one Deliver per hosting node, the
+//! frame rendered once and shared, the origin's own connection left out
+//! on its node. Nothing is allocated per recipient: a node's edge expands
+//! a group or bizCode delivery locally.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use switchboard_protocol::envelope::{DeliverTo, NodeCommand};
+use switchboard_protocol::frame::{self, PresenceEvent, SendTarget};
+use switchboard_protocol::subject::presence_key;
+use switchboard_runtime::now_ms;
+
+use super::Router;
+use crate::config::NoticeScope;
+use crate::error::RouterError;
+use crate::index::Index;
+use crate::outbound::{Origin, Outbound};
+use crate::store::StoreError;
 
 /// Most frame bytes in one batch of deliveries to a node (NATS' default
 /// payload limit is 1 MiB).
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// A send resolved into deliveries.
-struct Planned {
+/// Bytes counted per delivery on top of its frame (its envelope fields).
+const DELIVERY_OVERHEAD: usize = 64;
+
+/// Whom a delivery to many reaches on each node it goes to.
+#[derive(Debug, Clone, Copy)]
+enum Audience<'a> {
+    /// The members of a group.
+    Group(&'a str),
+    /// Every client of the bizCode.
+    Biz,
+}
+
+impl<'a> Audience<'a> {
+    /// The nodes hosting members of `biz`'s audience, and how many members
+    /// it has; `None` if it has none.
+    fn reach<'i>(self, ix: &'i Index, biz: &str) -> Option<(&'i HashMap<Arc<str>, u32>, usize)> {
+        match self {
+            Self::Group(g) => ix.group(biz, g).map(|g| (&g.nodes, g.members.len())),
+            Self::Biz => ix.biz_nodes(biz),
+        }
+    }
+
+    /// Whether the origin of a send is one of the members [`Self::reach`]
+    /// counted: its connection is the one the index holds for `client`,
+    /// and (for a group) the client is a member.
+    fn counts(self, ix: &Index, biz: &str, client: &str, origin: Option<Origin<'_>>) -> bool {
+        let Some(o) = origin else {
+            return false;
+        };
+        let is_origin = ix
+            .get(biz, client)
+            .is_some_and(|e| *e.node == *o.node && e.conn == o.conn);
+        is_origin
+            && match self {
+                Self::Group(g) => ix.group(biz, g).is_some_and(|g| g.members.contains(client)),
+                Self::Biz => true,
+            }
+    }
+
+    /// The group, for a presence notice.
+    fn group(self) -> Option<&'a str> {
+        match self {
+            Self::Group(g) => Some(g),
+            Self::Biz => None,
+        }
+    }
+
+    /// The recipients on one node: the audience but `exclude`.
+    fn on_node(self, biz: &str, exclude: Option<u64>) -> DeliverTo {
+        match self {
+            Self::Group(group) => DeliverTo::Group {
+                biz: biz.to_owned(),
+                group: group.to_owned(),
+                exclude,
+            },
+            Self::Biz => DeliverTo::Biz {
+                biz: biz.to_owned(),
+                exclude,
+            },
+        }
+    }
+}
+
+/// One Deliver of `frame` per node of `nodes`, to the audience there, the
+/// origin's connection left out on its node.
+fn fan_out<'a>(
+    nodes: &'a HashMap<Arc<str>, u32>,
+    biz: &'a str,
+    audience: Audience<'a>,
+    origin: Option<Origin<'a>>,
     mode: u16,
-    frame: Bytes,
-    plan: Vec<(Arc<str>, DeliverTo)>,
-    recipients: u32,
+    frame: &'a Bytes,
+) -> impl Iterator<Item = (Arc<str>, NodeCommand)> + 'a {
+    nodes.keys().map(move |node| {
+        let to = audience.on_node(biz, Origin::exclude_on(origin, node));
+        let cmd = NodeCommand::Deliver {
+            mode,
+            to,
+            frame: frame.clone(),
+        };
+        (node.clone(), cmd)
+    })
+}
+
+/// Deliveries waiting to be handed to the bus: per node, in send order,
+/// each with the index of the send it serves.
+#[derive(Default)]
+struct Deliveries(HashMap<Arc<str>, Vec<(NodeCommand, usize)>>);
+
+impl Deliveries {
+    fn push(&mut self, node: Arc<str>, cmd: NodeCommand, send: usize) {
+        self.0.entry(node).or_default().push((cmd, send));
+    }
+}
+
+/// Logs a failed presence lookup once, where it happened.
+fn lookup_failed(e: StoreError) -> RouterError {
+    tracing::warn!(error = %e, "presence lookup failed");
+    e.into()
 }
 
 impl Router {
     /// Where a client is: the index, or the store when the index has not
     /// seen it yet (its watch may lag a connect handled by another router).
-    pub(super) async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
+    async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
         if let Some(e) = self.inner.index.lock().get(biz, client) {
             return Ok(Some((e.node.clone(), e.conn)));
         }
@@ -26,203 +142,125 @@ impl Router {
         Ok(v.map(|v| (Arc::from(v.value.node.as_str()), v.value.conn)))
     }
 
-    /// Resolves a client send into one Deliver per node that hosts a
-    /// recipient (the delivery frame rendered once), or the reply refusing it.
-    async fn plan(&self, r: &Route) -> Result<Planned, RouteReply> {
-        let frame = Bytes::from(frame::delivery(
-            &r.target,
-            r.msg_id.as_deref(),
-            &r.from,
-            &r.content,
-            now_ms(),
-        ));
-        let mode = r.target.mode();
-        let plan: Vec<(Arc<str>, DeliverTo)>;
-        let recipients: u32;
-        match &r.target {
-            SendTarget::Client(target) => match self.locate(&r.biz, target).await {
-                Ok(Some((node, conn))) => {
-                    plan = vec![(node, DeliverTo::Conns(vec![conn]))];
-                    recipients = 1;
-                }
-                Ok(None) => {
-                    return Err(RouteReply {
-                        code: ErrorCode::Offline.as_u16(),
-                        recipients: 0,
-                    })
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "presence lookup failed");
-                    return Err(RouteReply {
-                        code: ErrorCode::Internal.as_u16(),
-                        recipients: 0,
-                    });
-                }
-            },
-            SendTarget::Group(group) => {
-                let ix = self.inner.index.lock();
-                let (p, n) = match ix.group(&r.biz, group) {
-                    Some(g) => {
-                        let sender_in = ix.get(&r.biz, &r.from).is_some_and(|e| {
-                            *e.node == *r.node && e.conn == r.conn && g.members.contains(r.from.as_str())
-                        });
-                        let p = g
-                            .nodes
-                            .keys()
-                            .map(|node| {
-                                let exclude = (**node == *r.node).then_some(r.conn);
-                                (
-                                    node.clone(),
-                                    DeliverTo::Group {
-                                        biz: r.biz.clone(),
-                                        group: group.clone(),
-                                        exclude,
-                                    },
-                                )
-                            })
-                            .collect();
-                        (p, g.members.len() - usize::from(sender_in))
-                    }
-                    None => (Vec::new(), 0),
-                };
-                plan = p;
-                recipients = u32::try_from(n).unwrap_or(u32::MAX);
-            }
-            SendTarget::Biz => {
-                let ix = self.inner.index.lock();
-                let (p, n) = match ix.biz_nodes(&r.biz) {
-                    Some((nodes, total)) => {
-                        let sender_in = ix
-                            .get(&r.biz, &r.from)
-                            .is_some_and(|e| *e.node == *r.node && e.conn == r.conn);
-                        let p = nodes
-                            .keys()
-                            .map(|node| {
-                                let exclude = (**node == *r.node).then_some(r.conn);
-                                (
-                                    node.clone(),
-                                    DeliverTo::Biz {
-                                        biz: r.biz.clone(),
-                                        exclude,
-                                    },
-                                )
-                            })
-                            .collect();
-                        (p, total - usize::from(sender_in))
-                    }
-                    None => (Vec::new(), 0),
-                };
-                plan = p;
-                recipients = u32::try_from(n).unwrap_or(u32::MAX);
-            }
+    /// Routes sends: the deliveries for each node go out as one batch
+    /// (split at [`BATCH_BYTES`]), in the order of the sends. Answers one
+    /// result per send, in order: how many connections it was routed to,
+    /// once every batch carrying its deliveries was handed to the bus.
+    ///
+    /// # Errors
+    /// Per send: [`RouterError::Offline`] for a unicast target that is not
+    /// online, [`RouterError::Store`] if the target could not be looked up,
+    /// [`RouterError::Node`] if a batch could not be handed over.
+    pub async fn route(&self, sends: &[Outbound<'_>]) -> Vec<Result<u32, RouterError>> {
+        let started = Instant::now();
+        let mut out = Deliveries::default();
+        let mut replies = Vec::with_capacity(sends.len());
+        for (i, send) in sends.iter().enumerate() {
+            replies.push(self.plan(send, i, &mut out).await);
         }
-        Ok(Planned {
-            mode,
-            frame,
-            plan,
-            recipients,
-        })
+        self.hand_over(out, &mut replies).await;
+        let took = started.elapsed().as_secs_f64() / sends.len().max(1) as f64;
+        for _ in sends {
+            self.inner.metrics.route_duration.observe(took);
+        }
+        replies
     }
 
-    /// Routes a client send: one Deliver per node that hosts a recipient.
-    /// Answered after the deliveries were handed to the bus.
-    pub async fn route(&self, r: Route) -> RouteReply {
-        let started = Instant::now();
-        let p = match self.plan(&r).await {
-            Ok(p) => p,
-            Err(refused) => return refused,
+    /// Routes one send: [`Router::route`] of a batch of one.
+    ///
+    /// # Errors
+    /// As [`Router::route`].
+    pub async fn route_one(&self, send: Outbound<'_>) -> Result<u32, RouterError> {
+        // `route` answers every send, so there is exactly one answer.
+        self.route(std::slice::from_ref(&send)).await.pop().unwrap_or(Ok(0))
+    }
+
+    /// Resolves send number `i` into deliveries added to `out`; returns
+    /// how many connections it reaches.
+    async fn plan(&self, send: &Outbound<'_>, i: usize, out: &mut Deliveries) -> Result<u32, RouterError> {
+        let mode = send.target.mode();
+        let render = || {
+            Bytes::from(frame::delivery(
+                send.target,
+                send.msg_id,
+                send.from,
+                send.content,
+                now_ms(),
+            ))
         };
-        for (node, to) in p.plan {
-            let cmd = NodeCommand::Deliver {
-                mode: p.mode,
-                to,
-                frame: p.frame.clone(),
-            };
-            if let Err(e) = self.inner.edges.send(&node, cmd).await {
-                tracing::warn!(node_id = %node, error = %e, "deliver failed");
-                return RouteReply {
-                    code: ErrorCode::Internal.as_u16(),
-                    recipients: 0,
-                };
+        let audience = match send.target {
+            SendTarget::Client(target) => {
+                let located = self.locate(send.biz, target).await.map_err(lookup_failed)?;
+                let (node, conn) = located.ok_or(RouterError::Offline)?;
+                let to = DeliverTo::Conns(vec![conn]);
+                out.push(
+                    node,
+                    NodeCommand::Deliver {
+                        mode,
+                        to,
+                        frame: render(),
+                    },
+                    i,
+                );
+                return Ok(1);
             }
+            SendTarget::Group(group) => Audience::Group(group),
+            SendTarget::Biz => Audience::Biz,
+        };
+        let frame = render();
+        let ix = self.inner.index.lock();
+        let Some((nodes, members)) = audience.reach(&ix, send.biz) else {
+            return Ok(0);
+        };
+        let origin_counted = audience.counts(&ix, send.biz, send.from, send.origin);
+        for (node, cmd) in fan_out(nodes, send.biz, audience, send.origin, mode, &frame) {
+            out.push(node, cmd, i);
         }
-        self.inner
-            .metrics
-            .route_duration
-            .observe(started.elapsed().as_secs_f64());
-        RouteReply {
-            code: 0,
-            recipients: p.recipients,
-        }
+        Ok(u32::try_from(members - usize::from(origin_counted)).unwrap_or(u32::MAX))
     }
 
-    /// Routes several sends: the deliveries for each node go out as one
-    /// batch (split at `BATCH_BYTES`), in the order of the sends. A send
-    /// is answered 0 only if every batch carrying its deliveries was handed
-    /// to the bus.
-    pub async fn route_batch(&self, routes: Vec<Route>) -> Vec<RouteReply> {
-        let started = Instant::now();
-        let mut replies = Vec::with_capacity(routes.len());
-        // node -> its deliveries, each with the index of the send it serves
-        let mut per_node: HashMap<Arc<str>, Vec<(NodeCommand, usize)>> = HashMap::new();
-        for (i, r) in routes.iter().enumerate() {
-            match self.plan(r).await {
-                Ok(p) => {
-                    for (node, to) in p.plan {
-                        let cmd = NodeCommand::Deliver {
-                            mode: p.mode,
-                            to,
-                            frame: p.frame.clone(),
-                        };
-                        per_node.entry(node).or_default().push((cmd, i));
-                    }
-                    replies.push(RouteReply {
-                        code: 0,
-                        recipients: p.recipients,
-                    });
-                }
-                Err(refused) => replies.push(refused),
-            }
-        }
-        for (node, cmds) in per_node {
+    /// Hands each node its deliveries as one bus message (split at
+    /// [`BATCH_BYTES`]; a lone delivery goes as itself). A send whose
+    /// deliveries could not all be handed over is answered with the error.
+    async fn hand_over(&self, out: Deliveries, replies: &mut [Result<u32, RouterError>]) {
+        for (node, cmds) in out.0 {
             let mut batch = Vec::new();
             let mut served = Vec::new();
             let mut bytes = 0;
             let mut cmds = cmds.into_iter().peekable();
             while let Some((cmd, i)) = cmds.next() {
                 if let NodeCommand::Deliver { frame, .. } = &cmd {
-                    bytes += frame.len() + 64;
+                    bytes += frame.len() + DELIVERY_OVERHEAD;
                 }
                 batch.push(cmd);
                 served.push(i);
-                if bytes >= BATCH_BYTES || cmds.peek().is_none() {
-                    let cmd = match <[NodeCommand; 1]>::try_from(std::mem::take(&mut batch)) {
-                        Ok([one]) => one,
-                        Err(many) => NodeCommand::Batch(many),
-                    };
-                    if let Err(e) = self.inner.edges.send(&node, cmd).await {
-                        tracing::warn!(node_id = %node, error = %e, "deliver failed");
-                        for &i in &served {
-                            replies[i] = RouteReply {
-                                code: ErrorCode::Internal.as_u16(),
-                                recipients: 0,
-                            };
+                if bytes < BATCH_BYTES && cmds.peek().is_some() {
+                    continue;
+                }
+                let cmd = match <[NodeCommand; 1]>::try_from(std::mem::take(&mut batch)) {
+                    Ok([one]) => one,
+                    Err(many) => NodeCommand::Batch(many),
+                };
+                if let Err(e) = self.inner.edges.send(&node, cmd).await {
+                    tracing::warn!(node_id = %node, error = %e, "deliver failed");
+                    for &i in &served {
+                        if let Some(reply) = replies.get_mut(i) {
+                            *reply = Err(e.clone().into());
                         }
                     }
-                    served.clear();
-                    bytes = 0;
                 }
+                served.clear();
+                bytes = 0;
             }
         }
-        let took = started.elapsed().as_secs_f64() / routes.len().max(1) as f64;
-        for _ in 0..routes.len() {
-            self.inner.metrics.route_duration.observe(took);
-        }
-        replies
     }
 
     /// Delivers one mode-100 frame to each online client of `clients`
     /// (one Deliver per node). Returns how many were online.
+    ///
+    /// # Errors
+    /// [`RouterError::Store`] if a client could not be looked up,
+    /// [`RouterError::Node`] if a delivery could not be handed over.
     pub async fn send_clients(
         &self,
         biz: &str,
@@ -230,24 +268,20 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
-    ) -> Result<u32, ErrorCode> {
+    ) -> Result<u32, RouterError> {
         let mut by_node: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for c in clients {
             if !seen.insert(c.as_str()) {
                 continue;
             }
-            match self.locate(biz, c).await {
-                Ok(Some((node, conn))) => by_node.entry(node).or_default().push(conn),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "presence lookup failed");
-                    return Err(ErrorCode::Internal);
-                }
+            if let Some((node, conn)) = self.locate(biz, c).await.map_err(lookup_failed)? {
+                by_node.entry(node).or_default().push(conn);
             }
         }
         let target = SendTarget::Client(String::new());
         let frame = Bytes::from(frame::delivery(&target, Some(msg_id), from, content, now_ms()));
+        let mut out = Deliveries::default();
         let mut n = 0u32;
         for (node, conns) in by_node {
             n += u32::try_from(conns.len()).unwrap_or(u32::MAX);
@@ -256,76 +290,43 @@ impl Router {
                 to: DeliverTo::Conns(conns),
                 frame: frame.clone(),
             };
-            if let Err(e) = self.inner.edges.send(&node, cmd).await {
-                tracing::warn!(node_id = %node, error = %e, "deliver failed");
-                return Err(ErrorCode::Internal);
-            }
+            out.push(node, cmd, 0);
         }
-        Ok(n)
+        let mut reply = [Ok(n)];
+        self.hand_over(out, &mut reply).await;
+        let [reply] = reply;
+        reply
     }
 
     /// Sends presence notices for `client` to the other members of each of
-    /// `groups` (or of the bizCode), skipping groups over the size limit.
+    /// `groups` (or of the bizCode), skipping audiences over the size
+    /// limit; `origin` (the connection that came or went) is left out.
     pub(super) async fn notify<G: AsRef<str>>(
         &self,
         event: PresenceEvent,
         biz: &str,
         client: &str,
         groups: &[G],
-        skip: Option<(&str, u64)>,
+        origin: Option<Origin<'_>>,
     ) {
         let limit = self.inner.config.notice_max_members;
         let mut sends: Vec<(Arc<str>, NodeCommand)> = Vec::new();
         {
             let ix = self.inner.index.lock();
-            let exclude_on = |node: &str| skip.and_then(|(n, c)| (n == node).then_some(c));
+            let mut notify = |audience: Audience<'_>| {
+                let Some((nodes, members)) = audience.reach(&ix, biz) else {
+                    return;
+                };
+                if members > limit {
+                    return;
+                }
+                let frame = Bytes::from(frame::presence_notice(event, client, audience.group()));
+                sends.extend(fan_out(nodes, biz, audience, origin, frame::MODE_PRESENCE, &frame));
+            };
             match self.inner.config.presence_notices {
                 NoticeScope::Off => return,
-                NoticeScope::Groups => {
-                    for g in groups.iter().map(AsRef::as_ref) {
-                        let Some(group) = ix.group(biz, g) else {
-                            continue;
-                        };
-                        if group.members.len() > limit {
-                            continue;
-                        }
-                        let frame = Bytes::from(frame::presence_notice(event, client, Some(g)));
-                        for node in group.nodes.keys() {
-                            sends.push((
-                                node.clone(),
-                                NodeCommand::Deliver {
-                                    mode: frame::MODE_PRESENCE,
-                                    to: DeliverTo::Group {
-                                        biz: biz.to_owned(),
-                                        group: g.to_string(),
-                                        exclude: exclude_on(node),
-                                    },
-                                    frame: frame.clone(),
-                                },
-                            ));
-                        }
-                    }
-                }
-                NoticeScope::Biz => {
-                    if let Some((nodes, total)) = ix.biz_nodes(biz) {
-                        if total <= limit {
-                            let frame = Bytes::from(frame::presence_notice(event, client, None));
-                            for node in nodes.keys() {
-                                sends.push((
-                                    node.clone(),
-                                    NodeCommand::Deliver {
-                                        mode: frame::MODE_PRESENCE,
-                                        to: DeliverTo::Biz {
-                                            biz: biz.to_owned(),
-                                            exclude: exclude_on(node),
-                                        },
-                                        frame: frame.clone(),
-                                    },
-                                ));
-                            }
-                        }
-                    }
-                }
+                NoticeScope::Groups => groups.iter().for_each(|g| notify(Audience::Group(g.as_ref()))),
+                NoticeScope::Biz => notify(Audience::Biz),
             }
         }
         for (node, cmd) in sends {
@@ -336,37 +337,12 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
+    use switchboard_protocol::envelope::{self, Route};
+
     use super::*;
-    use crate::link::EdgeError;
-    use crate::store::{MemoryRegistry, MemoryStore};
-    use async_trait::async_trait;
-    use switchboard_protocol::envelope::{self, CommandReply};
+    use crate::core::testing::{info, router};
 
-    /// Records what the router hands to each node.
-    #[derive(Default)]
-    struct Recorded(Mutex<Vec<(String, NodeCommand)>>);
-
-    #[async_trait]
-    impl EdgeLink for Recorded {
-        async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
-            self.0.lock().push((node.to_owned(), cmd));
-            Ok(())
-        }
-        async fn request(&self, _node: &str, _cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
-            Ok(CommandReply { found: true })
-        }
-    }
-
-    fn conn(node: &str, conn: u64, client: &str) -> ConnInfo {
-        ConnInfo {
-            node: node.into(),
-            conn,
-            biz: "b".into(),
-            client: client.into(),
-            groups: vec![],
-        }
-    }
-
+    /// A unicast from client `a` (node n1, conn 1) to `to`.
     fn send(to: &str, content: String) -> Route {
         Route {
             node: "n1".into(),
@@ -379,17 +355,8 @@ mod tests {
         }
     }
 
-    /// A router on an in-memory store whose commands to nodes are recorded.
-    fn router_recording() -> (Router, Arc<Recorded>) {
-        let edges = Arc::new(Recorded::default());
-        let router = Router::new(
-            RouterConfig::default(),
-            Arc::new(MemoryStore::default()),
-            Arc::new(MemoryRegistry::default()),
-            edges.clone(),
-            Arc::new(Metrics::new()),
-        );
-        (router, edges)
+    fn outbound(routes: &[Route]) -> Vec<Outbound<'_>> {
+        routes.iter().map(Outbound::from).collect()
     }
 
     fn delivered_conns(cmd: &NodeCommand) -> Vec<u64> {
@@ -405,21 +372,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_answers_in_order_and_sends_one_message_per_node() {
-        let (router, edges) = router_recording();
+        let (router, edges, _) = router();
         for (node, id, client) in [("n1", 1, "a"), ("n2", 7, "x"), ("n2", 8, "y"), ("n3", 9, "z")] {
-            assert_eq!(router.connect(conn(node, id, client)).await.code, 0);
+            router.connect(info(node, id, client)).await.expect("connect");
         }
-        let replies = router
-            .route_batch(vec![
-                send("x", "1".into()),
-                send("nobody", "2".into()),
-                send("z", "3".into()),
-                send("y", "4".into()),
-            ])
-            .await;
-        let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
-        assert_eq!(codes, vec![0, ErrorCode::Offline.as_u16(), 0, 0]);
-        let mut sent = edges.0.lock().clone();
+        edges.sent.lock().clear();
+        let routes = [
+            send("x", "1".into()),
+            send("nobody", "2".into()),
+            send("z", "3".into()),
+            send("y", "4".into()),
+        ];
+        let replies = router.route(&outbound(&routes)).await;
+        assert!(
+            matches!(replies[..], [Ok(1), Err(RouterError::Offline), Ok(1), Ok(1)]),
+            "{replies:?}"
+        );
+        let mut sent = edges.sent.lock().clone();
         sent.sort_by(|a, b| a.0.cmp(&b.0));
         let per_node: Vec<(&str, Vec<u64>)> = sent.iter().map(|(n, c)| (n.as_str(), delivered_conns(c))).collect();
         assert_eq!(per_node, vec![("n2", vec![7, 8]), ("n3", vec![9])]);
@@ -428,14 +397,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_batch_is_split_under_the_bus_payload_limit() {
-        let (router, edges) = router_recording();
-        assert_eq!(router.connect(conn("n2", 7, "x")).await.code, 0);
+        let (router, edges, _) = router();
+        router.connect(info("n2", 7, "x")).await.expect("connect");
+        edges.sent.lock().clear();
         let big = format!("\"{}\"", "x".repeat(60 * 1024));
-        let replies = router
-            .route_batch((0..20).map(|_| send("x", big.clone())).collect())
-            .await;
-        assert!(replies.iter().all(|r| r.code == 0 && r.recipients == 1));
-        let sent = edges.0.lock().clone();
+        let routes: Vec<Route> = (0..20).map(|_| send("x", big.clone())).collect();
+        let replies = router.route(&outbound(&routes)).await;
+        assert!(replies.iter().all(|r| matches!(r, Ok(1))));
+        let sent = edges.sent.lock().clone();
         assert!(sent.len() > 1, "20 × 60 KiB must not be one bus message");
         let total: usize = sent.iter().map(|(_, c)| delivered_conns(c).len()).sum();
         assert_eq!(total, 20);
@@ -443,5 +412,55 @@ mod tests {
             let bytes = envelope::encode(c).map(|b| b.len()).unwrap_or(usize::MAX);
             assert!(bytes < 1024 * 1024, "{bytes} bytes");
         }
+    }
+
+    /// A group send fans out one Deliver per hosting node; a client's send
+    /// leaves its own connection out (and does not count it), an API send
+    /// (no origin) reaches and counts every member.
+    #[tokio::test]
+    async fn a_group_send_leaves_out_its_origin_only() {
+        let (router, edges, _) = router();
+        for (node, id, client) in [("n1", 1, "a"), ("n1", 2, "b"), ("n2", 3, "c")] {
+            router.connect(info(node, id, client)).await.expect("connect");
+        }
+        let group = SendTarget::Group("g".into());
+        let from_a = Outbound {
+            origin: Some(Origin { node: "n1", conn: 1 }),
+            biz: "b",
+            from: "a",
+            msg_id: None,
+            target: &group,
+            content: "1",
+        };
+        for (send, recipients, excluded) in [(from_a, 2, Some(1)), (Outbound { origin: None, ..from_a }, 3, None)] {
+            edges.sent.lock().clear();
+            assert_eq!(router.route_one(send).await.expect("routed"), recipients);
+            let mut sent: Vec<(String, Option<u64>)> = edges
+                .sent
+                .lock()
+                .iter()
+                .map(|(node, cmd)| match cmd {
+                    NodeCommand::Deliver {
+                        to: DeliverTo::Group { exclude, .. },
+                        ..
+                    } => (node.clone(), *exclude),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            sent.sort();
+            assert_eq!(sent, vec![("n1".to_owned(), excluded), ("n2".to_owned(), None)]);
+        }
+        // Not the origin's current connection (replaced meanwhile): counted.
+        let stale = Outbound {
+            origin: Some(Origin { node: "n1", conn: 9 }),
+            ..from_a
+        };
+        assert_eq!(router.route_one(stale).await.expect("routed"), 3);
+        let nobody = SendTarget::Group("none".into());
+        let empty = Outbound {
+            target: &nobody,
+            ..from_a
+        };
+        assert_eq!(router.route_one(empty).await.expect("routed"), 0);
     }
 }

@@ -1,0 +1,90 @@
+//! The API calls, parsed once from the path: `POST /api/websocket/<call>`.
+//!
+//! `register` stands apart: its body names the bizCode it registers, and
+//! no registration is required for it. Every other call serves the tenant
+//! the headers name ([`Op`]).
+
+/// One API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// `register`: registers a bizCode.
+    Register,
+    /// A call that serves the tenant the headers name.
+    Tenant(Op),
+}
+
+/// The calls that serve the tenant of the headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `send_to_client`: a unicast.
+    SendToClient,
+    /// `send_to_clients`: one message to a list of clients.
+    SendToClients,
+    /// `send_to_group`: to a group's members.
+    SendToGroup,
+    /// `send_to_system`: to every client of the bizCode.
+    SendToSystem,
+    /// `bind_to_group`: adds a client to a group.
+    BindToGroup,
+    /// `unbind_from_group`: removes a client from a group.
+    UnbindFromGroup,
+    /// `get_online_list`: clientIds online (in a group).
+    GetOnlineList,
+    /// `get_all_groups`: groups with member counts.
+    GetAllGroups,
+    /// `close_client`: closes a client's connection (4000).
+    CloseClient,
+}
+
+impl Call {
+    /// Every call, in the order the fuzz target's first byte picks them
+    /// (kept, so the saved corpus keeps its meaning).
+    pub(crate) const ALL: [Self; 10] = [
+        Self::Register,
+        Self::Tenant(Op::SendToClient),
+        Self::Tenant(Op::SendToClients),
+        Self::Tenant(Op::SendToGroup),
+        Self::Tenant(Op::SendToSystem),
+        Self::Tenant(Op::BindToGroup),
+        Self::Tenant(Op::UnbindFromGroup),
+        Self::Tenant(Op::GetOnlineList),
+        Self::Tenant(Op::GetAllGroups),
+        Self::Tenant(Op::CloseClient),
+    ];
+
+    /// The call a path segment names, if any.
+    pub(crate) fn parse(segment: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == segment)
+    }
+
+    /// The path segment (also the `call` label of the API metrics).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Tenant(Op::SendToClient) => "send_to_client",
+            Self::Tenant(Op::SendToClients) => "send_to_clients",
+            Self::Tenant(Op::SendToGroup) => "send_to_group",
+            Self::Tenant(Op::SendToSystem) => "send_to_system",
+            Self::Tenant(Op::BindToGroup) => "bind_to_group",
+            Self::Tenant(Op::UnbindFromGroup) => "unbind_from_group",
+            Self::Tenant(Op::GetOnlineList) => "get_online_list",
+            Self::Tenant(Op::GetAllGroups) => "get_all_groups",
+            Self::Tenant(Op::CloseClient) => "close_client",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_parses_back_from_its_name() {
+        for c in Call::ALL {
+            assert_eq!(Call::parse(c.name()), Some(c));
+        }
+        for unknown in ["", "unknown", "Register", "register/", "send_to_client "] {
+            assert_eq!(Call::parse(unknown), None, "{unknown:?}");
+        }
+    }
+}

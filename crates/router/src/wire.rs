@@ -1,0 +1,42 @@
+//! The router's answers on the bus: where a core result becomes the reply
+//! an edge reads, for the NATS adapter ([`crate::nats`]) and `standalone`'s
+//! in-process link alike, so both answer byte for byte the same.
+
+use switchboard_protocol::envelope::{ConnectReply, RouteReply};
+use switchboard_protocol::ErrorCode;
+
+use crate::error::RouterError;
+
+/// The answer to a connect, disconnect, resync or drain.
+pub fn connect_reply(result: &Result<(), RouterError>) -> ConnectReply {
+    let code = match result {
+        Ok(()) => ErrorCode::Ok,
+        Err(e) => e.code(),
+    };
+    ConnectReply { code: code.as_u16() }
+}
+
+/// The answer to a registration check: registered, not registered
+/// ([`ErrorCode::UnknownBiz`]), or could not tell.
+pub fn registered_reply(result: &Result<bool, RouterError>) -> ConnectReply {
+    let code = match result {
+        Ok(true) => ErrorCode::Ok,
+        Ok(false) => ErrorCode::UnknownBiz,
+        Err(e) => e.code(),
+    };
+    ConnectReply { code: code.as_u16() }
+}
+
+/// The answer to one routed send: how many connections it was routed to.
+pub fn route_reply(result: &Result<u32, RouterError>) -> RouteReply {
+    match result {
+        Ok(recipients) => RouteReply {
+            code: ErrorCode::Ok.as_u16(),
+            recipients: *recipients,
+        },
+        Err(e) => RouteReply {
+            code: e.code().as_u16(),
+            recipients: 0,
+        },
+    }
+}
