@@ -1,0 +1,125 @@
+//! Presence and registered bizCodes in memory, for `standalone` (and the
+//! core's unit tests): compare-and-set with the same contract as the KV
+//! bucket, one process, no watch traffic.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use switchboard_protocol::envelope::PresenceValue;
+use tokio::sync::mpsc;
+
+use super::seam::{BizRegistry, PresenceStore, StoreError, Versioned, WatchEvent};
+
+/// In-process presence for `standalone`: one router, which applies its own
+/// writes to its index, so the watch only reports [`WatchEvent::Ready`].
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<(u64, HashMap<String, Versioned>)>,
+}
+
+#[async_trait]
+impl PresenceStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.state.lock().1.get(key).cloned())
+    }
+
+    async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        if s.1.contains_key(key) {
+            return Err(StoreError::WrongRevision);
+        }
+        s.0 += 1;
+        let revision = s.0;
+        s.1.insert(
+            key.to_owned(),
+            Versioned {
+                value: value.clone(),
+                revision,
+            },
+        );
+        Ok(revision)
+    }
+
+    async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        match s.1.get(key) {
+            Some(v) if v.revision == revision => {}
+            _ => return Err(StoreError::WrongRevision),
+        }
+        s.0 += 1;
+        let revision = s.0;
+        s.1.insert(
+            key.to_owned(),
+            Versioned {
+                value: value.clone(),
+                revision,
+            },
+        );
+        Ok(revision)
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        let mut s = self.state.lock();
+        match s.1.get(key) {
+            Some(v) if v.revision == revision => {
+                s.1.remove(key);
+                s.0 += 1;
+                Ok(())
+            }
+            _ => Err(StoreError::WrongRevision),
+        }
+    }
+
+    async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(WatchEvent::Ready);
+        Ok(rx)
+    }
+}
+
+/// Registered bizCodes in memory (`standalone`).
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    set: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl BizRegistry for MemoryRegistry {
+    async fn register(&self, biz: &str) -> Result<(), StoreError> {
+        self.set.lock().insert(biz.to_owned());
+        Ok(())
+    }
+
+    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError> {
+        Ok(self.set.lock().contains(biz))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(conn: u64) -> PresenceValue {
+        PresenceValue {
+            node: "n".into(),
+            conn,
+            biz: "d1".into(),
+            client: "c1".into(),
+            groups: vec![],
+            since: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_compare_and_set() {
+        let s = MemoryStore::default();
+        let r1 = s.create("k", &v(1)).await.expect("create");
+        assert!(matches!(s.create("k", &v(2)).await, Err(StoreError::WrongRevision)));
+        let r2 = s.update("k", &v(2), r1).await.expect("update");
+        assert!(matches!(s.update("k", &v(3), r1).await, Err(StoreError::WrongRevision)));
+        assert!(matches!(s.delete("k", r1).await, Err(StoreError::WrongRevision)));
+        s.delete("k", r2).await.expect("delete");
+        assert_eq!(s.get("k").await.expect("get"), None);
+    }
+}
