@@ -1,7 +1,12 @@
 //! The edge's NATS side: the router client ([`NatsRouter`]), the node inbox
 //! subscriber (router commands, `Holds` questions), the liveness heartbeat
-//! and resync after a reconnect.
+//! and the resync after a reconnect.
+//!
+//! Every task started here runs on one [`Tasks`], which the binary stops
+//! and waits for at shutdown, after the edge drained and before the NATS
+//! client drains.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,19 +15,19 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, ConnInfo, ConnRange, ConnectReply, Disconnect, Heartbeat, HeldReply, NodeCommand, Resync, Route,
-    RouteBatch, RouteBatchReply, RouteReply,
+    self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteBatch,
+    RouteBatchReply, RouteReply,
 };
-use switchboard_protocol::subject;
+use switchboard_protocol::{subject, ErrorCode};
 use switchboard_runtime::nats::LinkState;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::edge::Edge;
 use crate::link::{LinkError, RouterLink};
-use crate::{Dirty, Edge};
-
-/// Most connections per resync message (keeps each under NATS' 1 MiB payload).
-pub const RESYNC_CHUNK: usize = 500;
+use crate::registry::Dirty;
+use crate::resync;
 
 /// Most sends in one route batch.
 pub const ROUTE_BATCH: usize = 128;
@@ -31,6 +36,40 @@ pub const ROUTES_IN_FLIGHT: usize = 4;
 /// Most content bytes in one route batch (NATS' default payload limit is
 /// 1 MiB; one send's content is at most `edge.max_frame_bytes`).
 const ROUTE_BATCH_BYTES: usize = 256 * 1024;
+/// Most inbox messages handled before the queued frames are written.
+const INBOX_BATCH: usize = 256;
+
+/// The edge's NATS background tasks: the route batcher and its requests,
+/// the node inbox, the heartbeat, the reconnect watcher and the resyncs.
+///
+/// Cheap to clone (clones share the tasks). Tasks run until
+/// [`shutdown`](Self::shutdown); the heartbeat and the resyncs stop earlier,
+/// at the `shutdown` token given to [`attach`].
+#[derive(Debug, Clone, Default)]
+pub struct Tasks {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Tasks {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
+    }
+
+    /// Stops the tasks (the inbox stops taking commands, the batcher new
+    /// sends) and waits, at most `grace`, for them to end: call once the
+    /// edge has drained, before the NATS client drains.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                left = self.tracker.len(),
+                "NATS tasks still running after the grace period"
+            );
+        }
+    }
+}
 
 type RouteWaiter = (Route, oneshot::Sender<Result<RouteReply, LinkError>>);
 
@@ -46,45 +85,46 @@ pub struct NatsRouter {
 }
 
 impl NatsRouter {
-    /// Wraps a connected client and starts the route batcher (call within
-    /// a Tokio runtime).
-    pub fn new(client: Client) -> Self {
+    /// Wraps a connected client and starts the route batcher on `tasks`
+    /// (call within a Tokio runtime).
+    pub fn new(client: Client, tasks: &Tasks) -> Self {
         let (routes, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_routes(client.clone(), rx));
+        tasks.spawn(batch_routes(client.clone(), rx, tasks.clone()));
         Self { client, routes }
     }
 
     async fn request<Q: Serialize, A: DeserializeOwned>(&self, subject: &'static str, q: &Q) -> Result<A, LinkError> {
-        request(&self.client, subject, q).await
+        let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
+        let msg = self
+            .client
+            .request(subject, payload)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.to_string()))?;
+        envelope::decode(&msg.payload).map_err(|e| LinkError::BadAnswer(e.to_string()))
     }
-}
-
-async fn request<Q: Serialize, A: DeserializeOwned>(
-    client: &Client,
-    subject: &'static str,
-    q: &Q,
-) -> Result<A, LinkError> {
-    let payload = envelope::encode(q).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
-    let msg = client
-        .request(subject, payload)
-        .await
-        .map_err(|e| LinkError::Unavailable(e.to_string()))?;
-    envelope::decode(&msg.payload).map_err(|e| LinkError::BadAnswer(e.to_string()))
 }
 
 /// Takes queued sends in batches (by count and bytes) and asks a router
 /// for each batch in its own task. At most [`ROUTES_IN_FLIGHT`] batches
 /// are outstanding: while they are, new sends queue up and go together in
 /// the next batch, so batches grow with the load (at low load a batch is
-/// one send and nothing waits).
-async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaiter>) {
+/// one send and nothing waits). Ends at [`Tasks::shutdown`].
+async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaiter>, tasks: Tasks) {
     let slots = Arc::new(tokio::sync::Semaphore::new(ROUTES_IN_FLIGHT));
     let mut queued = Vec::with_capacity(ROUTE_BATCH);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        if rx.recv_many(&mut queued, ROUTE_BATCH).await == 0 {
+        // `recv_many` is cancel safe: nothing is taken from the queue
+        // unless it returns. Biased: while sends are waiting, the stop
+        // token is not even polled (no cost on the send path).
+        let received = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut queued, ROUTE_BATCH) => n,
+            () = tasks.stop.cancelled() => return,
+        };
+        if received == 0 {
             return;
         }
         let mut slot = Some(slot);
@@ -104,7 +144,7 @@ async fn batch_routes(client: Client, mut rx: mpsc::UnboundedReceiver<RouteWaite
             // contents) are rare and must not wait behind each other.
             let slot = slot.take();
             let client = client.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 for (w, r) in waiters.into_iter().zip(route_batch(&client, routes).await) {
                     let _ = w.send(r);
                 }
@@ -156,9 +196,9 @@ impl RouterLink for NatsRouter {
         // 1500: the router could not apply it all (its store was not back
         // yet, or it could not confirm with us): try again.
         let a: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
-        match a.code {
-            0 => Ok(()),
-            code => Err(LinkError::Unavailable(format!("resync answered {code}"))),
+        match ErrorCode::from_u16(a.code) {
+            Some(ErrorCode::Ok) => Ok(()),
+            _ => Err(LinkError::Unavailable(format!("resync answered {}", a.code))),
         }
     }
     async fn drain(&self, d: Resync) -> Result<(), LinkError> {
@@ -169,16 +209,18 @@ impl RouterLink for NatsRouter {
         let r: ConnectReply = self
             .request(subject::ROUTER_CHECK_BIZ, &BizQuery { biz: biz.to_owned() })
             .await?;
-        match r.code {
-            0 => Ok(true),
-            1007 => Ok(false),
-            code => Err(LinkError::Unavailable(format!("registry answered {code}"))),
+        match ErrorCode::from_u16(r.code) {
+            Some(ErrorCode::Ok) => Ok(true),
+            Some(ErrorCode::UnknownBiz) => Ok(false),
+            _ => Err(LinkError::Unavailable(format!("registry answered {}", r.code))),
         }
     }
 }
 
-/// Subscribes the node inbox and starts the heartbeat and resync tasks.
-/// Returns once the inbox subscription is registered with the server.
+/// Subscribes the node inbox and starts, on `tasks`, the inbox, heartbeat
+/// and resync tasks. Returns once the inbox subscription is registered
+/// with the server. The heartbeat and the resyncs stop at `shutdown`; the
+/// inbox runs until [`Tasks::shutdown`].
 ///
 /// # Errors
 /// If the subscription cannot be made.
@@ -187,6 +229,7 @@ pub async fn attach(
     client: Client,
     mut link: watch::Receiver<(u64, LinkState)>,
     shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> Result<(), async_nats::Error> {
     let node = edge.node_id().to_owned();
     let mut inbox = client.subscribe(subject::node_inbox(&node)).await?;
@@ -194,13 +237,22 @@ pub async fn attach(
     // One resync at a time; triggers while it runs make one more run.
     let resync = Arc::new(Notify::new());
 
-    let (e, c, r) = (edge.clone(), client.clone(), resync.clone());
-    tokio::spawn(async move {
+    let (e, c, r, stop) = (edge.clone(), client.clone(), resync.clone(), tasks.stop.clone());
+    tasks.spawn(async move {
         // Commands already waiting are taken as a batch: deliveries only
         // queue, then every touched connection is written once, so under
         // load frames for one connection share a write.
         let mut dirty = Dirty::default();
-        while let Some(msg) = inbox.next().await {
+        loop {
+            // A subscriber's `next` is cancel safe (a channel receive).
+            // Biased: while commands are waiting, the stop token is not
+            // even polled (no cost on the delivery path).
+            let msg = tokio::select! {
+                biased;
+                msg = inbox.next() => msg,
+                () = stop.cancelled() => break,
+            };
+            let Some(msg) = msg else { break };
             handle_message(&e, &c, &r, msg, &mut dirty).await;
             for _ in 1..INBOX_BATCH {
                 match inbox.next().now_or_never() {
@@ -213,7 +265,7 @@ pub async fn attach(
     });
 
     let (e, c, stop) = (edge.clone(), client.clone(), shutdown.clone());
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut tick = tokio::time::interval(e.config().node_heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -231,11 +283,18 @@ pub async fn attach(
         }
     });
 
-    let wake = resync.clone();
-    let node = edge.node_id().to_owned();
-    tokio::spawn(async move {
+    let (wake, stop) = (resync.clone(), tasks.stop.clone());
+    tasks.spawn(async move {
         link.mark_unchanged();
-        while link.changed().await.is_ok() {
+        loop {
+            // `changed` is cancel safe.
+            let changed = tokio::select! {
+                () = stop.cancelled() => break,
+                changed = link.changed() => changed,
+            };
+            if changed.is_err() {
+                break;
+            }
             let state = link.borrow_and_update().1;
             if state == LinkState::Up {
                 tracing::info!(node_id = %node, "bus reconnected, resyncing presence");
@@ -243,13 +302,11 @@ pub async fn attach(
             }
         }
     });
-    tokio::spawn(run_resyncs(edge, resync, shutdown));
+    tasks.spawn(resync::run_resyncs(edge, resync, shutdown));
     Ok(())
 }
 
-/// Most inbox messages handled before the queued frames are written.
-const INBOX_BATCH: usize = 256;
-
+/// Decodes one inbox message, applies it and answers it if asked to.
 async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: async_nats::Message, dirty: &mut Dirty) {
     let cmd: NodeCommand = match envelope::decode(&msg.payload) {
         Ok(cmd) => cmd,
@@ -263,11 +320,7 @@ async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: asyn
             resync.notify_one();
             return;
         }
-        NodeCommand::Holds { conns } => {
-            let registry = &edge.inner.registry;
-            let held = conns.into_iter().filter(|&id| registry.get(id).is_some()).collect();
-            envelope::encode(&HeldReply { held })
-        }
+        NodeCommand::Holds { conns } => envelope::encode(&edge.holds(conns)),
         cmd => match edge.handle_command_deferred(cmd, dirty) {
             Some(reply) => envelope::encode(&reply),
             None => return,
@@ -275,114 +328,5 @@ async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: asyn
     };
     if let (Some(to), Ok(bytes)) = (msg.reply, reply) {
         let _ = client.publish(to, bytes).await;
-    }
-}
-
-/// Attempts per resync chunk before the resync is given up (the next
-/// reconnect or a router's request starts another).
-const RESYNC_ATTEMPTS: u32 = 10;
-
-/// Runs one resync per wake-up until `shutdown`.
-async fn run_resyncs(edge: Edge, wake: Arc<Notify>, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
-        }
-        resync(&edge).await;
-    }
-}
-
-/// Re-asserts every welcomed local connection's presence, in chunks that
-/// together cover every connection id, retrying while no router answers.
-///
-/// A snapshot can be late: issue 9 saw a retry (the first attempt found no
-/// router yet after a NATS restart) re-assert a client that had left in
-/// the meantime, after its disconnect was applied — a ghost entry for good.
-/// So each attempt is rebuilt from the registry right before it is sent
-/// (a connection gone by then is not asserted, and its entry, if any, is
-/// reconciled away), and the router confirms with us (`Holds`) what it
-/// (re)creates or removes, which closes the window between sending and
-/// applying (see the router's `core::resync`).
-async fn resync(edge: &Edge) {
-    let node = edge.node_id();
-    let mut ids = Vec::new();
-    edge.inner.registry.for_each(|c| {
-        if c.is_active() {
-            ids.push(c.id);
-        }
-    });
-    ids.sort_unstable();
-    for (covers, ids) in plan(&ids, RESYNC_CHUNK) {
-        for attempt in 0..RESYNC_ATTEMPTS {
-            let msg = Resync {
-                node: node.to_owned(),
-                conns: held(edge, ids),
-                covers: Some(covers),
-            };
-            match edge.inner.router.resync(msg).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(node_id = %node, error = %e, attempt, "resync failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-}
-
-/// The connections of `ids` that are still here and welcomed, as presence.
-fn held(edge: &Edge, ids: &[u64]) -> Vec<ConnInfo> {
-    let registry = &edge.inner.registry;
-    ids.iter()
-        .filter_map(|&id| registry.get(id))
-        .filter(|c| c.is_active())
-        .map(|c| c.info(edge.node_id()))
-        .collect()
-}
-
-/// Splits sorted connection ids into chunks of at most `size`, each with
-/// the id range it speaks for; the ranges are contiguous and cover every
-/// id (no connection at all: one empty chunk for everything, which clears
-/// whatever the router still holds of the node).
-fn plan(ids: &[u64], size: usize) -> Vec<(ConnRange, &[u64])> {
-    if ids.is_empty() {
-        return vec![(ConnRange::ALL, ids)];
-    }
-    let chunks: Vec<&[u64]> = ids.chunks(size.max(1)).collect();
-    let mut from = 0;
-    let mut out = Vec::with_capacity(chunks.len());
-    for (i, chunk) in chunks.iter().enumerate() {
-        let to = chunks.get(i + 1).map_or(u64::MAX, |next| next[0]);
-        out.push((ConnRange { from, to }, *chunk));
-        from = to;
-    }
-    out
-}
-
-/// Wraps the shared edge in a [`RouterLink`]-using `Arc` (helper for tests).
-pub fn router_link(client: Client) -> Arc<dyn RouterLink> {
-    Arc::new(NatsRouter::new(client))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resync_chunks_cover_every_id_contiguously() {
-        assert_eq!(plan(&[], 2), vec![(ConnRange::ALL, &[][..])]);
-        let ids = [3, 5, 8, 13, 21];
-        let p = plan(&ids, 2);
-        let ranges: Vec<(u64, u64)> = p.iter().map(|(r, _)| (r.from, r.to)).collect();
-        assert_eq!(ranges, vec![(0, 8), (8, 21), (21, u64::MAX)]);
-        for (r, chunk) in &p {
-            assert!(chunk.iter().all(|&id| r.contains(id)));
-        }
-        let ids: Vec<u64> = (1..=1000).collect();
-        let p = plan(&ids, RESYNC_CHUNK);
-        assert_eq!(p.len(), 2);
-        assert_eq!((p[0].0.from, p[1].0.to), (0, u64::MAX));
-        assert_eq!(p[0].0.to, p[1].0.from);
     }
 }

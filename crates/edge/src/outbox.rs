@@ -32,7 +32,7 @@ pub enum Out {
     /// A whole WebSocket frame (or what is left of one after a short write).
     Frame(Bytes),
     /// A close frame; the writer stops after it.
-    Close(u16),
+    Close(CloseCode),
     /// Stop writing without a close frame (the peer is gone).
     Stop,
 }
@@ -96,12 +96,12 @@ pub fn text_frame(payload: &[u8]) -> Bytes {
     frame(0x1, payload)
 }
 
-/// The close frame for `code` (with its reason when the code is ours).
-pub fn close_frame(code: u16) -> Bytes {
-    let mut payload = code.to_be_bytes().to_vec();
-    if let Some(c) = CloseCode::from_u16(code) {
-        payload.extend_from_slice(c.reason().as_bytes());
-    }
+/// The close frame for `code`, with its reason.
+pub fn close_frame(code: CloseCode) -> Bytes {
+    let reason = code.reason().as_bytes();
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.as_u16().to_be_bytes());
+    payload.extend_from_slice(reason);
     frame(0x8, &payload)
 }
 
@@ -188,7 +188,7 @@ impl Outbox {
 
     /// Closes after what is already queued. Returns false if the connection
     /// was already closing.
-    pub fn close(&self, code: u16) -> bool {
+    pub fn close(&self, code: CloseCode) -> bool {
         self.finish(Out::Close(code))
     }
 
@@ -322,7 +322,7 @@ impl State {
         self.bytes = 0;
         self.closing = true;
         self.tail_pong = false;
-        self.queue.push_back(Out::Close(CloseCode::SlowConsumer.as_u16()));
+        self.queue.push_back(Out::Close(CloseCode::SlowConsumer));
     }
 }
 
@@ -341,7 +341,10 @@ mod tests {
         assert_eq!(o.enqueue(Bytes::from_static(b"1"), 10), Pushed::Overflow);
         assert_eq!(o.enqueue(Bytes::from_static(b"1"), 10), Pushed::Closed);
         let q = o.take().expect("queued");
-        assert_eq!(q.into_iter().collect::<Vec<_>>(), vec![Out::Close(4008)]);
+        assert_eq!(
+            q.into_iter().collect::<Vec<_>>(),
+            vec![Out::Close(CloseCode::SlowConsumer)]
+        );
     }
 
     #[test]
@@ -352,7 +355,13 @@ mod tests {
         o.state.lock().consume(2);
         assert_eq!(o.enqueue(Bytes::from(vec![0; 200]), 100), Pushed::Overflow);
         let q: Vec<_> = o.take().expect("queued").into_iter().collect();
-        assert_eq!(q, vec![Out::Frame(Bytes::from_static(b"cdef")), Out::Close(4008)]);
+        assert_eq!(
+            q,
+            vec![
+                Out::Frame(Bytes::from_static(b"cdef")),
+                Out::Close(CloseCode::SlowConsumer)
+            ]
+        );
     }
 
     #[test]
@@ -378,7 +387,7 @@ mod tests {
         assert_eq!(o.push_pong(&[0; 20], 100), Pushed::Overflow);
         assert_eq!(
             o.take().map(|q| q.into_iter().collect::<Vec<_>>()),
-            Some(vec![Out::Close(4008)])
+            Some(vec![Out::Close(CloseCode::SlowConsumer)])
         );
     }
 
@@ -389,10 +398,10 @@ mod tests {
         assert_eq!(o.take().map(|q| q.len()), Some(1));
         assert!(o.state.lock().writing);
         assert_eq!(o.enqueue(Bytes::from_static(b"12345678"), 10), Q1);
-        assert!(o.close(1000));
-        assert!(!o.close(1001));
+        assert!(o.close(CloseCode::Normal));
+        assert!(!o.close(CloseCode::GoingAway));
         let q: Vec<_> = o.take().expect("queued").into_iter().collect();
-        assert_eq!(q.last(), Some(&Out::Close(1000)));
+        assert_eq!(q.last(), Some(&Out::Close(CloseCode::Normal)));
         assert!(o.take().is_none());
         assert!(!o.state.lock().writing);
     }
@@ -418,7 +427,7 @@ mod tests {
             assert_eq!(f.len(), n + header, "{n}");
             assert_eq!(f[0], 0x81);
         }
-        let c = close_frame(4008);
+        let c = close_frame(CloseCode::SlowConsumer);
         assert_eq!((c[0], &c[2..4]), (0x88, &4008u16.to_be_bytes()[..]));
     }
 

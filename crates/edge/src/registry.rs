@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use switchboard_protocol::envelope::{ConnInfo, DeliverTo};
+use switchboard_protocol::CloseCode;
 
 use crate::outbox::{Outbox, Pushed};
 
@@ -86,7 +87,10 @@ impl Conn {
         self.outbox.enqueue(welcome, limit);
         let before = self.phase.swap(ACTIVE, Ordering::AcqRel);
         if before & CLOSE_PENDING != 0 {
-            self.outbox.close((before & 0xFFFF) as u16);
+            // Only `close_after_welcome` writes the low bits, from a
+            // `CloseCode`, so the number is always one of ours.
+            let code = CloseCode::from_u16((before & 0xFFFF) as u16).unwrap_or(CloseCode::GoingAway);
+            self.outbox.close(code);
         }
         self.outbox.flush();
     }
@@ -103,10 +107,10 @@ impl Conn {
     /// for [`activate`](Self::activate). If registration fails instead, the
     /// connection closes with 1013 and the pending close is moot. Returns
     /// false if a close was already pending or queued.
-    pub fn close_after_welcome(&self, code: u16) -> bool {
+    pub fn close_after_welcome(&self, code: CloseCode) -> bool {
         match self.phase.compare_exchange(
             REGISTERING,
-            CLOSE_PENDING | u32::from(code),
+            CLOSE_PENDING | u32::from(code.as_u16()),
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
@@ -426,16 +430,22 @@ mod tests {
     #[test]
     fn a_close_while_registering_comes_after_the_welcome() {
         let c = Conn::new(1, "d1", "c1", &[], 0);
-        assert!(c.close_after_welcome(4009));
-        assert!(!c.close_after_welcome(4000), "one close only");
+        assert!(c.close_after_welcome(CloseCode::Replaced));
+        assert!(!c.close_after_welcome(CloseCode::ClosedByApi), "one close only");
         assert!(c.outbox.take().is_none(), "nothing before the welcome");
         c.activate(Bytes::from_static(b"welcome"), 1 << 20);
         let q: Vec<_> = c.outbox.take().expect("queued").into_iter().collect();
-        assert_eq!(q, vec![Out::Frame(Bytes::from_static(b"welcome")), Out::Close(4009)]);
+        assert_eq!(
+            q,
+            vec![
+                Out::Frame(Bytes::from_static(b"welcome")),
+                Out::Close(CloseCode::Replaced)
+            ]
+        );
         // Once active, a close is queued at once.
         let c = Conn::new(2, "d1", "c2", &[], 0);
         c.activate(Bytes::from_static(b"w"), 1 << 20);
-        assert!(c.close_after_welcome(4000));
+        assert!(c.close_after_welcome(CloseCode::ClosedByApi));
         assert_eq!(c.outbox.take().map(|q| q.len()), Some(2));
     }
 }

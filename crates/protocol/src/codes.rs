@@ -104,14 +104,26 @@ impl RefusalCode {
     }
 }
 
-/// WebSocket close codes the gateway sends.
+/// WebSocket close codes the gateway sends (SPEC §2): every close frame an
+/// edge writes carries one of these, with its [`reason`](Self::reason).
 ///
-/// `reconnect()` tells a client SDK whether reconnecting makes sense
-/// (model: centrifuge `disconnect.go`). Reasons stay under 123 bytes.
+/// [`reconnect`](Self::reconnect) tells a client SDK whether reconnecting
+/// makes sense (model: centrifuge `disconnect.go`): 1001, 1012, 1013 and
+/// 4008 reconnect with jittered backoff, 4001 reconnects with a fresh
+/// token, the others are terminal. Reasons stay under 123 bytes.
+///
+/// A client's own valid close frame is always answered with [`Normal`]
+/// (1000), whatever code it carried: RFC 6455 §5.5.1 lets the answer echo
+/// the code or not, SPEC §2 says a valid client close is answered 1000, and
+/// 1000 carries no reason of ours that could mislead (a client that sent
+/// 4001 did not have its token expire). So no variant carries a client's
+/// code, and every code on the wire is one of these.
+///
+/// [`Normal`]: Self::Normal
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum CloseCode {
-    /// 1000: normal closure.
+    /// 1000: normal closure; the answer to a client's valid close frame.
     Normal = 1000,
     /// 1001: going away (idle timeout, server shutdown).
     GoingAway = 1001,
@@ -130,7 +142,7 @@ pub enum CloseCode {
     TryAgainLater = 1013,
     /// 4000: closed by the API (`close_client`).
     ClosedByApi = 4000,
-    /// 4001: token expired.
+    /// 4001: token expired; reconnect with a fresh token.
     TokenExpired = 4001,
     /// 4008: slow consumer, its send queue overflowed.
     SlowConsumer = 4008,
@@ -181,7 +193,9 @@ impl CloseCode {
         }
     }
 
-    /// Whether a client should reconnect after this close.
+    /// Whether a client should reconnect after this close: true for 1001,
+    /// 1012, 1013 and 4008 (with jittered backoff) and for 4001, after
+    /// getting a fresh token (the expired one would be refused with 401).
     pub fn reconnect(self) -> bool {
         matches!(
             self,
@@ -218,8 +232,13 @@ mod tests {
             let c = RefusalCode::from_u16(n).expect("known refusal code");
             assert_eq!(c.as_u16(), n);
         }
-        assert!(CloseCode::Draining.reconnect());
-        assert!(!CloseCode::Replaced.reconnect());
+        // SPEC §2: which closes mean "reconnect" (4001 with a fresh token).
+        for n in [1001u16, 1012, 1013, 4008, 4001] {
+            assert!(CloseCode::from_u16(n).is_some_and(CloseCode::reconnect), "{n}");
+        }
+        for n in [1000u16, 1002, 1007, 1008, 1009, 4000, 4009] {
+            assert!(!CloseCode::from_u16(n).is_some_and(CloseCode::reconnect), "{n}");
+        }
         for n in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, u16::MAX] {
             assert!(!CloseCode::valid_on_wire(n), "{n}");
         }

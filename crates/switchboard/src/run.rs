@@ -95,7 +95,10 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(url = %config.nats.redacted_url(), auth = config.nats.auth_method(), "connecting to NATS");
-    let router = Arc::new(switchboard_edge::nats::NatsRouter::new(client.clone()));
+    // The NATS tasks (route batcher, inbox, heartbeat, resyncs), stopped and
+    // awaited after the drain, before the client drains.
+    let bus_tasks = switchboard_edge::nats::Tasks::default();
+    let router = Arc::new(switchboard_edge::nats::NatsRouter::new(client.clone(), &bus_tasks));
     let edge = Edge::new(
         edge_config(&config),
         node.clone(),
@@ -116,7 +119,7 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     ));
     // Waits for the first connection to NATS (the subscription is flushed).
     let attached = tokio::select! {
-        r = switchboard_edge::nats::attach(edge.clone(), client.clone(), link, shutdown.clone()) => Some(r),
+        r = switchboard_edge::nats::attach(edge.clone(), client.clone(), link, shutdown.clone(), &bus_tasks) => Some(r),
         () = shutdown.cancelled() => None,
     };
     let mut result = Ok(());
@@ -133,6 +136,7 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     }
     stop_http.cancel();
     let _ = server.await;
+    bus_tasks.shutdown(config.edge.close_grace).await;
     let _ = client.drain().await;
     tracing::info!(node_id = %node, "edge stopped");
     result

@@ -1,0 +1,84 @@
+//! The node inbox's commands: what a router asks of this edge (deliver,
+//! close, bind, unbind, batches of those, and which connections it still
+//! holds). The transport is elsewhere: the NATS subscriber in
+//! [`nats`](crate::nats), or direct calls in `standalone`.
+//!
+//! A close code arrives as a number (the bus format); it becomes a
+//! [`CloseCode`] here, at the edge of the crate, and a number that is not
+//! one of ours is refused with a log line.
+
+use switchboard_protocol::envelope::{CommandReply, HeldReply, NodeCommand};
+use switchboard_protocol::CloseCode;
+
+use crate::edge::Edge;
+use crate::outbox;
+use crate::registry::Dirty;
+
+impl Edge {
+    /// Applies a router command. Bind/Unbind/Close answer whether the
+    /// connection was found; Deliver answers nothing and writes at once.
+    pub fn handle_command(&self, cmd: NodeCommand) -> Option<CommandReply> {
+        let mut dirty = Dirty::default();
+        let reply = self.handle_command_deferred(cmd, &mut dirty);
+        dirty.flush();
+        reply
+    }
+
+    /// Like [`handle_command`](Self::handle_command), but a delivery only
+    /// queues: the connections to write are added to `dirty`, which the
+    /// caller flushes after a batch of commands, so frames for the same
+    /// connection share one write.
+    ///
+    /// A Close with a code that is not a [`CloseCode`] closes nothing and
+    /// answers "not found".
+    pub fn handle_command_deferred(&self, cmd: NodeCommand, dirty: &mut Dirty) -> Option<CommandReply> {
+        let inner = self.inner();
+        match cmd {
+            NodeCommand::Deliver { mode, to, frame } => {
+                let framed = outbox::text_frame(&frame);
+                let d = inner
+                    .registry()
+                    .deliver(&to, &framed, inner.config().send_queue_bytes, dirty);
+                let metrics = inner.metrics();
+                metrics.deliveries.inc_by(d.queued);
+                metrics.slow_consumer_closes.inc_by(d.overflowed);
+                metrics.frames_sent.get(mode).inc_by(d.queued);
+                None
+            }
+            NodeCommand::Close { conn, code } => {
+                let Some(code) = CloseCode::from_u16(code) else {
+                    tracing::warn!(conn_id = conn, code, "close with an unknown close code refused");
+                    return Some(CommandReply { found: false });
+                };
+                let found = inner
+                    .registry()
+                    .get(conn)
+                    .map(|c| c.close_after_welcome(code))
+                    .is_some();
+                Some(CommandReply { found })
+            }
+            NodeCommand::Bind { conn, group } => Some(CommandReply {
+                found: inner.registry().bind(conn, &group),
+            }),
+            NodeCommand::Unbind { conn, group } => Some(CommandReply {
+                found: inner.registry().unbind(conn, &group),
+            }),
+            // Resync and Holds need the bus; the NATS inbox handles them.
+            NodeCommand::Resync | NodeCommand::Holds { .. } => None,
+            NodeCommand::Batch(cmds) => {
+                for cmd in cmds {
+                    self.handle_command_deferred(cmd, dirty);
+                }
+                None
+            }
+        }
+    }
+
+    /// Answers a router's `Holds`: which of `conns` are still here.
+    pub(crate) fn holds(&self, conns: Vec<u64>) -> HeldReply {
+        let registry = self.inner().registry();
+        HeldReply {
+            held: conns.into_iter().filter(|&id| registry.get(id).is_some()).collect(),
+        }
+    }
+}

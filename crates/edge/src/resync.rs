@@ -1,0 +1,126 @@
+//! Resync: re-asserting this node's presence after the bus came back (or
+//! when a router asks), so routers that lost or never saw some of it learn
+//! it again. Presence goes in chunks that each say which connection ids
+//! they speak for, so a router can also drop what the node no longer holds.
+//!
+//! Transport-free: it asks through the edge's [`RouterLink`]; the NATS side
+//! only decides when to wake it.
+//!
+//! [`RouterLink`]: crate::link::RouterLink
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_protocol::envelope::{ConnInfo, ConnRange, Resync};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::Edge;
+
+/// Most connections per resync or drain message (keeps each under NATS'
+/// 1 MiB payload).
+pub(crate) const RESYNC_CHUNK: usize = 500;
+
+/// Attempts per resync chunk before the resync is given up (the next
+/// reconnect or a router's request starts another).
+const RESYNC_ATTEMPTS: u32 = 10;
+
+/// Runs one resync per wake-up until `shutdown`.
+pub(crate) async fn run_resyncs(edge: Edge, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+        }
+        resync(&edge).await;
+    }
+}
+
+/// Re-asserts every welcomed local connection's presence, in chunks that
+/// together cover every connection id, retrying while no router answers.
+///
+/// A snapshot can be late: issue 9 saw a retry (the first attempt found no
+/// router yet after a NATS restart) re-assert a client that had left in
+/// the meantime, after its disconnect was applied — a ghost entry for good.
+/// So each attempt is rebuilt from the registry right before it is sent
+/// (a connection gone by then is not asserted, and its entry, if any, is
+/// reconciled away), and the router confirms with us (`Holds`) what it
+/// (re)creates or removes, which closes the window between sending and
+/// applying (see the router's `core::resync`).
+async fn resync(edge: &Edge) {
+    let node = edge.node_id();
+    let mut ids = Vec::new();
+    edge.inner().registry().for_each(|c| {
+        if c.is_active() {
+            ids.push(c.id);
+        }
+    });
+    ids.sort_unstable();
+    for (covers, ids) in plan(&ids, RESYNC_CHUNK) {
+        for attempt in 0..RESYNC_ATTEMPTS {
+            let msg = Resync {
+                node: node.to_owned(),
+                conns: held(edge, ids),
+                covers: Some(covers),
+            };
+            match edge.inner().router().resync(msg).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(node_id = %node, error = %e, attempt, "resync failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The connections of `ids` that are still here and welcomed, as presence.
+fn held(edge: &Edge, ids: &[u64]) -> Vec<ConnInfo> {
+    let registry = edge.inner().registry();
+    ids.iter()
+        .filter_map(|&id| registry.get(id))
+        .filter(|c| c.is_active())
+        .map(|c| c.info(edge.node_id()))
+        .collect()
+}
+
+/// Splits sorted connection ids into chunks of at most `size`, each with
+/// the id range it speaks for; the ranges are contiguous and cover every
+/// id (no connection at all: one empty chunk for everything, which clears
+/// whatever the router still holds of the node).
+fn plan(ids: &[u64], size: usize) -> Vec<(ConnRange, &[u64])> {
+    if ids.is_empty() {
+        return vec![(ConnRange::ALL, ids)];
+    }
+    let chunks: Vec<&[u64]> = ids.chunks(size.max(1)).collect();
+    let mut from = 0;
+    let mut out = Vec::with_capacity(chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        let to = chunks.get(i + 1).map_or(u64::MAX, |next| next[0]);
+        out.push((ConnRange { from, to }, *chunk));
+        from = to;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resync_chunks_cover_every_id_contiguously() {
+        assert_eq!(plan(&[], 2), vec![(ConnRange::ALL, &[][..])]);
+        let ids = [3, 5, 8, 13, 21];
+        let p = plan(&ids, 2);
+        let ranges: Vec<(u64, u64)> = p.iter().map(|(r, _)| (r.from, r.to)).collect();
+        assert_eq!(ranges, vec![(0, 8), (8, 21), (21, u64::MAX)]);
+        for (r, chunk) in &p {
+            assert!(chunk.iter().all(|&id| r.contains(id)));
+        }
+        let ids: Vec<u64> = (1..=1000).collect();
+        let p = plan(&ids, RESYNC_CHUNK);
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[0].0.from, p[1].0.to), (0, u64::MAX));
+        assert_eq!(p[0].0.to, p[1].0.from);
+    }
+}
