@@ -6,7 +6,9 @@
 //! An upgraded connection becomes a session task on the edge's tracker,
 //! so drain waits for it.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -17,25 +19,43 @@ use switchboard_runtime::http::{self as h, Handler, Response, ResponseFuture};
 use switchboard_runtime::ops;
 
 use crate::admit::{self, AdmitError};
-use crate::edge::Edge;
+use crate::edge::{Edge, EdgeInner};
 use crate::handshake;
-use crate::session;
+use crate::session::{self, Io};
 
 impl Edge {
     /// `GET /ws`: admission, then the upgrade and the session.
     async fn upgrade(self, mut req: Request<Incoming>, peer: SocketAddr) -> Response {
-        let admission = match admit::admit(self.inner(), &req, peer).await {
-            Ok(a) => a,
-            Err(e) => return self.refuse(e),
-        };
-        let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        match admit::admit(self.inner(), &req, peer).await {
+            Ok(admission) => self.start(&mut req, move |edge, io| session::run(edge, io, admission)),
+            Err(e) => self.refuse(e),
+        }
+    }
+
+    /// `GET /echo` (only with `edge.echo_endpoint`): upgrades without
+    /// admission and echoes every message (conformance tests).
+    fn upgrade_echo(&self, mut req: Request<Incoming>) -> Response {
+        match handshake::check_upgrade(&req) {
+            Ok(()) => self.start(&mut req, session::run_echo),
+            Err(e) => self.refuse(e.into()),
+        }
+    }
+
+    /// Answers the upgrade and runs `session` on the upgraded connection,
+    /// as a task on the edge's tracker (so drain waits for it).
+    fn start<S, F>(&self, req: &mut Request<Incoming>, session: S) -> Response
+    where
+        S: FnOnce(Arc<EdgeInner>, Io) -> F + Send + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let (res, fut) = match fastwebsockets::upgrade::upgrade(req) {
             Ok(x) => x,
             Err(e) => return self.refuse(AdmitError::UpgradeFailed(e.to_string())),
         };
         let edge = self.inner().clone();
         self.inner().tasks().spawn(async move {
             match fut.await {
-                Ok(ws) => session::run(edge, ws.into_inner(), admission).await,
+                Ok(ws) => session(edge, ws.into_inner()).await,
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
@@ -47,27 +67,6 @@ impl Edge {
     fn refuse(&self, e: AdmitError) -> Response {
         self.inner().metrics().handshake_refusals.inc();
         e.into_response()
-    }
-
-    /// `GET /echo` (only with `edge.echo_endpoint`): upgrades without
-    /// admission and echoes every message (conformance tests).
-    fn upgrade_echo(&self, mut req: Request<Incoming>) -> Response {
-        if let Err(e) = handshake::check_upgrade(&req) {
-            return self.refuse(e.into());
-        }
-        let (res, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
-            Ok(x) => x,
-            Err(e) => return self.refuse(AdmitError::UpgradeFailed(e.to_string())),
-        };
-        let edge = self.inner().clone();
-        self.inner().tasks().spawn(async move {
-            match fut.await {
-                Ok(ws) => session::run_echo(edge, ws.into_inner()).await,
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-            }
-        });
-        let (parts, _) = res.into_parts();
-        http::Response::from_parts(parts, Full::new(Bytes::new()))
     }
 }
 

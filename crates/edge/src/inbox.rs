@@ -1,7 +1,7 @@
 //! The node inbox's commands: what a router asks of this edge (deliver,
 //! close, bind, unbind, batches of those, and which connections it still
 //! holds). The transport is elsewhere: the NATS subscriber in
-//! [`nats`](crate::nats), or direct calls in `standalone`.
+//! `nats`, or direct calls in `standalone`.
 //!
 //! A close code arrives as a number (the bus format); it becomes a
 //! [`CloseCode`] here, at the edge of the crate, and a number that is not
@@ -80,5 +80,81 @@ impl Edge {
         HeldReply {
             held: conns.into_iter().filter(|&id| registry.get(id).is_some()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
+    use switchboard_runtime::metrics::Metrics;
+    use switchboard_runtime::ops::Health;
+
+    use super::*;
+    use crate::config::EdgeConfig;
+    use crate::link::{LinkError, RouterLink};
+    use crate::outbox::Out;
+    use crate::registry::Conn;
+
+    /// A router that never answers (the inbox does not ask it).
+    struct NoRouter;
+
+    #[async_trait]
+    impl RouterLink for NoRouter {
+        async fn connect(&self, _: ConnInfo) -> Result<ConnectReply, LinkError> {
+            Err(LinkError::Unavailable("none".into()))
+        }
+        async fn disconnect(&self, _: Disconnect) -> Result<(), LinkError> {
+            Err(LinkError::Unavailable("none".into()))
+        }
+        async fn route(&self, _: Route) -> Result<RouteReply, LinkError> {
+            Err(LinkError::Unavailable("none".into()))
+        }
+        async fn resync(&self, _: Resync) -> Result<(), LinkError> {
+            Err(LinkError::Unavailable("none".into()))
+        }
+        async fn drain(&self, _: Resync) -> Result<(), LinkError> {
+            Err(LinkError::Unavailable("none".into()))
+        }
+        async fn is_registered(&self, _: &str) -> Result<bool, LinkError> {
+            Err(LinkError::Unavailable("none".into()))
+        }
+    }
+
+    #[test]
+    fn close_takes_our_codes_and_refuses_others() {
+        let edge = Edge::new(
+            EdgeConfig::default(),
+            "n1".into(),
+            Arc::new(NoRouter),
+            None,
+            Arc::new(Metrics::new()),
+            Arc::new(Health::default()),
+        );
+        let conn = Arc::new(Conn::new(7, "d1", "c1", &[], 0));
+        edge.inner().registry().insert(conn.clone());
+        conn.activate(Bytes::from_static(b"welcome"), 1 << 20);
+        conn.outbox.take();
+
+        let unknown = NodeCommand::Close { conn: 7, code: 1234 };
+        assert_eq!(edge.handle_command(unknown), Some(CommandReply { found: false }));
+        assert!(!conn.outbox.is_closing(), "an unknown code closes nothing");
+
+        let api = NodeCommand::Close {
+            conn: 7,
+            code: CloseCode::ClosedByApi.as_u16(),
+        };
+        assert_eq!(edge.handle_command(api), Some(CommandReply { found: true }));
+        let q: Vec<_> = conn.outbox.take().expect("close queued").into_iter().collect();
+        assert_eq!(q, vec![Out::Close(CloseCode::ClosedByApi)]);
+
+        let gone = NodeCommand::Close {
+            conn: 8,
+            code: CloseCode::ClosedByApi.as_u16(),
+        };
+        assert_eq!(edge.handle_command(gone), Some(CommandReply { found: false }));
     }
 }

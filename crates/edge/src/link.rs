@@ -1,5 +1,5 @@
 //! The edge → router seam. Over NATS it is request/reply on `sb.router.*`
-//! with a queue group ([`crate::nats::NatsRouter`]); in `standalone` the
+//! with a queue group (`nats::NatsRouter`); in `standalone` the
 //! binary implements it with direct calls into the router.
 
 use async_trait::async_trait;

@@ -27,7 +27,8 @@ use crate::send::{handle_text, Limiter};
 use crate::writer::write_loop;
 use crate::wsread::{op, FrameReader, ReadError};
 
-type Io = TokioIo<Upgraded>;
+/// An upgraded connection as hyper hands it over.
+pub(crate) type Io = TokioIo<Upgraded>;
 
 /// The TCP stream under an upgraded connection, with any bytes hyper read
 /// past the handshake.
