@@ -5,8 +5,10 @@
 //! Every call needs a Bearer key (401 otherwise); a key scoped to some
 //! bizCodes ([`ApiKey`](crate::config::ApiKey)) gets 403 for any other,
 //! before anything is looked up or done for it. The checks run in this
-//! order: key (401), call (404), method (405), bus (503), headers, body
-//! size (413), body, bizCode scope (403), registration (404).
+//! order: key (401), call (404), method (405), bus (503), tenant headers
+//! (400), body size (413); then, for `register`, the body and the bizCode
+//! it names (400, 403); for every other call, the tenant's bizCode (400),
+//! its scope (403), its registration (404), then the body (400).
 //!
 //! Files, one concept each (this one serves a call end to end):
 //! - `call`: the calls, parsed once from the path;

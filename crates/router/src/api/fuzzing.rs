@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use parking_lot::Mutex;
 use serde::de::IgnoredAny;
 use switchboard_protocol::envelope::{self, CommandReply, ConnInfo, NodeCommand};
+use switchboard_protocol::frame;
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
 
@@ -135,7 +136,13 @@ fn check_command(cmd: &NodeCommand) {
     if let NodeCommand::Deliver { frame, mode, .. } = cmd {
         let _: IgnoredAny = serde_json::from_slice(frame)
             .unwrap_or_else(|e| panic!("frame {:?} is not JSON: {e}", String::from_utf8_lossy(frame)));
-        assert!(matches!(mode, 100 | 200 | 300 | 400), "delivery mode {mode}");
+        let delivery = [
+            frame::MODE_UNICAST,
+            frame::MODE_GROUP,
+            frame::MODE_BROADCAST,
+            frame::MODE_PRESENCE,
+        ];
+        assert!(delivery.contains(mode), "delivery mode {mode}");
     }
     if let NodeCommand::Batch(cmds) = cmd {
         cmds.iter().for_each(check_command);
