@@ -1,11 +1,17 @@
-//! One client session: a reader and a writer polled by one task.
+//! One client session: a reader and a writer polled by one task, from
+//! the upgrade to the disconnect.
 //!
 //! The upgraded connection is taken back as the plain `TcpStream` and
 //! split: the reader reads its read half, and the connection's
-//! [`Outbox`](crate::outbox::Outbox) writes to the write half directly from whichever
-//! task queues a frame. The session's writer only waits for the socket when
-//! a write did not go out at once, and writes the close frame. Both halves
-//! are polled together, and when one ends the other gets `close_grace`.
+//! [`Outbox`](crate::outbox::Outbox) writes to the write half directly from
+//! whichever task queues a frame. The session's writer
+//! ([`writer`](crate::writer)) only waits for the socket when a write did
+//! not go out at once, and writes the close frame. Both halves are polled
+//! together, and when one ends the other gets `close_grace`.
+//!
+//! Here: presence registration and the welcome, the read loop (frames →
+//! messages → what they do; a client's text messages go to
+//! [`send`](crate::send)), and the close codes a read can end with.
 
 use std::sync::Arc;
 

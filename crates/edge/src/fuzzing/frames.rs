@@ -20,7 +20,7 @@ const LIMITS: [usize; 8] = [0, 1, 2, 125, 126, 127, 65_536, 1 << 20];
 /// assembler, as a session drives them (`session::read_loop`).
 ///
 /// Input: byte 0 picks how many bytes each socket read returns (1–64),
-/// byte 1 a message limit from [`LIMITS`], the rest is what the client
+/// byte 1 a message limit from `LIMITS`, the rest is what the client
 /// sent after the upgrade.
 ///
 /// # Panics
