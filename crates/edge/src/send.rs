@@ -92,23 +92,11 @@ pub(crate) async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limi
             if (edge.config().group_send_requires_membership && !conn.in_group(g))
                 || conn.send_groups.as_ref().is_some_and(|allowed| !allowed.iter().any(|a| a == g)));
     if forbidden {
-        edge.reply(
-            conn,
-            msg_id.as_deref(),
-            ErrorCode::Forbidden,
-            ErrorCode::Forbidden.message(),
-            None,
-        );
+        refuse(edge, conn, msg_id.as_deref(), ErrorCode::Forbidden);
         return;
     }
     if !limiter.allow(edge.config().rate_per_sec, edge.config().rate_burst) {
-        edge.reply(
-            conn,
-            msg_id.as_deref(),
-            ErrorCode::RateLimited,
-            ErrorCode::RateLimited.message(),
-            None,
-        );
+        refuse(edge, conn, msg_id.as_deref(), ErrorCode::RateLimited);
         return;
     }
     let started = Instant::now();
@@ -131,15 +119,14 @@ pub(crate) async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limi
         }
         Err(e) => {
             tracing::warn!(conn_id = conn.id, error = %e, "route failed");
-            edge.reply(
-                conn,
-                msg_id.as_deref(),
-                ErrorCode::Internal,
-                ErrorCode::Internal.message(),
-                None,
-            );
+            refuse(edge, conn, msg_id.as_deref(), ErrorCode::Internal);
         }
     }
+}
+
+/// Replies to a send with `code` and its standard message.
+fn refuse(edge: &EdgeInner, conn: &Conn, msg_id: Option<&str>, code: ErrorCode) {
+    edge.reply(conn, msg_id, code, code.message(), None);
 }
 
 #[cfg(test)]
