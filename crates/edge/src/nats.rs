@@ -326,7 +326,9 @@ async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: asyn
             None => return,
         },
     };
-    if let (Some(to), Ok(bytes)) = (msg.reply, reply) {
+    // Only into a router's inbox (see subject::is_router_reply).
+    let to = msg.reply.filter(|r| subject::is_router_reply(r));
+    if let (Some(to), Ok(bytes)) = (to, reply) {
         let _ = client.publish(to, bytes).await;
     }
 }

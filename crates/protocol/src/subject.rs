@@ -31,6 +31,23 @@ pub const EDGE_INBOX_PREFIX: &str = "_INBOX.sb-edge";
 /// consumers.
 pub const ROUTER_INBOX_PREFIX: &str = "_INBOX.sb-router";
 
+/// Whether `reply` is in an edge's inbox: the only place a router
+/// answers. NATS does not check a request's reply subject against the
+/// requester's permissions, so answering anywhere else would let whoever
+/// may send a router a request make it write where only routers may.
+pub fn is_edge_reply(reply: &str) -> bool {
+    reply
+        .strip_prefix(EDGE_INBOX_PREFIX)
+        .is_some_and(|r| r.starts_with('.'))
+}
+
+/// Whether `reply` is in a router's inbox: the only place an edge answers.
+pub fn is_router_reply(reply: &str) -> bool {
+    reply
+        .strip_prefix(ROUTER_INBOX_PREFIX)
+        .is_some_and(|r| r.starts_with('.'))
+}
+
 /// The inbox subject of one edge node.
 pub fn node_inbox(node_id: &str) -> String {
     let mut s = String::from("sb.node.");

@@ -167,7 +167,12 @@ fn spawn_handler<Q, A, F, Fut>(
             let (client, router) = (client.clone(), router.clone());
             tasks2.spawn(async move {
                 let answer = handle(router, q).await;
-                if let (Some(reply), Ok(bytes)) = (msg.reply, envelope::encode(&answer)) {
+                // Only into an edge's inbox: NATS does not check a reply
+                // subject against the requester's permissions, so any other
+                // reply subject would let an edge write where only a router
+                // may (a presence key, another edge's inbox).
+                let reply = msg.reply.filter(|r| subject::is_edge_reply(r));
+                if let (Some(reply), Ok(bytes)) = (reply, envelope::encode(&answer)) {
                     if let Err(e) = client.publish(reply, bytes).await {
                         tracing::warn!(error = %e, "reply failed");
                     }

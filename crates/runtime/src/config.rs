@@ -157,11 +157,27 @@ fn describe(e: &figment::Error) -> String {
             None => format!(" (from {})", m.name),
         })
         .unwrap_or_default();
+    let kind = without_source_lines(&e.kind.to_string());
     if key.is_empty() {
-        format!("{}{source}", e.kind)
+        format!("{kind}{source}")
     } else {
-        format!("{key}: {}{source}", e.kind)
+        format!("{key}: {kind}{source}")
     }
+}
+
+/// A TOML parse error quotes the offending line (`2 | password = "…`),
+/// which may hold a secret: keep the position and the reason only.
+fn without_source_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let t = t.trim_start_matches(|c: char| c.is_ascii_digit());
+            !(t.starts_with('|') || t.starts_with(" |"))
+        })
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Accept queue (`listen(2)` backlog) of a listening socket when none is
@@ -229,6 +245,12 @@ mod tests {
         std::fs::write(&path, "port = \"x\"\nbogus = 1\n").expect("write");
         let e = load::<Demo>(Some(&path), &["port", "wait"], &[]).expect_err("invalid");
         assert!(!e.problems.is_empty());
+
+        std::fs::write(&path, "port = 7\nwait = \"hunter2-secret\" \"x\"\n").expect("write");
+        let e = load::<Demo>(Some(&path), &["port", "wait"], &[]).expect_err("syntax");
+        let all = e.problems.join("\n");
+        assert!(all.contains("line 2"), "{all}");
+        assert!(!all.contains("hunter2"), "a parse error quotes the secret: {all}");
 
         let e = load::<Demo>(Some(&dir.path().join("missing.toml")), &[], &[]).expect_err("missing");
         assert!(e.problems[0].contains("does not exist"));

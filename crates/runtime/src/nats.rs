@@ -117,6 +117,13 @@ impl NatsConfig {
         if !(1..=5).contains(&self.replicas) {
             problems.push("nats.replicas must be between 1 and 5".into());
         }
+        if self.url.split(',').any(|u| u.contains('@')) {
+            problems.push(
+                "nats.url must not carry credentials (user:password@ is ignored by the client and shown in debug \
+                 logs): set nats.user and nats.password, or nats.token"
+                    .into(),
+            );
+        }
         if self.user.is_empty() != self.password.is_empty() {
             problems.push("nats.user and nats.password go together: set both or neither".into());
         }
@@ -235,7 +242,8 @@ pub async fn connect(
     let (tx, rx) = watch::channel((0u64, LinkState::Down));
     health.set_bus_up(false);
     let max_delay = config.max_reconnect_delay;
-    let failures = Arc::new(FailureLog::default());
+    // One rate limit per cause, so a change of cause is logged at once.
+    let failures = Arc::new([FailureLog::default(), FailureLog::default()]);
     let mut opts = ConnectOptions::new();
     if let Some(path) = &config.credentials_file {
         opts = opts
@@ -285,7 +293,7 @@ pub async fn connect(
                 match event {
                     Event::Connected => {
                         tracing::info!(%url, auth = method, "NATS connection (re)established");
-                        failures.reset();
+                        failures.iter().for_each(FailureLog::reset);
                         health.set_bus_up(true);
                         if tx.borrow().0 > 0 && tx.borrow().1 == LinkState::Down {
                             metrics.nats_reconnects.inc();
@@ -311,7 +319,8 @@ pub async fn connect(
                     Event::ClientError(ClientError::Other(why)) => {
                         metrics.nats_connect_failures.inc();
                         health.set_bus_up(false);
-                        if let Some(repeated) = failures.due() {
+                        let refused = credentials_refused(&why);
+                        if let Some(repeated) = failures[usize::from(refused)].due() {
                             log_connect_failure(&url, method, &why, repeated);
                         }
                     }
@@ -341,8 +350,14 @@ pub async fn connect(
     Ok((client, rx))
 }
 
+/// Whether a failed attempt's reason (async-nats's `ConnectErrorKind`
+/// text) says the server refused the credentials.
+fn credentials_refused(why: &str) -> bool {
+    why.contains("authorization violation") || why.contains("signing nonce")
+}
+
 fn log_connect_failure(url: &str, method: &str, why: &str, repeated: u64) {
-    if why.contains("authorization violation") || why.contains("signing nonce") {
+    if credentials_refused(why) {
         tracing::error!(
             %url,
             auth = method,
@@ -424,6 +439,19 @@ mod tests {
         assert!(all.contains("nkey_seed must be a user seed"), "{all}");
         assert!(!all.contains("secret"), "{all}");
         assert!(!format!("{c:?}").contains("secret"), "Debug shows a secret");
+
+        let mut with_url = NatsConfig {
+            url: "nats://127.0.0.1:4222,nats://sb-edge:pw-secret@nats:4222".into(),
+            ..NatsConfig::default()
+        };
+        let mut problems = Vec::new();
+        with_url.validate(&mut problems);
+        assert!(
+            problems.iter().any(|p| p.contains("must not carry credentials")),
+            "{problems:?}"
+        );
+        assert!(!problems.join("").contains("pw-secret"));
+        with_url.url = "nats://127.0.0.1:4222".into();
 
         c.token = Secret::default();
         c.nkey_seed = Secret::default();

@@ -35,11 +35,25 @@ impl Default for LogConfig {
     }
 }
 
+/// `filter` with the NATS client's own lines at `warn`, unless the filter
+/// names `async_nats`: it logs every event and every failed connection
+/// attempt (every 2 s while NATS refuses us), which our link log already
+/// says once, rate-limited (`switchboard_runtime::nats`).
+fn with_quiet_nats_client(filter: &str) -> String {
+    if filter.contains("async_nats") {
+        filter.to_owned()
+    } else {
+        format!("{filter},async_nats=warn,async_nats::connector=off")
+    }
+}
+
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| config.level.clone());
+    let filter = EnvFilter::try_new(with_quiet_nats_client(&wanted)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -48,4 +62,22 @@ pub fn init(config: &LogConfig) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nats_client_is_quiet_unless_asked() {
+        assert_eq!(
+            with_quiet_nats_client("info"),
+            "info,async_nats=warn,async_nats::connector=off"
+        );
+        assert_eq!(
+            with_quiet_nats_client("debug,async_nats=trace"),
+            "debug,async_nats=trace"
+        );
+        assert!(EnvFilter::try_new(with_quiet_nats_client("switchboard_edge=debug,info")).is_ok());
+    }
 }

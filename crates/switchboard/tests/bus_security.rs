@@ -315,3 +315,48 @@ async fn an_edge_logs_in_with_an_nkey() {
     c.edges.push(p);
     c.edge_ports.push(port);
 }
+
+/// NATS does not check a request's reply subject against the requester's
+/// permissions: a router must not answer into a subject an edge may not
+/// write itself (a presence or registration key, another edge's inbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_answers_only_into_edge_inboxes() {
+    use switchboard_protocol::envelope::BizQuery;
+
+    let c = Cluster::start(1, 1, &[]).await;
+    let (_victim, welcome) = Ws::join(&c.url(0, "bizCode=d1&clientId=victim")).await;
+    let node = welcome["data"]["node"].as_str().expect("node id").to_owned();
+    let edge = c.nats.connect_as(EDGE_USER).await.expect("edge user");
+    let query = envelope::encode(&BizQuery { biz: "d1".into() }).expect("encode");
+    let evil_key = format!("$KV.sb-presence-biz.{}", switchboard_protocol::ids::encode("evil"));
+    let victim_key = format!("$KV.sb-presence.{}", subject::presence_key("d1", "victim"));
+    for reply in [evil_key.clone(), victim_key, subject::node_inbox(&node)] {
+        edge.publish_with_reply(subject::ROUTER_CHECK_BIZ, reply, query.clone())
+            .await
+            .expect("publish");
+    }
+    edge.flush().await.expect("flush");
+    // A real request is answered, so the router has seen the forged ones.
+    let answer = edge
+        .request(subject::ROUTER_CHECK_BIZ, query.clone())
+        .await
+        .expect("a request from an edge inbox is answered");
+    assert!(!answer.payload.is_empty());
+
+    let js = async_nats::jetstream::new(c.nats.connect_admin().await.expect("admin"));
+    let biz = js.get_key_value("sb-presence-biz").await.expect("bucket");
+    assert!(
+        biz.get(switchboard_protocol::ids::encode("evil"))
+            .await
+            .expect("get")
+            .is_none(),
+        "an edge registered a bizCode through a router's answer"
+    );
+    let (st, r) = api(&c.router_addr(0), "d1", "get_online_list", json!({})).await;
+    assert_eq!((st, r["data"]["count"].clone()), (200, json!(1)), "{r}");
+    assert!(
+        !c.edges[0].log().contains("undecodable node command"),
+        "{}",
+        c.edges[0].log()
+    );
+}
