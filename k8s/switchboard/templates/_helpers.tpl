@@ -106,12 +106,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* NetworkPolicy egress rule: DNS to any resolver (kube-dns, node-local caches). */}}
+{{/* DNS, to the cluster's DNS pods only (networkPolicy.dnsTo): an egress
+     rule for port 53 without peers would reach any address, a tunnel out. */}}
 {{- define "switchboard.dnsEgress" -}}
 - ports:
     - port: 53
       protocol: UDP
     - port: 53
       protocol: TCP
+  {{- with .Values.networkPolicy.dnsTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end -}}
 
 {{- define "switchboard.containerSecurity" -}}
