@@ -18,6 +18,22 @@ pub struct MemoryStore {
     state: Mutex<(u64, HashMap<String, Versioned>)>,
 }
 
+impl MemoryStore {
+    /// Writes `value` if the entry is at `expected` (`None`: absent) and
+    /// returns the new revision.
+    fn write(&self, key: &str, value: &PresenceValue, expected: Option<u64>) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        if s.1.get(key).map(|v| v.revision) != expected {
+            return Err(StoreError::WrongRevision);
+        }
+        s.0 += 1;
+        let revision = s.0;
+        let value = value.clone();
+        s.1.insert(key.to_owned(), Versioned { value, revision });
+        Ok(revision)
+    }
+}
+
 #[async_trait]
 impl PresenceStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
@@ -25,38 +41,11 @@ impl PresenceStore for MemoryStore {
     }
 
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
-        let mut s = self.state.lock();
-        if s.1.contains_key(key) {
-            return Err(StoreError::WrongRevision);
-        }
-        s.0 += 1;
-        let revision = s.0;
-        s.1.insert(
-            key.to_owned(),
-            Versioned {
-                value: value.clone(),
-                revision,
-            },
-        );
-        Ok(revision)
+        self.write(key, value, None)
     }
 
     async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
-        let mut s = self.state.lock();
-        match s.1.get(key) {
-            Some(v) if v.revision == revision => {}
-            _ => return Err(StoreError::WrongRevision),
-        }
-        s.0 += 1;
-        let revision = s.0;
-        s.1.insert(
-            key.to_owned(),
-            Versioned {
-                value: value.clone(),
-                revision,
-            },
-        );
-        Ok(revision)
+        self.write(key, value, Some(revision))
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
