@@ -196,3 +196,30 @@ async fn an_entry_its_node_does_not_hold_is_removed() {
     }
     assert!(kv.get(presence_key("d1", "ghost")).await.expect("read").is_none());
 }
+
+/// An entry the router cannot decode (written by a bug or another writer)
+/// does not lock its client out: the next connect replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_entry_does_not_lock_its_client_out() {
+    use switchboard_protocol::subject::presence_key;
+
+    let c = Cluster::start(1, 1, &[]).await;
+    let client = c.nats.connect_admin().await.expect("connect");
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("sb-presence")
+        .await
+        .expect("presence bucket");
+    kv.put(presence_key("d1", "v1"), "not an entry".into())
+        .await
+        .expect("put");
+    let (mut v1, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=v1")).await;
+    let (st, r) = api(
+        &c.router_addr(0),
+        "d1",
+        "send_to_client",
+        json!({"clientId": "v1", "data": "back"}),
+    )
+    .await;
+    assert_eq!((st, r["data"]["recipients"].clone()), (200, json!(1)), "{r}");
+    assert_eq!(v1.recv_mode(100).await["content"]["data"], json!("back"));
+}

@@ -99,14 +99,29 @@ fn decode_value(bytes: &[u8]) -> Option<PresenceValue> {
 #[async_trait]
 impl PresenceStore for KvStore {
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        let entry = self.kv.entry(key).await.map_err(unavailable)?;
-        Ok(entry.and_then(|e| match e.operation {
-            Operation::Put => decode_value(&e.value).map(|value| Versioned {
-                value,
-                revision: e.revision,
-            }),
-            Operation::Delete | Operation::Purge => None,
-        }))
+        let Some(e) = self.kv.entry(key).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        match e.operation {
+            Operation::Put => match decode_value(&e.value) {
+                Some(value) => Ok(Some(Versioned {
+                    value,
+                    revision: e.revision,
+                })),
+                // Not ours to read (a bug, another writer): removed, so the
+                // client's next connect can create its entry instead of
+                // failing on "exists" forever.
+                None => {
+                    tracing::warn!(key, "undecodable presence entry removed");
+                    self.delete(key, e.revision).await.or_else(|err| match err {
+                        StoreError::WrongRevision => Ok(()),
+                        other => Err(other),
+                    })?;
+                    Ok(None)
+                }
+            },
+            Operation::Delete | Operation::Purge => Ok(None),
+        }
     }
 
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
