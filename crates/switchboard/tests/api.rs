@@ -418,14 +418,7 @@ const SHOP_KEY: &str = "shop-and-chat-key-0123456789";
 
 /// Calls the API as tenant `biz` with the scoped key.
 async fn scoped(addr: &str, biz: &str, call: &str, body: Value) -> (u16, Value) {
-    let auth = format!("Bearer {SHOP_KEY}");
-    api_with(
-        addr,
-        call,
-        &[("systemId", biz), ("Authorization", &auth)],
-        &body.to_string(),
-    )
-    .await
+    api_as(SHOP_KEY, addr, biz, call, body).await
 }
 
 fn assert_forbidden(what: &str, (st, r): (u16, Value)) {

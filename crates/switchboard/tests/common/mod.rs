@@ -27,7 +27,12 @@ fn env_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// Calls `POST /api/websocket/<call>` on `addr` as tenant `biz` with the
 /// test API key; returns (status, JSON body).
 pub async fn api(addr: &str, biz: &str, call: &str, body: Value) -> (u16, Value) {
-    let auth = format!("Bearer {API_KEY}");
+    api_as(API_KEY, addr, biz, call, body).await
+}
+
+/// [`api`] with another API key.
+pub async fn api_as(key: &str, addr: &str, biz: &str, call: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {key}");
     api_with(
         addr,
         call,
