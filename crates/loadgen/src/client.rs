@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::StreamExt;
-use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::frames::Incoming;
 
 /// A connected client stream.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -88,54 +89,11 @@ pub(crate) async fn connect(target: &str, source: IpAddr, query: &str) -> anyhow
         .await
         .context("no welcome within 30 s")?;
     match welcome {
-        Some(Ok(Message::Text(t))) => {
-            let v: Value = serde_json::from_str(t.as_str()).context("welcome is not JSON")?;
-            anyhow::ensure!(v["mode"] == 0, "first frame is not a welcome: {v}");
+        Some(Ok(m @ Message::Text(_))) => {
+            let welcome = Incoming::parse(&m).is_some_and(|v| v.is_welcome());
+            anyhow::ensure!(welcome, "first frame is not a welcome: {m}");
         }
         other => anyhow::bail!("no welcome: {other:?}"),
     }
     Ok((ws, started.elapsed()))
-}
-
-/// The fields of a delivery the scenarios read; parsed without building a
-/// JSON tree (the load generator shares the machine with the gateway, so
-/// its own CPU per frame matters).
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct Delivery {
-    pub(crate) mode: u16,
-    #[serde(default)]
-    pub(crate) content: Probe,
-}
-
-/// The load generator's own fields inside `content`.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct Probe {
-    /// Send time, ns of [`now_ns`].
-    #[serde(default)]
-    pub(crate) t: u64,
-    /// Sequence number per sender.
-    #[serde(default)]
-    pub(crate) s: u64,
-    /// Sender index.
-    #[serde(default)]
-    pub(crate) f: u64,
-    /// Broadcast repetition.
-    #[serde(default)]
-    pub(crate) r: Option<u64>,
-}
-
-/// Parses a delivery frame, `None` for anything that is not one.
-pub(crate) fn delivery(msg: &Message) -> Option<Delivery> {
-    match msg {
-        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
-        _ => None,
-    }
-}
-
-/// Parses a text frame, `None` for anything else.
-pub(crate) fn json(msg: &Message) -> Option<Value> {
-    match msg {
-        Message::Text(t) => serde_json::from_str(t.as_str()).ok(),
-        _ => None,
-    }
 }

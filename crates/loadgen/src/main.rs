@@ -9,14 +9,19 @@
 
 mod api;
 mod client;
+mod common;
+mod frames;
+mod open;
 mod report;
 mod scenarios;
-mod storm;
+mod traffic;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+use crate::common::Common;
+use crate::scenarios::{broadcast, churn, fanout, idle, storm, unicast};
 
 /// Load generator for Switchboard.
 #[derive(Debug, Parser)]
@@ -24,30 +29,6 @@ use clap::{Args, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-}
-
-/// Options every scenario takes.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct Common {
-    /// WebSocket URLs to connect to, comma separated (connections are
-    /// spread over them; "different edges" means different targets).
-    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
-    pub(crate) targets: Vec<String>,
-    /// Local source addresses, comma separated (127.0.0.x).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
-    pub(crate) sources: Vec<IpAddr>,
-    /// bizCode used by this run.
-    #[arg(long, default_value = "bench")]
-    pub(crate) biz: String,
-    /// clientId prefix (give each loadgen process its own).
-    #[arg(long, default_value = "lg")]
-    pub(crate) prefix: String,
-    /// Most handshakes in flight at once.
-    #[arg(long, default_value_t = 256)]
-    pub(crate) connect_concurrency: usize,
-    /// Hard limit of the whole run.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
-    pub(crate) deadline: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,10 +188,7 @@ fn main() -> std::process::ExitCode {
                 connections,
                 rate,
                 hold,
-            } => (
-                common.clone(),
-                Box::pin(scenarios::idle(common, connections, rate, hold)),
-            ),
+            } => (common.clone(), Box::pin(idle::run(common, connections, rate, hold))),
             Scenario::Unicast {
                 common,
                 pairs,
@@ -219,7 +197,15 @@ fn main() -> std::process::ExitCode {
                 size,
             } => (
                 common.clone(),
-                Box::pin(scenarios::unicast(common, pairs, rate, duration, size)),
+                Box::pin(unicast::run(
+                    common,
+                    unicast::UnicastShape {
+                        pairs,
+                        rate,
+                        duration,
+                        size,
+                    },
+                )),
             ),
             Scenario::Fanout {
                 common,
@@ -231,9 +217,9 @@ fn main() -> std::process::ExitCode {
                 duration,
             } => (
                 common.clone(),
-                Box::pin(scenarios::fanout(
+                Box::pin(fanout::run(
                     common,
-                    scenarios::FanoutShape {
+                    fanout::FanoutShape {
                         groups,
                         size: group_size,
                         senders: senders_per_group,
@@ -250,7 +236,7 @@ fn main() -> std::process::ExitCode {
                 rate,
             } => (
                 common.clone(),
-                Box::pin(scenarios::broadcast(common, clients, repetitions, rate)),
+                Box::pin(broadcast::run(common, clients, repetitions, rate)),
             ),
             Scenario::Churn {
                 common,
@@ -261,7 +247,7 @@ fn main() -> std::process::ExitCode {
                 api_key,
             } => (
                 common.clone(),
-                Box::pin(scenarios::churn(common, pool, rate, duration, api, api_key)),
+                Box::pin(churn::run(common, pool, rate, duration, api, api_key)),
             ),
             Scenario::Storm {
                 common,
@@ -277,12 +263,12 @@ fn main() -> std::process::ExitCode {
                 api_key,
             } => (
                 common.clone(),
-                Box::pin(storm::storm(
+                Box::pin(storm::run(
                     common,
-                    storm::StormOptions {
+                    storm::options::StormOptions {
                         clients,
                         kill,
-                        backoff: storm::Backoff {
+                        backoff: storm::backoff::Backoff {
                             base: backoff_base,
                             cap: backoff_cap,
                         },
