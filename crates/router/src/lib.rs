@@ -15,7 +15,9 @@
 //! - [`error`]: [`RouterError`] and its wire code.
 //! - [`wire`]: core results as bus replies (NATS and `standalone`).
 //! - [`api`]: the backend HTTP push API (`/api/websocket/*`).
-//! - [`nats`]: serving the router subjects, the KV watch, the edge link.
+//! - [`nats`]: serving the router subjects, the KV watch, the edge link
+//!   (which, after a bus outage, holds commands to a node until its inbox
+//!   answers again: `settle.rs`).
 //!
 //! Wire codes are made at the edge of the crate only: [`wire`] for the
 //! bus, [`api`] for HTTP, both through [`RouterError::code`].
@@ -28,6 +30,7 @@ pub mod index;
 pub mod link;
 pub mod nats;
 pub mod outbound;
+mod settle;
 pub mod store;
 pub mod wire;
 

@@ -8,6 +8,8 @@
 //! send is a batch of one).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::{Client, Message};
 use async_trait::async_trait;
@@ -17,24 +19,47 @@ use switchboard_protocol::envelope::{
     self, BizQuery, CommandReply, Heartbeat, HeldReply, NodeCommand, RouteBatch, RouteBatchReply,
 };
 use switchboard_protocol::subject;
+use switchboard_runtime::nats::LinkState;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::core::Router;
 use crate::link::{EdgeError, EdgeLink};
 use crate::outbound::Outbound;
+use crate::settle::Settle;
 use crate::wire;
 
 /// [`EdgeLink`] over NATS: publishes to `sb.node.<b64 node id>`.
+///
+/// For a window after this router's bus link comes back, a command to a
+/// node waits until the node's inbox answers again ([`crate::settle`]):
+/// core NATS would drop it while the node is still reconnecting.
 #[derive(Debug, Clone)]
 pub struct NatsEdges {
     client: Client,
+    settle: Arc<Settle>,
 }
 
 impl NatsEdges {
-    /// Wraps a connected client.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// Wraps a connected client. Every time `link` turns
+    /// [`LinkState::Up`] again, commands to each node wait for up to
+    /// `settle` until that node answers (see [`crate::settle`]); pass the
+    /// longest reconnect backoff of the processes plus a margin.
+    pub fn new(client: Client, mut link: watch::Receiver<(u64, LinkState)>, settle: Duration) -> Self {
+        let gate = Arc::new(Settle::default());
+        let window = gate.clone();
+        tokio::spawn(async move {
+            let mut was_up = link.borrow_and_update().1 == LinkState::Up;
+            while link.changed().await.is_ok() {
+                let up = link.borrow_and_update().1 == LinkState::Up;
+                if up && !was_up {
+                    window.open(settle);
+                }
+                was_up = up;
+            }
+        });
+        Self { client, settle: gate }
     }
 
     /// Asks `node` with `cmd` and decodes its answer.
@@ -47,30 +72,44 @@ impl NatsEdges {
             .map_err(|e| EdgeError(e.to_string()))?;
         envelope::decode(&msg.payload).map_err(|e| EdgeError(e.to_string()))
     }
+
+    /// Whether `node`'s inbox answers (an empty `Holds` question).
+    async fn ping(&self, node: &str) -> bool {
+        let cmd = NodeCommand::Holds { conns: Vec::new() };
+        self.ask::<HeldReply>(node, &cmd).await.is_ok()
+    }
 }
 
 #[async_trait]
 impl EdgeLink for NatsEdges {
     async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
         let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
-        self.client
-            .publish(subject::node_inbox(node), payload)
-            .await
-            .map_err(|e| EdgeError(e.to_string()))
+        let publish = || async {
+            self.client
+                .publish(subject::node_inbox(node), payload)
+                .await
+                .map_err(|e| EdgeError(e.to_string()))
+        };
+        self.settle.gated(node, || self.ping(node), publish).await
     }
 
     async fn request(&self, node: &str, cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
-        self.ask(node, &cmd).await
+        self.settle
+            .gated(node, || self.ping(node), || self.ask(node, &cmd))
+            .await
     }
 
     async fn holds(&self, node: &str, conns: Vec<u64>) -> Result<Vec<u64>, EdgeError> {
-        let mut held = Vec::new();
-        for chunk in conns.chunks(HOLDS_CHUNK) {
-            let cmd = NodeCommand::Holds { conns: chunk.to_vec() };
-            let reply: HeldReply = self.ask(node, &cmd).await?;
-            held.extend(reply.held);
-        }
-        Ok(held)
+        let ask = || async {
+            let mut held = Vec::new();
+            for chunk in conns.chunks(HOLDS_CHUNK) {
+                let cmd = NodeCommand::Holds { conns: chunk.to_vec() };
+                let reply: HeldReply = self.ask(node, &cmd).await?;
+                held.extend(reply.held);
+            }
+            Ok(held)
+        };
+        self.settle.gated(node, || self.ping(node), ask).await
     }
 }
 

@@ -341,3 +341,32 @@ async fn a_nats_outage_longer_than_the_node_timeout_purges_nobody_and_late_leave
     a.expect_silence(QUIET).await;
     b.expect_silence(QUIET).await;
 }
+
+/// After a NATS restart the processes reconnect on their own schedules, and
+/// core NATS drops a publish to an inbox nobody has subscribed again yet. A
+/// send accepted right after the restart, to a client whose edge is a
+/// moment late reconnecting, must still arrive: the router holds it until
+/// that edge answers (at most `nats.max_reconnect_delay` + 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_right_after_a_nats_restart_waits_for_the_recipients_edge_to_reconnect() {
+    let mut c = Cluster::start(2, 1, &[]).await;
+    let router = c.router_addr(0);
+    let (mut a, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=a")).await;
+    let (mut b, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=b")).await;
+
+    // Edge 1 is frozen over the restart, so it reconnects after the others.
+    c.edges[1].signal("STOP");
+    c.nats.restart();
+    eventually!(
+        all_ready(&[c.edge_addr(0), router.clone()], true).await,
+        "edge 0 and the router did not reconnect to NATS after its restart"
+    );
+    a.send(&json!({"msgId":"early","mode":100,"targetClientId":"b","content":1}))
+        .await;
+    // The edge wakes up while the router holds the delivery.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.edges[1].signal("CONT");
+    let reply = a.recv_mode(2).await;
+    assert_eq!(reply["code"], 0, "{reply}");
+    assert_eq!(b.recv_mode(100).await["msgId"], "early");
+}
