@@ -126,7 +126,11 @@ mod tests {
         let s = Settle::default();
         let pings = AtomicU32::new(0);
         let out = s
-            .gated("n", || async { pings.fetch_add(1, Ordering::Relaxed) > 0 }, || async { 7 })
+            .gated(
+                "n",
+                || async { pings.fetch_add(1, Ordering::Relaxed) > 0 },
+                || async { 7 },
+            )
             .await;
         assert_eq!((out, pings.load(Ordering::Relaxed)), (7, 0));
     }
@@ -153,7 +157,10 @@ mod tests {
         let t0 = Instant::now();
         s.gated("dead", || async { false }, || async {}).await;
         let waited = t0.elapsed();
-        assert!(waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100),
+            "{waited:?}"
+        );
         let t1 = Instant::now();
         s.gated("dead", || async { false }, || async {}).await;
         assert_eq!(t1.elapsed(), Duration::ZERO);

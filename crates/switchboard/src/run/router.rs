@@ -166,7 +166,11 @@ async fn start_router(
     let store = store.with_link(link.clone());
     // Nodes reconnect within their longest backoff after a NATS restart.
     let settle = config.nats.max_reconnect_delay + Duration::from_secs(1);
-    let edges = Arc::new(switchboard_router::nats::NatsEdges::new(client.clone(), link.clone(), settle));
+    let edges = Arc::new(switchboard_router::nats::NatsEdges::new(
+        client.clone(),
+        link.clone(),
+        settle,
+    ));
     let router = Router::new(
         config.router.clone(),
         Arc::new(store),
