@@ -84,32 +84,30 @@ impl NatsEdges {
 impl EdgeLink for NatsEdges {
     async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
         let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
-        let publish = || async {
-            self.client
-                .publish(subject::node_inbox(node), payload)
-                .await
-                .map_err(|e| EdgeError(e.to_string()))
-        };
-        self.settle.gated(node, || self.ping(node), publish).await
+        // The turn is held across the publish, which only buffers: the
+        // node gets its commands in order.
+        let _turn = self.settle.turn(node, || self.ping(node)).await;
+        self.client
+            .publish(subject::node_inbox(node), payload)
+            .await
+            .map_err(|e| EdgeError(e.to_string()))
     }
 
     async fn request(&self, node: &str, cmd: NodeCommand) -> Result<CommandReply, EdgeError> {
-        self.settle
-            .gated(node, || self.ping(node), || self.ask(node, &cmd))
-            .await
+        // Waits its turn, but does not block the node's line for its answer.
+        drop(self.settle.turn(node, || self.ping(node)).await);
+        self.ask(node, &cmd).await
     }
 
     async fn holds(&self, node: &str, conns: Vec<u64>) -> Result<Vec<u64>, EdgeError> {
-        let ask = || async {
-            let mut held = Vec::new();
-            for chunk in conns.chunks(HOLDS_CHUNK) {
-                let cmd = NodeCommand::Holds { conns: chunk.to_vec() };
-                let reply: HeldReply = self.ask(node, &cmd).await?;
-                held.extend(reply.held);
-            }
-            Ok(held)
-        };
-        self.settle.gated(node, || self.ping(node), ask).await
+        drop(self.settle.turn(node, || self.ping(node)).await);
+        let mut held = Vec::new();
+        for chunk in conns.chunks(HOLDS_CHUNK) {
+            let cmd = NodeCommand::Holds { conns: chunk.to_vec() };
+            let reply: HeldReply = self.ask(node, &cmd).await?;
+            held.extend(reply.held);
+        }
+        Ok(held)
     }
 }
 
