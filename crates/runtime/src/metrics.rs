@@ -113,7 +113,7 @@ impl Metrics {
         let route_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
             "route_duration_seconds",
-            "Time to route one send",
+            "Time to route one send (every send, refused ones included; a batch counts each send at its share of the batch time)",
             route_duration.clone(),
         );
         let send_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));

@@ -43,30 +43,21 @@ enum Audience<'a> {
 }
 
 impl<'a> Audience<'a> {
-    /// The nodes hosting members of `biz`'s audience, and how many members
-    /// it has; `None` if it has none.
-    fn reach<'i>(self, ix: &'i Index, biz: &str) -> Option<(&'i HashMap<Arc<str>, u32>, usize)> {
+    /// The nodes hosting members of `biz`'s audience, how many members it
+    /// has, and (for a group) its members; `None` if it has none.
+    fn reach<'i>(self, ix: &'i Index, biz: &str) -> Option<Reach<'i>> {
         match self {
-            Self::Group(g) => ix.group(biz, g).map(|g| (&g.nodes, g.members.len())),
-            Self::Biz => ix.biz_nodes(biz),
+            Self::Group(g) => ix.group(biz, g).map(|g| Reach {
+                nodes: &g.nodes,
+                members: g.members.len(),
+                group: Some(&g.members),
+            }),
+            Self::Biz => ix.biz_nodes(biz).map(|(nodes, members)| Reach {
+                nodes,
+                members,
+                group: None,
+            }),
         }
-    }
-
-    /// Whether the origin of a send is one of the members [`Self::reach`]
-    /// counted: its connection is the one the index holds for `client`,
-    /// and (for a group) the client is a member.
-    fn counts(self, ix: &Index, biz: &str, client: &str, origin: Option<Origin<'_>>) -> bool {
-        let Some(o) = origin else {
-            return false;
-        };
-        let is_origin = ix
-            .get(biz, client)
-            .is_some_and(|e| *e.node == *o.node && e.conn == o.conn);
-        is_origin
-            && match self {
-                Self::Group(g) => ix.group(biz, g).is_some_and(|g| g.members.contains(client)),
-                Self::Biz => true,
-            }
     }
 
     /// The group, for a presence notice.
@@ -90,6 +81,29 @@ impl<'a> Audience<'a> {
                 exclude,
             },
         }
+    }
+}
+
+/// Where an audience is, as [`Audience::reach`] found it.
+struct Reach<'i> {
+    nodes: &'i HashMap<Arc<str>, u32>,
+    members: usize,
+    /// A group's members (`None` for a whole bizCode).
+    group: Option<&'i HashSet<Arc<str>>>,
+}
+
+impl Reach<'_> {
+    /// Whether the origin of a send is one of the members counted: its
+    /// connection is the one the index holds for `client`, and (for a
+    /// group) the client is a member.
+    fn counts(&self, ix: &Index, biz: &str, client: &str, origin: Option<Origin<'_>>) -> bool {
+        let Some(o) = origin else {
+            return false;
+        };
+        self.group.is_none_or(|members| members.contains(client))
+            && ix
+                .get(biz, client)
+                .is_some_and(|e| *e.node == *o.node && e.conn == o.conn)
     }
 }
 
@@ -209,21 +223,28 @@ impl Router {
         };
         let frame = render();
         let ix = self.inner.index.lock();
-        let Some((nodes, members)) = audience.reach(&ix, send.biz) else {
+        let Some(reach) = audience.reach(&ix, send.biz) else {
             return Ok(0);
         };
-        let origin_counted = audience.counts(&ix, send.biz, send.from, send.origin);
-        for (node, cmd) in fan_out(nodes, send.biz, audience, send.origin, mode, &frame) {
+        let origin_counted = reach.counts(&ix, send.biz, send.from, send.origin);
+        for (node, cmd) in fan_out(reach.nodes, send.biz, audience, send.origin, mode, &frame) {
             out.push(node, cmd, i);
         }
-        Ok(u32::try_from(members - usize::from(origin_counted)).unwrap_or(u32::MAX))
+        Ok(u32::try_from(reach.members - usize::from(origin_counted)).unwrap_or(u32::MAX))
     }
 
     /// Hands each node its deliveries as one bus message (split at
     /// [`BATCH_BYTES`]; a lone delivery goes as itself). A send whose
     /// deliveries could not all be handed over is answered with the error.
     async fn hand_over(&self, out: Deliveries, replies: &mut [Result<u32, RouterError>]) {
-        for (node, cmds) in out.0 {
+        for (node, mut cmds) in out.0 {
+            if cmds.len() == 1 {
+                // A lone delivery goes as itself, without batch bookkeeping.
+                if let Some((cmd, i)) = cmds.pop() {
+                    self.hand_to(&node, cmd, std::slice::from_ref(&i), replies).await;
+                }
+                continue;
+            }
             let mut batch = Vec::new();
             let mut served = Vec::new();
             let mut bytes = 0;
@@ -241,16 +262,22 @@ impl Router {
                     Ok([one]) => one,
                     Err(many) => NodeCommand::Batch(many),
                 };
-                if let Err(e) = self.inner.edges.send(&node, cmd).await {
-                    tracing::warn!(node_id = %node, error = %e, "deliver failed");
-                    for &i in &served {
-                        if let Some(reply) = replies.get_mut(i) {
-                            *reply = Err(e.clone().into());
-                        }
-                    }
-                }
+                self.hand_to(&node, cmd, &served, replies).await;
                 served.clear();
                 bytes = 0;
+            }
+        }
+    }
+
+    /// Hands `cmd` to `node`; on failure the sends it `served` are
+    /// answered with the error.
+    async fn hand_to(&self, node: &str, cmd: NodeCommand, served: &[usize], replies: &mut [Result<u32, RouterError>]) {
+        if let Err(e) = self.inner.edges.send(node, cmd).await {
+            tracing::warn!(node_id = %node, error = %e, "deliver failed");
+            for &i in served {
+                if let Some(reply) = replies.get_mut(i) {
+                    *reply = Err(e.clone().into());
+                }
             }
         }
     }
@@ -314,14 +341,21 @@ impl Router {
         {
             let ix = self.inner.index.lock();
             let mut notify = |audience: Audience<'_>| {
-                let Some((nodes, members)) = audience.reach(&ix, biz) else {
+                let Some(reach) = audience.reach(&ix, biz) else {
                     return;
                 };
-                if members > limit {
+                if reach.members > limit {
                     return;
                 }
                 let frame = Bytes::from(frame::presence_notice(event, client, audience.group()));
-                sends.extend(fan_out(nodes, biz, audience, origin, frame::MODE_PRESENCE, &frame));
+                sends.extend(fan_out(
+                    reach.nodes,
+                    biz,
+                    audience,
+                    origin,
+                    frame::MODE_PRESENCE,
+                    &frame,
+                ));
             };
             match self.inner.config.presence_notices {
                 NoticeScope::Off => return,
