@@ -32,7 +32,12 @@ pub(crate) async fn run_resyncs(edge: Edge, wake: Arc<Notify>, shutdown: Cancell
             () = shutdown.cancelled() => return,
             () = wake.notified() => {}
         }
-        resync(&edge).await;
+        // Stops mid-resync at shutdown too (the drain that follows removes
+        // the node's presence anyway), so it never holds the shutdown.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = resync(&edge) => {}
+        }
     }
 }
 
@@ -47,6 +52,10 @@ pub(crate) async fn run_resyncs(edge: Edge, wake: Arc<Notify>, shutdown: Cancell
 /// reconciled away), and the router confirms with us (`Holds`) what it
 /// (re)creates or removes, which closes the window between sending and
 /// applying (see the router's `core::resync`).
+///
+/// # Cancel safety
+/// Cancelled between or during attempts: a chunk the router applied is
+/// whole (it re-checks with `Holds`), one not yet sent is simply not sent.
 async fn resync(edge: &Edge) {
     let node = edge.node_id();
     let mut ids = Vec::new();

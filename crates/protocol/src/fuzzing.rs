@@ -14,7 +14,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::codes::ErrorCode;
+use crate::codes::{CloseCode, ErrorCode};
 use crate::envelope::{
     self, BizQuery, CommandReply, ConnInfo, ConnRange, ConnectReply, DeliverTo, Disconnect, Heartbeat, HeldReply,
     NodeCommand, PresenceValue, Resync, Route, RouteBatch, RouteBatchReply, RouteReply,
@@ -230,7 +230,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
         }),
         envelope::encode(&route),
         envelope::encode(&RouteReply {
-            code: 1004,
+            code: ErrorCode::Offline.as_u16(),
             recipients: 0,
         }),
         envelope::encode(&RouteBatch {
@@ -267,7 +267,10 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
             to: DeliverTo::Conns(vec![1, 2, u64::MAX]),
             frame: Bytes::from_static(b"{}"),
         }),
-        envelope::encode(&NodeCommand::Close { conn: 1, code: 4009 }),
+        envelope::encode(&NodeCommand::Close {
+            conn: 1,
+            code: CloseCode::Replaced.as_u16(),
+        }),
         envelope::encode(&NodeCommand::Bind {
             conn: 1,
             group: "g1".into(),

@@ -18,6 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
+use switchboard_protocol::codes::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -183,11 +184,14 @@ pub async fn serve(
 /// closes (lingering briefly so the request in flight does not turn the
 /// close into a reset that loses the answer).
 async fn refuse_busy(mut stream: TcpStream) {
-    const BODY: &str = r#"{"code":1005,"msg":"too many connections in progress, retry later"}"#;
+    let body = format!(
+        r#"{{"code":{},"msg":"too many connections in progress, retry later"}}"#,
+        ErrorCode::RateLimited.as_u16()
+    );
     let res = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     );
     let linger = async {
         stream.write_all(res.as_bytes()).await?;

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Method, StatusCode};
+use switchboard_protocol::codes::RefusalCode;
 
 use crate::http::{self as h, Response};
 use crate::metrics::Metrics;
@@ -76,7 +77,11 @@ pub fn handle(method: &Method, path: &str, health: &Health, metrics: &Metrics) -
         _ => return None,
     };
     if method != Method::GET && method != Method::HEAD {
-        return Some(h::error(StatusCode::METHOD_NOT_ALLOWED, 405, "method not allowed"));
+        return Some(h::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            RefusalCode::MethodNotAllowed.as_u16(),
+            "method not allowed",
+        ));
     }
     Some(res)
 }

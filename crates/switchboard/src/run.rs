@@ -10,21 +10,21 @@ use hyper::body::Incoming;
 use switchboard_edge::{AuthMode, Edge, Verifier};
 use switchboard_protocol::subject;
 use switchboard_router::api::Api;
-use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::{MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
 use switchboard_runtime::{nats, shutdown};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::local::{LocalEdges, LocalRouter};
 
 mod router;
+mod setup;
 
 pub(crate) use router::router;
+use setup::{api_config, bind};
 
 fn node_id(config: &Config) -> String {
     let name = if config.edge.node_name.is_empty() {
@@ -33,46 +33,6 @@ fn node_id(config: &Config) -> String {
         config.edge.node_name.clone()
     };
     switchboard_edge::new_node_id(&name)
-}
-
-/// Listens on `addr` with an accept queue of `backlog` connections
-/// (`*.listen_backlog`). The kernel silently caps the queue at
-/// `net.core.somaxconn`; the log says so when it does.
-///
-/// A queue that is too short drops handshakes during a connect burst (an
-/// edge died and its clients reconnect to the others) and each dropped
-/// client waits a full second for its SYN retry.
-fn bind(addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
-    let listen = || -> std::io::Result<TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // What `TcpListener::bind` does: a restarted process can listen
-        // again while connections of the old one are in TIME_WAIT.
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(backlog)
-    };
-    let listener = listen().with_context(|| format!("cannot listen on {addr}"))?;
-    if let Some(max) = somaxconn().filter(|&max| max < backlog) {
-        tracing::warn!(
-            backlog,
-            somaxconn = max,
-            "listen backlog capped by the kernel at net.core.somaxconn; raise it (sysctl) for the configured value"
-        );
-    }
-    Ok(listener)
-}
-
-/// `net.core.somaxconn`, where the platform exposes it.
-fn somaxconn() -> Option<u32> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Runs an edge until SIGTERM/SIGINT, then drains.
@@ -164,22 +124,6 @@ fn verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> {
     let v = Verifier::new(&config.auth, pem.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(algorithm = %config.auth.algorithm, "client authentication: JWT");
     Ok(Some(Arc::new(v)))
-}
-
-/// The API configuration with every key, generating one for standalone
-/// when auth is on and none is configured.
-fn api_config(config: &Config, standalone: bool) -> ApiConfig {
-    let mut api = config.api.clone();
-    api.keys = config.api_keys();
-    if !api.auth {
-        tracing::warn!("HTTP API AUTHENTICATION IS OFF (api.auth = false): anyone who can reach the API can push");
-    } else if api.keys.is_empty() && standalone {
-        let key = format!("{:032x}", rand::random::<u128>());
-        tracing::warn!(api_key = %key, "no API key configured; generated one for this run (set SWITCHBOARD_API_KEY to choose)");
-        eprintln!("switchboard: API key for this run: {key}");
-        api.keys.push(ApiKey::global(key));
-    }
-    api
 }
 
 /// `standalone`'s HTTP side: the API, then the edge (WebSocket and ops).

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::Request;
 use hyper::body::Incoming;
-use switchboard_protocol::codes::ErrorCode;
+use switchboard_protocol::codes::{ErrorCode, RefusalCode};
 use switchboard_protocol::subject;
 use switchboard_router::api::{Api, RouterHttp};
 use switchboard_router::store::StoreError;
@@ -21,7 +21,7 @@ use switchboard_runtime::{nats, ops, shutdown};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{api_config, bind};
+use super::setup::{api_config, bind};
 use crate::config::Config;
 
 /// Opens the presence buckets, waiting for NATS as long as it takes (the
@@ -85,7 +85,7 @@ impl Handler for RouterStartingHttp {
                     "the router is starting: NATS not reached yet",
                 )
             } else {
-                h::error(http::StatusCode::NOT_FOUND, 404, "not found")
+                h::error(http::StatusCode::NOT_FOUND, RefusalCode::NotFound.as_u16(), "not found")
             }
         });
         Box::pin(std::future::ready(res))
