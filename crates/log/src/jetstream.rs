@@ -1,0 +1,243 @@
+//! The partition log in JetStream: one stream per partition, appends that
+//! expect the last sequence (`Nats-Expected-Last-Sequence`) and carry a
+//! `Nats-Msg-Id`, fences, purges and range reads through ordered consumers
+//! (which read from the stream leader).
+
+mod errors;
+mod read;
+
+use async_nats::jetstream::context::Context;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, StorageType};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::config::LogConfig;
+use crate::partition::{entry_subject, fence_subject, partition_filter, stream_name};
+use crate::seam::{
+    check_biz, check_partition, now_us, Appended, Bounds, EntryStream, Fence, LogError, PartitionLog, PendingAppend,
+    StoredEntry, MAX_SEQ,
+};
+
+/// Retries of one fence attempt whose outcome was unknown (a timeout or a
+/// dedupe conflict), with the same `Nats-Msg-Id` so a landed one answers.
+const FENCE_UNKNOWN_RETRIES: u32 = 3;
+
+/// The partition log over a JetStream context. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JetStreamLog {
+    js: Context,
+    config: LogConfig,
+}
+
+impl JetStreamLog {
+    /// A log over `js` with `config`'s layout and limits. Nothing is sent
+    /// until a partition is used; call [`PartitionLog::ensure`] for each
+    /// partition a writer owns.
+    #[must_use]
+    pub fn new(js: Context, config: LogConfig) -> Self {
+        Self { js, config }
+    }
+
+    /// The stream configuration of partition `p`, first sequence `first`.
+    fn stream_config(&self, p: u32, first: u64) -> stream::Config {
+        stream::Config {
+            name: stream_name(p),
+            description: Some(format!("Switchboard log of partition {p}")),
+            subjects: vec![partition_filter(p)],
+            storage: StorageType::File,
+            num_replicas: self.config.replicas.max(1),
+            max_age: self.config.max_age,
+            max_messages_per_subject: self.config.max_messages_per_biz,
+            max_bytes: self.config.max_bytes_per_partition,
+            duplicate_window: self.config.duplicate_window,
+            first_sequence: Some(first),
+            ..Default::default()
+        }
+    }
+
+    /// Partition `p`'s bounds, `None` when it has no stream.
+    async fn lookup(&self, p: u32) -> Result<Option<Bounds>, LogError> {
+        match self.js.get_stream(stream_name(p)).await {
+            Ok(s) => Ok(Some(bounds_of(s.cached_info()))),
+            Err(e) => errors::lookup(&e).map(|()| None),
+        }
+    }
+
+    /// Sends one append to `subject` of partition `p`.
+    async fn publish(
+        &self,
+        p: u32,
+        subject: String,
+        msg_id: &str,
+        expected_last: u64,
+        payload: Bytes,
+    ) -> Result<PendingAppend, LogError> {
+        let msg = PublishMessage::build()
+            .payload(payload)
+            .expected_stream(stream_name(p))
+            .expected_last_sequence(expected_last)
+            .message_id(msg_id);
+        let ack = self
+            .js
+            .send_publish(subject, msg)
+            .await
+            .map_err(|e| errors::publish(&e))?;
+        Ok(PendingAppend::new(async move {
+            match ack.await {
+                Ok(a) => Ok(Appended {
+                    seq: a.sequence,
+                    duplicate: a.duplicate,
+                }),
+                Err(e) => Err(errors::publish(&e)),
+            }
+        }))
+    }
+}
+
+/// Bounds from a stream's info.
+fn bounds_of(info: &stream::Info) -> Bounds {
+    Bounds {
+        created_ns: u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0),
+        first: info.state.first_sequence,
+        last: info.state.last_sequence,
+    }
+}
+
+fn no_log(p: u32) -> LogError {
+    LogError::Unavailable(format!("partition {p} has no log stream"))
+}
+
+#[async_trait]
+impl PartitionLog for JetStreamLog {
+    async fn ensure(&self, p: u32) -> Result<Bounds, LogError> {
+        check_partition(&self.config, p)?;
+        if let Some(b) = self.lookup(p).await? {
+            return Ok(b);
+        }
+        match self.js.create_stream(self.stream_config(p, now_us())).await {
+            Ok(s) => Ok(bounds_of(s.cached_info())),
+            // Another writer created it first: use theirs.
+            Err(e) => {
+                errors::create(&e)?;
+                self.lookup(p).await?.ok_or_else(|| no_log(p))
+            }
+        }
+    }
+
+    async fn bounds(&self, p: u32) -> Result<Bounds, LogError> {
+        check_partition(&self.config, p)?;
+        self.lookup(p).await?.ok_or_else(|| no_log(p))
+    }
+
+    async fn append(
+        &self,
+        p: u32,
+        biz: &str,
+        msg_id: &str,
+        expected_last: u64,
+        payload: Bytes,
+    ) -> Result<PendingAppend, LogError> {
+        check_biz(&self.config, p, biz)?;
+        if msg_id.is_empty() {
+            return Err(LogError::Invalid("empty Msg-Id".to_owned()));
+        }
+        self.publish(p, entry_subject(p, biz), msg_id, expected_last, payload)
+            .await
+    }
+
+    async fn fence(&self, p: u32, owner: &str) -> Result<Fence, LogError> {
+        check_partition(&self.config, p)?;
+        let mut refused = None;
+        for _ in 0..self.config.fence_attempts.max(1) {
+            let t = self.bounds(p).await?.last;
+            // One id per (owner, t): a retry after an unknown outcome gets
+            // the landed fence back instead of appending a second one.
+            let id = format!("sb-fence.{owner}.{t}");
+            let mut unknown = 0;
+            loop {
+                let payload = Bytes::copy_from_slice(owner.as_bytes());
+                let r = match self.publish(p, fence_subject(p), &id, t, payload).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+                match r {
+                    Ok(a) => return Ok(Fence { token: a.seq, after: t }),
+                    Err(e @ LogError::WrongLastSequence { .. }) => {
+                        refused = Some(e);
+                        break;
+                    }
+                    Err(LogError::Timeout | LogError::Conflict) if unknown < FENCE_UNKNOWN_RETRIES => unknown += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(refused.unwrap_or(LogError::WrongLastSequence { last: None }))
+    }
+
+    async fn tail(&self, p: u32, after_seq: u64, limit: usize) -> Result<Vec<StoredEntry>, LogError> {
+        check_partition(&self.config, p)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut range = read::range(&self.js, &self.config, p, partition_filter(p), after_seq, MAX_SEQ).await?;
+        let mut out = Vec::new();
+        while let Some(e) = futures_util::StreamExt::next(&mut range).await {
+            out.push(e?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_range(
+        &self,
+        p: u32,
+        biz: Option<&str>,
+        after_seq: u64,
+        up_to_seq: u64,
+    ) -> Result<EntryStream, LogError> {
+        let filter = match biz {
+            Some(b) => {
+                check_biz(&self.config, p, b)?;
+                entry_subject(p, b)
+            }
+            None => {
+                check_partition(&self.config, p)?;
+                partition_filter(p)
+            }
+        };
+        read::range(&self.js, &self.config, p, filter, after_seq, up_to_seq).await
+    }
+
+    async fn purge(&self, p: u32, biz: &str, up_to_seq: u64) -> Result<u64, LogError> {
+        check_biz(&self.config, p, biz)?;
+        let stream = self
+            .js
+            .get_stream_no_info(stream_name(p))
+            .await
+            .map_err(|e| LogError::Invalid(e.to_string()))?;
+        // JetStream purges below `sequence`, not at it.
+        let r = stream
+            .purge()
+            .filter(entry_subject(p, biz))
+            .sequence(up_to_seq.saturating_add(1))
+            .await
+            .map_err(|e| errors::purge(&e))?;
+        Ok(r.purged)
+    }
+
+    async fn first_seq_of(&self, p: u32, biz: &str) -> Result<Option<u64>, LogError> {
+        check_biz(&self.config, p, biz)?;
+        let stream = self
+            .js
+            .get_stream_no_info(stream_name(p))
+            .await
+            .map_err(|e| LogError::Invalid(e.to_string()))?;
+        match stream.get_first_raw_message_by_subject(entry_subject(p, biz), 1).await {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) => errors::raw_get(&e).map(|()| None),
+        }
+    }
+}

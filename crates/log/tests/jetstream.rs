@@ -1,0 +1,97 @@
+//! The shared log scenarios against a real `nats-server -js` (one per test).
+
+mod scenarios;
+
+use switchboard_log::{JetStreamLog, LogConfig};
+use switchboard_testkit::NatsServer;
+
+async fn log(server: &NatsServer) -> JetStreamLog {
+    let client = server.connect_admin().await.expect("connect");
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        ..LogConfig::default()
+    };
+    JetStreamLog::new(async_nats::jetstream::new(client), config)
+}
+
+#[tokio::test]
+async fn pipelined_appends_get_consecutive_seqs() {
+    let server = NatsServer::start();
+    scenarios::pipelined_appends_get_consecutive_seqs(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn stale_writer_is_refused() {
+    let server = NatsServer::start();
+    scenarios::stale_writer_is_refused(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn fence_fences_a_writer_that_had_not_appended() {
+    let server = NatsServer::start();
+    scenarios::fence_fences_a_writer_that_had_not_appended(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn msg_id_retry_returns_the_original_seq() {
+    let server = NatsServer::start();
+    scenarios::msg_id_retry_returns_the_original_seq(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn in_flight_appends_can_land_after_a_fence() {
+    let server = NatsServer::start();
+    scenarios::in_flight_appends_can_land_after_a_fence(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn tail_after_a_failure_shows_what_was_stored() {
+    let server = NatsServer::start();
+    scenarios::tail_after_a_failure_shows_what_was_stored(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn read_range_returns_exactly_the_range() {
+    let server = NatsServer::start();
+    scenarios::read_range_returns_exactly_the_range(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn purge_removes_one_bizcode_up_to_a_seq() {
+    let server = NatsServer::start();
+    scenarios::purge_removes_one_bizcode_up_to_a_seq(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn a_recreated_log_starts_above_the_old_one() {
+    let server = NatsServer::start();
+    let log = log(&server).await;
+    let admin = async_nats::jetstream::new(server.connect_admin().await.expect("connect"));
+    scenarios::a_recreated_log_starts_above_the_old_one(&log, |p| async move {
+        admin
+            .delete_stream(switchboard_log::partition::stream_name(p))
+            .await
+            .expect("delete the stream");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_ensures_end_with_one_log() {
+    let server = NatsServer::start();
+    // Two writers on two connections, as two routers would be.
+    let (a, b) = (log(&server).await, log(&server).await);
+    scenarios::concurrent_ensures_end_with_one_log(&a, &b).await;
+}
+
+#[tokio::test]
+async fn mistakes_are_refused() {
+    let server = NatsServer::start();
+    scenarios::mistakes_are_refused(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn range_read_speed() {
+    let server = NatsServer::start();
+    scenarios::range_read_speed(&log(&server).await).await;
+}

@@ -1,0 +1,76 @@
+//! The shared log scenarios against the memory log (`standalone`).
+
+mod scenarios;
+
+use switchboard_log::{LogConfig, MemoryLog};
+
+fn log() -> MemoryLog {
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        ..LogConfig::default()
+    };
+    MemoryLog::new(config, 1 << 30)
+}
+
+#[tokio::test]
+async fn pipelined_appends_get_consecutive_seqs() {
+    scenarios::pipelined_appends_get_consecutive_seqs(&log()).await;
+}
+
+#[tokio::test]
+async fn stale_writer_is_refused() {
+    scenarios::stale_writer_is_refused(&log()).await;
+}
+
+#[tokio::test]
+async fn fence_fences_a_writer_that_had_not_appended() {
+    scenarios::fence_fences_a_writer_that_had_not_appended(&log()).await;
+}
+
+#[tokio::test]
+async fn msg_id_retry_returns_the_original_seq() {
+    scenarios::msg_id_retry_returns_the_original_seq(&log()).await;
+}
+
+#[tokio::test]
+async fn in_flight_appends_can_land_after_a_fence() {
+    scenarios::in_flight_appends_can_land_after_a_fence(&log()).await;
+}
+
+#[tokio::test]
+async fn tail_after_a_failure_shows_what_was_stored() {
+    scenarios::tail_after_a_failure_shows_what_was_stored(&log()).await;
+}
+
+#[tokio::test]
+async fn read_range_returns_exactly_the_range() {
+    scenarios::read_range_returns_exactly_the_range(&log()).await;
+}
+
+#[tokio::test]
+async fn purge_removes_one_bizcode_up_to_a_seq() {
+    scenarios::purge_removes_one_bizcode_up_to_a_seq(&log()).await;
+}
+
+#[tokio::test]
+async fn a_recreated_log_starts_above_the_old_one() {
+    let log = log();
+    let lose = log.clone();
+    scenarios::a_recreated_log_starts_above_the_old_one(&log, |p| async move { lose.drop_partition(p) }).await;
+}
+
+#[tokio::test]
+async fn concurrent_ensures_end_with_one_log() {
+    let log = log();
+    scenarios::concurrent_ensures_end_with_one_log(&log, &log.clone()).await;
+}
+
+#[tokio::test]
+async fn mistakes_are_refused() {
+    scenarios::mistakes_are_refused(&log()).await;
+}
+
+#[tokio::test]
+async fn range_read_speed() {
+    scenarios::range_read_speed(&log()).await;
+}
