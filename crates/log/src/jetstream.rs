@@ -33,7 +33,9 @@ pub struct JetStreamLog {
 impl JetStreamLog {
     /// A log over `js` with `config`'s layout and limits. Nothing is sent
     /// until a partition is used; call [`PartitionLog::ensure`] for each
-    /// partition a writer owns.
+    /// partition a writer owns. An append's acknowledgement waits for the
+    /// context's timeout (async-nats' default: 5 s) before it fails with
+    /// [`LogError::Timeout`].
     #[must_use]
     pub fn new(js: Context, config: LogConfig) -> Self {
         Self { js, config }

@@ -360,3 +360,6 @@ impl PartitionLog for MemoryLog {
         Ok(part.by_biz.get(&Some(biz.to_owned())).and_then(|q| q.front().copied()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -175,7 +175,8 @@ pub type EntryStream = BoxStream<'static, Result<StoredEntry, LogError>>;
 #[async_trait]
 pub trait PartitionLog: Send + Sync + 'static {
     /// Opens partition `p`'s log, creating it if absent (with its first
-    /// sequence at the wall clock in µs). An existing log is used as it is;
+    /// sequence at the wall clock in µs). An existing log is used as it is
+    /// (its limits are not changed to the configuration's);
     /// when two writers race to create it, both end up with the same one.
     ///
     /// # Errors
@@ -226,8 +227,10 @@ pub trait PartitionLog: Send + Sync + 'static {
 
     /// The stored entries of partition `p` in `(after_seq, up_to_seq]`, in
     /// order: of one bizCode, or with `biz = None` every entry and fence.
-    /// Memory stays bounded whatever the range; the stream ends at
-    /// `up_to_seq` or at the head as it was when the read started.
+    /// Memory stays bounded whatever the range (entries are fetched in
+    /// batches of a few hundred); the stream ends at `up_to_seq`, or at the
+    /// head once it reaches it (the memory log: the head when the read
+    /// started).
     ///
     /// # Errors
     /// [`LogError::Unavailable`] when the log does not exist or cannot be

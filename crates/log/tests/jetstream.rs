@@ -95,3 +95,18 @@ async fn range_read_speed() {
     let server = NatsServer::start();
     scenarios::range_read_speed(&log(&server).await).await;
 }
+
+#[tokio::test]
+async fn count_limit_keeps_each_bizcodes_newest() {
+    let server = NatsServer::start();
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        max_messages_per_biz: 3,
+        ..LogConfig::default()
+    };
+    scenarios::count_limit_keeps_each_bizcodes_newest(&JetStreamLog::new(
+        async_nats::jetstream::new(server.connect_admin().await.expect("connect")),
+        config,
+    ))
+    .await;
+}

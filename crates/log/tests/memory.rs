@@ -74,3 +74,13 @@ async fn mistakes_are_refused() {
 async fn range_read_speed() {
     scenarios::range_read_speed(&log()).await;
 }
+
+#[tokio::test]
+async fn count_limit_keeps_each_bizcodes_newest() {
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        max_messages_per_biz: 3,
+        ..LogConfig::default()
+    };
+    scenarios::count_limit_keeps_each_bizcodes_newest(&MemoryLog::new(config, 1 << 30)).await;
+}

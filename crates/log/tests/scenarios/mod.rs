@@ -382,3 +382,29 @@ pub async fn range_read_speed(log: &dyn PartitionLog) {
         took.as_secs_f64() * 1e6 / 2_000.0
     );
 }
+
+/// With `max_messages_per_biz = 3`, each bizCode keeps its newest three
+/// entries, whatever the others do.
+pub async fn count_limit_keeps_each_bizcodes_newest(log: &dyn PartitionLog) {
+    let p = 14;
+    let bizs = bizcodes_in(p, 2);
+    let mut last = log.ensure(p).await.expect("ensure").last;
+    let mut seqs: Vec<(String, u64)> = Vec::new();
+    for i in 0..7 {
+        let biz = &bizs[usize::from(i == 3)];
+        last = append_ok(log, p, biz, &format!("c{i}"), last).await;
+        seqs.push((biz.clone(), last));
+    }
+    let a: Vec<u64> = seqs.iter().filter(|(b, _)| *b == bizs[0]).map(|(_, s)| *s).collect();
+    let got: Vec<u64> = collect(log, p, Some(&bizs[0]), 0, u64::MAX)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(got, a[a.len() - 3..].to_vec());
+    assert_eq!(
+        log.first_seq_of(p, &bizs[0]).await.expect("first"),
+        Some(a[a.len() - 3])
+    );
+    assert_eq!(collect(log, p, Some(&bizs[1]), 0, u64::MAX).await.len(), 1);
+}
