@@ -89,7 +89,7 @@ mod tests {
 
     use async_trait::async_trait;
     use bytes::Bytes;
-    use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
+    use switchboard_protocol::envelope::{ConnInfo, ConnectedReply, Disconnect, Resync, Route, RouteReply};
     use switchboard_runtime::metrics::Metrics;
     use switchboard_runtime::ops::Health;
 
@@ -104,7 +104,7 @@ mod tests {
 
     #[async_trait]
     impl RouterLink for NoRouter {
-        async fn connect(&self, _: ConnInfo) -> Result<ConnectReply, LinkError> {
+        async fn connect(&self, _: ConnInfo) -> Result<ConnectedReply, LinkError> {
             Err(LinkError::Unavailable("none".into()))
         }
         async fn disconnect(&self, _: Disconnect) -> Result<(), LinkError> {

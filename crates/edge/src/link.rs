@@ -3,7 +3,7 @@
 //! binary implements it with direct calls into the router.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::{ConnInfo, ConnectReply, Disconnect, Resync, Route, RouteReply};
+use switchboard_protocol::envelope::{ConnInfo, ConnectedReply, Disconnect, Resync, Route, RouteReply};
 
 /// Why the router could not be asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -22,8 +22,9 @@ pub enum LinkError {
 /// so sends of one sender are routed in order.
 #[async_trait]
 pub trait RouterLink: Send + Sync + 'static {
-    /// Registers presence; answered after the entry is written.
-    async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError>;
+    /// Registers presence; answered after the entry is written, with the
+    /// groups bound to the client (to add before the welcome).
+    async fn connect(&self, info: ConnInfo) -> Result<ConnectedReply, LinkError>;
     /// Removes presence if it is still this connection's (idempotent).
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError>;
     /// Routes one client send; answered after the deliveries were handed on.

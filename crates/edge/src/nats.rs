@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, ConnInfo, ConnectReply, Disconnect, Heartbeat, NodeCommand, Resync, Route, RouteBatch,
-    RouteBatchReply, RouteReply,
+    self, BizQuery, ConnInfo, ConnectReply, ConnectedReply, Disconnect, Heartbeat, NodeCommand, Resync, Route,
+    RouteBatch, RouteBatchReply, RouteReply,
 };
 use switchboard_protocol::{subject, ErrorCode};
 use switchboard_runtime::nats::LinkState;
@@ -177,7 +177,7 @@ async fn route_batch(client: &Client, routes: Vec<Route>) -> Vec<Result<RouteRep
 
 #[async_trait]
 impl RouterLink for NatsRouter {
-    async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError> {
+    async fn connect(&self, info: ConnInfo) -> Result<ConnectedReply, LinkError> {
         self.request(subject::ROUTER_CONNECT, &info).await
     }
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {

@@ -191,7 +191,14 @@ async fn register(edge: &EdgeInner, conn: &Conn) -> Registration {
     let info = conn.info(edge.node_id());
     let id = conn.id;
     let registered = match edge.router().connect(info.clone()).await {
-        Ok(r) if r.code == ErrorCode::Ok.as_u16() => Registration::Registered,
+        Ok(r) if r.code == ErrorCode::Ok.as_u16() => {
+            // Groups bound to the client (SPEC §7) join this connection
+            // before its welcome, which lists them.
+            for g in &r.groups {
+                edge.registry().bind(id, g);
+            }
+            Registration::Registered
+        }
         Ok(r) => {
             tracing::info!(conn_id = id, biz = %info.biz, client_id = %info.client, code = r.code, "presence refused");
             Registration::Refused
@@ -205,7 +212,7 @@ async fn register(edge: &EdgeInner, conn: &Conn) -> Registration {
         let welcome = frame::welcome(
             &info.client,
             &info.biz,
-            &info.groups,
+            &conn.groups(),
             edge.node_id(),
             edge.config().heartbeat.as_secs(),
         );

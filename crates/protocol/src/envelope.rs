@@ -66,11 +66,27 @@ pub struct ConnInfo {
     pub groups: Vec<String>,
 }
 
-/// Answer to a connect: 0 or an error code.
+/// Answer to a connect, disconnect, resync or drain: 0 or an error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectReply {
     /// 0 on success.
     pub code: u16,
+}
+
+/// Answer to a connect: 0 or an error code, and the groups bound to the
+/// client (SPEC §7: bound groups belong to bizCode+clientId and come back
+/// with every connection), which the edge adds before the welcome.
+///
+/// Reads as a [`ConnectReply`] for edges that predate it (named fields),
+/// and a [`ConnectReply`] from an older router reads as this with no
+/// groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectedReply {
+    /// 0 on success.
+    pub code: u16,
+    /// Groups bound to the client by `bind_to_group`, restored now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A connection went away.
@@ -278,10 +294,15 @@ pub struct PresenceValue {
     pub biz: String,
     /// clientId (also in the key, encoded).
     pub client: String,
-    /// Groups.
+    /// Groups: those of the `group=` query and the bound ones.
     pub groups: Vec<String>,
     /// Connected since, ms since the epoch.
     pub since: u64,
+    /// Which of `groups` are bound to the client (`bind_to_group`) rather
+    /// than named for this connection only; absent in entries written
+    /// before durable membership.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound: Vec<String>,
 }
 
 #[cfg(test)]

@@ -293,6 +293,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
             client: "c1".into(),
             groups: vec![],
             since: 1_795_460_174_907,
+            bound: vec!["g1".into()],
         }),
     ];
     encoded.into_iter().flatten().map(|b| b.to_vec()).collect()

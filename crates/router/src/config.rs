@@ -317,6 +317,38 @@ pub struct RouterConfig {
     /// Default `60s`.
     #[serde(with = "humantime_serde")]
     pub delete_marker_ttl: Duration,
+    /// Durable membership (the top-level `[membership]` section, copied
+    /// here by the binary).
+    #[serde(skip)]
+    pub membership: MembershipConfig,
+}
+
+/// `[membership]`: groups bound with `bind_to_group` belong to
+/// bizCode+clientId and are restored on reconnect (SPEC §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipConfig {
+    /// A client offline for longer than this loses its bound groups.
+    /// Default `10m`; between 1 s and 30 days.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+impl MembershipConfig {
+    /// Pushes configuration problems.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(30 * 86_400) {
+            problems.push("membership.ttl must be between 1s and 30 days".into());
+        }
+    }
 }
 
 impl Default for RouterConfig {
@@ -328,6 +360,7 @@ impl Default for RouterConfig {
             presence_notices: NoticeScope::Groups,
             notice_max_members: 500,
             delete_marker_ttl: Duration::from_secs(60),
+            membership: MembershipConfig::default(),
         }
     }
 }

@@ -8,12 +8,15 @@
 //! - `resync`: a node re-asserts its connections, the router reconciles;
 //! - `liveness`: heartbeats, silent-node detection and purge;
 //! - `route`: sends and presence notices, fanned out per node;
-//! - `admin`: the operations behind the HTTP API.
+//! - `admin`: the operations behind the HTTP API;
+//! - `members`: durable group membership (bound groups restored on
+//!   connect, offline stamps, the sweeper).
 //!
 //! The children import from here, never the other way round.
 
 mod admin;
 mod liveness;
+mod members;
 mod presence;
 mod resync;
 mod route;
@@ -34,7 +37,7 @@ use tokio::sync::oneshot;
 use crate::config::RouterConfig;
 use crate::index::Index;
 use crate::link::EdgeLink;
-use crate::store::{BizRegistry, PresenceStore, StoreError, WatchEvent};
+use crate::store::{BizRegistry, MemberStore, PresenceStore, StoreError, WatchEvent};
 
 /// Most groups one client may be in through `bind_to_group`.
 pub const MAX_GROUPS_PER_CLIENT: usize = 1024;
@@ -76,6 +79,7 @@ fn presence_value(info: &ConnInfo) -> PresenceValue {
         client: info.client.clone(),
         groups: info.groups.clone(),
         since: now_ms(),
+        bound: Vec::new(),
     }
 }
 
@@ -91,6 +95,8 @@ struct Inner {
     store: Arc<dyn PresenceStore>,
     /// Registered bizCodes.
     registry: Arc<dyn BizRegistry>,
+    /// Groups bound to bizCode+clientId, which outlive connections.
+    members: Arc<dyn MemberStore>,
     /// How commands reach edge nodes.
     edges: Arc<dyn EdgeLink>,
     /// Presence as this router last saw it (own writes and the watch):
@@ -107,6 +113,7 @@ impl Router {
         config: RouterConfig,
         store: Arc<dyn PresenceStore>,
         registry: Arc<dyn BizRegistry>,
+        members: Arc<dyn MemberStore>,
         edges: Arc<dyn EdgeLink>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -115,6 +122,7 @@ impl Router {
                 config,
                 store,
                 registry,
+                members,
                 edges,
                 index: Mutex::new(Index::default()),
                 nodes: Mutex::new(HashMap::new()),

@@ -238,6 +238,7 @@ mod tests {
             client: client.into(),
             groups: groups.iter().map(|s| s.to_string()).collect(),
             since: 0,
+            bound: Vec::new(),
         }
     }
 

@@ -138,11 +138,9 @@ pub async fn serve(
     client.flush().await?;
 
     let ctx = (&client, &tasks, &shutdown, &router);
-    spawn_handler(
-        connect,
-        ctx,
-        |r, m| async move { wire::connect_reply(&r.connect(m).await) },
-    );
+    spawn_handler(connect, ctx, |r, m| async move {
+        wire::connected_reply(&r.connect(m).await)
+    });
     spawn_handler(disconnect, ctx, |r, m| async move {
         wire::connect_reply(&r.disconnect(m).await)
     });

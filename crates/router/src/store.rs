@@ -11,13 +11,17 @@
 //! - `kv`: [`KvStore`] and [`KvRegistry`], JetStream KV buckets (routers).
 //! - `memory`: [`MemoryStore`] and [`MemoryRegistry`] for `standalone`,
 //!   where the one router is the only writer.
+//! - `members`: durable group membership ([`MemberStore`]: [`KvMembers`],
+//!   [`MemoryMembers`]), the groups bound to a bizCode+clientId.
 //!
 //! [`subject::presence_key`]: switchboard_protocol::subject::presence_key
 
 mod kv;
+mod members;
 mod memory;
 mod seam;
 
 pub use kv::{KvRegistry, KvStore};
+pub use members::{KvMembers, MemberStore, Membership, MemoryMembers};
 pub use memory::{MemoryRegistry, MemoryStore};
 pub use seam::{BizRegistry, PresenceStore, StoreError, Versioned, WatchEvent};

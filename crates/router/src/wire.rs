@@ -2,18 +2,32 @@
 //! an edge reads, for the NATS adapter ([`crate::nats`]) and `standalone`'s
 //! in-process link alike, so both answer byte for byte the same.
 
-use switchboard_protocol::envelope::{ConnectReply, RouteReply};
+use switchboard_protocol::envelope::{ConnectReply, ConnectedReply, RouteReply};
 use switchboard_protocol::ErrorCode;
 
 use crate::error::RouterError;
 
-/// The answer to a connect, disconnect, resync or drain.
+/// The answer to a disconnect, resync or drain.
 pub fn connect_reply(result: &Result<(), RouterError>) -> ConnectReply {
     let code = match result {
         Ok(()) => ErrorCode::Ok,
         Err(e) => e.code(),
     };
     ConnectReply { code: code.as_u16() }
+}
+
+/// The answer to a connect: the code and the groups bound to the client.
+pub fn connected_reply(result: &Result<Vec<String>, RouterError>) -> ConnectedReply {
+    match result {
+        Ok(groups) => ConnectedReply {
+            code: ErrorCode::Ok.as_u16(),
+            groups: groups.clone(),
+        },
+        Err(e) => ConnectedReply {
+            code: e.code().as_u16(),
+            groups: Vec::new(),
+        },
+    }
 }
 
 /// The answer to a registration check: registered, not registered

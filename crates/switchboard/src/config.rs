@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
+use switchboard_router::config::MembershipConfig;
 use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
@@ -18,6 +19,7 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "nats",
     "edge",
     "router",
+    "membership",
     "standalone",
     "api",
     "auth",
@@ -66,6 +68,8 @@ pub(crate) struct Config {
     pub(crate) edge: EdgeConfig,
     /// Router.
     pub(crate) router: RouterConfig,
+    /// Durable group membership (router, standalone).
+    pub(crate) membership: MembershipConfig,
     /// Standalone.
     pub(crate) standalone: StandaloneConfig,
     /// The backend HTTP API (router, standalone).
@@ -79,6 +83,14 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The router's settings with the sections it reads besides
+    /// `[router]`.
+    pub(crate) fn router_config(&self) -> RouterConfig {
+        let mut r = self.router.clone();
+        r.membership = self.membership.clone();
+        r
+    }
+
     /// Every accepted API key: `api.keys`, and `SWITCHBOARD_API_KEY` as a
     /// global key unless `api.keys` lists the same key (then that entry,
     /// possibly scoped, decides: the narrower reading of a contradiction).
@@ -121,6 +133,7 @@ impl Validate for Config {
         self.nats.validate(problems);
         self.edge.validate(problems);
         self.router.validate(problems);
+        self.membership.validate(problems);
         switchboard_runtime::config::validate_listen_backlog(
             "standalone.listen_backlog",
             self.standalone.listen_backlog,

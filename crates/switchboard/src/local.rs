@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use switchboard_edge::{Edge, LinkError, RouterLink};
 use switchboard_protocol::envelope::{
-    CommandReply, ConnInfo, ConnectReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
+    CommandReply, ConnInfo, ConnectedReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
 };
-use switchboard_router::wire::{connect_reply, route_reply};
+use switchboard_router::wire::{connected_reply, route_reply};
 use switchboard_router::{EdgeError, EdgeLink, Outbound, Router};
 
 /// Edge → router, in process: answers as the router's NATS service does
@@ -17,8 +17,8 @@ pub(crate) struct LocalRouter(pub(crate) Router);
 
 #[async_trait]
 impl RouterLink for LocalRouter {
-    async fn connect(&self, info: ConnInfo) -> Result<ConnectReply, LinkError> {
-        Ok(connect_reply(&self.0.connect(info).await))
+    async fn connect(&self, info: ConnInfo) -> Result<ConnectedReply, LinkError> {
+        Ok(connected_reply(&self.0.connect(info).await))
     }
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {
         let _ = self.0.disconnect(d).await;

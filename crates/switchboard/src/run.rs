@@ -149,9 +149,10 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let edges = LocalEdges::default();
     let router = Router::new(
-        config.router.clone(),
+        config.router_config(),
         Arc::new(MemoryStore::default()),
         Arc::new(MemoryRegistry::default()),
+        Arc::new(switchboard_router::store::MemoryMembers::default()),
         Arc::new(edges.clone()),
         metrics.clone(),
     );
@@ -168,6 +169,7 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("edge wired twice");
     }
     router.start_watch().await.context("cannot start presence")?;
+    router.spawn_member_sweeper(shutdown.clone());
     edge.spawn_sweeper(shutdown.clone());
     let listener = bind(config.standalone.listen, config.standalone.listen_backlog)?;
     let addr = listener.local_addr()?;

@@ -170,6 +170,7 @@ async fn an_entry_its_node_does_not_hold_is_removed() {
         client: "ghost".into(),
         groups: vec!["g".into()],
         since: 0,
+        bound: Vec::new(),
     };
     let bytes = envelope::encode(&ghost).expect("encode");
     kv.create(presence_key("d1", "ghost"), bytes)

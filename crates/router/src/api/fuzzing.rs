@@ -76,6 +76,7 @@ pub fn api_body(data: &[u8]) {
             RouterConfig::default(),
             Arc::new(MemoryStore::default()),
             Arc::new(MemoryRegistry::default()),
+            Arc::new(crate::store::MemoryMembers::default()),
             edges.clone(),
             metrics.clone(),
         );

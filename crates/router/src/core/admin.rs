@@ -49,14 +49,21 @@ impl Router {
             };
             let mut value = v.value.clone();
             let has = value.groups.iter().any(|g| g == group);
+            let bound = value.bound.iter().any(|g| g == group);
             match (join, has) {
                 (true, false) => {
                     if value.groups.len() >= MAX_GROUPS_PER_CLIENT {
                         return Err(RouterError::TooManyGroups(MAX_GROUPS_PER_CLIENT));
                     }
                     value.groups.push(group.to_owned());
+                    value.bound.push(group.to_owned());
                 }
-                (false, true) => value.groups.retain(|g| g != group),
+                // Named by the connection and now bound to the client too.
+                (true, true) if !bound => value.bound.push(group.to_owned()),
+                (false, true) => {
+                    value.groups.retain(|g| g != group);
+                    value.bound.retain(|g| g != group);
+                }
                 _ => {
                     target = Some((value.node, value.conn));
                     break;
@@ -75,14 +82,20 @@ impl Router {
         let Some((node, conn)) = target else {
             return Err(RouterError::Contended(CAS_ATTEMPTS));
         };
-        let group = group.to_owned();
         let cmd = if join {
-            NodeCommand::Bind { conn, group }
+            NodeCommand::Bind {
+                conn,
+                group: group.to_owned(),
+            }
         } else {
-            NodeCommand::Unbind { conn, group }
+            NodeCommand::Unbind {
+                conn,
+                group: group.to_owned(),
+            }
         };
         match self.inner.edges.request(&node, cmd).await {
-            Ok(r) if r.found => Ok(()),
+            // The connection has it: now it belongs to the client.
+            Ok(r) if r.found => self.set_bound(biz, client, group, join).await,
             Ok(_) => Err(RouterError::Offline),
             Err(e) => {
                 tracing::warn!(node_id = %node, error = %e, "bind/unbind not acknowledged");
@@ -117,6 +130,9 @@ impl Router {
             self.index_delete(biz, client, v.revision);
             let groups = &v.value.groups;
             self.notify(PresenceEvent::Offline, biz, client, groups, None).await;
+            if !v.value.bound.is_empty() {
+                self.left(biz, client).await;
+            }
         }
         if found {
             Ok(())

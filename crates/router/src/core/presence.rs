@@ -21,15 +21,24 @@ use crate::store::{StoreError, Versioned};
 
 impl Router {
     /// Registers a connection's presence, replacing (4009) an older
-    /// connection of the same bizCode+clientId wherever it is.
+    /// connection of the same bizCode+clientId wherever it is, with the
+    /// groups bound to the client added to those it named; answers the
+    /// bound groups (SPEC §7), which its edge adds before the welcome.
     ///
     /// # Errors
     /// [`RouterError::Store`] if the store fails, [`RouterError::Contended`]
     /// if the entry kept changing.
-    pub async fn connect(&self, info: ConnInfo) -> Result<(), RouterError> {
+    pub async fn connect(&self, mut info: ConnInfo) -> Result<Vec<String>, RouterError> {
         self.heard(&info.node);
+        let bound = self.restore_bound(&info.biz, &info.client).await?;
+        for g in &bound {
+            if !info.groups.contains(g) {
+                info.groups.push(g.clone());
+            }
+        }
         let key = presence_key(&info.biz, &info.client);
-        let value = presence_value(&info);
+        let mut value = presence_value(&info);
+        value.bound.clone_from(&bound);
         // Create first (one round trip for a new client); on conflict read
         // the latest entry and replace it, compare-and-set on its revision.
         let mut current: Option<Versioned> = None;
@@ -89,7 +98,7 @@ impl Router {
             }
         }
         self.notify_online(&info).await;
-        Ok(())
+        Ok(bound)
     }
 
     /// Online notices for a connection that just entered presence (not to
@@ -154,6 +163,9 @@ impl Router {
                     let groups = &v.value.groups;
                     self.notify(PresenceEvent::Offline, &d.biz, &d.client, groups, None)
                         .await;
+                    if !v.value.bound.is_empty() {
+                        self.left(&d.biz, &d.client).await;
+                    }
                     return Ok(());
                 }
                 Err(StoreError::WrongRevision) => continue,

@@ -92,6 +92,7 @@ pub(super) fn router_on(store: Arc<dyn PresenceStore>) -> (Router, Arc<Nodes>) {
         RouterConfig::default(),
         store,
         Arc::new(MemoryRegistry::default()),
+        Arc::new(crate::store::MemoryMembers::default()),
         nodes.clone(),
         Arc::new(Metrics::new()),
     );

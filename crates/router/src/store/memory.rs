@@ -97,6 +97,7 @@ mod tests {
             client: "c1".into(),
             groups: vec![],
             since: 0,
+            bound: Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use switchboard_protocol::codes::{ErrorCode, RefusalCode};
 use switchboard_protocol::subject;
 use switchboard_router::api::{Api, RouterHttp};
-use switchboard_router::store::StoreError;
+use switchboard_router::store::{KvMembers, StoreError};
 use switchboard_router::{KvRegistry, KvStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
@@ -31,7 +31,7 @@ async fn open_store(
     js: &async_nats::jetstream::Context,
     config: &Config,
     health: &Health,
-) -> anyhow::Result<(KvStore, KvRegistry)> {
+) -> anyhow::Result<(KvStore, KvRegistry, KvMembers)> {
     let bucket = &config.nats.presence_bucket;
     let replicas = config.nats.replicas;
     let mut last = None;
@@ -44,7 +44,9 @@ async fn open_store(
         let opened = async {
             let store = KvStore::open(js, bucket, replicas, config.router.delete_marker_ttl).await?;
             let registry = KvRegistry::open(js, &format!("{bucket}-biz"), replicas).await?;
-            Ok::<_, StoreError>((store, registry))
+            let marker_ttl = config.router.delete_marker_ttl;
+            let members = KvMembers::open(js, &format!("{bucket}-members"), replicas, marker_ttl).await?;
+            Ok::<_, StoreError>((store, registry, members))
         };
         match opened.await {
             Ok(s) => return Ok(s),
@@ -162,7 +164,7 @@ async fn start_router(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Router, CancellationToken, TaskTracker)> {
     let js = async_nats::jetstream::new(client.clone());
-    let (store, registry) = open_store(&js, config, health).await?;
+    let (store, registry, members) = open_store(&js, config, health).await?;
     let store = store.with_link(link.clone());
     // Nodes reconnect within their longest backoff after a NATS restart.
     let settle = config.nats.max_reconnect_delay + Duration::from_secs(1);
@@ -172,9 +174,10 @@ async fn start_router(
         settle,
     ));
     let router = Router::new(
-        config.router.clone(),
+        config.router_config(),
         Arc::new(store),
         Arc::new(registry),
+        Arc::new(members),
         edges,
         metrics.clone(),
     );
@@ -185,5 +188,6 @@ async fn start_router(
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
     router.spawn_liveness(shutdown.clone(), link);
+    router.spawn_member_sweeper(shutdown.clone());
     Ok((router, stop_requests, tasks))
 }

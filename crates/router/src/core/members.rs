@@ -1,0 +1,254 @@
+//! Durable group membership (SPEC §7): groups bound with `bind_to_group`
+//! belong to bizCode+clientId. They are restored when the client connects
+//! again (on any edge), until they are unbound or the client has been
+//! offline for longer than `membership.ttl`.
+//!
+//! The record ([`Membership`]) lives in its own store, keyed like presence.
+//! Presence entries name which of their groups are bound
+//! ([`PresenceValue::bound`]), so a departure touches the record only for
+//! clients that have bound groups. Paths that remove presence without that
+//! knowledge (a purged node, a stale entry) are caught up by the sweeper:
+//! a record with no offline stamp and no presence entry is stamped then,
+//! so its countdown starts up to one sweep late.
+//!
+//! [`PresenceValue::bound`]: switchboard_protocol::envelope::PresenceValue
+
+use std::time::Duration;
+
+use switchboard_protocol::subject::presence_key;
+use switchboard_runtime::now_ms;
+use tokio_util::sync::CancellationToken;
+
+use super::{Router, CAS_ATTEMPTS, MAX_GROUPS_PER_CLIENT};
+use crate::error::RouterError;
+use crate::store::{Membership, StoreError};
+
+impl Router {
+    /// Whether a record stamped offline at `since` has outlived
+    /// `membership.ttl`.
+    fn expired(&self, since: u64) -> bool {
+        let ttl = u64::try_from(self.inner.config.membership.ttl.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_sub(since) >= ttl
+    }
+
+    /// The groups bound to a client that is connecting now; clears its
+    /// offline stamp. An expired record is removed and yields none.
+    ///
+    /// # Errors
+    /// [`RouterError::Store`] if the store fails, [`RouterError::Contended`]
+    /// if the record kept changing.
+    pub(super) async fn restore_bound(&self, biz: &str, client: &str) -> Result<Vec<String>, RouterError> {
+        let key = presence_key(biz, client);
+        let members = &self.inner.members;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((m, rev)) = members.get(&key).await? else {
+                return Ok(Vec::new());
+            };
+            let Some(since) = m.offline_since else {
+                return Ok(m.bound);
+            };
+            let written = if self.expired(since) || m.bound.is_empty() {
+                members.delete(&key, rev).await.map(|()| Vec::new())
+            } else {
+                let online = Membership {
+                    bound: m.bound.clone(),
+                    offline_since: None,
+                };
+                members.put(&key, &online, Some(rev)).await.map(|_| m.bound)
+            };
+            match written {
+                Ok(bound) => return Ok(bound),
+                Err(StoreError::WrongRevision) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RouterError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// Binds (`join`) or unbinds `group` in the client's record.
+    ///
+    /// # Errors
+    /// As [`Router::restore_bound`].
+    pub(super) async fn set_bound(&self, biz: &str, client: &str, group: &str, join: bool) -> Result<(), RouterError> {
+        let key = presence_key(biz, client);
+        let members = &self.inner.members;
+        for _ in 0..CAS_ATTEMPTS {
+            let current = members.get(&key).await?;
+            let (mut m, rev) = match current {
+                Some((m, rev)) => (m, Some(rev)),
+                None if join => (Membership::default(), None),
+                None => return Ok(()),
+            };
+            let has = m.bound.iter().any(|g| g == group);
+            let written = match (join, has) {
+                (true, true) | (false, false) => return Ok(()),
+                (true, false) => {
+                    if m.bound.len() >= MAX_GROUPS_PER_CLIENT {
+                        return Err(RouterError::TooManyGroups(MAX_GROUPS_PER_CLIENT));
+                    }
+                    m.bound.push(group.to_owned());
+                    members.put(&key, &m, rev).await.map(|_| ())
+                }
+                (false, true) => {
+                    m.bound.retain(|g| g != group);
+                    match rev {
+                        Some(rev) if m.bound.is_empty() => members.delete(&key, rev).await,
+                        _ => members.put(&key, &m, rev).await.map(|_| ()),
+                    }
+                }
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(StoreError::WrongRevision) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RouterError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// Stamps the record of a client whose connection just left presence,
+    /// unless it is connected again. Best effort: the sweeper catches up
+    /// on a failure.
+    pub(super) async fn left(&self, biz: &str, client: &str) {
+        let key = presence_key(biz, client);
+        if let Err(e) = self.stamp_offline(&key).await {
+            tracing::debug!(biz, client_id = client, error = %e, "cannot stamp a bound client offline; the sweeper will");
+        }
+    }
+
+    async fn stamp_offline(&self, key: &str) -> Result<(), RouterError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((m, rev)) = self.inner.members.get(key).await? else {
+                return Ok(());
+            };
+            if m.offline_since.is_some() || self.inner.store.get(key).await?.is_some() {
+                return Ok(());
+            }
+            let offline = Membership {
+                bound: m.bound,
+                offline_since: Some(now_ms()),
+            };
+            match self.inner.members.put(key, &offline, Some(rev)).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::WrongRevision) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RouterError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// Sweeps membership records every quarter of `membership.ttl` (at
+    /// least every second, at most every 30 s) until `shutdown`.
+    pub fn spawn_member_sweeper(&self, shutdown: CancellationToken) {
+        let router = self.clone();
+        let every = (self.inner.config.membership.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = router.sweep().await {
+                    tracing::debug!(error = %e, "membership sweep incomplete");
+                }
+            }
+        });
+    }
+
+    /// One pass: removes expired records, stamps those whose client left
+    /// unseen, clears the stamp of those whose client is back. Every write
+    /// is a compare-and-set, so routers sweeping at once do no harm.
+    pub(super) async fn sweep(&self) -> Result<(), RouterError> {
+        let members = &self.inner.members;
+        for key in members.keys().await? {
+            let Some((m, rev)) = members.get(&key).await? else {
+                continue;
+            };
+            let online = self.inner.store.get(&key).await?.is_some();
+            let write = match (m.offline_since, online) {
+                (Some(since), false) if self.expired(since) || m.bound.is_empty() => members.delete(&key, rev).await,
+                (None, false) => {
+                    let offline = Membership {
+                        bound: m.bound,
+                        offline_since: Some(now_ms()),
+                    };
+                    members.put(&key, &offline, Some(rev)).await.map(|_| ())
+                }
+                (Some(_), true) => {
+                    let back = Membership {
+                        bound: m.bound,
+                        offline_since: None,
+                    };
+                    members.put(&key, &back, Some(rev)).await.map(|_| ())
+                }
+                _ => Ok(()),
+            };
+            match write {
+                Ok(()) | Err(StoreError::WrongRevision) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::{info, router};
+
+    #[tokio::test]
+    async fn bound_groups_come_back_with_the_next_connection_until_unbound() {
+        let (r, _nodes, _store) = router();
+        assert!(r.connect(info("n1", 1, "a")).await.is_ok());
+        assert!(r.set_group("b", "a", "room", true).await.is_ok());
+        let gone = switchboard_protocol::envelope::Disconnect {
+            node: "n1".into(),
+            conn: 1,
+            biz: "b".into(),
+            client: "a".into(),
+        };
+        assert!(r.disconnect(gone).await.is_ok());
+        let m = r.inner.members.get(&presence_key("b", "a")).await.ok().flatten();
+        assert!(m.is_some_and(|(m, _)| m.offline_since.is_some()), "stamped offline");
+        let bound = r.connect(info("n2", 2, "a")).await.unwrap_or_default();
+        assert_eq!(bound, vec!["room".to_owned()]);
+        assert_eq!(r.online_list("b", Some("room")), vec!["a".to_owned()]);
+        assert_eq!(r.online_list("b", Some("g")), vec!["a".to_owned()]);
+        assert!(r.set_group("b", "a", "room", false).await.is_ok());
+        assert!(r
+            .inner
+            .members
+            .get(&presence_key("b", "a"))
+            .await
+            .ok()
+            .flatten()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_stamps_unseen_departures_and_removes_expired_records() {
+        let (r, _nodes, _store) = router();
+        let key = presence_key("b", "z");
+        let m = Membership {
+            bound: vec!["g".into()],
+            offline_since: None,
+        };
+        assert!(r.inner.members.put(&key, &m, None).await.is_ok());
+        assert!(r.sweep().await.is_ok());
+        let stamped = r.inner.members.get(&key).await.ok().flatten();
+        assert!(stamped.as_ref().is_some_and(|(m, _)| m.offline_since.is_some()));
+        // Backdate the stamp past the ttl.
+        if let Some((_, rev)) = stamped {
+            let old = Membership {
+                bound: vec!["g".into()],
+                offline_since: Some(1),
+            };
+            assert!(r.inner.members.put(&key, &old, Some(rev)).await.is_ok());
+        }
+        assert!(r.sweep().await.is_ok());
+        assert!(r.inner.members.get(&key).await.ok().flatten().is_none());
+    }
+}

@@ -1,0 +1,197 @@
+//! Durable group membership (SPEC §7): the groups bound to a
+//! bizCode+clientId with `bind_to_group`, which outlive its connections,
+//! and since when the client has been offline. Keyed like presence
+//! ([`presence_key`]), in its own bucket so that presence keeps meaning
+//! "a live connection" for every reader (older routers included).
+//!
+//! [`presence_key`]: switchboard_protocol::subject::presence_key
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::envelope;
+
+use super::seam::StoreError;
+
+/// What outlives a client's connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Groups bound with `bind_to_group`, in binding order.
+    pub bound: Vec<String>,
+    /// When the client went offline, ms since the epoch; `None` while it
+    /// is online (or not yet seen to have left).
+    #[serde(default)]
+    pub offline_since: Option<u64>,
+}
+
+/// Membership records with compare-and-set, like presence.
+#[async_trait]
+pub trait MemberStore: Send + Sync + 'static {
+    /// The record and its revision, `None` if absent.
+    async fn get(&self, key: &str) -> Result<Option<(Membership, u64)>, StoreError>;
+    /// Writes the record if it is still at `revision` (`None`: absent);
+    /// returns the new revision.
+    async fn put(&self, key: &str, m: &Membership, revision: Option<u64>) -> Result<u64, StoreError>;
+    /// Removes the record if it is still at `revision`.
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
+    /// Every key (for the sweeper).
+    async fn keys(&self) -> Result<Vec<String>, StoreError>;
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Membership in a JetStream KV bucket (routers).
+#[derive(Debug, Clone)]
+pub struct KvMembers {
+    kv: Store,
+    marker_ttl: Duration,
+}
+
+impl KvMembers {
+    /// Opens (creating or updating) the bucket `name` with `replicas`;
+    /// removal markers expire after `marker_ttl`.
+    ///
+    /// # Errors
+    /// If JetStream is not available or refuses the bucket.
+    pub async fn open(
+        js: &async_nats::jetstream::Context,
+        name: &str,
+        replicas: usize,
+        marker_ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        let config = kv::Config {
+            bucket: name.to_owned(),
+            description: "Switchboard durable membership: <b64 bizCode>.<b64 clientId> -> bound groups".to_owned(),
+            history: 1,
+            num_replicas: replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            limit_markers: Some(marker_ttl),
+            ..Default::default()
+        };
+        let kv = js.create_or_update_key_value(config).await.map_err(unavailable)?;
+        Ok(Self { kv, marker_ttl })
+    }
+}
+
+#[async_trait]
+impl MemberStore for KvMembers {
+    async fn get(&self, key: &str) -> Result<Option<(Membership, u64)>, StoreError> {
+        let Some(e) = self.kv.entry(key).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        match e.operation {
+            Operation::Put => match envelope::decode::<Membership>(&e.value) {
+                Ok(m) => Ok(Some((m, e.revision))),
+                Err(err) => {
+                    // Not ours to read: treated as no record, and replaced
+                    // by the next write (compare-and-set on its revision).
+                    tracing::warn!(key, error = %err, "undecodable membership record ignored");
+                    Ok(Some((Membership::default(), e.revision)))
+                }
+            },
+            Operation::Delete | Operation::Purge => Ok(None),
+        }
+    }
+
+    async fn put(&self, key: &str, m: &Membership, revision: Option<u64>) -> Result<u64, StoreError> {
+        let bytes = envelope::encode(m).map_err(unavailable)?;
+        match revision {
+            None => self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
+                _ => unavailable(e),
+            }),
+            Some(rev) => self.kv.update(key, bytes, rev).await.map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+                _ => unavailable(e),
+            }),
+        }
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        self.kv
+            .purge_expect_revision_with_ttl(key, revision, self.marker_ttl)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+                _ => unavailable(e),
+            })
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        match self.kv.keys().await {
+            Ok(keys) => keys.try_collect().await.map_err(unavailable),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// Records with their revisions, and the last revision given.
+type Records = (u64, HashMap<String, (Membership, u64)>);
+
+/// Membership in memory, for `standalone`.
+#[derive(Debug, Default)]
+pub struct MemoryMembers {
+    state: Mutex<Records>,
+}
+
+#[async_trait]
+impl MemberStore for MemoryMembers {
+    async fn get(&self, key: &str) -> Result<Option<(Membership, u64)>, StoreError> {
+        Ok(self.state.lock().1.get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, m: &Membership, revision: Option<u64>) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        if s.1.get(key).map(|(_, r)| *r) != revision {
+            return Err(StoreError::WrongRevision);
+        }
+        s.0 += 1;
+        let rev = s.0;
+        s.1.insert(key.to_owned(), (m.clone(), rev));
+        Ok(rev)
+    }
+
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        let mut s = self.state.lock();
+        match s.1.get(key) {
+            Some((_, r)) if *r == revision => {
+                s.1.remove(key);
+                Ok(())
+            }
+            _ => Err(StoreError::WrongRevision),
+        }
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.state.lock().1.keys().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_members_compare_and_set() {
+        let s = MemoryMembers::default();
+        let m = Membership {
+            bound: vec!["g".into()],
+            offline_since: None,
+        };
+        let r1 = s.put("k", &m, None).await.unwrap_or_default();
+        assert!(matches!(s.put("k", &m, None).await, Err(StoreError::WrongRevision)));
+        let r2 = s.put("k", &Membership::default(), Some(r1)).await.unwrap_or_default();
+        assert!(r2 > r1);
+        assert!(matches!(s.delete("k", r1).await, Err(StoreError::WrongRevision)));
+        assert!(s.delete("k", r2).await.is_ok());
+        assert!(matches!(s.get("k").await, Ok(None)));
+        assert!(s.keys().await.is_ok_and(|k| k.is_empty()));
+    }
+}
