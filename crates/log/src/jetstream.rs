@@ -23,6 +23,10 @@ use crate::seam::{
 /// dedupe conflict), with the same `Nats-Msg-Id` so a landed one answers.
 const FENCE_UNKNOWN_RETRIES: u32 = 3;
 
+/// The header that moves `Nats-Expected-Last-Subject-Sequence`'s check to
+/// another subject (nats-server 2.11+; async-nats has no constant for it).
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
 /// The partition log over a JetStream context. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct JetStreamLog {
@@ -73,13 +77,21 @@ impl JetStreamLog {
         subject: String,
         msg_id: &str,
         expected_last: u64,
+        fence: Option<u64>,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
-        let msg = PublishMessage::build()
+        let mut msg = PublishMessage::build()
             .payload(payload)
             .expected_stream(stream_name(p))
             .expected_last_sequence(expected_last)
             .message_id(msg_id);
+        if let Some(token) = fence {
+            // "The newest fence is still mine": checked on the fence
+            // subject, wherever this append would land.
+            msg = msg
+                .expected_last_subject_sequence(token)
+                .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, fence_subject(p).as_str());
+        }
         let ack = self
             .js
             .send_publish(subject, msg)
@@ -138,13 +150,14 @@ impl PartitionLog for JetStreamLog {
         biz: &str,
         msg_id: &str,
         expected_last: u64,
+        fence: Option<u64>,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
         check_biz(&self.config, p, biz)?;
         if msg_id.is_empty() {
             return Err(LogError::Invalid("empty Msg-Id".to_owned()));
         }
-        self.publish(p, entry_subject(p, biz), msg_id, expected_last, payload)
+        self.publish(p, entry_subject(p, biz), msg_id, expected_last, fence, payload)
             .await
     }
 
@@ -159,7 +172,7 @@ impl PartitionLog for JetStreamLog {
             let mut unknown = 0;
             loop {
                 let payload = Bytes::copy_from_slice(owner.as_bytes());
-                let r = match self.publish(p, fence_subject(p), &id, t, payload).await {
+                let r = match self.publish(p, fence_subject(p), &id, t, None, payload).await {
                     Ok(ack) => ack.await,
                     Err(e) => Err(e),
                 };

@@ -169,6 +169,7 @@ impl Inner {
         biz: Owner,
         msg_id: Option<&str>,
         expected_last: u64,
+        fence: Option<u64>,
         payload: Bytes,
     ) -> Result<Appended, LogError> {
         let now = Instant::now();
@@ -181,6 +182,14 @@ impl Inner {
         // As JetStream does: the expectation first, then the dedupe window.
         if part.last != expected_last {
             return Err(LogError::WrongLastSequence { last: Some(part.last) });
+        }
+        if let Some(token) = fence {
+            // As `Nats-Expected-Last-Subject-Sequence` on the fence subject:
+            // the newest fence still stored (0: none) must be the token.
+            let newest = part.newest_fence().unwrap_or(0);
+            if newest != token {
+                return Err(LogError::WrongLastSequence { last: Some(newest) });
+            }
         }
         if let Some(id) = msg_id {
             if let Some(seq) = part.duplicate_of(id, now, window) {
@@ -269,6 +278,7 @@ impl PartitionLog for MemoryLog {
         biz: &str,
         msg_id: &str,
         expected_last: u64,
+        fence: Option<u64>,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
         check_biz(&self.inner.config, p, biz)?;
@@ -277,7 +287,7 @@ impl PartitionLog for MemoryLog {
         }
         let r = self
             .inner
-            .append(p, Some(biz.to_owned()), Some(msg_id), expected_last, payload);
+            .append(p, Some(biz.to_owned()), Some(msg_id), expected_last, fence, payload);
         Ok(PendingAppend::ready(r))
     }
 
@@ -287,7 +297,7 @@ impl PartitionLog for MemoryLog {
         for _ in 0..self.inner.config.fence_attempts.max(1) {
             let t = self.inner.bounds(p)?.last;
             let payload = Bytes::copy_from_slice(owner.as_bytes());
-            match self.inner.append(p, None, None, t, payload) {
+            match self.inner.append(p, None, None, t, None, payload) {
                 Ok(a) => return Ok(Fence { token: a.seq, after: t }),
                 Err(e @ LogError::WrongLastSequence { .. }) => refused = Some(e),
                 Err(e) => return Err(e),

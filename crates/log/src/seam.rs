@@ -92,8 +92,11 @@ pub struct StoredEntry {
 /// the [`PartitionLog::tail`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LogError {
-    /// The append expected another last sequence: nothing was stored.
-    /// `last` is the partition's real last sequence, when the server said.
+    /// The append expected another last sequence, or another newest fence
+    /// (an owner that was fenced out): nothing was stored. `last` is the
+    /// partition's real last sequence when the server said (for a refused
+    /// fence expectation: the newest fence's sequence; read the tail to
+    /// tell the two apart).
     #[error("wrong last sequence (last {last:?})")]
     WrongLastSequence {
         /// The real last sequence.
@@ -169,7 +172,10 @@ pub type EntryStream = BoxStream<'static, Result<StoredEntry, LogError>>;
 ///   first, so a retry must expect the current last sequence;
 /// - a fence refuses every append that expects a sequence before it, but
 ///   an append already in flight that expects a later one (the k-th of a
-///   pipeline whose first was refused) lands after the fence;
+///   pipeline whose first was refused) lands after the fence, unless it
+///   names its owner's token (`fence = Some(token)`): then it is stored
+///   only while the partition's newest stored fence is that token, so no
+///   append of an old owner lands once a newer fence exists;
 /// - entries leave by age (`max_age`), by count per bizCode
 ///   (`max_messages_per_biz`), by the byte limit, or by [`Self::purge`].
 #[async_trait]
@@ -191,7 +197,13 @@ pub trait PartitionLog: Send + Sync + 'static {
     async fn bounds(&self, p: u32) -> Result<Bounds, LogError>;
 
     /// Hands an entry of `biz` to the log, stored only if the partition's
-    /// last sequence is `expected_last`; `msg_id` dedupes retries. Returns
+    /// last sequence is `expected_last` and, with `fence = Some(token)`,
+    /// the newest fence entry still stored is `token` (JetStream:
+    /// `Nats-Expected-Last-Subject-Sequence: token` on the fence subject).
+    /// `Some(0)` matches only a partition with no fence stored: a writer
+    /// that never fenced. `None` skips the check (tests of the bare
+    /// expectation; owners always pass their token). `msg_id` dedupes
+    /// retries; both expectations are checked before it. Returns
     /// once the append is sent (it is pipelinable); the [`PendingAppend`]
     /// resolves with its acknowledgement.
     ///
@@ -205,6 +217,7 @@ pub trait PartitionLog: Send + Sync + 'static {
         biz: &str,
         msg_id: &str,
         expected_last: u64,
+        fence: Option<u64>,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError>;
 

@@ -45,6 +45,12 @@ async fn in_flight_appends_can_land_after_a_fence() {
 }
 
 #[tokio::test]
+async fn fenced_owner_appends_are_all_refused_after_a_newer_fence() {
+    let server = NatsServer::start();
+    scenarios::fenced_owner_appends_are_all_refused_after_a_newer_fence(&log(&server).await).await;
+}
+
+#[tokio::test]
 async fn tail_after_a_failure_shows_what_was_stored() {
     let server = NatsServer::start();
     scenarios::tail_after_a_failure_shows_what_was_stored(&log(&server).await).await;

@@ -38,6 +38,11 @@ async fn in_flight_appends_can_land_after_a_fence() {
 }
 
 #[tokio::test]
+async fn fenced_owner_appends_are_all_refused_after_a_newer_fence() {
+    scenarios::fenced_owner_appends_are_all_refused_after_a_newer_fence(&log()).await;
+}
+
+#[tokio::test]
 async fn tail_after_a_failure_shows_what_was_stored() {
     scenarios::tail_after_a_failure_shows_what_was_stored(&log()).await;
 }

@@ -80,6 +80,11 @@ impl Partition {
         self.entries.keys().next().copied().unwrap_or(self.last + 1)
     }
 
+    /// The sequence of the newest fence entry still stored.
+    pub(super) fn newest_fence(&self) -> Option<u64> {
+        self.by_biz.get(&None).and_then(|q| q.back().copied())
+    }
+
     /// The first sequence stored under `msg_id` within `window`.
     pub(super) fn duplicate_of(&mut self, msg_id: &str, now: Instant, window: Duration) -> Option<u64> {
         while let Some((at, _)) = self.dedupe_order.front() {

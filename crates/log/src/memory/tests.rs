@@ -28,7 +28,7 @@ fn config() -> LogConfig {
 async fn put(log: &MemoryLog, p: u32, biz: &str, id: &str, size: usize) -> u64 {
     let last = log.bounds(p).await.expect("bounds").last;
     let payload = Bytes::from(vec![b'x'; size]);
-    log.append(p, biz, id, last, payload)
+    log.append(p, biz, id, last, None, payload)
         .await
         .expect("sent")
         .await
@@ -89,7 +89,11 @@ async fn msg_ids_are_forgotten_after_the_window() {
     let a = biz_of(3, 1).remove(0);
     log.ensure(3).await.expect("ensure");
     let s = put(&log, 3, &a, "id", 10).await;
-    let dup = log.append(3, &a, "id", s, Bytes::new()).await.expect("sent").await;
+    let dup = log
+        .append(3, &a, "id", s, None, Bytes::new())
+        .await
+        .expect("sent")
+        .await;
     assert_eq!(
         dup,
         Ok(Appended {
@@ -98,7 +102,11 @@ async fn msg_ids_are_forgotten_after_the_window() {
         })
     );
     tokio::time::advance(Duration::from_secs(31)).await;
-    let again = log.append(3, &a, "id", s, Bytes::new()).await.expect("sent").await;
+    let again = log
+        .append(3, &a, "id", s, None, Bytes::new())
+        .await
+        .expect("sent")
+        .await;
     assert_eq!(
         again,
         Ok(Appended {

@@ -27,7 +27,7 @@ fn body(i: usize) -> Bytes {
 
 async fn append_ok(log: &dyn PartitionLog, p: u32, biz: &str, id: &str, expected: u64) -> u64 {
     let ack = log
-        .append(p, biz, id, expected, Bytes::from(id.to_owned()))
+        .append(p, biz, id, expected, None, Bytes::from(id.to_owned()))
         .await
         .expect("sent");
     let a = ack.await.expect("stored");
@@ -62,7 +62,11 @@ pub async fn pipelined_appends_get_consecutive_seqs(log: &dyn PartitionLog) {
     let mut acks = Vec::with_capacity(n);
     for k in 0..n {
         let id = format!("m{k}");
-        acks.push(log.append(p, biz, &id, last + k as u64, body(k)).await.expect("sent"));
+        acks.push(
+            log.append(p, biz, &id, last + k as u64, None, body(k))
+                .await
+                .expect("sent"),
+        );
     }
     for (k, ack) in acks.into_iter().enumerate() {
         let a = ack.await.expect("stored");
@@ -84,7 +88,7 @@ pub async fn stale_writer_is_refused(log: &dyn PartitionLog) {
     let biz = &bizcodes_in(p, 1)[0];
     let last = log.ensure(p).await.expect("ensure").last;
     let s = append_ok(log, p, biz, "a1", last).await;
-    let stale = log.append(p, biz, "b1", last, body(0)).await.expect("sent").await;
+    let stale = log.append(p, biz, "b1", last, None, body(0)).await.expect("sent").await;
     assert_eq!(stale, Err(LogError::WrongLastSequence { last: Some(s) }));
     let tail = log.tail(p, last, 10).await.expect("tail");
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![s]);
@@ -100,7 +104,7 @@ pub async fn fence_fences_a_writer_that_had_not_appended(log: &dyn PartitionLog)
     assert_eq!(fence.after, old_last);
     assert_eq!(fence.token, old_last + 1);
     let r = log
-        .append(p, biz, "old-1", old_last, body(0))
+        .append(p, biz, "old-1", old_last, None, body(0))
         .await
         .expect("sent")
         .await;
@@ -136,9 +140,17 @@ pub async fn msg_id_retry_returns_the_original_seq(log: &dyn PartitionLog) {
     let last = log.ensure(p).await.expect("ensure").last;
     let s = append_ok(log, p, biz, "send-1", last).await;
     let s2 = append_ok(log, p, biz, "send-2", s).await;
-    let retry = log.append(p, biz, "send-1", s2, body(9)).await.expect("sent").await;
+    let retry = log
+        .append(p, biz, "send-1", s2, None, body(9))
+        .await
+        .expect("sent")
+        .await;
     assert_eq!(retry.map(|a| (a.seq, a.duplicate)), Ok((s, true)));
-    let stale = log.append(p, biz, "send-1", last, body(9)).await.expect("sent").await;
+    let stale = log
+        .append(p, biz, "send-1", last, None, body(9))
+        .await
+        .expect("sent")
+        .await;
     assert_eq!(stale, Err(LogError::WrongLastSequence { last: Some(s2) }));
     // The duplicate took no sequence: the next append still expects s2.
     assert_eq!(log.bounds(p).await.expect("bounds").last, s2);
@@ -148,7 +160,9 @@ pub async fn msg_id_retry_returns_the_original_seq(log: &dyn PartitionLog) {
 /// An owner's pipelined appends after one that a fence refused land after
 /// the fence when their expectations line up with the shifted sequence:
 /// the fence stops an old owner's *next* plan, not the appends it already
-/// has in flight. They are stored, in order, after the fence.
+/// has in flight. They are stored, in order, after the fence. This is the
+/// limit of the bare expectation, kept as its proof; owners also name their
+/// token (`fenced_owner_appends_are_all_refused_after_a_newer_fence`).
 pub async fn in_flight_appends_can_land_after_a_fence(log: &dyn PartitionLog) {
     let p = 13;
     let biz = &bizcodes_in(p, 1)[0];
@@ -156,9 +170,15 @@ pub async fn in_flight_appends_can_land_after_a_fence(log: &dyn PartitionLog) {
     // The new owner fences between the old owner's reading of `last` and
     // its first append's arrival.
     let fence = log.fence(p, "new-owner").await.expect("fence");
-    let a1 = log.append(p, biz, "old-1", last, body(1)).await.expect("sent");
-    let a2 = log.append(p, biz, "old-2", last + 1, body(2)).await.expect("sent");
-    let a3 = log.append(p, biz, "old-3", last + 2, body(3)).await.expect("sent");
+    let a1 = log.append(p, biz, "old-1", last, None, body(1)).await.expect("sent");
+    let a2 = log
+        .append(p, biz, "old-2", last + 1, None, body(2))
+        .await
+        .expect("sent");
+    let a3 = log
+        .append(p, biz, "old-3", last + 2, None, body(3))
+        .await
+        .expect("sent");
     assert_eq!(
         a1.await,
         Err(LogError::WrongLastSequence {
@@ -172,6 +192,84 @@ pub async fn in_flight_appends_can_land_after_a_fence(log: &dyn PartitionLog) {
     assert_eq!(ids, vec![None, Some("old-2".to_owned()), Some("old-3".to_owned())]);
 }
 
+/// The fix for the limit above: an owner's appends that also name its
+/// token (the newest fence must be its own) are ALL refused once a newer
+/// fence exists, wherever they would land; the new owner's go through.
+/// A writer that never fenced names token 0, which holds only while the
+/// partition has no fence.
+pub async fn fenced_owner_appends_are_all_refused_after_a_newer_fence(log: &dyn PartitionLog) {
+    let p = 11;
+    let biz = &bizcodes_in(p, 1)[0];
+    let start = log.ensure(p).await.expect("ensure").last;
+    // No fence yet: token 0 matches, any other token does not.
+    let s0 = log
+        .append(p, biz, "pre-1", start, Some(0), body(0))
+        .await
+        .expect("sent")
+        .await
+        .expect("token 0 before any fence")
+        .seq;
+    let wrong = log
+        .append(p, biz, "pre-2", s0, Some(s0), body(0))
+        .await
+        .expect("sent")
+        .await;
+    assert_eq!(wrong, Err(LogError::WrongLastSequence { last: Some(0) }));
+    let old = log.fence(p, "old-owner").await.expect("old fence");
+    let s1 = log
+        .append(p, biz, "old-1", old.token, Some(old.token), body(1))
+        .await
+        .expect("sent")
+        .await
+        .expect("the owner appends under its token")
+        .seq;
+    // The new owner fences between the old owner's reading of `last` and its
+    // pipeline's arrival.
+    let new = log.fence(p, "new-owner").await.expect("new fence");
+    assert_eq!(new.token, s1 + 1);
+    let mut acks = Vec::new();
+    for k in 0..4u64 {
+        let id = format!("old-{}", k + 2);
+        acks.push(
+            log.append(p, biz, &id, s1 + k, Some(old.token), body(2))
+                .await
+                .expect("sent"),
+        );
+    }
+    for (k, ack) in acks.into_iter().enumerate() {
+        assert_eq!(
+            ack.await,
+            Err(LogError::WrongLastSequence { last: Some(new.token) }),
+            "old owner's append {k} after the fence"
+        );
+    }
+    let after = log
+        .append(p, biz, "pre-3", new.token, Some(0), body(3))
+        .await
+        .expect("sent")
+        .await;
+    assert_eq!(after, Err(LogError::WrongLastSequence { last: Some(new.token) }));
+    let n1 = log
+        .append(p, biz, "new-1", new.token, Some(new.token), body(4))
+        .await
+        .expect("sent")
+        .await
+        .expect("the new owner appends")
+        .seq;
+    assert_eq!(n1, new.token + 1);
+    // Even expecting the real last sequence, the old token is refused.
+    let late = log
+        .append(p, biz, "old-9", n1, Some(old.token), body(9))
+        .await
+        .expect("sent")
+        .await;
+    assert_eq!(late, Err(LogError::WrongLastSequence { last: Some(new.token) }));
+    let tail = log.tail(p, s1, 10).await.expect("tail");
+    let seqs: Vec<_> = tail.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![new.token, n1]);
+    assert_eq!(msg_id(&tail[1]), Some("new-1"));
+}
+
 /// After a failed pipelined append the tail shows exactly what was stored,
 /// with the Msg-Ids to match the sends still waiting.
 pub async fn tail_after_a_failure_shows_what_was_stored(log: &dyn PartitionLog) {
@@ -179,12 +277,15 @@ pub async fn tail_after_a_failure_shows_what_was_stored(log: &dyn PartitionLog) 
     let biz = &bizcodes_in(p, 1)[0];
     let last = log.ensure(p).await.expect("ensure").last;
     // Another writer slips in after our first append is sent.
-    let a1 = log.append(p, biz, "ours-1", last, body(1)).await.expect("sent");
+    let a1 = log.append(p, biz, "ours-1", last, None, body(1)).await.expect("sent");
     let seq1 = a1.await.expect("first stored").seq;
     let theirs1 = append_ok(log, p, biz, "theirs-1", seq1).await;
     let theirs = append_ok(log, p, biz, "theirs-2", theirs1).await;
-    let a2 = log.append(p, biz, "ours-2", seq1, body(2)).await.expect("sent");
-    let a3 = log.append(p, biz, "ours-3", seq1 + 1, body(3)).await.expect("sent");
+    let a2 = log.append(p, biz, "ours-2", seq1, None, body(2)).await.expect("sent");
+    let a3 = log
+        .append(p, biz, "ours-3", seq1 + 1, None, body(3))
+        .await
+        .expect("sent");
     assert_eq!(a2.await, Err(LogError::WrongLastSequence { last: Some(theirs) }));
     assert_eq!(a3.await, Err(LogError::WrongLastSequence { last: Some(theirs) }));
     let tail = log.tail(p, last, 100).await.expect("tail");
@@ -292,7 +393,7 @@ where
         last = append_ok(log, p, biz, &format!("l{i}"), last).await;
     }
     lose(p).await;
-    let r = log.append(p, biz, "lost", last, body(0)).await;
+    let r = log.append(p, biz, "lost", last, None, body(0)).await;
     assert!(
         matches!(
             r,
@@ -331,16 +432,16 @@ pub async fn mistakes_are_refused(log: &dyn PartitionLog) {
     log.ensure(p).await.expect("ensure");
     let other = &bizcodes_in(p + 1, 1)[0];
     assert!(matches!(
-        log.append(p, other, "x", 0, body(0)).await,
+        log.append(p, other, "x", 0, None, body(0)).await,
         Err(LogError::Invalid(_))
     ));
     let mine = &bizcodes_in(p, 1)[0];
     assert!(matches!(
-        log.append(p, mine, "", 0, body(0)).await,
+        log.append(p, mine, "", 0, None, body(0)).await,
         Err(LogError::Invalid(_))
     ));
     assert!(matches!(
-        log.append(p, "", "x", 0, body(0)).await,
+        log.append(p, "", "x", 0, None, body(0)).await,
         Err(LogError::Invalid(_))
     ));
     assert!(matches!(log.ensure(PARTITIONS).await, Err(LogError::Invalid(_))));
@@ -357,7 +458,7 @@ pub async fn range_read_speed(log: &dyn PartitionLog) {
     for k in 0..2_000u64 {
         let biz = &bizs[(k % 2) as usize];
         acks.push(
-            log.append(p, biz, &format!("s{k}"), last + k, Bytes::from(vec![b'x'; 100]))
+            log.append(p, biz, &format!("s{k}"), last + k, None, Bytes::from(vec![b'x'; 100]))
                 .await
                 .expect("sent"),
         );
