@@ -119,9 +119,11 @@ async fn bound_groups_expire_after_membership_ttl_offline() {
     drop(b);
 }
 
-/// Binding a client that is not online is still 1004 and binds nothing.
+/// Binding a client that is not online is still 1004 and binds nothing;
+/// unbinding one that is away ends its bound group (1004 only if it had
+/// none of that name).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binding_an_offline_client_is_refused_and_binds_nothing() {
+async fn offline_clients_cannot_be_bound_but_can_be_unbound() {
     let s = Standalone::start(&[]).await;
     let addr = s.addr();
     let (st, r) = api(
@@ -132,6 +134,24 @@ async fn binding_an_offline_client_is_refused_and_binds_nothing() {
     )
     .await;
     assert_eq!((st, r["code"].clone()), (404, json!(1004)), "{r}");
+    let (g, welcome) = Ws::join(&s.url("bizCode=d1&clientId=ghost")).await;
+    assert_eq!(groups(&welcome), json!([]));
+
+    bind(&addr, "ghost", "room", true).await;
+    leave(&addr, g, "ghost").await;
+    bind(&addr, "ghost", "room", false).await;
+    let (st, r) = api(
+        &addr,
+        "d1",
+        "unbind_from_group",
+        json!({"clientId": "ghost", "groupName": "room"}),
+    )
+    .await;
+    assert_eq!(
+        (st, r["code"].clone()),
+        (404, json!(1004)),
+        "nothing left to unbind: {r}"
+    );
     let (_g, welcome) = Ws::join(&s.url("bizCode=d1&clientId=ghost")).await;
     assert_eq!(groups(&welcome), json!([]));
 }

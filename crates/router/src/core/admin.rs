@@ -36,6 +36,10 @@ impl Router {
     /// Adds (`join`) or removes a client's connection to/from a group: the
     /// presence entry first, then the client's edge; answered after both.
     ///
+    /// An unbind of a client that is not connected removes the group from
+    /// its bound groups (SPEC §7), and is [`RouterError::Offline`] only if
+    /// it had no such bound group.
+    ///
     /// # Errors
     /// [`RouterError::Offline`] if the client is not online (or its node no
     /// longer holds it), [`RouterError::TooManyGroups`] over
@@ -45,7 +49,13 @@ impl Router {
         let mut target = None;
         for _ in 0..CAS_ATTEMPTS {
             let Some(v) = self.inner.store.get(&key).await? else {
-                return Err(RouterError::Offline);
+                // Binding needs a connection (SPEC §7: 1004); unbinding a
+                // client that is away still ends its bound group.
+                return if join {
+                    Err(RouterError::Offline)
+                } else {
+                    self.unbind_offline(biz, client, group).await
+                };
             };
             let mut value = v.value.clone();
             let has = value.groups.iter().any(|g| g == group);
@@ -95,7 +105,9 @@ impl Router {
         };
         match self.inner.edges.request(&node, cmd).await {
             // The connection has it: now it belongs to the client.
-            Ok(r) if r.found => self.set_bound(biz, client, group, join).await,
+            Ok(r) if r.found => self.set_bound(biz, client, group, join).await.map(|_| ()),
+            // The connection left meanwhile: an unbind still ends the bound group.
+            Ok(_) if !join => self.unbind_offline(biz, client, group).await,
             Ok(_) => Err(RouterError::Offline),
             Err(e) => {
                 tracing::warn!(node_id = %node, error = %e, "bind/unbind not acknowledged");

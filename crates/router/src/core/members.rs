@@ -65,11 +65,18 @@ impl Router {
         Err(RouterError::Contended(CAS_ATTEMPTS))
     }
 
-    /// Binds (`join`) or unbinds `group` in the client's record.
+    /// Binds (`join`) or unbinds `group` in the client's record; answers
+    /// whether the record changed.
     ///
     /// # Errors
     /// As [`Router::restore_bound`].
-    pub(super) async fn set_bound(&self, biz: &str, client: &str, group: &str, join: bool) -> Result<(), RouterError> {
+    pub(super) async fn set_bound(
+        &self,
+        biz: &str,
+        client: &str,
+        group: &str,
+        join: bool,
+    ) -> Result<bool, RouterError> {
         let key = presence_key(biz, client);
         let members = &self.inner.members;
         for _ in 0..CAS_ATTEMPTS {
@@ -77,11 +84,11 @@ impl Router {
             let (mut m, rev) = match current {
                 Some((m, rev)) => (m, Some(rev)),
                 None if join => (Membership::default(), None),
-                None => return Ok(()),
+                None => return Ok(false),
             };
             let has = m.bound.iter().any(|g| g == group);
             let written = match (join, has) {
-                (true, true) | (false, false) => return Ok(()),
+                (true, true) | (false, false) => return Ok(false),
                 (true, false) => {
                     if m.bound.len() >= MAX_GROUPS_PER_CLIENT {
                         return Err(RouterError::TooManyGroups(MAX_GROUPS_PER_CLIENT));
@@ -98,12 +105,22 @@ impl Router {
                 }
             };
             match written {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(true),
                 Err(StoreError::WrongRevision) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(RouterError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// Unbinds `group` from a client that is not connected: its record
+    /// only. [`RouterError::Offline`] if the record did not have it.
+    pub(super) async fn unbind_offline(&self, biz: &str, client: &str, group: &str) -> Result<(), RouterError> {
+        if self.set_bound(biz, client, group, false).await? {
+            Ok(())
+        } else {
+            Err(RouterError::Offline)
+        }
     }
 
     /// Stamps the record of a client whose connection just left presence,
