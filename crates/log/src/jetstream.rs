@@ -27,6 +27,21 @@ const FENCE_UNKNOWN_RETRIES: u32 = 3;
 /// another subject (nats-server 2.11+; async-nats has no constant for it).
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 
+/// `Nats-TTL`, a message's own age limit (nats-server 2.11+, streams with
+/// `allow_msg_ttl`).
+const MESSAGE_TTL: &str = "Nats-TTL";
+/// The `Nats-TTL` of a message that `max_age` never removes.
+const NEVER: &str = "never";
+
+/// What an append is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A send, naming its owner's token or not.
+    Entry { fence: Option<u64> },
+    /// A fence entry: kept whatever its age.
+    Fence,
+}
+
 /// The partition log over a JetStream context. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct JetStreamLog {
@@ -58,6 +73,9 @@ impl JetStreamLog {
             max_bytes: self.config.max_bytes_per_partition,
             duplicate_window: self.config.duplicate_window,
             first_sequence: Some(first),
+            // Fence entries carry `Nats-TTL: never` so that `max_age` never
+            // removes the newest fence: owners' appends check it.
+            allow_message_ttl: true,
             ..Default::default()
         }
     }
@@ -77,7 +95,7 @@ impl JetStreamLog {
         subject: String,
         msg_id: &str,
         expected_last: u64,
-        fence: Option<u64>,
+        kind: Kind,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
         let mut msg = PublishMessage::build()
@@ -85,12 +103,16 @@ impl JetStreamLog {
             .expected_stream(stream_name(p))
             .expected_last_sequence(expected_last)
             .message_id(msg_id);
-        if let Some(token) = fence {
-            // "The newest fence is still mine": checked on the fence
-            // subject, wherever this append would land.
-            msg = msg
-                .expected_last_subject_sequence(token)
-                .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, fence_subject(p).as_str());
+        match kind {
+            Kind::Entry { fence: Some(token) } => {
+                // "The newest fence is still mine": checked on the fence
+                // subject, wherever this append would land.
+                msg = msg
+                    .expected_last_subject_sequence(token)
+                    .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, fence_subject(p).as_str());
+            }
+            Kind::Entry { fence: None } => {}
+            Kind::Fence => msg = msg.header(MESSAGE_TTL, NEVER),
         }
         let ack = self
             .js
@@ -157,8 +179,15 @@ impl PartitionLog for JetStreamLog {
         if msg_id.is_empty() {
             return Err(LogError::Invalid("empty Msg-Id".to_owned()));
         }
-        self.publish(p, entry_subject(p, biz), msg_id, expected_last, fence, payload)
-            .await
+        self.publish(
+            p,
+            entry_subject(p, biz),
+            msg_id,
+            expected_last,
+            Kind::Entry { fence },
+            payload,
+        )
+        .await
     }
 
     async fn fence(&self, p: u32, owner: &str) -> Result<Fence, LogError> {
@@ -172,7 +201,7 @@ impl PartitionLog for JetStreamLog {
             let mut unknown = 0;
             loop {
                 let payload = Bytes::copy_from_slice(owner.as_bytes());
-                let r = match self.publish(p, fence_subject(p), &id, t, None, payload).await {
+                let r = match self.publish(p, fence_subject(p), &id, t, Kind::Fence, payload).await {
                     Ok(ack) => ack.await,
                     Err(e) => Err(e),
                 };

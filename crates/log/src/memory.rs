@@ -40,7 +40,9 @@ pub struct Eviction {
 /// ensured, and after [`MemoryLog::drop_partition`] above every sequence
 /// it had. An entry counts its payload, bizCode and `Msg-Id` bytes against
 /// the global cap; over the cap the oldest entries of all partitions go
-/// first.
+/// first. Fence entries leave only by the count limit (as in JetStream,
+/// where they carry `Nats-TTL: never`), neither by age nor by the cap: the
+/// owner's appends check the newest one.
 #[derive(Debug, Clone)]
 pub struct MemoryLog {
     inner: Arc<Inner>,
@@ -128,11 +130,10 @@ impl Inner {
         let mut freed = 0;
         for part in s.parts.values_mut() {
             while part
-                .entries
-                .first_key_value()
-                .is_some_and(|(_, e)| now.duration_since(e.at) >= max_age)
+                .oldest_send()
+                .is_some_and(|(_, at)| now.duration_since(at) >= max_age)
             {
-                if let Some((_, e)) = part.pop_oldest() {
+                if let Some((_, e)) = part.pop_oldest_send() {
                     freed += e.size;
                 }
             }
@@ -146,10 +147,10 @@ impl Inner {
             let oldest = s
                 .parts
                 .iter()
-                .filter_map(|(p, part)| part.entries.first_key_value().map(|(_, e)| (e.at, *p)))
+                .filter_map(|(p, part)| part.oldest_send().map(|(_, at)| (at, *p)))
                 .min();
             let Some((_, p)) = oldest else { break };
-            let Some((seq, e)) = s.parts.get_mut(&p).and_then(Partition::pop_oldest) else {
+            let Some((seq, e)) = s.parts.get_mut(&p).and_then(Partition::pop_oldest_send) else {
                 break;
             };
             s.bytes = s.bytes.saturating_sub(e.size);

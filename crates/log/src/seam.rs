@@ -177,7 +177,11 @@ pub type EntryStream = BoxStream<'static, Result<StoredEntry, LogError>>;
 ///   only while the partition's newest stored fence is that token, so no
 ///   append of an old owner lands once a newer fence exists;
 /// - entries leave by age (`max_age`), by count per bizCode
-///   (`max_messages_per_biz`), by the byte limit, or by [`Self::purge`].
+///   (`max_messages_per_biz`), by the byte limit, or by [`Self::purge`];
+///   fence entries never leave by age (JetStream: `Nats-TTL: never`), so
+///   the newest fence, which owners' appends check, outlives `max_age`.
+///   (JetStream's stream-wide byte limit can still remove it; the memory
+///   log's global cap does not.)
 #[async_trait]
 pub trait PartitionLog: Send + Sync + 'static {
     /// Opens partition `p`'s log, creating it if absent (with its first

@@ -2,6 +2,8 @@
 
 mod scenarios;
 
+use std::time::Duration;
+
 use switchboard_log::{JetStreamLog, LogConfig};
 use switchboard_testkit::NatsServer;
 
@@ -48,6 +50,20 @@ async fn in_flight_appends_can_land_after_a_fence() {
 async fn fenced_owner_appends_are_all_refused_after_a_newer_fence() {
     let server = NatsServer::start();
     scenarios::fenced_owner_appends_are_all_refused_after_a_newer_fence(&log(&server).await).await;
+}
+
+#[tokio::test]
+async fn fence_outlives_max_age() {
+    let server = NatsServer::start();
+    let client = server.connect_admin().await.expect("connect");
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        max_age: Duration::from_secs(1),
+        duplicate_window: Duration::from_millis(500),
+        ..LogConfig::default()
+    };
+    let log = JetStreamLog::new(async_nats::jetstream::new(client), config);
+    scenarios::fence_outlives_max_age(&log, || tokio::time::sleep(Duration::from_millis(2_000))).await;
 }
 
 #[tokio::test]

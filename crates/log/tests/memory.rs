@@ -2,6 +2,8 @@
 
 mod scenarios;
 
+use std::time::Duration;
+
 use switchboard_log::{LogConfig, MemoryLog};
 
 fn log() -> MemoryLog {
@@ -40,6 +42,17 @@ async fn in_flight_appends_can_land_after_a_fence() {
 #[tokio::test]
 async fn fenced_owner_appends_are_all_refused_after_a_newer_fence() {
     scenarios::fenced_owner_appends_are_all_refused_after_a_newer_fence(&log()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn fence_outlives_max_age() {
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        max_age: Duration::from_secs(1),
+        ..LogConfig::default()
+    };
+    let log = MemoryLog::new(config, 1 << 30);
+    scenarios::fence_outlives_max_age(&log, || tokio::time::advance(Duration::from_secs(2))).await;
 }
 
 #[tokio::test]

@@ -111,9 +111,20 @@ impl Partition {
         seq
     }
 
-    /// Removes the oldest entry of the partition.
-    pub(super) fn pop_oldest(&mut self) -> Option<(u64, Stored)> {
-        let (seq, stored) = self.entries.pop_first()?;
+    /// The oldest send (fences left out): its sequence and when it was
+    /// stored.
+    pub(super) fn oldest_send(&self) -> Option<(u64, Instant)> {
+        self.entries
+            .iter()
+            .find(|(_, e)| e.biz.is_some())
+            .map(|(seq, e)| (*seq, e.at))
+    }
+
+    /// Removes the oldest send. Fences stay, as JetStream keeps them
+    /// (`Nats-TTL: never`): owners' appends check the newest one.
+    pub(super) fn pop_oldest_send(&mut self) -> Option<(u64, Stored)> {
+        let (seq, _) = self.oldest_send()?;
+        let stored = self.entries.remove(&seq)?;
         self.forget(&stored.biz, seq);
         Some((seq, stored))
     }

@@ -270,6 +270,50 @@ pub async fn fenced_owner_appends_are_all_refused_after_a_newer_fence(log: &dyn 
     assert_eq!(msg_id(&tail[1]), Some("new-1"));
 }
 
+/// Partition of [`fence_outlives_max_age`]; its log's `max_age` must be
+/// shorter than what `age` waits.
+pub const AGING_PARTITION: u32 = 15;
+
+/// The newest fence outlives `max_age` (JetStream: `Nats-TTL: never`), so
+/// an owner whose takeover is older than the log's TTL can still append
+/// under its token. `age` lets more than `max_age` pass.
+pub async fn fence_outlives_max_age<F, Fut>(log: &dyn PartitionLog, age: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let p = AGING_PARTITION;
+    let biz = &bizcodes_in(p, 1)[0];
+    log.ensure(p).await.expect("ensure");
+    let fence = log.fence(p, "owner").await.expect("fence");
+    let s1 = log
+        .append(p, biz, "aged-1", fence.token, Some(fence.token), body(1))
+        .await
+        .expect("sent")
+        .await
+        .expect("stored")
+        .seq;
+    age().await;
+    assert_eq!(
+        log.first_seq_of(p, biz).await.expect("first"),
+        None,
+        "the send aged out"
+    );
+    assert_eq!(
+        log.bounds(p).await.expect("bounds").first,
+        fence.token,
+        "the fence stayed"
+    );
+    let s2 = log
+        .append(p, biz, "aged-2", s1, Some(fence.token), body(2))
+        .await
+        .expect("sent")
+        .await
+        .expect("the owner still appends under its token")
+        .seq;
+    assert_eq!(s2, s1 + 1);
+}
+
 /// After a failed pipelined append the tail shows exactly what was stored,
 /// with the Msg-Ids to match the sends still waiting.
 pub async fn tail_after_a_failure_shows_what_was_stored(log: &dyn PartitionLog) {
