@@ -12,6 +12,9 @@
 //!   disconnect, resync, drain), routing and notices, node liveness, API
 //!   operations. It answers `Result<_, `[`RouterError`]`>`.
 //! - [`outbound`]: one send to route, and its origin.
+//! - [`owner`]: partition ownership for the history log: leases in
+//!   `<presence_bucket>-leases`, fences in the log, tokens, fair shares
+//!   (not wired into routing yet).
 //! - [`error`]: [`RouterError`] and its wire code.
 //! - [`wire`]: core results as bus replies (NATS and `standalone`).
 //! - [`api`]: the backend HTTP push API (`/api/websocket/*`).
@@ -30,6 +33,7 @@ pub mod index;
 pub mod link;
 pub mod nats;
 pub mod outbound;
+pub mod owner;
 mod settle;
 pub mod store;
 pub mod wire;

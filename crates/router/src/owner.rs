@@ -1,0 +1,198 @@
+//! Partition ownership (issue 12, `docs/recovery.md` "The partition
+//! owner"): which router owns which partition of the history log.
+//!
+//! A router takes a partition in two steps: it acquires the partition's
+//! lease in the KV bucket `<presence_bucket>-leases` (a hint), then fences
+//! the partition's log (the authority). The fence entry's sequence is the
+//! owner's **token**: every append it makes names it, and the log refuses
+//! them all once a newer fence exists. Tokens come from the log, so they
+//! keep increasing even if the lease bucket is lost.
+//!
+//! Routers announce themselves in the same bucket, count each other, and
+//! hold at most `ceil(P / routers)` partitions each, handing extras over
+//! one per renewal interval.
+//!
+//! - [`lease`]: the bucket, its keys and compare-and-set operations;
+//! - [`roster`]: fair shares and what to take or hand over;
+//! - `service`: the lease loop over NATS ([`Leases::spawn_kv`]);
+//! - `memory`: the `standalone` twin ([`Leases::spawn_memory`]), which owns
+//!   every partition and still fences the memory log.
+//!
+//! Not wired into routing yet: the owner (planning, appends, dispatch)
+//! consumes [`LeaseEvent`]s.
+
+pub mod lease;
+mod memory;
+pub mod roster;
+mod service;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_log::PartitionLog;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use lease::{LeaseBucket, LeaseError};
+
+/// Default lease TTL (the bucket's `max_age`).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// Settings of the lease service.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// This router's node id (lease owner, announcement key, fence owner).
+    pub node_id: String,
+    /// Number of partitions (`history.partitions`).
+    pub partitions: u32,
+    /// Lease TTL: the bucket's `max_age`; renewals every TTL/3; a lease not
+    /// renewed for a TTL by the local monotonic clock is lost. Default 5 s.
+    pub ttl: Duration,
+    /// The lease bucket: `<presence_bucket>-leases`.
+    pub bucket: String,
+    /// Replicas of the bucket (3 in a NATS cluster). Default 1.
+    pub replicas: usize,
+}
+
+impl LeaseConfig {
+    /// Defaults for router `node_id` next to presence bucket
+    /// `presence_bucket`, with `partitions` partitions.
+    #[must_use]
+    pub fn new(node_id: &str, presence_bucket: &str, partitions: u32) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            partitions,
+            ttl: DEFAULT_LEASE_TTL,
+            bucket: lease::bucket_name(presence_bucket),
+            replicas: 1,
+        }
+    }
+
+    /// How often leases are renewed and free partitions looked for: TTL/3.
+    fn interval(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(10))
+    }
+}
+
+/// What the owner code learns from the lease service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// This router owns `partition` from now on: its fence landed at
+    /// `token`, and every append must name it.
+    Acquired {
+        /// The partition.
+        partition: u32,
+        /// The fence entry's sequence.
+        token: u64,
+    },
+    /// This router no longer owns `partition`: stop appending and
+    /// dispatching for it (its appends would be refused anyway once the
+    /// next owner fences).
+    Lost {
+        /// The partition.
+        partition: u32,
+        /// Why.
+        reason: LostReason,
+    },
+}
+
+/// Why a partition was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// A renewal's compare-and-set failed: the lease is someone else's.
+    Taken,
+    /// No renewal succeeded for a TTL by the local monotonic clock.
+    Expired,
+    /// Planned handover: this router held more than its share.
+    HandedOver,
+    /// [`Leases::release`] or a clean shutdown.
+    Released,
+}
+
+/// A request to the lease loop.
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    Release(u32),
+}
+
+/// The running lease service: events come through the receiver returned
+/// with it; it stops when its shutdown token is cancelled, releasing every
+/// lease it holds (each reported as [`LostReason::Released`]).
+#[derive(Debug)]
+pub struct Leases {
+    commands: mpsc::Sender<Command>,
+    paused: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Leases {
+    /// Opens the lease bucket and spawns the lease loop for `config` over
+    /// `js`, fencing `log`. The event channel is bounded (4 × P): the loop
+    /// waits for a slow reader, and a reader that stalls for a TTL loses
+    /// its partitions as a stalled process would.
+    ///
+    /// # Errors
+    /// [`LeaseError::Unavailable`] if the bucket cannot be opened.
+    pub async fn spawn_kv(
+        js: &async_nats::jetstream::Context,
+        log: Arc<dyn PartitionLog>,
+        config: LeaseConfig,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, mpsc::Receiver<LeaseEvent>), LeaseError> {
+        let bucket = LeaseBucket::open(js, &config.bucket, config.ttl, config.replicas).await?;
+        let (events, rx) = mpsc::channel(event_capacity(&config));
+        let (commands, commands_rx) = mpsc::channel(event_capacity(&config));
+        let paused = Arc::new(AtomicBool::new(false));
+        let service = service::Service::new(bucket, log, config, events, commands_rx, Arc::clone(&paused));
+        let task = tokio::spawn(service.run(shutdown));
+        Ok((Self { commands, paused, task }, rx))
+    }
+
+    /// The `standalone` twin: one router owns every partition, fencing the
+    /// memory log (or any log) so tokens behave as in a cluster.
+    #[must_use]
+    pub fn spawn_memory(
+        log: Arc<dyn PartitionLog>,
+        config: LeaseConfig,
+        shutdown: CancellationToken,
+    ) -> (Self, mpsc::Receiver<LeaseEvent>) {
+        let (events, rx) = mpsc::channel(event_capacity(&config));
+        let (commands, commands_rx) = mpsc::channel(event_capacity(&config));
+        let paused = Arc::new(AtomicBool::new(false));
+        let twin = memory::Twin::new(log, config, events, commands_rx);
+        let task = tokio::spawn(twin.run(shutdown));
+        (Self { commands, paused, task }, rx)
+    }
+
+    /// Gives partition `p` up: a [`LostReason::Released`] event, then the
+    /// lease is deleted, and this router leaves `p` alone for a TTL (the
+    /// memory twin takes it back after that, with a new fence). Returns
+    /// `false` if the loop has stopped or is too busy to take the request.
+    pub fn release(&self, p: u32) -> bool {
+        self.commands.try_send(Command::Release(p)).is_ok()
+    }
+
+    /// Fault injection: while paused the loop does nothing, as a frozen
+    /// process would (no renewals, no announcements, no commands). On
+    /// resume it first drops every lease whose TTL has passed. The memory
+    /// twin ignores it.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Waits for the loop to end (after its shutdown token is cancelled).
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "lease loop failed");
+        }
+    }
+}
+
+fn event_capacity(config: &LeaseConfig) -> usize {
+    usize::try_from(config.partitions)
+        .unwrap_or(1024)
+        .saturating_mul(4)
+        .max(16)
+}
