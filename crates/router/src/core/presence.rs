@@ -30,24 +30,39 @@ impl Router {
     /// if the entry kept changing.
     pub async fn connect(&self, mut info: ConnInfo) -> Result<Vec<String>, RouterError> {
         self.heard(&info.node);
-        let bound = self.restore_bound(&info.biz, &info.client).await?;
+        let key = presence_key(&info.biz, &info.client);
+        // The membership record is read while the entry is created (one
+        // round trip, not two); a client with bound groups then completes
+        // its entry with a compare-and-set. A membership store that cannot
+        // answer costs this connection its bound groups (logged; they stay
+        // in the record for the next one), not the connection.
+        let first = presence_value(&info);
+        let (bound, created) = tokio::join!(
+            self.restore_bound(&info.biz, &info.client),
+            self.inner.store.create(&key, &first)
+        );
+        let bound = bound.unwrap_or_else(|e| {
+            tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not restored");
+            Vec::new()
+        });
         for g in &bound {
             if !info.groups.contains(g) {
                 info.groups.push(g.clone());
             }
         }
-        let key = presence_key(&info.biz, &info.client);
         let mut value = presence_value(&info);
         value.bound.clone_from(&bound);
         // Create first (one round trip for a new client); on conflict read
         // the latest entry and replace it, compare-and-set on its revision.
         let mut current: Option<Versioned> = None;
         let mut written = None;
-        for attempt in 0..CAS_ATTEMPTS {
-            let result = if attempt == 0 {
-                self.inner.store.create(&key, &value).await
-            } else {
-                match self.inner.store.get(&key).await {
+        let mut created = Some(created);
+        for _ in 0..CAS_ATTEMPTS {
+            let result = match created.take() {
+                // Ours, without the bound groups yet.
+                Some(Ok(rev)) if !bound.is_empty() => self.inner.store.update(&key, &value, rev).await,
+                Some(r) => r,
+                None => match self.inner.store.get(&key).await {
                     Ok(None) => {
                         current = None;
                         self.inner.store.create(&key, &value).await
@@ -58,7 +73,7 @@ impl Router {
                         r
                     }
                     Err(e) => Err(e),
-                }
+                },
             };
             match result {
                 Ok(rev) => {
