@@ -93,12 +93,12 @@ async fn bound_groups_survive_a_router_restart() {
     assert_eq!(a.recv_mode(200).await["content"]["data"], "after restart");
 }
 
-/// `membership.ttl` (2 s here): a client away for longer loses its bound
+/// `membership.ttl` (3 s here): a client away for longer loses its bound
 /// groups; one back sooner keeps them. On standalone (the same logic over
 /// in-memory stores).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_groups_expire_after_membership_ttl_offline() {
-    let s = Standalone::start(&[("SWITCHBOARD_MEMBERSHIP__TTL", "2s")]).await;
+    let s = Standalone::start(&[("SWITCHBOARD_MEMBERSHIP__TTL", "3s")]).await;
     let addr = s.addr();
     let (a, _) = Ws::join(&s.url("bizCode=d1&clientId=a")).await;
     let (b, _) = Ws::join(&s.url("bizCode=d1&clientId=b")).await;
@@ -112,7 +112,7 @@ async fn bound_groups_expire_after_membership_ttl_offline() {
     assert_eq!(groups(&welcome), json!(["room"]));
     // a stays away longer than the ttl: a fixed wait, since the outage
     // itself is what is tested.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let (_a, welcome) = Ws::join(&s.url("bizCode=d1&clientId=a")).await;
     assert_eq!(groups(&welcome), json!([]));
     assert_eq!(send_to_group(&addr, "room", "who").await, 1);
