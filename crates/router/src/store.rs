@@ -13,6 +13,8 @@
 //!   where the one router is the only writer.
 //! - `members`: durable group membership ([`MemberStore`]: [`KvMembers`],
 //!   [`MemoryMembers`]), the groups bound to a bizCode+clientId.
+//! - `settings`: per-bizCode settings ([`BizSettings`]) in the
+//!   registration bucket ([`KvRegistry`], [`MemoryRegistry`]).
 //!
 //! [`subject::presence_key`]: switchboard_protocol::subject::presence_key
 
@@ -20,8 +22,10 @@ mod kv;
 mod members;
 mod memory;
 mod seam;
+mod settings;
 
-pub use kv::{KvRegistry, KvStore};
+pub use kv::KvStore;
 pub use members::{KvMembers, MemberStore, Membership, MemoryMembers};
-pub use memory::{MemoryRegistry, MemoryStore};
-pub use seam::{BizRegistry, PresenceStore, StoreError, Versioned, WatchEvent};
+pub use memory::MemoryStore;
+pub use seam::{BizRegistry, BizSettings, PresenceStore, StoreError, Versioned, WatchEvent};
+pub use settings::{KvRegistry, MemoryRegistry};

@@ -8,12 +8,10 @@ use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateE
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use switchboard_protocol::envelope::{self, PresenceValue};
-use switchboard_protocol::ids;
 use switchboard_runtime::nats::LinkState;
-use switchboard_runtime::now_ms;
 use tokio::sync::{mpsc, watch};
 
-use super::seam::{BizRegistry, PresenceStore, StoreError, Versioned, WatchEvent};
+use super::seam::{PresenceStore, StoreError, Versioned, WatchEvent};
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -236,47 +234,5 @@ impl PresenceStore for KvStore {
             }
         });
         Ok(rx)
-    }
-}
-
-/// Registered bizCodes in a JetStream KV bucket (`<presence bucket>-biz`).
-#[derive(Debug, Clone)]
-pub struct KvRegistry {
-    kv: Store,
-}
-
-impl KvRegistry {
-    /// Opens (creating or updating) the bucket `name`.
-    ///
-    /// # Errors
-    /// If JetStream refuses the bucket.
-    pub async fn open(js: &async_nats::jetstream::Context, name: &str, replicas: usize) -> Result<Self, StoreError> {
-        let config = kv::Config {
-            bucket: name.to_owned(),
-            description: "Switchboard registered bizCodes: <b64 bizCode> -> registration time".to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = js.create_or_update_key_value(config).await.map_err(unavailable)?;
-        Ok(Self { kv })
-    }
-}
-
-#[async_trait]
-impl BizRegistry for KvRegistry {
-    async fn register(&self, biz: &str) -> Result<(), StoreError> {
-        let now = now_ms().to_string();
-        self.kv
-            .put(ids::encode(biz), now.into())
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
-    }
-
-    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError> {
-        let e = self.kv.entry(ids::encode(biz)).await.map_err(unavailable)?;
-        Ok(e.is_some_and(|e| e.operation == Operation::Put))
     }
 }

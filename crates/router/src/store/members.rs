@@ -6,16 +6,15 @@
 //!
 //! [`presence_key`]: switchboard_protocol::subject::presence_key
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::envelope;
 
+use super::memory::CasMap;
 use super::seam::StoreError;
 
 /// What outlives a client's connections.
@@ -132,45 +131,28 @@ impl MemberStore for KvMembers {
     }
 }
 
-/// Records with their revisions, and the last revision given.
-type Records = (u64, HashMap<String, (Membership, u64)>);
-
 /// Membership in memory, for `standalone`.
 #[derive(Debug, Default)]
 pub struct MemoryMembers {
-    state: Mutex<Records>,
+    map: CasMap<Membership>,
 }
 
 #[async_trait]
 impl MemberStore for MemoryMembers {
     async fn get(&self, key: &str) -> Result<Option<(Membership, u64)>, StoreError> {
-        Ok(self.state.lock().1.get(key).cloned())
+        Ok(self.map.get(key))
     }
 
     async fn put(&self, key: &str, m: &Membership, revision: Option<u64>) -> Result<u64, StoreError> {
-        let mut s = self.state.lock();
-        if s.1.get(key).map(|(_, r)| *r) != revision {
-            return Err(StoreError::WrongRevision);
-        }
-        s.0 += 1;
-        let rev = s.0;
-        s.1.insert(key.to_owned(), (m.clone(), rev));
-        Ok(rev)
+        self.map.put(key, m, revision)
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
-        let mut s = self.state.lock();
-        match s.1.get(key) {
-            Some((_, r)) if *r == revision => {
-                s.1.remove(key);
-                Ok(())
-            }
-            _ => Err(StoreError::WrongRevision),
-        }
+        self.map.delete(key, revision)
     }
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.state.lock().1.keys().cloned().collect())
+        Ok(self.map.keys())
     }
 }
 

@@ -2,14 +2,14 @@
 //! core's unit tests): compare-and-set with the same contract as the KV
 //! bucket, one process, no watch traffic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use switchboard_protocol::envelope::PresenceValue;
 use tokio::sync::mpsc;
 
-use super::seam::{BizRegistry, PresenceStore, StoreError, Versioned, WatchEvent};
+use super::seam::{PresenceStore, StoreError, Versioned, WatchEvent};
 
 /// In-process presence for `standalone`: one router, which applies its own
 /// writes to its index, so the watch only reports [`WatchEvent::Ready`].
@@ -67,21 +67,57 @@ impl PresenceStore for MemoryStore {
     }
 }
 
-/// Registered bizCodes in memory (`standalone`).
-#[derive(Debug, Default)]
-pub struct MemoryRegistry {
-    set: Mutex<HashSet<String>>,
+/// The last revision given, and every value with its revision.
+type Versions<T> = (u64, HashMap<String, (T, u64)>);
+
+/// Values with compare-and-set on revisions, in memory: the twin of a KV
+/// bucket for the stores that need nothing else (membership, settings).
+#[derive(Debug)]
+pub(super) struct CasMap<T> {
+    state: Mutex<Versions<T>>,
 }
 
-#[async_trait]
-impl BizRegistry for MemoryRegistry {
-    async fn register(&self, biz: &str) -> Result<(), StoreError> {
-        self.set.lock().insert(biz.to_owned());
-        Ok(())
+impl<T> Default for CasMap<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((0, HashMap::new())),
+        }
+    }
+}
+
+impl<T: Clone> CasMap<T> {
+    /// The value and its revision.
+    pub(super) fn get(&self, key: &str) -> Option<(T, u64)> {
+        self.state.lock().1.get(key).cloned()
     }
 
-    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError> {
-        Ok(self.set.lock().contains(biz))
+    /// Writes `value` if the key is at `revision` (`None`: absent).
+    pub(super) fn put(&self, key: &str, value: &T, revision: Option<u64>) -> Result<u64, StoreError> {
+        let mut s = self.state.lock();
+        if s.1.get(key).map(|(_, r)| *r) != revision {
+            return Err(StoreError::WrongRevision);
+        }
+        s.0 += 1;
+        let rev = s.0;
+        s.1.insert(key.to_owned(), (value.clone(), rev));
+        Ok(rev)
+    }
+
+    /// Removes the key if it is at `revision`.
+    pub(super) fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        let mut s = self.state.lock();
+        match s.1.get(key) {
+            Some((_, r)) if *r == revision => {
+                s.1.remove(key);
+                Ok(())
+            }
+            _ => Err(StoreError::WrongRevision),
+        }
+    }
+
+    /// Every key.
+    pub(super) fn keys(&self) -> Vec<String> {
+        self.state.lock().1.keys().cloned().collect()
     }
 }
 

@@ -3,7 +3,8 @@
 //! of bizCodes. The contract is in the parent module's docs.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::PresenceValue;
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::envelope::{self, PresenceValue};
 use tokio::sync::mpsc;
 
 /// A value with its revision.
@@ -64,12 +65,102 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError>;
 }
 
-/// Registered bizCodes (the `register` API), for deployments that require
-/// registration. Registration is permanent.
+/// Per-bizCode settings: registration (the `register` API, for
+/// deployments that require it; permanent) and what SPEC §7 keeps per
+/// bizCode ([`BizSettings`]). The registration bucket holds them, one
+/// value per bizCode, so later settings (webhooks, limits) join them there.
 #[async_trait]
 pub trait BizRegistry: Send + Sync + 'static {
-    /// Registers a bizCode (idempotent).
-    async fn register(&self, biz: &str) -> Result<(), StoreError>;
+    /// The bizCode's settings and their revision; `None` if it has none.
+    async fn settings(&self, biz: &str) -> Result<Option<(BizSettings, u64)>, StoreError>;
+    /// Writes the settings if they are still at `revision` (`None`:
+    /// absent); returns the new revision.
+    async fn put_settings(&self, biz: &str, settings: &BizSettings, revision: Option<u64>) -> Result<u64, StoreError>;
+
+    /// Registers a bizCode (idempotent), keeping its other settings.
+    async fn register(&self, biz: &str) -> Result<(), StoreError> {
+        for _ in 0..8 {
+            let (mut s, rev) = match self.settings(biz).await? {
+                Some((s, _)) if s.registered_at.is_some() => return Ok(()),
+                Some((s, rev)) => (s, Some(rev)),
+                None => (BizSettings::new(), None),
+            };
+            s.registered_at = Some(switchboard_runtime::now_ms());
+            match self.put_settings(biz, &s, rev).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::WrongRevision) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!("the settings of {biz} kept changing")))
+    }
+
     /// Whether a bizCode is registered.
-    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError>;
+    async fn is_registered(&self, biz: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .settings(biz)
+            .await?
+            .is_some_and(|(s, _)| s.registered_at.is_some()))
+    }
+}
+
+/// What SPEC §7 keeps per bizCode, and its registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BizSettings {
+    /// When `register` registered it, ms since the epoch; `None` if it
+    /// never was (its settings exist all the same).
+    #[serde(default)]
+    pub registered_at: Option<u64>,
+    /// History for this bizCode: `None` follows the deployment's
+    /// `history.enabled`.
+    #[serde(default)]
+    pub history: Option<bool>,
+    /// Random, made with the record: part of the bizCode's epoch, so a lost
+    /// record changes the epoch.
+    pub epoch_salt: String,
+    /// Bumped by `delete_history` and by every history switch: part of the
+    /// epoch.
+    #[serde(default)]
+    pub generation: u64,
+    /// The highest `seq` removed from the bizCode's log on purpose.
+    #[serde(default)]
+    pub low_water: u64,
+}
+
+impl BizSettings {
+    /// Default settings with a fresh epoch salt.
+    pub fn new() -> Self {
+        Self {
+            registered_at: None,
+            history: None,
+            epoch_salt: format!("{:016x}", rand::random::<u64>()),
+            generation: 0,
+            low_water: 0,
+        }
+    }
+
+    /// Reads a stored value: settings, or the registration time of a
+    /// value written before settings existed (anything else that is not
+    /// settings counts as registered, as older routers read it).
+    pub fn decode(bytes: &[u8]) -> Self {
+        if let Ok(s) = envelope::decode::<Self>(bytes) {
+            return s;
+        }
+        let registered_at = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        Self {
+            registered_at: Some(registered_at),
+            // Stable for a legacy value until its first rewrite.
+            epoch_salt: String::new(),
+            ..Self::new()
+        }
+    }
+}
+
+impl Default for BizSettings {
+    fn default() -> Self {
+        Self::new()
+    }
 }
