@@ -104,10 +104,20 @@ impl Router {
             }
         };
         match self.inner.edges.request(&node, cmd).await {
-            // The connection has it: now it belongs to the client.
-            Ok(r) if r.found => self.set_bound(biz, client, group, join).await.map(|_| ()),
-            // The connection left meanwhile: an unbind still ends the bound group.
-            Ok(_) if !join => self.unbind_offline(biz, client, group).await,
+            // The connection has it: now it belongs to the client, and a
+            // connection that replaced it meanwhile gets it too.
+            Ok(r) if r.found => {
+                self.set_bound(biz, client, group, join).await?;
+                self.recheck_bind(biz, client, group, join, (&node, conn)).await;
+                Ok(())
+            }
+            // The connection left meanwhile: an unbind still ends the bound
+            // group, also for a connection that replaced it.
+            Ok(_) if !join => {
+                let result = self.unbind_offline(biz, client, group).await;
+                self.recheck_bind(biz, client, group, false, (&node, conn)).await;
+                result
+            }
             Ok(_) => Err(RouterError::Offline),
             Err(e) => {
                 tracing::warn!(node_id = %node, error = %e, "bind/unbind not acknowledged");

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use switchboard_protocol::envelope::{ConnInfo, NodeCommand};
 use switchboard_protocol::subject::presence_key;
 use switchboard_runtime::now_ms;
 use tokio_util::sync::CancellationToken;
@@ -32,37 +33,145 @@ impl Router {
     }
 
     /// The groups bound to a client that is connecting now; clears its
-    /// offline stamp. An expired record is removed and yields none.
+    /// offline stamp. An expired record is removed and yields none. Also
+    /// answers the record's revision as left by this call (`None`: no
+    /// record), for [`Router::recheck_connect`].
     ///
     /// # Errors
     /// [`RouterError::Store`] if the store fails, [`RouterError::Contended`]
     /// if the record kept changing.
-    pub(super) async fn restore_bound(&self, biz: &str, client: &str) -> Result<Vec<String>, RouterError> {
+    pub(super) async fn restore_bound(
+        &self,
+        biz: &str,
+        client: &str,
+    ) -> Result<(Vec<String>, Option<u64>), RouterError> {
         let key = presence_key(biz, client);
         let members = &self.inner.members;
         for _ in 0..CAS_ATTEMPTS {
             let Some((m, rev)) = members.get(&key).await? else {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), None));
             };
             let Some(since) = m.offline_since else {
-                return Ok(m.bound);
+                return Ok((m.bound, Some(rev)));
             };
             let written = if self.expired(since) || m.bound.is_empty() {
-                members.delete(&key, rev).await.map(|()| Vec::new())
+                members.delete(&key, rev).await.map(|()| (Vec::new(), None))
             } else {
                 let online = Membership {
                     bound: m.bound.clone(),
                     offline_since: None,
                 };
-                members.put(&key, &online, Some(rev)).await.map(|_| m.bound)
+                members.put(&key, &online, Some(rev)).await.map(|r| (m.bound, Some(r)))
             };
             match written {
-                Ok(bound) => return Ok(bound),
+                Ok(restored) => return Ok(restored),
                 Err(StoreError::WrongRevision) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(RouterError::Contended(CAS_ATTEMPTS))
+    }
+
+    /// After a connect wrote its entry at `revision`: a bind or unbind that
+    /// changed the record since `seen` targeted the connection this one
+    /// replaced (it read presence before our write), so the change is
+    /// applied to our entry here. Together with
+    /// [`Router::recheck_bind`] (the other side reads presence after its
+    /// record write) one of the two always sees the other. Answers the
+    /// bound groups the connection ends up with.
+    pub(super) async fn recheck_connect(
+        &self,
+        info: &ConnInfo,
+        named: &[String],
+        bound: Vec<String>,
+        seen: Option<u64>,
+        revision: u64,
+    ) -> Vec<String> {
+        let key = presence_key(&info.biz, &info.client);
+        let now = match self.inner.members.get(&key).await {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::debug!(biz = %info.biz, client_id = %info.client, error = %e, "cannot re-check bound groups");
+                return bound;
+            }
+        };
+        if now.as_ref().map(|(_, r)| *r) == seen {
+            return bound;
+        }
+        let fresh = now.map(|(m, _)| m.bound).unwrap_or_default();
+        if fresh == bound {
+            return bound;
+        }
+        let mut groups = named.to_vec();
+        for g in &fresh {
+            if !groups.contains(g) {
+                groups.push(g.clone());
+            }
+        }
+        let mut value = super::presence_value(&ConnInfo { groups, ..info.clone() });
+        value.bound.clone_from(&fresh);
+        match self.inner.store.update(&key, &value, revision).await {
+            Ok(rev) => {
+                self.index_put(&value, rev);
+                fresh
+            }
+            // Replaced by a newer connection meanwhile (which re-checks
+            // for itself), or the store failed: this connection keeps what
+            // it has.
+            Err(e) => {
+                tracing::debug!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not re-applied");
+                bound
+            }
+        }
+    }
+
+    /// After a bind or unbind changed the record: if presence now holds a
+    /// connection other than `applied` (one that connected meanwhile and
+    /// may have read the record before the change), the change is applied
+    /// to it too. See [`Router::recheck_connect`].
+    pub(super) async fn recheck_bind(&self, biz: &str, client: &str, group: &str, join: bool, applied: (&str, u64)) {
+        let key = presence_key(biz, client);
+        for _ in 0..CAS_ATTEMPTS {
+            let Ok(Some(v)) = self.inner.store.get(&key).await else {
+                return;
+            };
+            if v.value.node == applied.0 && v.value.conn == applied.1 {
+                return;
+            }
+            let mut value = v.value.clone();
+            let has = value.groups.iter().any(|g| g == group);
+            match (join, has) {
+                (true, false) if value.groups.len() < MAX_GROUPS_PER_CLIENT => {
+                    value.groups.push(group.to_owned());
+                    value.bound.push(group.to_owned());
+                }
+                (false, true) if value.bound.iter().any(|g| g == group) => {
+                    value.groups.retain(|g| g != group);
+                    value.bound.retain(|g| g != group);
+                }
+                _ => return,
+            }
+            match self.inner.store.update(&key, &value, v.revision).await {
+                Ok(rev) => {
+                    self.index_put(&value, rev);
+                    let cmd = if join {
+                        NodeCommand::Bind {
+                            conn: value.conn,
+                            group: group.to_owned(),
+                        }
+                    } else {
+                        NodeCommand::Unbind {
+                            conn: value.conn,
+                            group: group.to_owned(),
+                        }
+                    };
+                    let _ = self.inner.edges.request(&value.node, cmd).await;
+                    return;
+                }
+                Err(StoreError::WrongRevision) => continue,
+                Err(_) => return,
+            }
+        }
     }
 
     /// Binds (`join`) or unbinds `group` in the client's record; answers
@@ -214,7 +323,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testing::{info, router};
+    use crate::core::testing::{info, router, router_on, Gated};
 
     #[tokio::test]
     async fn bound_groups_come_back_with_the_next_connection_until_unbound() {
@@ -267,5 +376,43 @@ mod tests {
         }
         assert!(r.sweep().await.is_ok());
         assert!(r.inner.members.get(&key).await.ok().flatten().is_none());
+    }
+
+    /// Review finding: an unbind that lands while the client reconnects
+    /// (after the new connection read the record, before its presence
+    /// write) must not leave the new connection in the group.
+    #[tokio::test]
+    async fn an_unbind_during_a_reconnect_reaches_the_new_connection() {
+        let store = Gated::new();
+        let (r, _nodes) = router_on(store.clone());
+        assert!(r.connect(info("e1", 1, "a")).await.is_ok());
+        assert!(r.set_group("b", "a", "room", true).await.is_ok());
+        store.hold(true, 2);
+        let r2 = r.clone();
+        let y = tokio::spawn(async move { r2.connect(info("e2", 2, "a")).await });
+        store.held().await;
+        assert!(r.set_group("b", "a", "room", false).await.is_ok());
+        store.go();
+        let bound = y.await.ok().and_then(Result::ok).unwrap_or_default();
+        assert!(bound.is_empty(), "the new connection restored {bound:?}");
+        assert!(r.online_list("b", Some("room")).is_empty());
+    }
+
+    /// Review finding: a bind that lands while the client reconnects must
+    /// reach the new connection.
+    #[tokio::test]
+    async fn a_bind_during_a_reconnect_reaches_the_new_connection() {
+        let store = Gated::new();
+        let (r, _nodes) = router_on(store.clone());
+        assert!(r.connect(info("e1", 1, "a")).await.is_ok());
+        store.hold(false, 2);
+        let r2 = r.clone();
+        let y = tokio::spawn(async move { r2.connect(info("e2", 2, "a")).await });
+        store.held().await;
+        assert!(r.set_group("b", "a", "room", true).await.is_ok());
+        store.go();
+        let bound = y.await.ok().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(bound, vec!["room".to_owned()]);
+        assert_eq!(r.online_list("b", Some("room")), vec!["a".to_owned()]);
     }
 }

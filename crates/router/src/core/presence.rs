@@ -30,39 +30,31 @@ impl Router {
     /// if the entry kept changing.
     pub async fn connect(&self, mut info: ConnInfo) -> Result<Vec<String>, RouterError> {
         self.heard(&info.node);
-        let key = presence_key(&info.biz, &info.client);
-        // The membership record is read while the entry is created (one
-        // round trip, not two); a client with bound groups then completes
-        // its entry with a compare-and-set. A membership store that cannot
-        // answer costs this connection its bound groups (logged; they stay
-        // in the record for the next one), not the connection.
-        let first = presence_value(&info);
-        let (bound, created) = tokio::join!(
-            self.restore_bound(&info.biz, &info.client),
-            self.inner.store.create(&key, &first)
-        );
-        let bound = bound.unwrap_or_else(|e| {
+        // A membership store that cannot answer costs this connection its
+        // bound groups (logged; they stay in the record for the next one),
+        // not the connection.
+        let (bound, seen) = self.restore_bound(&info.biz, &info.client).await.unwrap_or_else(|e| {
             tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not restored");
-            Vec::new()
+            (Vec::new(), None)
         });
+        let named = info.groups.clone();
         for g in &bound {
             if !info.groups.contains(g) {
                 info.groups.push(g.clone());
             }
         }
+        let key = presence_key(&info.biz, &info.client);
         let mut value = presence_value(&info);
         value.bound.clone_from(&bound);
         // Create first (one round trip for a new client); on conflict read
         // the latest entry and replace it, compare-and-set on its revision.
         let mut current: Option<Versioned> = None;
         let mut written = None;
-        let mut created = Some(created);
-        for _ in 0..CAS_ATTEMPTS {
-            let result = match created.take() {
-                // Ours, without the bound groups yet.
-                Some(Ok(rev)) if !bound.is_empty() => self.inner.store.update(&key, &value, rev).await,
-                Some(r) => r,
-                None => match self.inner.store.get(&key).await {
+        for attempt in 0..CAS_ATTEMPTS {
+            let result = if attempt == 0 {
+                self.inner.store.create(&key, &value).await
+            } else {
+                match self.inner.store.get(&key).await {
                     Ok(None) => {
                         current = None;
                         self.inner.store.create(&key, &value).await
@@ -73,7 +65,7 @@ impl Router {
                         r
                     }
                     Err(e) => Err(e),
-                },
+                }
             };
             match result {
                 Ok(rev) => {
@@ -112,6 +104,7 @@ impl Router {
                 .await;
             }
         }
+        let bound = self.recheck_connect(&info, &named, bound, seen, revision).await;
         self.notify_online(&info).await;
         Ok(bound)
     }

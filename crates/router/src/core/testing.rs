@@ -137,3 +137,84 @@ pub(super) async fn entry(store: &dyn PresenceStore, client: &str) -> Option<(St
 pub(super) fn online(router: &Router, client: &str) -> bool {
     router.inner.index.lock().get("b", client).is_some()
 }
+
+/// A presence store that holds the first create or update of connection
+/// `conn` (`gate`) until [`Gated::go`], to put another operation between a
+/// connect's read of the membership record and its presence write.
+pub(super) struct Gated {
+    pub(super) store: MemoryStore,
+    gate: Mutex<Option<(bool, u64)>>,
+    entered: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+}
+
+impl Gated {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            store: MemoryStore::default(),
+            gate: Mutex::new(None),
+            entered: tokio::sync::Notify::new(),
+            go: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Holds the next create (`create`) or update of connection `conn`.
+    pub(super) fn hold(&self, create: bool, conn: u64) {
+        *self.gate.lock() = Some((create, conn));
+    }
+
+    /// Waits until the held operation is waiting.
+    pub(super) async fn held(&self) {
+        self.entered.notified().await;
+    }
+
+    /// Lets the held operation go on.
+    pub(super) fn go(&self) {
+        self.go.notify_one();
+    }
+
+    async fn pass(&self, create: bool, conn: u64) {
+        let hit = {
+            let mut g = self.gate.lock();
+            let hit = *g == Some((create, conn));
+            if hit {
+                *g = None;
+            }
+            hit
+        };
+        if hit {
+            self.entered.notify_one();
+            self.go.notified().await;
+        }
+    }
+}
+
+#[async_trait]
+impl PresenceStore for Gated {
+    async fn get(&self, key: &str) -> Result<Option<crate::store::Versioned>, crate::store::StoreError> {
+        self.store.get(key).await
+    }
+    async fn create(
+        &self,
+        key: &str,
+        value: &switchboard_protocol::envelope::PresenceValue,
+    ) -> Result<u64, crate::store::StoreError> {
+        self.pass(true, value.conn).await;
+        self.store.create(key, value).await
+    }
+    async fn update(
+        &self,
+        key: &str,
+        value: &switchboard_protocol::envelope::PresenceValue,
+        revision: u64,
+    ) -> Result<u64, crate::store::StoreError> {
+        self.pass(false, value.conn).await;
+        self.store.update(key, value, revision).await
+    }
+    async fn delete(&self, key: &str, revision: u64) -> Result<(), crate::store::StoreError> {
+        self.store.delete(key, revision).await
+    }
+    async fn watch(&self) -> Result<tokio::sync::mpsc::Receiver<crate::store::WatchEvent>, crate::store::StoreError> {
+        self.store.watch().await
+    }
+}
