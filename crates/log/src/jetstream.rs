@@ -50,6 +50,14 @@ pub struct JetStreamLog {
 }
 
 impl JetStreamLog {
+    /// Partition `p`'s stream, without fetching its info.
+    async fn stream(&self, p: u32) -> Result<async_nats::jetstream::stream::Stream<()>, LogError> {
+        self.js
+            .get_stream_no_info(stream_name(p))
+            .await
+            .map_err(|e| LogError::Invalid(e.to_string()))
+    }
+
     /// A log over `js` with `config`'s layout and limits. Nothing is sent
     /// until a partition is used; call [`PartitionLog::ensure`] for each
     /// partition a writer owns. An append's acknowledgement waits for the
@@ -257,11 +265,7 @@ impl PartitionLog for JetStreamLog {
 
     async fn purge(&self, p: u32, biz: &str, up_to_seq: u64) -> Result<u64, LogError> {
         check_biz(&self.config, p, biz)?;
-        let stream = self
-            .js
-            .get_stream_no_info(stream_name(p))
-            .await
-            .map_err(|e| LogError::Invalid(e.to_string()))?;
+        let stream = self.stream(p).await?;
         // JetStream purges below `sequence`, not at it.
         let r = stream
             .purge()
@@ -274,11 +278,7 @@ impl PartitionLog for JetStreamLog {
 
     async fn first_seq_of(&self, p: u32, biz: &str) -> Result<Option<u64>, LogError> {
         check_biz(&self.config, p, biz)?;
-        let stream = self
-            .js
-            .get_stream_no_info(stream_name(p))
-            .await
-            .map_err(|e| LogError::Invalid(e.to_string()))?;
+        let stream = self.stream(p).await?;
         match stream.get_first_raw_message_by_subject(entry_subject(p, biz), 1).await {
             Ok(m) => Ok(Some(m.sequence)),
             Err(e) => errors::raw_get(&e).map(|()| None),

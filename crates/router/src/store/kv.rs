@@ -13,8 +13,39 @@ use tokio::sync::{mpsc, watch};
 
 use super::seam::{PresenceStore, StoreError, Versioned, WatchEvent};
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// Writes `bytes` under `key` if it is at `revision` (`None`: absent);
+/// returns the new revision. The compare-and-set every bucket of ours uses.
+pub(super) async fn cas_write(
+    kv: &Store,
+    key: &str,
+    bytes: bytes::Bytes,
+    revision: Option<u64>,
+) -> Result<u64, StoreError> {
+    match revision {
+        None => kv.create(key, bytes).await.map_err(|e| match e.kind() {
+            CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
+            _ => unavailable(e),
+        }),
+        Some(rev) => kv.update(key, bytes, rev).await.map_err(|e| match e.kind() {
+            UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+            _ => unavailable(e),
+        }),
+    }
+}
+
+/// Removes `key` if it is at `revision`, leaving a removal marker that
+/// expires after `marker_ttl`.
+pub(super) async fn cas_delete(kv: &Store, key: &str, revision: u64, marker_ttl: Duration) -> Result<(), StoreError> {
+    kv.purge_expect_revision_with_ttl(key, revision, marker_ttl)
+        .await
+        .map_err(|e| match e.kind() {
+            UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
+            _ => unavailable(e),
+        })
 }
 
 /// Presence in a JetStream KV bucket.
@@ -123,29 +154,16 @@ impl PresenceStore for KvStore {
     }
 
     async fn create(&self, key: &str, value: &PresenceValue) -> Result<u64, StoreError> {
-        let bytes = envelope::encode(value).map_err(unavailable)?;
-        self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
-            CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
-            _ => unavailable(e),
-        })
+        cas_write(&self.kv, key, envelope::encode(value).map_err(unavailable)?, None).await
     }
 
     async fn update(&self, key: &str, value: &PresenceValue, revision: u64) -> Result<u64, StoreError> {
         let bytes = envelope::encode(value).map_err(unavailable)?;
-        self.kv.update(key, bytes, revision).await.map_err(|e| match e.kind() {
-            UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-            _ => unavailable(e),
-        })
+        cas_write(&self.kv, key, bytes, Some(revision)).await
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
-        self.kv
-            .purge_expect_revision_with_ttl(key, revision, self.marker_ttl)
-            .await
-            .map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-                _ => unavailable(e),
-            })
+        cas_delete(&self.kv, key, revision, self.marker_ttl).await
     }
 
     async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {

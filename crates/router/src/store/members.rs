@@ -8,12 +8,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation, Store};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::envelope;
 
+use super::kv::{cas_delete, cas_write, unavailable};
 use super::memory::CasMap;
 use super::seam::StoreError;
 
@@ -40,10 +41,6 @@ pub trait MemberStore: Send + Sync + 'static {
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
     /// Every key (for the sweeper).
     async fn keys(&self) -> Result<Vec<String>, StoreError>;
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 /// Membership in a JetStream KV bucket (routers).
@@ -100,27 +97,11 @@ impl MemberStore for KvMembers {
     }
 
     async fn put(&self, key: &str, m: &Membership, revision: Option<u64>) -> Result<u64, StoreError> {
-        let bytes = envelope::encode(m).map_err(unavailable)?;
-        match revision {
-            None => self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
-                _ => unavailable(e),
-            }),
-            Some(rev) => self.kv.update(key, bytes, rev).await.map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-                _ => unavailable(e),
-            }),
-        }
+        cas_write(&self.kv, key, envelope::encode(m).map_err(unavailable)?, revision).await
     }
 
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError> {
-        self.kv
-            .purge_expect_revision_with_ttl(key, revision, self.marker_ttl)
-            .await
-            .map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-                _ => unavailable(e),
-            })
+        cas_delete(&self.kv, key, revision, self.marker_ttl).await
     }
 
     async fn keys(&self) -> Result<Vec<String>, StoreError> {

@@ -8,16 +8,13 @@
 //! settings but was never registered looks registered to them during a
 //! rolling upgrade (upgrade routers first; see docs/recovery.md).
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{self, Operation, Store};
 use async_trait::async_trait;
 use switchboard_protocol::{envelope, ids};
 
+use super::kv::{cas_write, unavailable};
 use super::memory::CasMap;
 use super::seam::{BizRegistry, BizSettings, StoreError};
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
 
 /// Per-bizCode settings in a JetStream KV bucket (routers).
 #[derive(Debug, Clone)]
@@ -54,17 +51,7 @@ impl BizRegistry for KvRegistry {
 
     async fn put_settings(&self, biz: &str, settings: &BizSettings, revision: Option<u64>) -> Result<u64, StoreError> {
         let bytes = envelope::encode(settings).map_err(unavailable)?;
-        let key = ids::encode(biz);
-        match revision {
-            None => self.kv.create(key, bytes).await.map_err(|e| match e.kind() {
-                CreateErrorKind::AlreadyExists => StoreError::WrongRevision,
-                _ => unavailable(e),
-            }),
-            Some(rev) => self.kv.update(key, bytes, rev).await.map_err(|e| match e.kind() {
-                UpdateErrorKind::WrongLastRevision => StoreError::WrongRevision,
-                _ => unavailable(e),
-            }),
-        }
+        cas_write(&self.kv, &ids::encode(biz), bytes, revision).await
     }
 }
 
