@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use switchboard_protocol::envelope::{ConnInfo, NodeCommand};
-use switchboard_protocol::subject::presence_key;
+use switchboard_protocol::subject::{parse_presence_key, presence_key};
 use switchboard_runtime::now_ms;
 use tokio_util::sync::CancellationToken;
 
@@ -284,39 +284,61 @@ impl Router {
     }
 
     /// One pass: removes expired records, stamps those whose client left
-    /// unseen, clears the stamp of those whose client is back. Every write
-    /// is a compare-and-set, so routers sweeping at once do no harm.
+    /// unseen, clears the stamp of those whose client is back. Whether a
+    /// client is online comes from this router's index; the store is read
+    /// only to confirm before a record is stamped or removed. Every write
+    /// is a compare-and-set, so routers sweeping at once do no harm. A
+    /// record that fails is skipped (the next pass retries it); the pass
+    /// reports the last failure.
     pub(super) async fn sweep(&self) -> Result<(), RouterError> {
         let members = &self.inner.members;
+        let mut failed = None;
         for key in members.keys().await? {
-            let Some((m, rev)) = members.get(&key).await? else {
-                continue;
-            };
-            let online = self.inner.store.get(&key).await?.is_some();
-            let write = match (m.offline_since, online) {
-                (Some(since), false) if self.expired(since) || m.bound.is_empty() => members.delete(&key, rev).await,
-                (None, false) => {
-                    let offline = Membership {
+            if let Err(e) = self.sweep_one(&key).await {
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn sweep_one(&self, key: &str) -> Result<(), RouterError> {
+        let members = &self.inner.members;
+        let Some((m, rev)) = members.get(key).await? else {
+            return Ok(());
+        };
+        let indexed =
+            parse_presence_key(key).is_some_and(|(biz, client)| self.inner.index.lock().get(&biz, &client).is_some());
+        let write = match (m.offline_since, indexed) {
+            (None, true) => return Ok(()),
+            (Some(since), false) if !(self.expired(since) || m.bound.is_empty()) => return Ok(()),
+            (Some(_), true) => {
+                let back = Membership {
+                    bound: m.bound,
+                    offline_since: None,
+                };
+                members.put(key, &back, Some(rev)).await.map(|_| ())
+            }
+            // Not in our index: confirm with the store before a stamp or
+            // a removal (the index may lag another router's write).
+            (offline, false) => {
+                if self.inner.store.get(key).await?.is_some() {
+                    return Ok(());
+                }
+                if offline.is_some() {
+                    members.delete(key, rev).await
+                } else {
+                    let stamped = Membership {
                         bound: m.bound,
                         offline_since: Some(now_ms()),
                     };
-                    members.put(&key, &offline, Some(rev)).await.map(|_| ())
+                    members.put(key, &stamped, Some(rev)).await.map(|_| ())
                 }
-                (Some(_), true) => {
-                    let back = Membership {
-                        bound: m.bound,
-                        offline_since: None,
-                    };
-                    members.put(&key, &back, Some(rev)).await.map(|_| ())
-                }
-                _ => Ok(()),
-            };
-            match write {
-                Ok(()) | Err(StoreError::WrongRevision) => {}
-                Err(e) => return Err(e.into()),
             }
+        };
+        match write {
+            Ok(()) | Err(StoreError::WrongRevision) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 }
 
