@@ -179,13 +179,8 @@ impl Service {
             .map(|(p, _)| *p)
             .collect();
         for p in gone {
-            self.held.remove(&p);
             tracing::warn!(partition = p, "partition lease expired without a renewal");
-            self.emit(LeaseEvent::Lost {
-                partition: p,
-                reason: LostReason::Expired,
-            })
-            .await;
+            self.lose(p, LostReason::Expired).await;
         }
     }
 
@@ -211,13 +206,8 @@ impl Service {
                     }
                 }
                 Err(LeaseError::WrongRevision) => {
-                    self.held.remove(&p);
                     tracing::info!(partition = p, "partition lease taken by another router");
-                    self.emit(LeaseEvent::Lost {
-                        partition: p,
-                        reason: LostReason::Taken,
-                    })
-                    .await;
+                    self.lose(p, LostReason::Taken).await;
                 }
                 Err(e) => self.failed("renew", &e),
             }
@@ -263,11 +253,18 @@ impl Service {
         }
     }
 
+    /// Forgets partition `p` (if held) and reports it lost; answers its
+    /// lease.
+    async fn lose(&mut self, p: u32, reason: LostReason) -> Option<Held> {
+        let h = self.held.remove(&p)?;
+        self.emit(LeaseEvent::Lost { partition: p, reason }).await;
+        Some(h)
+    }
+
     /// Gives partition `p` up (if held): the event first, then the lease.
     async fn give_up(&mut self, p: u32, reason: LostReason) {
-        let Some(h) = self.held.remove(&p) else { return };
+        let Some(h) = self.lose(p, reason).await else { return };
         tracing::info!(partition = p, ?reason, "partition given up");
-        self.emit(LeaseEvent::Lost { partition: p, reason }).await;
         self.cooling.insert(p, Instant::now() + self.config.ttl);
         if let Err(e) = bounded(self.config.interval(), self.bucket.release(p, h.revision)).await {
             self.failed("release", &e);

@@ -17,6 +17,28 @@ pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Opens (creating or updating) one of our buckets: file storage, one
+/// value per key, `replicas`, and removal markers that expire after
+/// `marker_ttl` where given.
+pub(super) async fn open_bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    description: &str,
+    replicas: usize,
+    marker_ttl: Option<Duration>,
+) -> Result<Store, StoreError> {
+    let config = kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        limit_markers: marker_ttl,
+        ..Default::default()
+    };
+    js.create_or_update_key_value(config).await.map_err(unavailable)
+}
+
 /// Writes `bytes` under `key` if it is at `revision` (`None`: absent);
 /// returns the new revision. The compare-and-set every bucket of ours uses.
 pub(super) async fn cas_write(
@@ -81,19 +103,8 @@ impl KvStore {
         replicas: usize,
         marker_ttl: Duration,
     ) -> Result<Self, StoreError> {
-        let config = kv::Config {
-            bucket: name.to_owned(),
-            description: "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection".to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            limit_markers: Some(marker_ttl),
-            ..Default::default()
-        };
-        let kv = match js.create_or_update_key_value(config).await {
-            Ok(kv) => kv,
-            Err(e) => return Err(unavailable(e)),
-        };
+        let description = "Switchboard presence: <b64 bizCode>.<b64 clientId> -> connection";
+        let kv = open_bucket(js, name, description, replicas, Some(marker_ttl)).await?;
         Ok(Self {
             kv,
             marker_ttl,

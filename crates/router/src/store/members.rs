@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, Operation, Store};
+use async_nats::jetstream::kv::{Operation, Store};
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::envelope;
 
-use super::kv::{cas_delete, cas_write, unavailable};
+use super::kv::{cas_delete, cas_write, open_bucket, unavailable};
 use super::memory::CasMap;
 use super::seam::StoreError;
 
@@ -62,16 +62,8 @@ impl KvMembers {
         replicas: usize,
         marker_ttl: Duration,
     ) -> Result<Self, StoreError> {
-        let config = kv::Config {
-            bucket: name.to_owned(),
-            description: "Switchboard durable membership: <b64 bizCode>.<b64 clientId> -> bound groups".to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            limit_markers: Some(marker_ttl),
-            ..Default::default()
-        };
-        let kv = js.create_or_update_key_value(config).await.map_err(unavailable)?;
+        let description = "Switchboard durable membership: <b64 bizCode>.<b64 clientId> -> bound groups";
+        let kv = open_bucket(js, name, description, replicas, Some(marker_ttl)).await?;
         Ok(Self { kv, marker_ttl })
     }
 }

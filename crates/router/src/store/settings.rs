@@ -8,11 +8,11 @@
 //! settings but was never registered looks registered to them during a
 //! rolling upgrade (upgrade routers first; see docs/recovery.md).
 
-use async_nats::jetstream::kv::{self, Operation, Store};
+use async_nats::jetstream::kv::{Operation, Store};
 use async_trait::async_trait;
 use switchboard_protocol::{envelope, ids};
 
-use super::kv::{cas_write, unavailable};
+use super::kv::{cas_write, open_bucket, unavailable};
 use super::memory::CasMap;
 use super::seam::{BizRegistry, BizSettings, StoreError};
 
@@ -28,15 +28,8 @@ impl KvRegistry {
     /// # Errors
     /// If JetStream refuses the bucket.
     pub async fn open(js: &async_nats::jetstream::Context, name: &str, replicas: usize) -> Result<Self, StoreError> {
-        let config = kv::Config {
-            bucket: name.to_owned(),
-            description: "Switchboard bizCodes: <b64 bizCode> -> settings (registration, history)".to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let kv = js.create_or_update_key_value(config).await.map_err(unavailable)?;
+        let description = "Switchboard bizCodes: <b64 bizCode> -> settings (registration, history)";
+        let kv = open_bucket(js, name, description, replicas, None).await?;
         Ok(Self { kv })
     }
 }
