@@ -15,8 +15,8 @@ use bytes::Bytes;
 use crate::config::LogConfig;
 use crate::partition::{entry_subject, fence_subject, partition_filter, stream_name};
 use crate::seam::{
-    check_biz, check_partition, now_us, Appended, Bounds, EntryStream, Fence, LogError, PartitionLog, PendingAppend,
-    StoredEntry, MAX_SEQ,
+    check_append, check_biz, check_partition, now_us, Appended, Bounds, EntryStream, Fence, LogError, PartitionLog,
+    PendingAppend, StoredEntry, MAX_SEQ,
 };
 
 /// Retries of one fence attempt whose outcome was unknown (a timeout or a
@@ -183,10 +183,7 @@ impl PartitionLog for JetStreamLog {
         fence: Option<u64>,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
-        check_biz(&self.config, p, biz)?;
-        if msg_id.is_empty() {
-            return Err(LogError::Invalid("empty Msg-Id".to_owned()));
-        }
+        check_append(&self.config, p, biz, msg_id)?;
         self.publish(
             p,
             entry_subject(p, biz),

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use self::partition::{Owner, Partition, Stored};
 use crate::config::LogConfig;
 use crate::seam::{
-    check_biz, check_partition, now_ns, now_us, Appended, Bounds, EntryStream, Fence, LogError, PartitionLog,
-    PendingAppend, StoredEntry, MAX_SEQ,
+    check_append, check_biz, check_partition, now_ns, now_us, Appended, Bounds, EntryStream, Fence, LogError,
+    PartitionLog, PendingAppend, StoredEntry, MAX_SEQ,
 };
 
 /// Entries copied out per lock taken by a range read.
@@ -282,10 +282,7 @@ impl PartitionLog for MemoryLog {
         fence: Option<u64>,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
-        check_biz(&self.inner.config, p, biz)?;
-        if msg_id.is_empty() {
-            return Err(LogError::Invalid("empty Msg-Id".to_owned()));
-        }
+        check_append(&self.inner.config, p, biz, msg_id)?;
         let r = self
             .inner
             .append(p, Some(biz.to_owned()), Some(msg_id), expected_last, fence, payload);

@@ -320,3 +320,13 @@ pub(crate) fn now_ns() -> u64 {
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// Refuses an append to a partition or bizCode out of place, or without a
+/// Msg-Id.
+pub(crate) fn check_append(config: &LogConfig, p: u32, biz: &str, msg_id: &str) -> Result<(), LogError> {
+    check_biz(config, p, biz)?;
+    if msg_id.is_empty() {
+        return Err(LogError::Invalid("empty Msg-Id".to_owned()));
+    }
+    Ok(())
+}
