@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use switchboard_protocol::envelope::{ConnInfo, NodeCommand};
+use switchboard_protocol::envelope::NodeCommand;
 use switchboard_protocol::subject::{parse_presence_key, presence_key};
 use switchboard_runtime::now_ms;
 use tokio_util::sync::CancellationToken;
@@ -33,35 +33,29 @@ impl Router {
     }
 
     /// The groups bound to a client that is connecting now; clears its
-    /// offline stamp. An expired record is removed and yields none. Also
-    /// answers the record's revision as left by this call (`None`: no
-    /// record), for [`Router::recheck_connect`].
+    /// offline stamp. An expired record is removed and yields none.
     ///
     /// # Errors
     /// [`RouterError::Store`] if the store fails, [`RouterError::Contended`]
     /// if the record kept changing.
-    pub(super) async fn restore_bound(
-        &self,
-        biz: &str,
-        client: &str,
-    ) -> Result<(Vec<String>, Option<u64>), RouterError> {
+    pub(super) async fn restore_bound(&self, biz: &str, client: &str) -> Result<Vec<String>, RouterError> {
         let key = presence_key(biz, client);
         let members = &self.inner.members;
         for _ in 0..CAS_ATTEMPTS {
             let Some((m, rev)) = members.get(&key).await? else {
-                return Ok((Vec::new(), None));
+                return Ok(Vec::new());
             };
             let Some(since) = m.offline_since else {
-                return Ok((m.bound, Some(rev)));
+                return Ok(m.bound);
             };
             let written = if self.expired(since) || m.bound.is_empty() {
-                members.delete(&key, rev).await.map(|()| (Vec::new(), None))
+                members.delete(&key, rev).await.map(|()| Vec::new())
             } else {
                 let online = Membership {
                     bound: m.bound.clone(),
                     offline_since: None,
                 };
-                members.put(&key, &online, Some(rev)).await.map(|r| (m.bound, Some(r)))
+                members.put(&key, &online, Some(rev)).await.map(|_| m.bound)
             };
             match written {
                 Ok(restored) => return Ok(restored),
@@ -72,63 +66,11 @@ impl Router {
         Err(RouterError::Contended(CAS_ATTEMPTS))
     }
 
-    /// After a connect wrote its entry at `revision`: a bind or unbind that
-    /// changed the record since `seen` targeted the connection this one
-    /// replaced (it read presence before our write), so the change is
-    /// applied to our entry here. Together with
-    /// [`Router::recheck_bind`] (the other side reads presence after its
-    /// record write) one of the two always sees the other. Answers the
-    /// bound groups the connection ends up with.
-    pub(super) async fn recheck_connect(
-        &self,
-        info: &ConnInfo,
-        named: &[String],
-        bound: Vec<String>,
-        seen: Option<u64>,
-        revision: u64,
-    ) -> Vec<String> {
-        let key = presence_key(&info.biz, &info.client);
-        let now = match self.inner.members.get(&key).await {
-            Ok(now) => now,
-            Err(e) => {
-                tracing::debug!(biz = %info.biz, client_id = %info.client, error = %e, "cannot re-check bound groups");
-                return bound;
-            }
-        };
-        if now.as_ref().map(|(_, r)| *r) == seen {
-            return bound;
-        }
-        let fresh = now.map(|(m, _)| m.bound).unwrap_or_default();
-        if fresh == bound {
-            return bound;
-        }
-        let mut groups = named.to_vec();
-        for g in &fresh {
-            if !groups.contains(g) {
-                groups.push(g.clone());
-            }
-        }
-        let mut value = super::presence_value(&ConnInfo { groups, ..info.clone() });
-        value.bound.clone_from(&fresh);
-        match self.inner.store.update(&key, &value, revision).await {
-            Ok(rev) => {
-                self.index_put(&value, rev);
-                fresh
-            }
-            // Replaced by a newer connection meanwhile (which re-checks
-            // for itself), or the store failed: this connection keeps what
-            // it has.
-            Err(e) => {
-                tracing::debug!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not re-applied");
-                bound
-            }
-        }
-    }
-
     /// After a bind or unbind changed the record: if presence now holds a
     /// connection other than `applied` (one that connected meanwhile and
     /// may have read the record before the change), the change is applied
-    /// to it too. See [`Router::recheck_connect`].
+    /// to it too. A connect reads the record after its presence write, so
+    /// one of the two always sees the other.
     pub(super) async fn recheck_bind(&self, biz: &str, client: &str, group: &str, join: bool, applied: (&str, u64)) {
         let key = presence_key(biz, client);
         for _ in 0..CAS_ATTEMPTS {

@@ -30,22 +30,8 @@ impl Router {
     /// if the entry kept changing.
     pub async fn connect(&self, mut info: ConnInfo) -> Result<Vec<String>, RouterError> {
         self.heard(&info.node);
-        // A membership store that cannot answer costs this connection its
-        // bound groups (logged; they stay in the record for the next one),
-        // not the connection.
-        let (bound, seen) = self.restore_bound(&info.biz, &info.client).await.unwrap_or_else(|e| {
-            tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not restored");
-            (Vec::new(), None)
-        });
-        let named = info.groups.clone();
-        for g in &bound {
-            if !info.groups.contains(g) {
-                info.groups.push(g.clone());
-            }
-        }
         let key = presence_key(&info.biz, &info.client);
         let mut value = presence_value(&info);
-        value.bound.clone_from(&bound);
         // Create first (one round trip for a new client); on conflict read
         // the latest entry and replace it, compare-and-set on its revision.
         let mut current: Option<Versioned> = None;
@@ -79,8 +65,42 @@ impl Router {
                 }
             }
         }
-        let Some(revision) = written else {
+        let Some(mut revision) = written else {
             return Err(RouterError::Contended(CAS_ATTEMPTS));
+        };
+        // Bound groups are read after the entry is written: a bind racing
+        // this connect either wrote the record before this read, or reads
+        // presence after our write and binds us itself (`recheck_bind`).
+        let bound = self.restore_bound(&info.biz, &info.client).await.unwrap_or_else(|e| {
+            // Costs this connection its bound groups (they stay in the
+            // record for the next one), not the connection.
+            tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not restored");
+            Vec::new()
+        });
+        let bound = if bound.is_empty() {
+            bound
+        } else {
+            let mut merged = info.clone();
+            for g in &bound {
+                if !merged.groups.contains(g) {
+                    merged.groups.push(g.clone());
+                }
+            }
+            let mut full = presence_value(&merged);
+            full.bound.clone_from(&bound);
+            match self.inner.store.update(&key, &full, revision).await {
+                Ok(rev) => {
+                    (info, value, revision) = (merged, full, rev);
+                    bound
+                }
+                // Replaced by a newer connection meanwhile (its 4009 is on
+                // the way; it restores the groups for itself), or the store
+                // failed: this connection goes on without them.
+                Err(e) => {
+                    tracing::debug!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not added");
+                    Vec::new()
+                }
+            }
         };
         let old = self.index_replace(&value, revision, current);
         if let Some(old) = old {
@@ -104,7 +124,6 @@ impl Router {
                 .await;
             }
         }
-        let bound = self.recheck_connect(&info, &named, bound, seen, revision).await;
         self.notify_online(&info).await;
         Ok(bound)
     }
