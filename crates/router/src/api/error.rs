@@ -115,7 +115,13 @@ impl From<ErrorCode> for ApiError {
 
 impl From<RouterError> for ApiError {
     fn from(e: RouterError) -> Self {
-        Self::Code(e.code())
+        match e {
+            // Same status and code (400/1001), with the reason.
+            RouterError::TooManyGroups(max) => {
+                Self::Invalid(format!("the client is in too many groups (at most {max})"))
+            }
+            e => Self::Code(e.code()),
+        }
     }
 }
 
@@ -135,4 +141,19 @@ fn reply(status: StatusCode, code: u16, msg: &str, data: Value) -> Response {
 pub(crate) fn ok(data: Value) -> Response {
     let code = ErrorCode::Ok;
     reply(StatusCode::OK, code.as_u16(), code.message(), data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_many_groups_says_so_with_the_bind_refusal_code() {
+        let e = ApiError::from(RouterError::TooManyGroups(1024));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_REQUEST, ErrorCode::InvalidFrame.as_u16())
+        );
+        assert_eq!(e.message(), "the client is in too many groups (at most 1024)");
+    }
 }
