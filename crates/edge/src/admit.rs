@@ -20,7 +20,7 @@ use switchboard_runtime::http::{self as h, Response};
 use crate::address::{self, Slots};
 use crate::auth::{self, AuthError};
 use crate::edge::EdgeInner;
-use crate::handshake::{self, HandshakeError, UpgradeError};
+use crate::handshake::{self, HandshakeError, Recover, UpgradeError};
 
 /// A server-assigned clientId: 16 lowercase hex chars.
 pub fn new_client_id() -> String {
@@ -40,6 +40,8 @@ pub(crate) struct Admission {
     /// held for its life (boxed, and only when a cap is on: an idle
     /// session keeps a pointer at most).
     pub(crate) slots: Option<Box<Slots>>,
+    /// The recovery the client asked for (SPEC §7).
+    pub(crate) recover: Option<Box<Recover>>,
 }
 
 /// Why an opening request was refused before the upgrade.
@@ -160,6 +162,7 @@ pub(crate) async fn admit<B>(edge: &EdgeInner, req: &Request<B>, peer: SocketAdd
             expires_at: 0,
             send_groups: None,
             slots: None,
+            recover: hs.recover.map(Box::new),
         },
         Some(verifier) => {
             let token = hs
@@ -188,6 +191,7 @@ pub(crate) async fn admit<B>(edge: &EdgeInner, req: &Request<B>, peer: SocketAdd
                 expires_at: claims.expires_at,
                 send_groups: claims.groups.map(Vec::into_boxed_slice),
                 slots: None,
+                recover: hs.recover.map(Box::new),
             }
         }
     };

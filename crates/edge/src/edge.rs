@@ -12,10 +12,11 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use switchboard_log::{HistoryConfig, PartitionLog};
 use switchboard_protocol::envelope::Disconnect;
 use switchboard_protocol::frame;
 use switchboard_protocol::ErrorCode;
@@ -73,6 +74,18 @@ pub(crate) struct EdgeInner {
     /// without a timer per connection).
     clock: AtomicU64,
     started: Instant,
+    /// The logs clients recover from (SPEC §7), once set.
+    history: OnceLock<EdgeHistory>,
+}
+
+/// What the edge reads clients' recoveries from.
+pub(crate) struct EdgeHistory {
+    /// The partitions' logs.
+    pub(crate) log: Arc<dyn PartitionLog>,
+    /// `history.max_replay`.
+    pub(crate) max_replay: usize,
+    /// Most entries a recovery scans ([`HistoryConfig::max_scan`]).
+    pub(crate) max_scan: usize,
 }
 
 impl Edge {
@@ -103,8 +116,19 @@ impl Edge {
                 next_conn: AtomicU64::new(1),
                 clock: AtomicU64::new(0),
                 started: Instant::now(),
+                history: OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets clients recover from `log` (SPEC §7) within `config`'s limits.
+    /// Set once; later calls change nothing.
+    pub fn set_history(&self, log: Arc<dyn PartitionLog>, config: &HistoryConfig) {
+        let _ = self.inner.history.set(EdgeHistory {
+            log,
+            max_replay: config.max_replay,
+            max_scan: config.max_scan(),
+        });
     }
 
     /// This node's id.
@@ -129,6 +153,11 @@ impl Edge {
 }
 
 impl EdgeInner {
+    /// The logs clients recover from, if any.
+    pub(crate) fn history(&self) -> Option<&EdgeHistory> {
+        self.history.get()
+    }
+
     /// The configuration.
     pub(crate) fn config(&self) -> &EdgeConfig {
         &self.config

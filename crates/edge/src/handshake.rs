@@ -15,6 +15,35 @@ pub struct Handshake {
     pub groups: Vec<String>,
     /// The token, if any.
     pub token: Option<String>,
+    /// The position the client asks to recover from (SPEC §7), if it
+    /// asked.
+    pub recover: Option<Recover>,
+}
+
+/// Longest `epoch` a client may name: longer ones match no epoch.
+const MAX_EPOCH_LEN: usize = 128;
+
+/// A recovery asked for with `recover=<seq>&epoch=<epoch>`. A bad value
+/// is not an error (SPEC §7): it yields `recovered: false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recover {
+    /// The last `seq` the client processed; `None` when `recover` is not
+    /// a `seq` (a non-negative integer up to 2^53 - 1).
+    pub seq: Option<u64>,
+    /// The epoch it was in; `None` when missing (or over 128 bytes).
+    pub epoch: Option<String>,
+}
+
+impl Recover {
+    /// Reads `recover` and `epoch` (either may be absent or bad).
+    fn read(seq: Option<&str>, epoch: Option<String>) -> Self {
+        Self {
+            seq: seq
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|s| *s < (1 << 53)),
+            epoch: epoch.filter(|e| e.len() <= MAX_EPOCH_LEN),
+        }
+    }
 }
 
 /// Why a handshake was refused (HTTP 400).
@@ -129,6 +158,8 @@ pub fn parse(query: &str, max_groups: usize) -> Result<Handshake, HandshakeError
     let mut client = None;
     let mut groups: Vec<String> = Vec::new();
     let mut token = None;
+    let mut recover: Option<String> = None;
+    let mut epoch: Option<String> = None;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "bizCode" | "systemId" => {
@@ -157,6 +188,8 @@ pub fn parse(query: &str, max_groups: usize) -> Result<Handshake, HandshakeError
                 }
             }
             "token" => token = Some(v.into_owned()),
+            "recover" => recover = Some(v.into_owned()),
+            "epoch" => epoch = Some(v.into_owned()),
             _ => {}
         }
     }
@@ -168,11 +201,13 @@ pub fn parse(query: &str, max_groups: usize) -> Result<Handshake, HandshakeError
     if let Some(c) = &client {
         ids::validate(IdKind::Client, c)?;
     }
+    let recover = recover.map(|r| Recover::read(Some(&r), epoch));
     Ok(Handshake {
         biz,
         client,
         groups,
         token,
+        recover,
     })
 }
 
@@ -191,6 +226,31 @@ mod tests {
         assert_eq!(h.groups, vec!["g1", "g2"]);
         let h = parse("systemId=d1&group=g1%2Cg1,,g2", 64).expect("valid");
         assert_eq!((h.biz.as_deref(), h.client, h.groups.len()), (Some("d1"), None, 2));
+        assert_eq!(h.recover, None);
+    }
+
+    #[test]
+    fn a_bad_recovery_position_is_not_an_error() {
+        let h = parse("bizCode=d1&recover=41&epoch=e-1", 64).expect("valid");
+        assert_eq!(
+            h.recover,
+            Some(Recover {
+                seq: Some(41),
+                epoch: Some("e-1".into())
+            })
+        );
+        for (q, seq) in [
+            ("bizCode=d1&recover=-1", None),
+            ("bizCode=d1&recover=x", None),
+            ("bizCode=d1&recover=9007199254740992", None),
+            ("bizCode=d1&recover=9007199254740991", Some((1u64 << 53) - 1)),
+        ] {
+            let h = parse(q, 64).expect("a bad recover is no handshake error");
+            assert_eq!(h.recover.map(|r| (r.seq, r.epoch)), Some((seq, None)), "{q}");
+        }
+        let long = format!("bizCode=d1&recover=1&epoch={}", "e".repeat(200));
+        assert_eq!(parse(&long, 64).ok().and_then(|h| h.recover).and_then(|r| r.epoch), None);
+        assert_eq!(parse("bizCode=d1&epoch=e", 64).map(|h| h.recover), Ok(None), "epoch alone asks nothing");
     }
 
     fn request(edit: impl FnOnce(http::request::Builder) -> http::request::Builder) -> http::Request<()> {

@@ -34,11 +34,11 @@ impl Edge {
     pub fn handle_command_deferred(&self, cmd: NodeCommand, dirty: &mut Dirty) -> Option<CommandReply> {
         let inner = self.inner();
         match cmd {
-            NodeCommand::Deliver { mode, to, frame } => {
+            NodeCommand::Deliver { mode, to, frame, seq } => {
                 let framed = outbox::text_frame(&frame);
                 let d = inner
                     .registry()
-                    .deliver(&to, &framed, inner.config().send_queue_bytes, dirty);
+                    .deliver(&to, &framed, seq, inner.config().send_queue_bytes, dirty);
                 let metrics = inner.metrics();
                 metrics.deliveries.inc_by(d.queued);
                 metrics.slow_consumer_closes.inc_by(d.overflowed);

@@ -53,6 +53,7 @@ mod message;
 pub mod nats;
 pub mod outbox;
 pub mod registry;
+mod recovery;
 mod resync;
 mod send;
 mod session;

@@ -133,6 +133,14 @@ impl Outbox {
         Pushed::Queued { first }
     }
 
+    /// Whether a frame of `len` bytes fits under `limit` now (or the queue
+    /// is empty): a replay waits for this instead of overflowing, so it is
+    /// paced by the socket (SPEC §7).
+    pub fn room(&self, len: usize, limit: usize) -> bool {
+        let s = self.state.lock();
+        s.queue.is_empty() || s.bytes + len <= limit
+    }
+
     /// Queues a framed text message and writes it if the queue was empty.
     pub fn push_text(&self, frame: Bytes, limit: usize) -> Pushed {
         let pushed = self.enqueue(frame, limit);

@@ -45,6 +45,60 @@ pub struct Conn {
     pub expires_at: u64,
     /// The groups the token allows sending to (`None`: any).
     pub send_groups: Option<Box<[String]>>,
+    /// Logged deliveries (history on, SPEC §7): the highest `seq` queued,
+    /// and those held back until the welcome and any replay are out.
+    log: Mutex<LogState>,
+}
+
+/// Where a connection stands in its bizCode's log.
+#[derive(Debug)]
+struct LogState {
+    /// The highest `seq` queued to the client (or skipped: at or below
+    /// the welcome's `seq`); a delivery at or below it is a duplicate.
+    last: u64,
+    /// Logged deliveries are held (from the connection's start until
+    /// [`Conn::release_held`] is done), not queued.
+    holding: bool,
+    /// What is held, made on the first held delivery.
+    held: Option<Box<Held>>,
+}
+
+/// Logged deliveries held back: the merge buffer of `docs/recovery.md`.
+#[derive(Debug, Default)]
+struct Held {
+    frames: Vec<(u64, Bytes)>,
+    bytes: usize,
+    /// The highest `seq` dropped because the buffer was full: the range up
+    /// to it is read from the log again instead.
+    dropped_through: u64,
+}
+
+/// What [`Conn::offer_logged`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Queued, as [`Pushed`] says.
+    Pushed(Pushed),
+    /// Held until the welcome and replay are out.
+    Held,
+    /// At or below what the connection already has.
+    Duplicate,
+}
+
+/// What [`Conn::release_held`] asks of its caller next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Held deliveries to queue in order (paced); then ask again.
+    Frames(Vec<(u64, Bytes)>),
+    /// The buffer overflowed: read `(after, through]` from the log for this
+    /// connection and queue it; then ask again.
+    Reread {
+        /// The connection's position.
+        after: u64,
+        /// The highest `seq` dropped.
+        through: u64,
+    },
+    /// Nothing is held any more: logged deliveries are queued directly.
+    Done,
 }
 
 impl Conn {
@@ -73,7 +127,82 @@ impl Conn {
             outbox: Outbox::default(),
             last_seen: AtomicU64::new(now),
             phase: AtomicU32::new(REGISTERING),
+            log: Mutex::new(LogState {
+                last: 0,
+                holding: true,
+                held: None,
+            }),
         }
+    }
+
+    /// Sets the connection's log position (the welcome's `seq`): logged
+    /// deliveries at or below it are duplicates.
+    pub fn set_log_position(&self, seq: u64) {
+        self.log.lock().last = seq;
+    }
+
+    /// The connection's log position: the highest `seq` it has.
+    pub fn log_position(&self) -> u64 {
+        self.log.lock().last
+    }
+
+    /// A live logged delivery at `seq` (framed): queued once, in `seq`
+    /// order, or held while the welcome and any replay are not out yet
+    /// (the held buffer is bounded by `limit`, like the send queue).
+    pub fn offer_logged(&self, seq: u64, frame: &Bytes, limit: usize) -> Offered {
+        let mut st = self.log.lock();
+        if seq <= st.last {
+            return Offered::Duplicate;
+        }
+        if st.holding {
+            let held = st.held.get_or_insert_with(Box::default);
+            if held.bytes + frame.len() > limit {
+                // Dropped, with everything held before it: the range is
+                // read from the log again on release.
+                held.dropped_through = held.dropped_through.max(seq);
+                held.frames.clear();
+                held.bytes = 0;
+            } else {
+                held.bytes += frame.len();
+                held.frames.push((seq, frame.clone()));
+            }
+            return Offered::Held;
+        }
+        st.last = seq;
+        Offered::Pushed(self.outbox.enqueue(frame.clone(), limit))
+    }
+
+    /// A replayed entry at `seq` (framed): queued unless the connection
+    /// already has it. Paced by the caller ([`Outbox::room`]).
+    pub fn push_replayed(&self, seq: u64, frame: Bytes, limit: usize) -> Option<Pushed> {
+        let mut st = self.log.lock();
+        if seq <= st.last {
+            return None;
+        }
+        st.last = seq;
+        Some(self.outbox.push_text(frame, limit))
+    }
+
+    /// The next step of releasing what was held: frames to queue, a range
+    /// to read again, or done (logged deliveries then go straight out).
+    pub fn release_held(&self) -> Release {
+        let mut st = self.log.lock();
+        let last = st.last;
+        let Some(held) = st.held.as_mut() else {
+            st.holding = false;
+            return Release::Done;
+        };
+        if held.dropped_through > last {
+            let through = std::mem::take(&mut held.dropped_through);
+            return Release::Reread { after: last, through };
+        }
+        if held.frames.is_empty() {
+            st.held = None;
+            st.holding = false;
+            return Release::Done;
+        }
+        held.bytes = 0;
+        Release::Frames(std::mem::take(&mut held.frames))
     }
 
     /// Queues the welcome and makes the connection eligible for deliveries;
@@ -293,20 +422,35 @@ impl Registry {
     /// Queues the framed message `frame` for every active recipient named
     /// by `to`; connections whose queue was empty are added to `dirty`,
     /// which the caller flushes (after this delivery, or after a batch).
-    pub fn deliver(&self, to: &DeliverTo, frame: &Bytes, limit: usize, dirty: &mut Dirty) -> Delivered {
+    /// A logged delivery (`seq`) reaches each connection once, in `seq`
+    /// order, and is held for one that is registering or replaying.
+    pub fn deliver(
+        &self,
+        to: &DeliverTo,
+        frame: &Bytes,
+        seq: Option<u64>,
+        limit: usize,
+        dirty: &mut Dirty,
+    ) -> Delivered {
         let mut d = Delivered::default();
         let mut push = |c: &Arc<Conn>| {
-            if c.is_active() {
-                match c.outbox.enqueue(frame.clone(), limit) {
-                    Pushed::Queued { first } => {
-                        d.queued += 1;
-                        if first {
-                            dirty.0.push(c.clone());
-                        }
+            let pushed = match seq {
+                Some(seq) => match c.offer_logged(seq, frame, limit) {
+                    Offered::Pushed(p) => p,
+                    Offered::Held | Offered::Duplicate => return,
+                },
+                None if c.is_active() => c.outbox.enqueue(frame.clone(), limit),
+                None => return,
+            };
+            match pushed {
+                Pushed::Queued { first } => {
+                    d.queued += 1;
+                    if first {
+                        dirty.0.push(c.clone());
                     }
-                    Pushed::Overflow => d.overflowed += 1,
-                    Pushed::Closed => {}
                 }
+                Pushed::Overflow => d.overflowed += 1,
+                Pushed::Closed => {}
             }
         };
         let inner = self.inner.read();
@@ -374,16 +518,16 @@ mod tests {
             group: "g1".into(),
             exclude: Some(1),
         };
-        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 1);
+        assert_eq!(reg.deliver(&to, &f, None, 1 << 20, &mut Dirty::default()).queued, 1);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 0, 1, 0));
         let to = DeliverTo::Biz {
             biz: "d1".into(),
             exclude: Some(1),
         };
-        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 2);
+        assert_eq!(reg.deliver(&to, &f, None, 1 << 20, &mut Dirty::default()).queued, 2);
         assert_eq!((got(&c1), got(&c2), got(&c3), got(&c5)), (0, 1, 1, 0));
         assert_eq!(
-            reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, 1 << 20, &mut Dirty::default())
+            reg.deliver(&DeliverTo::Conns(vec![5, 99]), &f, None, 1 << 20, &mut Dirty::default())
                 .queued,
             1
         );
@@ -402,10 +546,10 @@ mod tests {
             exclude: None,
         };
         let f = Bytes::from_static(b"x");
-        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 1);
+        assert_eq!(reg.deliver(&to, &f, None, 1 << 20, &mut Dirty::default()).queued, 1);
         assert_eq!(got(&c1), 1);
         assert!(reg.unbind(1, "g9"));
-        assert_eq!(reg.deliver(&to, &f, 1 << 20, &mut Dirty::default()).queued, 0);
+        assert_eq!(reg.deliver(&to, &f, None, 1 << 20, &mut Dirty::default()).queued, 0);
         assert!(reg.remove(1).is_some());
         assert!(reg.is_empty());
         assert!(reg.inner.read().bizs.is_empty());
@@ -421,7 +565,7 @@ mod tests {
             exclude: None,
         };
         assert_eq!(
-            reg.deliver(&to, &Bytes::from_static(b"x"), 1 << 20, &mut Dirty::default())
+            reg.deliver(&to, &Bytes::from_static(b"x"), None, 1 << 20, &mut Dirty::default())
                 .queued,
             0
         );

@@ -26,8 +26,10 @@ use tokio::net::TcpStream;
 
 use crate::admit::Admission;
 use crate::edge::EdgeInner;
+use crate::handshake::Recover;
 use crate::message::{Assembler, Event};
 use crate::outbox::{self, Pushed};
+use crate::recovery;
 use crate::registry::Conn;
 use crate::send::{handle_text, Limiter};
 use crate::writer::write_loop;
@@ -89,6 +91,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     };
     let id = edge.next_conn_id();
     let slots;
+    let recover;
     let conn = {
         // Scoped: the connection keeps its own copies of these.
         let Admission {
@@ -98,8 +101,10 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             expires_at,
             send_groups,
             slots: held,
+            recover: asked,
         } = a;
         slots = held;
+        recover = asked;
         Arc::new(Conn::with_token(
             id,
             &biz,
@@ -114,7 +119,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     edge.registry().insert(conn.clone());
     edge.metrics().connections.inc();
     // Boxed: what registration needs is not kept for the session's life.
-    let registration = Box::pin(register(&edge, &conn)).await;
+    let registration = Box::pin(register(&edge, &conn, recover.as_deref())).await;
     let registered = registration == Registration::Registered;
 
     serve(&edge, &conn, &mut socket, Role::Client { registered }).await;
@@ -186,10 +191,13 @@ enum Registration {
 }
 
 /// Writes presence, then queues the welcome (or closes with 1013 if no
-/// router took it).
-async fn register(edge: &EdgeInner, conn: &Conn) -> Registration {
+/// router took it); with history on, where the connection starts in its
+/// bizCode's log is decided before the welcome, and any replay and the
+/// deliveries held meanwhile follow it (SPEC §7).
+async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Recover>) -> Registration {
     let info = conn.info(edge.node_id());
     let id = conn.id;
+    let mut joined = None;
     let registered = match edge.router().connect(info.clone()).await {
         Ok(r) if r.code == ErrorCode::Ok.as_u16() => {
             // Groups bound to the client (SPEC §7) join this connection
@@ -197,6 +205,7 @@ async fn register(edge: &EdgeInner, conn: &Conn) -> Registration {
             for g in &r.groups {
                 edge.registry().bind(id, g);
             }
+            joined = r.history;
             Registration::Registered
         }
         Ok(r) => {
@@ -209,15 +218,18 @@ async fn register(edge: &EdgeInner, conn: &Conn) -> Registration {
         }
     };
     if registered == Registration::Registered {
+        let start = recovery::start(edge, conn, joined.as_ref(), recover).await;
         let welcome = frame::welcome(
             &info.client,
             &info.biz,
             &conn.groups(),
             edge.node_id(),
             edge.config().heartbeat.as_secs(),
+            start.welcome(),
         );
         conn.activate(outbox::text_frame(&welcome), edge.config().send_queue_bytes);
-        tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, "connected");
+        tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, recovered = ?start.recovered, "connected");
+        recovery::release(edge, conn, start.replay, joined.map(|j| j.partition));
     } else {
         // 1011 would be "internal error"; 1013 "try again later" fits a bus outage.
         conn.outbox.close(CloseCode::TryAgainLater);

@@ -281,4 +281,11 @@ impl PartitionLog for JetStreamLog {
             Err(e) => errors::raw_get(&e).map(|()| None),
         }
     }
+
+    async fn low_water(&self, p: u32, biz: &str) -> Result<u64, LogError> {
+        match self.first_seq_of(p, biz).await? {
+            Some(first) => Ok(first.saturating_sub(1)),
+            None => Ok(self.bounds(p).await?.last),
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub mod memory;
 pub mod partition;
 pub mod seam;
 
-pub use config::LogConfig;
+pub use config::{HistoryConfig, LogConfig};
 pub use jetstream::JetStreamLog;
 pub use memory::{Eviction, MemoryLog};
 pub use partition::partition_of;

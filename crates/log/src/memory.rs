@@ -64,10 +64,21 @@ struct State {
     history: HashMap<u32, (u64, u64)>,
     /// Bytes stored in all partitions.
     bytes: u64,
-    /// Per bizCode, the highest sequence the byte cap evicted.
+    /// Per bizCode, the highest sequence that left the log by any cause
+    /// (age, count, the byte cap, a purge).
     low_water: HashMap<String, u64>,
     /// Evictions not yet taken, per (partition, bizCode).
     evicted: HashMap<(u32, String), u64>,
+}
+
+impl State {
+    /// Records that `biz`'s entries up to `seq` may have left the log.
+    fn raise_low_water(&mut self, biz: Option<&String>, seq: u64) {
+        if let Some(biz) = biz.filter(|_| seq > 0) {
+            let lw = self.low_water.entry(biz.clone()).or_insert(0);
+            *lw = (*lw).max(seq);
+        }
+    }
 }
 
 impl MemoryLog {
@@ -83,8 +94,9 @@ impl MemoryLog {
         }
     }
 
-    /// The highest sequence of `biz` the global cap evicted, 0 if none:
-    /// entries at or below it may be missing from reads.
+    /// The highest sequence of `biz` that left the log by any cause (age,
+    /// count, the global cap, a purge), 0 if none: entries at or below it
+    /// may be missing from reads.
     #[must_use]
     pub fn low_water(&self, biz: &str) -> u64 {
         self.inner.state.lock().low_water.get(biz).copied().unwrap_or(0)
@@ -128,17 +140,22 @@ impl Inner {
     fn expire(&self, s: &mut State, now: Instant) {
         let max_age = self.config.max_age;
         let mut freed = 0;
+        let mut removed = Vec::new();
         for part in s.parts.values_mut() {
             while part
                 .oldest_send()
                 .is_some_and(|(_, at)| now.duration_since(at) >= max_age)
             {
-                if let Some((_, e)) = part.pop_oldest_send() {
+                if let Some((seq, e)) = part.pop_oldest_send() {
                     freed += e.size;
+                    removed.push((e.biz, seq));
                 }
             }
         }
         s.bytes = s.bytes.saturating_sub(freed);
+        for (biz, seq) in removed {
+            s.raise_low_water(biz.as_ref(), seq);
+        }
     }
 
     /// Evicts the oldest entries of all partitions while over the cap.
@@ -154,9 +171,8 @@ impl Inner {
                 break;
             };
             s.bytes = s.bytes.saturating_sub(e.size);
+            s.raise_low_water(e.biz.as_ref(), seq);
             if let Some(biz) = e.biz {
-                let lw = s.low_water.entry(biz.clone()).or_insert(0);
-                *lw = (*lw).max(seq);
                 let ev = s.evicted.entry((p, biz)).or_insert(0);
                 *ev = (*ev).max(seq);
             }
@@ -211,13 +227,19 @@ impl Inner {
             size,
         });
         let mut freed = 0;
-        while part.count_of(&biz) > max_per_biz {
+        let mut removed = 0;
+        let max_bytes = self.config.max_bytes_per_biz.unsigned_abs();
+        while part.count_of(&biz) > max_per_biz || (part.bytes_of(&biz) > max_bytes && part.count_of(&biz) > 1) {
             match part.pop_oldest_of(&biz, |_| false) {
-                Some((_, e)) => freed += e.size,
+                Some((seq, e)) => {
+                    freed += e.size;
+                    removed = seq;
+                }
                 None => break,
             }
         }
         s.bytes = (s.bytes + size).saturating_sub(freed);
+        s.raise_low_water(biz.as_ref(), removed);
         self.enforce_cap(&mut s);
         Ok(Appended { seq, duplicate: false })
     }
@@ -357,7 +379,18 @@ impl PartitionLog for MemoryLog {
             freed += e.size;
         }
         s.bytes = s.bytes.saturating_sub(freed);
+        s.raise_low_water(owner.as_ref(), up_to_seq.min(MAX_SEQ));
         Ok(purged)
+    }
+
+    async fn low_water(&self, p: u32, biz: &str) -> Result<u64, LogError> {
+        check_biz(&self.inner.config, p, biz)?;
+        let mut s = self.inner.state.lock();
+        self.inner.expire(&mut s, Instant::now());
+        if !s.parts.contains_key(&p) {
+            return Err(no_log(p));
+        }
+        Ok(s.low_water.get(biz).copied().unwrap_or(0))
     }
 
     async fn first_seq_of(&self, p: u32, biz: &str) -> Result<Option<u64>, LogError> {

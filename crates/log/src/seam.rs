@@ -275,6 +275,19 @@ pub trait PartitionLog: Send + Sync + 'static {
     /// [`LogError::Unavailable`] when the log does not exist or cannot be
     /// reached.
     async fn first_seq_of(&self, p: u32, biz: &str) -> Result<Option<u64>, LogError>;
+
+    /// A sequence at or above every entry of `biz` that left the log (by
+    /// age, count, byte caps or a purge): every entry of `biz` above it is
+    /// still stored. The memory log knows it exactly; JetStream does not
+    /// say what it removed, so there it is conservative (the sequence
+    /// before `biz`'s oldest stored entry, or the partition's last one
+    /// when `biz` has none stored), which can only make a recovery report
+    /// `recovered: false` that could have succeeded.
+    ///
+    /// # Errors
+    /// [`LogError::Unavailable`] when the log does not exist or cannot be
+    /// reached.
+    async fn low_water(&self, p: u32, biz: &str) -> Result<u64, LogError>;
 }
 
 /// Checks a partition index against the configuration.

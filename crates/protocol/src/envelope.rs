@@ -87,6 +87,80 @@ pub struct ConnectedReply {
     /// Groups bound to the client by `bind_to_group`, restored now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// For a bizCode with history on (SPEC §7): where the connection joins
+    /// its bizCode's log. Absent with history off, and from older routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Joined>,
+}
+
+/// Where a connection joined its bizCode's log (SPEC §7, `docs/recovery.md`
+/// seam 2): every entry after `seq` that is addressed to it is delivered
+/// to it live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The bizCode's epoch (opaque; changes whenever its log was lost or
+    /// reset).
+    pub epoch: String,
+    /// The highest stored `seq` the connection does not get live.
+    pub seq: u64,
+    /// The highest `seq` of the bizCode that may have left the log (by age,
+    /// count, byte caps or `delete_history`): recovery from below it is
+    /// incomplete.
+    pub low_water: u64,
+    /// The log's partition of the bizCode.
+    pub partition: u32,
+}
+
+/// Whom a log entry is addressed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryTo {
+    /// One client (mode 100).
+    Client(String),
+    /// A list of clients (API `send_to_clients`, mode 100).
+    Clients(Vec<String>),
+    /// A group's members (mode 200).
+    Group(String),
+    /// Every client of the bizCode (mode 300).
+    Biz,
+}
+
+/// One entry of a bizCode's log (SPEC §7): the delivery frame as clients
+/// receive it (its `seq` included) and whom it is addressed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Recipients.
+    pub to: EntryTo,
+    /// The sending client of a client's send (mode 100/200/300), which is
+    /// left out of its own group sends and broadcasts; `None` for an API
+    /// send, which is never excluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The delivery frame, `seq` included.
+    pub frame: Bytes,
+}
+
+impl LogEntry {
+    /// The client-facing mode of the entry's deliveries.
+    pub fn mode(&self) -> u16 {
+        match self.to {
+            EntryTo::Client(_) | EntryTo::Clients(_) => crate::frame::MODE_UNICAST,
+            EntryTo::Group(_) => crate::frame::MODE_GROUP,
+            EntryTo::Biz => crate::frame::MODE_BROADCAST,
+        }
+    }
+
+    /// Whether the entry reaches client `client` when it is in the groups
+    /// `in_group` says: its unicasts, its groups' sends and its bizCode's
+    /// broadcasts, but not its own group sends and broadcasts.
+    pub fn addressed_to(&self, client: &str, in_group: impl Fn(&str) -> bool) -> bool {
+        let own = self.sender.as_deref() == Some(client);
+        match &self.to {
+            EntryTo::Client(c) => c == client,
+            EntryTo::Clients(cs) => cs.iter().any(|c| c == client),
+            EntryTo::Group(g) => !own && in_group(g),
+            EntryTo::Biz => !own,
+        }
+    }
 }
 
 /// A connection went away.
@@ -232,6 +306,10 @@ pub enum NodeCommand {
         to: DeliverTo,
         /// The JSON text frame.
         frame: Bytes,
+        /// The entry's position in its bizCode's log (history on): a
+        /// connection gets each `seq` once, in increasing order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// Close one connection with a close code.
     Close {
@@ -319,6 +397,7 @@ mod tests {
                 exclude: Some(7),
             },
             frame: Bytes::from_static(br#"{"mode":200}"#),
+            seq: Some(42),
         };
         let bytes = encode(&cmd).expect("encode");
         assert_eq!(bytes[0], VERSION);

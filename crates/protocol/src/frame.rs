@@ -193,9 +193,30 @@ impl Out {
     }
 }
 
-/// The welcome frame (mode 0), always the first a client receives.
-pub fn welcome(client: &str, biz: &str, groups: &[String], node: &str, heartbeat_sec: u64) -> Vec<u8> {
-    let mut o = Out::with_capacity(160);
+/// What the welcome says about the log (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WelcomeLog<'a> {
+    /// The bizCode's epoch and the position every later entry addressed
+    /// to the connection reaches it from (for a recovered connection:
+    /// where it recovered from); `None` with history off.
+    pub position: Option<(&'a str, u64)>,
+    /// Whether the recovery the client asked for is complete; `None` when
+    /// it asked for none.
+    pub recovered: Option<bool>,
+}
+
+/// The welcome frame (mode 0), always the first a client receives; with
+/// history on it carries `epoch` and `seq`, and `recovered` when the
+/// client asked to recover.
+pub fn welcome(
+    client: &str,
+    biz: &str,
+    groups: &[String],
+    node: &str,
+    heartbeat_sec: u64,
+    log: WelcomeLog<'_>,
+) -> Vec<u8> {
+    let mut o = Out::with_capacity(200);
     o.raw(r#"{"mode":0,"code":0,"msg":"success","data":{"clientId":"#)
         .str(client)
         .raw(r#","bizCode":"#)
@@ -210,8 +231,14 @@ pub fn welcome(client: &str, biz: &str, groups: &[String], node: &str, heartbeat
     o.raw(r#"],"node":"#)
         .str(node)
         .raw(r#","heartbeatSec":"#)
-        .num(heartbeat_sec)
-        .raw("}}");
+        .num(heartbeat_sec);
+    if let Some((epoch, seq)) = log.position {
+        o.raw(r#","epoch":"#).str(epoch).raw(r#","seq":"#).num(seq);
+    }
+    if let Some(r) = log.recovered {
+        o.raw(if r { r#","recovered":true"# } else { r#","recovered":false"# });
+    }
+    o.raw("}}");
     o.done()
 }
 
@@ -251,7 +278,20 @@ pub fn reply(msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Optio
 
 /// A delivery (mode 100/200/300). `content` is JSON text, spliced in as is.
 pub fn delivery(target: &SendTarget, msg_id: Option<&str>, from: &str, content: &str, ts_ms: u64) -> Vec<u8> {
-    let mut o = Out::with_capacity(80 + content.len());
+    logged_delivery(target, msg_id, from, content, ts_ms, None)
+}
+
+/// A delivery that is an entry of its bizCode's log: [`delivery`] with
+/// `"seq"` last (SPEC §7) when `seq` is `Some`.
+pub fn logged_delivery(
+    target: &SendTarget,
+    msg_id: Option<&str>,
+    from: &str,
+    content: &str,
+    ts_ms: u64,
+    seq: Option<u64>,
+) -> Vec<u8> {
+    let mut o = Out::with_capacity(100 + content.len());
     o.raw(r#"{"mode":"#)
         .num(u64::from(target.mode()))
         .raw(r#","msgId":"#)
@@ -264,8 +304,11 @@ pub fn delivery(target: &SendTarget, msg_id: Option<&str>, from: &str, content: 
     o.raw(r#","content":"#)
         .raw(content)
         .raw(r#","ts":"#)
-        .num(ts_ms)
-        .raw("}");
+        .num(ts_ms);
+    if let Some(seq) = seq {
+        o.raw(r#","seq":"#).num(seq);
+    }
+    o.raw("}");
     o.done()
 }
 
@@ -441,7 +484,7 @@ mod tests {
     #[test]
     fn renders_gateway_frames_as_the_spec_shows() {
         assert_eq!(
-            v(&welcome("c1", "d1", &["g1".into(), "g2".into()], "edge-7f3a", 30)),
+            v(&welcome("c1", "d1", &["g1".into(), "g2".into()], "edge-7f3a", 30, WelcomeLog::default())),
             json!({"mode":0,"code":0,"msg":"success","data":{"clientId":"c1","bizCode":"d1","groups":["g1","g2"],"node":"edge-7f3a","heartbeatSec":30}})
         );
         assert_eq!(
@@ -469,6 +512,37 @@ mod tests {
         assert_eq!(
             v(&presence_notice(PresenceEvent::Offline, "c3", Some("g1"))),
             json!({"mode":400,"event":"offline","clientId":"c3","group":"g1"})
+        );
+    }
+
+    #[test]
+    fn history_adds_seq_to_deliveries_and_the_log_position_to_the_welcome() {
+        assert_eq!(
+            v(&logged_delivery(&SendTarget::Biz, None, "", "1", 9, Some(1_700_000_000_000_123))),
+            json!({"mode":300,"msgId":null,"from":"","content":1,"ts":9,"seq":1_700_000_000_000_123_u64})
+        );
+        let log = WelcomeLog {
+            position: Some(("e1", 41)),
+            recovered: Some(true),
+        };
+        assert_eq!(
+            v(&welcome("c1", "d1", &[], "n", 30, log)),
+            json!({"mode":0,"code":0,"msg":"success","data":{"clientId":"c1","bizCode":"d1","groups":[],"node":"n","heartbeatSec":30,"epoch":"e1","seq":41,"recovered":true}})
+        );
+        let off = WelcomeLog {
+            position: None,
+            recovered: Some(false),
+        };
+        assert_eq!(
+            v(&welcome("c1", "d1", &[], "n", 30, off))["data"],
+            json!({"clientId":"c1","bizCode":"d1","groups":[],"node":"n","heartbeatSec":30,"recovered":false}),
+            "history off: no position, and a recovery asked for fails"
+        );
+        let fresh = WelcomeLog { recovered: None, ..log };
+        assert_eq!(
+            v(&welcome("c1", "d1", &[], "n", 30, fresh))["data"].get("recovered"),
+            None,
+            "recovered only when the client asked to recover"
         );
     }
 }

@@ -218,6 +218,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
             exclude: Some(42),
         },
         frame: Bytes::from_static(br#"{"mode":200,"msgId":"1","from":"c1","group":"g1","content":1,"ts":9}"#),
+        seq: None,
     };
     let encoded: Vec<Result<Bytes, envelope::EnvelopeError>> = vec![
         envelope::encode(&info),
@@ -266,6 +267,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
             mode: 100,
             to: DeliverTo::Conns(vec![1, 2, u64::MAX]),
             frame: Bytes::from_static(b"{}"),
+            seq: Some(1),
         }),
         envelope::encode(&NodeCommand::Close {
             conn: 1,

@@ -36,7 +36,7 @@ use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::{self, Health};
 
 use crate::config::ApiConfig;
-use crate::core::Router;
+use crate::core::{HistoryQuery, Router, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 use crate::outbound::Outbound;
 
 mod body;
@@ -171,6 +171,9 @@ impl Api {
         check_id(IdKind::Biz, &biz)?;
         caller.may_serve(&biz)?;
         self.router.register(&biz).await?;
+        if let Some(on) = b.history {
+            self.router.set_history(&biz, on).await?;
+        }
         Ok(ok(json!({})))
     }
 
@@ -256,8 +259,54 @@ impl Api {
                 self.router.close_client(biz, &client).await?;
                 Ok(ok(json!({})))
             }
+            Op::GetHistory => {
+                let q = history_query(b)?;
+                let page = self.router.get_history(biz, &q).await?;
+                let list: Vec<&serde_json::value::RawValue> = page
+                    .list
+                    .iter()
+                    .filter_map(|f| std::str::from_utf8(f).ok())
+                    .filter_map(|f| serde_json::from_str(f).ok())
+                    .collect();
+                Ok(ok(json!({"epoch": page.epoch, "seq": page.seq, "count": list.len(), "list": list})))
+            }
+            Op::DeleteHistory => {
+                let (epoch, seq) = self.router.delete_history(biz).await?;
+                Ok(ok(json!({"epoch": epoch, "seq": seq})))
+            }
         }
     }
+}
+
+/// `get_history`'s question: a client or a group (not both), `since`,
+/// `limit` (default 100, at most 1,000).
+fn history_query(b: Body) -> Result<HistoryQuery, ApiError> {
+    let client = b.client_id.filter(|c| !c.is_empty());
+    let group = b.group_name.filter(|g| !g.is_empty());
+    if client.is_some() && group.is_some() {
+        return Err(ApiError::bad("name a clientId or a groupName, not both"));
+    }
+    if let Some(c) = &client {
+        check_id(IdKind::Client, c)?;
+    }
+    if let Some(g) = &group {
+        check_id(IdKind::Group, g)?;
+    }
+    let limit = match b.limit {
+        None => DEFAULT_HISTORY_LIMIT,
+        Some(n) if (1..=MAX_HISTORY_LIMIT as u64).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(ApiError::bad(format!(
+                "limit must be between 1 and {MAX_HISTORY_LIMIT}"
+            )))
+        }
+    };
+    Ok(HistoryQuery {
+        client,
+        group,
+        since: b.since,
+        limit,
+    })
 }
 
 /// The router process's HTTP side: the API, then the ops endpoints.

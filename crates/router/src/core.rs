@@ -9,12 +9,14 @@
 //! - `liveness`: heartbeats, silent-node detection and purge;
 //! - `route`: sends and presence notices, fanned out per node;
 //! - `admin`: the operations behind the HTTP API;
+//! - `history`: logged sends, joins and the history calls (SPEC §7);
 //! - `members`: durable group membership (bound groups restored on
 //!   connect, offline stamps, the sweeper).
 //!
 //! The children import from here, never the other way round.
 
 mod admin;
+mod history;
 mod liveness;
 mod members;
 mod presence;
@@ -28,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use switchboard_protocol::envelope::{ConnInfo, PresenceValue};
+use switchboard_protocol::envelope::{ConnInfo, Joined, PresenceValue};
 use switchboard_protocol::subject::parse_presence_key;
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::now_ms;
@@ -37,6 +39,7 @@ use tokio::sync::oneshot;
 use crate::config::RouterConfig;
 use crate::index::Index;
 use crate::link::EdgeLink;
+pub use self::history::{History, HistoryPage, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 use crate::store::{BizRegistry, MemberStore, PresenceStore, StoreError, WatchEvent};
 
 /// Most groups one client may be in through `bind_to_group`.
@@ -83,6 +86,16 @@ fn presence_value(info: &ConnInfo) -> PresenceValue {
     }
 }
 
+/// What a connect answers (SPEC §7): the groups bound to the client, and
+/// where it joined its bizCode's log (history on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connected {
+    /// Bound groups, restored now.
+    pub groups: Vec<String>,
+    /// The join; `None` with history off.
+    pub history: Option<Joined>,
+}
+
 /// The router. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
@@ -99,6 +112,9 @@ struct Inner {
     members: Arc<dyn MemberStore>,
     /// How commands reach edge nodes.
     edges: Arc<dyn EdgeLink>,
+    /// The bizCodes' logs (SPEC §7), where this router is their only
+    /// writer (`standalone`); `None`: no history.
+    history: Option<Arc<History>>,
     /// Presence as this router last saw it (own writes and the watch):
     /// routing reads it, never the store, on the hot path.
     index: Mutex<Index>,
@@ -115,6 +131,7 @@ impl Router {
         registry: Arc<dyn BizRegistry>,
         members: Arc<dyn MemberStore>,
         edges: Arc<dyn EdgeLink>,
+        history: Option<Arc<History>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -124,6 +141,7 @@ impl Router {
                 registry,
                 members,
                 edges,
+                history,
                 index: Mutex::new(Index::default()),
                 nodes: Mutex::new(HashMap::new()),
                 metrics,

@@ -5,8 +5,10 @@
 //! becomes an [`ErrorCode`], used by the adapters at the edge of the crate:
 //! the bus replies ([`crate::wire`], for NATS and `standalone`) and the HTTP
 //! API ([`crate::api`]). Every failure but [`RouterError::Offline`] and
-//! [`RouterError::TooManyGroups`] means "retry" (1500) to a caller.
+//! [`RouterError::TooManyGroups`] and [`RouterError::HistoryOff`] means
+//! "retry" (1500) to a caller.
 
+use switchboard_log::LogError;
 use switchboard_protocol::ErrorCode;
 
 use crate::link::EdgeError;
@@ -32,6 +34,13 @@ pub enum RouterError {
     /// A node could not be reached, or did not acknowledge a command.
     #[error(transparent)]
     Node(#[from] EdgeError),
+    /// The bizCode's log could not store or read an entry (SPEC §7): a
+    /// send is not acknowledged unless its entry is stored.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A history call for a bizCode with history off.
+    #[error("history is off for this bizCode")]
+    HistoryOff,
 }
 
 impl RouterError {
@@ -41,7 +50,8 @@ impl RouterError {
         match self {
             Self::Offline => ErrorCode::Offline,
             Self::TooManyGroups(_) => ErrorCode::InvalidFrame,
-            Self::Store(_) | Self::Contended(_) | Self::Node(_) => ErrorCode::Internal,
+            Self::HistoryOff => ErrorCode::InvalidFrame,
+            Self::Store(_) | Self::Contended(_) | Self::Node(_) | Self::Log(_) => ErrorCode::Internal,
         }
     }
 }
@@ -51,13 +61,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_offline_and_too_many_groups_are_the_callers_to_fix() {
+    fn only_offline_too_many_groups_and_history_off_are_the_callers_to_fix() {
         assert_eq!(RouterError::Offline.code(), ErrorCode::Offline);
+        assert_eq!(RouterError::HistoryOff.code(), ErrorCode::InvalidFrame);
         assert_eq!(RouterError::TooManyGroups(2).code(), ErrorCode::InvalidFrame);
         for e in [
             RouterError::Store(StoreError::Unavailable("down".into())),
             RouterError::Contended(8),
             RouterError::Node(EdgeError("gone".into())),
+            RouterError::Log(LogError::Timeout),
         ] {
             assert_eq!(e.code(), ErrorCode::Internal, "{e}");
         }

@@ -38,7 +38,7 @@ mod settle;
 pub mod store;
 pub mod wire;
 
-pub use crate::core::Router;
+pub use crate::core::{Connected, History, Router};
 pub use config::RouterConfig;
 pub use error::RouterError;
 pub use link::{EdgeError, EdgeLink};

@@ -5,6 +5,7 @@
 use switchboard_protocol::envelope::{ConnectReply, ConnectedReply, RouteReply};
 use switchboard_protocol::ErrorCode;
 
+use crate::core::Connected;
 use crate::error::RouterError;
 
 /// The answer to a disconnect, resync or drain.
@@ -16,16 +17,18 @@ pub fn connect_reply(result: &Result<(), RouterError>) -> ConnectReply {
     ConnectReply { code: code.as_u16() }
 }
 
-/// The answer to a connect: the code and the groups bound to the client.
-pub fn connected_reply(result: &Result<Vec<String>, RouterError>) -> ConnectedReply {
+/// The answer to a connect: the code, the groups bound to the client and
+/// where it joined its bizCode's log.
+pub fn connected_reply(result: &Result<Connected, RouterError>) -> ConnectedReply {
     match result {
-        Ok(groups) => ConnectedReply {
+        Ok(c) => ConnectedReply {
             code: ErrorCode::Ok.as_u16(),
-            groups: groups.clone(),
+            groups: c.groups.clone(),
+            history: c.history.clone(),
         },
         Err(e) => ConnectedReply {
             code: e.code().as_u16(),
-            groups: Vec::new(),
+            ..ConnectedReply::default()
         },
     }
 }

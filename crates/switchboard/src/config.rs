@@ -1,10 +1,11 @@
 //! The whole configuration: `[log]`, `[nats]`, `[edge]`, `[router]`,
-//! `[standalone]`, `[api]`, `[auth]`, `[http]`. See `deploy/switchboard.example.toml` for every key.
+//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`. See `deploy/switchboard.example.toml` for every key.
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
+use switchboard_log::HistoryConfig;
 use switchboard_router::config::MembershipConfig;
 use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::RouterConfig;
@@ -20,6 +21,7 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "edge",
     "router",
     "membership",
+    "history",
     "standalone",
     "api",
     "auth",
@@ -70,6 +72,8 @@ pub(crate) struct Config {
     pub(crate) router: RouterConfig,
     /// Durable group membership (router, standalone).
     pub(crate) membership: MembershipConfig,
+    /// History and recovery (SPEC §7; standalone for now).
+    pub(crate) history: HistoryConfig,
     /// Standalone.
     pub(crate) standalone: StandaloneConfig,
     /// The backend HTTP API (router, standalone).
@@ -134,6 +138,7 @@ impl Validate for Config {
         self.edge.validate(problems);
         self.router.validate(problems);
         self.membership.validate(problems);
+        self.history.validate(problems);
         switchboard_runtime::config::validate_listen_backlog(
             "standalone.listen_backlog",
             self.standalone.listen_backlog,

@@ -10,7 +10,8 @@ use hyper::body::Incoming;
 use switchboard_edge::{AuthMode, Edge, Verifier};
 use switchboard_protocol::subject;
 use switchboard_router::api::Api;
-use switchboard_router::{MemoryRegistry, MemoryStore, Router};
+use switchboard_log::{MemoryLog, PartitionLog};
+use switchboard_router::{History, MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
@@ -148,15 +149,23 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     let edges = LocalEdges::default();
+    let node = node_id(&config);
+    // The log in memory: this process is the only writer of every
+    // partition (docs/recovery.md, "Standalone").
+    let log: Arc<dyn PartitionLog> = Arc::new(MemoryLog::new(
+        config.history.log_config(),
+        config.history.standalone_max_bytes,
+    ));
+    let history = History::new(log.clone(), config.history.clone(), &node);
     let router = Router::new(
         config.router_config(),
         Arc::new(MemoryStore::default()),
         Arc::new(MemoryRegistry::default()),
         Arc::new(switchboard_router::store::MemoryMembers::default()),
         Arc::new(edges.clone()),
+        Some(Arc::new(history)),
         metrics.clone(),
     );
-    let node = node_id(&config);
     let edge = Edge::new(
         edge_config(&config),
         node.clone(),
@@ -165,6 +174,7 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         health.clone(),
     );
+    edge.set_history(log, &config.history);
     if edges.edge.set(edge.clone()).is_err() {
         anyhow::bail!("edge wired twice");
     }

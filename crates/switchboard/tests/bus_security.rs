@@ -59,6 +59,7 @@ fn forged_delivery(biz: &str) -> bytes::Bytes {
             exclude: None,
         },
         frame: bytes::Bytes::from_static(br#"{"forged":true}"#),
+        seq: None,
     })
     .expect("encode")
 }

@@ -57,6 +57,8 @@ pub(super) struct Partition {
     /// Sequences of each bizCode's (and the fences') entries, in order: the
     /// count limit, purges, per-bizCode reads and first sequences.
     pub(super) by_biz: HashMap<Owner, VecDeque<u64>>,
+    /// Bytes of each bizCode's entries (the per-bizCode byte cap).
+    bytes_by_biz: HashMap<Owner, u64>,
     /// `Msg-Id` → first sequence, for the dedupe window.
     dedupe: HashMap<String, u64>,
     /// `Msg-Id`s in the order they were stored, to expire them.
@@ -70,6 +72,7 @@ impl Partition {
             last: first - 1,
             entries: BTreeMap::new(),
             by_biz: HashMap::new(),
+            bytes_by_biz: HashMap::new(),
             dedupe: HashMap::new(),
             dedupe_order: VecDeque::new(),
         }
@@ -107,6 +110,7 @@ impl Partition {
             self.dedupe_order.push_back((stored.at, id.clone()));
         }
         self.by_biz.entry(stored.biz.clone()).or_default().push_back(seq);
+        *self.bytes_by_biz.entry(stored.biz.clone()).or_default() += stored.size;
         self.entries.insert(seq, stored);
         seq
     }
@@ -125,7 +129,7 @@ impl Partition {
     pub(super) fn pop_oldest_send(&mut self) -> Option<(u64, Stored)> {
         let (seq, _) = self.oldest_send()?;
         let stored = self.entries.remove(&seq)?;
-        self.forget(&stored.biz, seq);
+        self.forget(&stored.biz, seq, stored.size);
         Some((seq, stored))
     }
 
@@ -140,11 +144,28 @@ impl Partition {
         if seqs.is_empty() {
             self.by_biz.remove(biz);
         }
-        self.entries.remove(&seq).map(|s| (seq, s))
+        let stored = self.entries.remove(&seq)?;
+        self.uncount(biz, stored.size);
+        Some((seq, stored))
+    }
+
+    /// Bytes of `biz`'s entries.
+    pub(super) fn bytes_of(&self, biz: &Owner) -> u64 {
+        self.bytes_by_biz.get(biz).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, biz: &Owner, size: u64) {
+        if let Some(b) = self.bytes_by_biz.get_mut(biz) {
+            *b = b.saturating_sub(size);
+            if *b == 0 {
+                self.bytes_by_biz.remove(biz);
+            }
+        }
     }
 
     /// Drops `seq` from `biz`'s index; it is always that index's oldest.
-    fn forget(&mut self, biz: &Owner, seq: u64) {
+    fn forget(&mut self, biz: &Owner, seq: u64, size: u64) {
+        self.uncount(biz, size);
         if let Some(seqs) = self.by_biz.get_mut(biz) {
             if seqs.front() == Some(&seq) {
                 seqs.pop_front();

@@ -127,3 +127,59 @@ async fn dropping_a_partition_releases_its_bytes() {
     assert_eq!(log.bytes(), 0);
     assert!(matches!(log.bounds(0).await, Err(LogError::Unavailable(_))));
 }
+
+/// Recovery asks whether anything of a bizCode above a position left the
+/// log: every cause of removal raises its low-water mark, and only its own.
+#[tokio::test(start_paused = true)]
+async fn every_removal_raises_the_low_water_mark_of_its_bizcode_only() {
+    let log = MemoryLog::new(
+        LogConfig {
+            max_messages_per_biz: 3,
+            ..config()
+        },
+        u64::MAX,
+    );
+    let [a, b]: [String; 2] = biz_of(1, 2).try_into().expect("two bizCodes");
+    log.ensure(1).await.expect("ensure");
+    assert_eq!(PartitionLog::low_water(&log, 1, &a).await, Ok(0));
+    // Age.
+    let old = put(&log, 1, &a, "a0", 10).await;
+    let kept_b = put(&log, 1, &b, "b0", 10).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(PartitionLog::low_water(&log, 1, &a).await, Ok(old));
+    assert_eq!(PartitionLog::low_water(&log, 1, &b).await, Ok(kept_b));
+    // Count: the 4th entry pushes out the 1st.
+    let seqs = [
+        put(&log, 1, &a, "a1", 10).await,
+        put(&log, 1, &a, "a2", 10).await,
+        put(&log, 1, &a, "a3", 10).await,
+        put(&log, 1, &a, "a4", 10).await,
+    ];
+    assert_eq!(PartitionLog::low_water(&log, 1, &a).await, Ok(seqs[0]));
+    // A purge, through the position it names.
+    log.purge(1, &a, seqs[2]).await.expect("purge");
+    assert_eq!(PartitionLog::low_water(&log, 1, &a).await, Ok(seqs[2]));
+    assert_eq!(PartitionLog::low_water(&log, 1, &b).await, Ok(kept_b));
+}
+
+#[tokio::test]
+async fn the_per_bizcode_byte_cap_removes_that_bizcodes_oldest_entries() {
+    let log = MemoryLog::new(
+        LogConfig {
+            max_bytes_per_biz: 1_000,
+            ..config()
+        },
+        u64::MAX,
+    );
+    let [a, b]: [String; 2] = biz_of(0, 2).try_into().expect("two bizCodes");
+    log.ensure(0).await.expect("ensure");
+    let kept_b = put(&log, 0, &b, "b0", 300).await;
+    let mut a_seqs = Vec::new();
+    for i in 0..5 {
+        a_seqs.push(put(&log, 0, &a, &format!("a{i}"), 300).await);
+    }
+    // Each of a's entries counts ~305 bytes: three fit under 1,000.
+    assert_eq!(log.first_seq_of(0, &a).await, Ok(Some(a_seqs[2])));
+    assert_eq!(PartitionLog::low_water(&log, 0, &a).await, Ok(a_seqs[1]));
+    assert_eq!(log.first_seq_of(0, &b).await, Ok(Some(kept_b)), "another bizCode's entries stay");
+}

@@ -32,6 +32,12 @@ pub(crate) struct Body {
     code: Option<i64>,
     msg: Option<String>,
     data: Option<Box<RawValue>>,
+    /// `register`: turns history on or off for the bizCode (SPEC §7).
+    pub(crate) history: Option<bool>,
+    /// `get_history`: only entries after this `seq`.
+    pub(crate) since: Option<u64>,
+    /// `get_history`: at most this many entries.
+    pub(crate) limit: Option<u64>,
     #[allow(dead_code)]
     user_id: Option<Value>,
     #[allow(dead_code)]

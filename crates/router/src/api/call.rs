@@ -34,12 +34,16 @@ pub(crate) enum Op {
     GetAllGroups,
     /// `close_client`: closes a client's connection (4000).
     CloseClient,
+    /// `get_history`: what the bizCode's log holds (SPEC §7).
+    GetHistory,
+    /// `delete_history`: empties the bizCode's log (SPEC §7).
+    DeleteHistory,
 }
 
 impl Call {
     /// Every call, in the order the fuzz target's first byte picks them
     /// (kept, so the saved corpus keeps its meaning).
-    pub(crate) const ALL: [Self; 10] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Register,
         Self::Tenant(Op::SendToClient),
         Self::Tenant(Op::SendToClients),
@@ -50,6 +54,8 @@ impl Call {
         Self::Tenant(Op::GetOnlineList),
         Self::Tenant(Op::GetAllGroups),
         Self::Tenant(Op::CloseClient),
+        Self::Tenant(Op::GetHistory),
+        Self::Tenant(Op::DeleteHistory),
     ];
 
     /// The call a path segment names, if any.
@@ -70,6 +76,8 @@ impl Call {
             Self::Tenant(Op::GetOnlineList) => "get_online_list",
             Self::Tenant(Op::GetAllGroups) => "get_all_groups",
             Self::Tenant(Op::CloseClient) => "close_client",
+            Self::Tenant(Op::GetHistory) => "get_history",
+            Self::Tenant(Op::DeleteHistory) => "delete_history",
         }
     }
 }

@@ -120,6 +120,7 @@ impl From<RouterError> for ApiError {
             RouterError::TooManyGroups(max) => {
                 Self::Invalid(format!("the client is in too many groups (at most {max})"))
             }
+            RouterError::HistoryOff => Self::Invalid("history is off for this bizCode".into()),
             e => Self::Code(e.code()),
         }
     }

@@ -78,6 +78,7 @@ pub fn api_body(data: &[u8]) {
             Arc::new(MemoryRegistry::default()),
             Arc::new(crate::store::MemoryMembers::default()),
             edges.clone(),
+            None,
             metrics.clone(),
         );
         for (conn, client, groups) in [(1, "c1", vec!["g1".to_owned()]), (2, "c2", vec![])] {

@@ -152,7 +152,7 @@ impl Router {
             self.index_delete(biz, client, v.revision);
             let groups = &v.value.groups;
             self.notify(PresenceEvent::Offline, biz, client, groups, None).await;
-            if !v.value.bound.is_empty() {
+            if !v.value.bound.is_empty() || self.history_on(biz).await.unwrap_or(false) {
                 self.left(biz, client).await;
             }
         }

@@ -32,6 +32,15 @@ impl Router {
         now_ms().saturating_sub(since) >= ttl
     }
 
+    /// Whether a client offline since `since` still gets its unicasts
+    /// stored (`history.ttl`).
+    fn history_keeps(&self, since: u64) -> bool {
+        self.inner.history.as_ref().is_some_and(|h| {
+            let ttl = u64::try_from(h.config().ttl.as_millis()).unwrap_or(u64::MAX);
+            now_ms().saturating_sub(since) < ttl
+        })
+    }
+
     /// The groups bound to a client that is connecting now; clears its
     /// offline stamp. An expired record is removed and yields none.
     ///
@@ -175,8 +184,10 @@ impl Router {
     }
 
     /// Stamps the record of a client whose connection just left presence,
-    /// unless it is connected again. Best effort: the sweeper catches up
-    /// on a failure.
+    /// unless it is connected again; with history on a record is made if
+    /// there is none, so unicasts to the client are stored for
+    /// `history.ttl` (SPEC §7). Best effort: the sweeper catches up on a
+    /// failure.
     pub(super) async fn left(&self, biz: &str, client: &str) {
         let key = presence_key(biz, client);
         if let Err(e) = self.stamp_offline(&key).await {
@@ -186,8 +197,11 @@ impl Router {
 
     async fn stamp_offline(&self, key: &str) -> Result<(), RouterError> {
         for _ in 0..CAS_ATTEMPTS {
-            let Some((m, rev)) = self.inner.members.get(key).await? else {
-                return Ok(());
+            let (m, rev) = match self.inner.members.get(key).await? {
+                Some((m, rev)) => (m, Some(rev)),
+                // No bound groups: recorded for history's sake only.
+                None if self.inner.history.is_some() => (Membership::default(), None),
+                None => return Ok(()),
             };
             if m.offline_since.is_some() || self.inner.store.get(key).await?.is_some() {
                 return Ok(());
@@ -196,7 +210,7 @@ impl Router {
                 bound: m.bound,
                 offline_since: Some(now_ms()),
             };
-            match self.inner.members.put(key, &offline, Some(rev)).await {
+            match self.inner.members.put(key, &offline, rev).await {
                 Ok(_) => return Ok(()),
                 Err(StoreError::WrongRevision) => continue,
                 Err(e) => return Err(e.into()),
@@ -253,6 +267,18 @@ impl Router {
         let write = match (m.offline_since, indexed) {
             (None, true) => return Ok(()),
             (Some(since), false) if !(self.expired(since) || m.bound.is_empty()) => return Ok(()),
+            // Bound groups expired (or none), but history still stores
+            // unicasts for the client: keep the stamp, drop the groups.
+            (Some(since), false) if self.history_keeps(since) => {
+                if m.bound.is_empty() || self.inner.store.get(key).await?.is_some() {
+                    return Ok(());
+                }
+                let stamped = Membership {
+                    bound: Vec::new(),
+                    offline_since: Some(since),
+                };
+                members.put(key, &stamped, Some(rev)).await.map(|_| ())
+            }
             (Some(_), true) => {
                 let back = Membership {
                     bound: m.bound,
@@ -303,7 +329,7 @@ mod tests {
         assert!(r.disconnect(gone).await.is_ok());
         let m = r.inner.members.get(&presence_key("b", "a")).await.ok().flatten();
         assert!(m.is_some_and(|(m, _)| m.offline_since.is_some()), "stamped offline");
-        let bound = r.connect(info("n2", 2, "a")).await.unwrap_or_default();
+        let bound = r.connect(info("n2", 2, "a")).await.map(|c| c.groups).unwrap_or_default();
         assert_eq!(bound, vec!["room".to_owned()]);
         assert_eq!(r.online_list("b", Some("room")), vec!["a".to_owned()]);
         assert_eq!(r.online_list("b", Some("g")), vec!["a".to_owned()]);
@@ -357,7 +383,7 @@ mod tests {
         store.held().await;
         assert!(r.set_group("b", "a", "room", false).await.is_ok());
         store.go();
-        let bound = y.await.ok().and_then(Result::ok).unwrap_or_default();
+        let bound = y.await.ok().and_then(Result::ok).map(|c| c.groups).unwrap_or_default();
         assert!(bound.is_empty(), "the new connection restored {bound:?}");
         assert!(r.online_list("b", Some("room")).is_empty());
     }
@@ -375,7 +401,7 @@ mod tests {
         store.held().await;
         assert!(r.set_group("b", "a", "room", true).await.is_ok());
         store.go();
-        let bound = y.await.ok().and_then(Result::ok).unwrap_or_default();
+        let bound = y.await.ok().and_then(Result::ok).map(|c| c.groups).unwrap_or_default();
         assert_eq!(bound, vec!["room".to_owned()]);
         assert_eq!(r.online_list("b", Some("room")), vec!["a".to_owned()]);
     }

@@ -13,7 +13,7 @@ use switchboard_protocol::frame::PresenceEvent;
 use switchboard_protocol::subject::presence_key;
 use switchboard_protocol::CloseCode;
 
-use super::{presence_value, Router, CAS_ATTEMPTS};
+use super::{presence_value, Connected, Router, CAS_ATTEMPTS};
 use crate::error::RouterError;
 use crate::index::Entry;
 use crate::outbound::Origin;
@@ -23,12 +23,13 @@ impl Router {
     /// Registers a connection's presence, replacing (4009) an older
     /// connection of the same bizCode+clientId wherever it is, with the
     /// groups bound to the client added to those it named; answers the
-    /// bound groups (SPEC §7), which its edge adds before the welcome.
+    /// bound groups (SPEC §7), which its edge adds before the welcome, and
+    /// with history on where the connection joined its bizCode's log.
     ///
     /// # Errors
     /// [`RouterError::Store`] if the store fails, [`RouterError::Contended`]
     /// if the entry kept changing.
-    pub async fn connect(&self, mut info: ConnInfo) -> Result<Vec<String>, RouterError> {
+    pub async fn connect(&self, mut info: ConnInfo) -> Result<Connected, RouterError> {
         self.heard(&info.node);
         let key = presence_key(&info.biz, &info.client);
         let mut value = presence_value(&info);
@@ -125,7 +126,14 @@ impl Router {
             }
         }
         self.notify_online(&info).await;
-        Ok(bound)
+        // After the index holds the connection (seam 2, docs/recovery.md).
+        let history = self.join(&info.biz).await.unwrap_or_else(|e| {
+            // The connection goes on without a log position: its welcome
+            // carries none, and a recovery it asked for reports false.
+            tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "cannot join the log");
+            None
+        });
+        Ok(Connected { groups: bound, history })
     }
 
     /// Online notices for a connection that just entered presence (not to
@@ -190,7 +198,7 @@ impl Router {
                     let groups = &v.value.groups;
                     self.notify(PresenceEvent::Offline, &d.biz, &d.client, groups, None)
                         .await;
-                    if !v.value.bound.is_empty() {
+                    if !v.value.bound.is_empty() || self.history_on(&d.biz).await.unwrap_or(false) {
                         self.left(&d.biz, &d.client).await;
                     }
                     return Ok(());

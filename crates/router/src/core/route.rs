@@ -109,6 +109,7 @@ impl Reach<'_> {
 
 /// One Deliver of `frame` per node of `nodes`, to the audience there, the
 /// origin's connection left out on its node.
+#[allow(clippy::too_many_arguments)]
 fn fan_out<'a>(
     nodes: &'a HashMap<Arc<str>, u32>,
     biz: &'a str,
@@ -116,6 +117,7 @@ fn fan_out<'a>(
     origin: Option<Origin<'a>>,
     mode: u16,
     frame: &'a Bytes,
+    seq: Option<u64>,
 ) -> impl Iterator<Item = (Arc<str>, NodeCommand)> + 'a {
     nodes.keys().map(move |node| {
         let to = audience.on_node(biz, Origin::exclude_on(origin, node));
@@ -123,6 +125,7 @@ fn fan_out<'a>(
             mode,
             to,
             frame: frame.clone(),
+            seq,
         };
         (node.clone(), cmd)
     })
@@ -131,7 +134,7 @@ fn fan_out<'a>(
 /// Deliveries waiting to be handed to the bus: per node, in send order,
 /// each with the index of the send it serves.
 #[derive(Default)]
-struct Deliveries(HashMap<Arc<str>, Vec<(NodeCommand, usize)>>);
+pub(super) struct Deliveries(HashMap<Arc<str>, Vec<(NodeCommand, usize)>>);
 
 impl Deliveries {
     fn push(&mut self, node: Arc<str>, cmd: NodeCommand, send: usize) {
@@ -170,7 +173,20 @@ impl Router {
         let mut out = Deliveries::default();
         let mut replies = Vec::with_capacity(sends.len());
         for (i, send) in sends.iter().enumerate() {
-            replies.push(self.plan(send, i, &mut out).await);
+            // A history-on bizCode's send is appended and dispatched on
+            // its own, in its partition's order (SPEC §7).
+            if let Some(reply) = self.route_logged(send).await {
+                replies.push(reply);
+                continue;
+            }
+            let frame = Bytes::from(frame::delivery(
+                send.target,
+                send.msg_id,
+                send.from,
+                send.content,
+                now_ms(),
+            ));
+            replies.push(self.plan(send, i, &mut out, &frame, None).await);
         }
         self.hand_over(out, &mut replies).await;
         let took = started.elapsed().as_secs_f64() / sends.len().max(1) as f64;
@@ -189,19 +205,18 @@ impl Router {
         self.route(std::slice::from_ref(&send)).await.pop().unwrap_or(Ok(0))
     }
 
-    /// Resolves send number `i` into deliveries added to `out`; returns
-    /// how many connections it reaches.
-    async fn plan(&self, send: &Outbound<'_>, i: usize, out: &mut Deliveries) -> Result<u32, RouterError> {
+    /// Resolves send number `i`, rendered as `frame` (an entry at `seq`
+    /// with history on), into deliveries added to `out`; returns how many
+    /// connections it reaches.
+    pub(super) async fn plan(
+        &self,
+        send: &Outbound<'_>,
+        i: usize,
+        out: &mut Deliveries,
+        frame: &Bytes,
+        seq: Option<u64>,
+    ) -> Result<u32, RouterError> {
         let mode = send.target.mode();
-        let render = || {
-            Bytes::from(frame::delivery(
-                send.target,
-                send.msg_id,
-                send.from,
-                send.content,
-                now_ms(),
-            ))
-        };
         let audience = match send.target {
             SendTarget::Client(target) => {
                 let located = self.locate(send.biz, target).await.map_err(lookup_failed)?;
@@ -212,7 +227,8 @@ impl Router {
                     NodeCommand::Deliver {
                         mode,
                         to,
-                        frame: render(),
+                        frame: frame.clone(),
+                        seq,
                     },
                     i,
                 );
@@ -221,13 +237,12 @@ impl Router {
             SendTarget::Group(group) => Audience::Group(group),
             SendTarget::Biz => Audience::Biz,
         };
-        let frame = render();
         let ix = self.inner.index.lock();
         let Some(reach) = audience.reach(&ix, send.biz) else {
             return Ok(0);
         };
         let origin_counted = reach.counts(&ix, send.biz, send.from, send.origin);
-        for (node, cmd) in fan_out(reach.nodes, send.biz, audience, send.origin, mode, &frame) {
+        for (node, cmd) in fan_out(reach.nodes, send.biz, audience, send.origin, mode, frame, seq) {
             out.push(node, cmd, i);
         }
         Ok(u32::try_from(reach.members - usize::from(origin_counted)).unwrap_or(u32::MAX))
@@ -236,7 +251,7 @@ impl Router {
     /// Hands each node its deliveries as one bus message (split at
     /// [`BATCH_BYTES`]; a lone delivery goes as itself). A send whose
     /// deliveries could not all be handed over is answered with the error.
-    async fn hand_over(&self, out: Deliveries, replies: &mut [Result<u32, RouterError>]) {
+    pub(super) async fn hand_over(&self, out: Deliveries, replies: &mut [Result<u32, RouterError>]) {
         for (node, mut cmds) in out.0 {
             if cmds.len() == 1 {
                 // A lone delivery goes as itself, without batch bookkeeping.
@@ -296,33 +311,46 @@ impl Router {
         msg_id: &str,
         content: &str,
     ) -> Result<u32, RouterError> {
-        let mut by_node: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
         let mut seen = HashSet::new();
-        for c in clients {
-            if !seen.insert(c.as_str()) {
-                continue;
-            }
-            if let Some((node, conn)) = self.locate(biz, c).await.map_err(lookup_failed)? {
-                by_node.entry(node).or_default().push(conn);
-            }
+        let clients: Vec<&str> = clients
+            .iter()
+            .map(String::as_str)
+            .filter(|c| seen.insert(*c))
+            .collect();
+        if let Some(reply) = self.send_clients_logged(biz, &clients, from, msg_id, content).await {
+            return reply;
         }
         let target = SendTarget::Client(String::new());
         let frame = Bytes::from(frame::delivery(&target, Some(msg_id), from, content, now_ms()));
-        let mut out = Deliveries::default();
-        let mut n = 0u32;
-        for (node, conns) in by_node {
-            n += u32::try_from(conns.len()).unwrap_or(u32::MAX);
-            let cmd = NodeCommand::Deliver {
-                mode: frame::MODE_UNICAST,
-                to: DeliverTo::Conns(conns),
-                frame: frame.clone(),
-            };
-            out.push(node, cmd, 0);
-        }
+        let (out, n) = self.clients_by_node(biz, &clients, &frame, None).await?;
         let mut reply = [Ok(n)];
         self.hand_over(out, &mut reply).await;
         let [reply] = reply;
         reply
+    }
+
+    /// One Deliver of `frame` per node hosting some of `clients` (distinct),
+    /// and how many of them are online.
+    pub(super) async fn clients_by_node(
+        &self,
+        biz: &str,
+        clients: &[&str],
+        frame: &Bytes,
+        seq: Option<u64>,
+    ) -> Result<(Deliveries, u32), RouterError> {
+        let mut by_node: HashMap<Arc<str>, Vec<u64>> = HashMap::new();
+        for c in clients {
+            if let Some((node, conn)) = self.locate(biz, c).await.map_err(lookup_failed)? {
+                by_node.entry(node).or_default().push(conn);
+            }
+        }
+        let mut out = Deliveries::default();
+        let mut n = 0u32;
+        for (node, conns) in by_node {
+            n += u32::try_from(conns.len()).unwrap_or(u32::MAX);
+            out.push(node, super::history::deliver_conns(conns, frame, seq), 0);
+        }
+        Ok((out, n))
     }
 
     /// Sends presence notices for `client` to the other members of each of
@@ -355,6 +383,7 @@ impl Router {
                     origin,
                     frame::MODE_PRESENCE,
                     &frame,
+                    None,
                 ));
             };
             match self.inner.config.presence_notices {

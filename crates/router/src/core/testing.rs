@@ -94,6 +94,7 @@ pub(super) fn router_on(store: Arc<dyn PresenceStore>) -> (Router, Arc<Nodes>) {
         Arc::new(MemoryRegistry::default()),
         Arc::new(crate::store::MemoryMembers::default()),
         nodes.clone(),
+        None,
         Arc::new(Metrics::new()),
     );
     (router, nodes)
