@@ -9,7 +9,7 @@
 //! (the coarse clock by the sweeper, the known bizCodes by admission, the
 //! dropped-presence flag by drain), so the other modules cannot bypass them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,6 +76,9 @@ pub(crate) struct EdgeInner {
     started: Instant,
     /// The logs clients recover from (SPEC §7), once set.
     history: OnceLock<EdgeHistory>,
+    /// Per history partition: the newest owner token heard, and how many
+    /// of its messages arrived ([`crate::order`]).
+    orders: Mutex<HashMap<u32, (u64, u64)>>,
 }
 
 /// What the edge reads clients' recoveries from.
@@ -117,6 +120,7 @@ impl Edge {
                 clock: AtomicU64::new(0),
                 started: Instant::now(),
                 history: OnceLock::new(),
+                orders: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -156,6 +160,12 @@ impl EdgeInner {
     /// The logs clients recover from, if any.
     pub(crate) fn history(&self) -> Option<&EdgeHistory> {
         self.history.get()
+    }
+
+    /// Per history partition: the newest owner token heard and how many of
+    /// its messages arrived.
+    pub(crate) fn orders(&self) -> &Mutex<HashMap<u32, (u64, u64)>> {
+        &self.orders
     }
 
     /// The configuration.

@@ -38,9 +38,7 @@ impl Recover {
     /// Reads `recover` and `epoch` (either may be absent or bad).
     fn read(seq: Option<&str>, epoch: Option<String>) -> Self {
         Self {
-            seq: seq
-                .and_then(|s| s.parse::<u64>().ok())
-                .filter(|s| *s < (1 << 53)),
+            seq: seq.and_then(|s| s.parse::<u64>().ok()).filter(|s| *s < (1 << 53)),
             epoch: epoch.filter(|e| e.len() <= MAX_EPOCH_LEN),
         }
     }
@@ -249,8 +247,15 @@ mod tests {
             assert_eq!(h.recover.map(|r| (r.seq, r.epoch)), Some((seq, None)), "{q}");
         }
         let long = format!("bizCode=d1&recover=1&epoch={}", "e".repeat(200));
-        assert_eq!(parse(&long, 64).ok().and_then(|h| h.recover).and_then(|r| r.epoch), None);
-        assert_eq!(parse("bizCode=d1&epoch=e", 64).map(|h| h.recover), Ok(None), "epoch alone asks nothing");
+        assert_eq!(
+            parse(&long, 64).ok().and_then(|h| h.recover).and_then(|r| r.epoch),
+            None
+        );
+        assert_eq!(
+            parse("bizCode=d1&epoch=e", 64).map(|h| h.recover),
+            Ok(None),
+            "epoch alone asks nothing"
+        );
     }
 
     fn request(edit: impl FnOnce(http::request::Builder) -> http::request::Builder) -> http::Request<()> {

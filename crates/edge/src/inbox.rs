@@ -34,7 +34,18 @@ impl Edge {
     pub fn handle_command_deferred(&self, cmd: NodeCommand, dirty: &mut Dirty) -> Option<CommandReply> {
         let inner = self.inner();
         match cmd {
-            NodeCommand::Deliver { mode, to, frame, seq } => {
+            NodeCommand::Deliver {
+                mode,
+                to,
+                frame,
+                seq,
+                order,
+            } => {
+                if let Some(o) = order {
+                    if !inner.check_order(o) || o.tick {
+                        return None;
+                    }
+                }
                 let framed = outbox::text_frame(&frame);
                 let d = inner
                     .registry()

@@ -317,6 +317,9 @@ async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: asyn
     };
     let reply = match cmd {
         NodeCommand::Resync => {
+            // Purged while alive: what was sent meanwhile was stored, not
+            // delivered; connections with history recover it.
+            edge.inner().doubt_everything();
             resync.notify_one();
             return;
         }

@@ -70,12 +70,16 @@ pub(crate) async fn start(edge: &EdgeInner, conn: &Conn, joined: Option<&Joined>
     let Some(j) = joined else {
         // History off (or an older router): no position, and a recovery
         // asked for cannot succeed.
+        if recover.is_some() {
+            edge.metrics().recoveries_failed.inc();
+        }
         return Start {
             position: None,
             recovered: recover.map(|_| false),
             replay: None,
         };
     };
+    conn.set_joined(j.partition, j.token);
     let fresh = |recovered| {
         conn.set_log_position(j.seq);
         Start {
@@ -86,6 +90,25 @@ pub(crate) async fn start(edge: &EdgeInner, conn: &Conn, joined: Option<&Joined>
     };
     let Some(r) = recover else {
         return fresh(None);
+    };
+    let start = recover_from(edge, conn, j, r).await;
+    if start.recovered == Some(true) {
+        edge.metrics().recoveries.inc();
+    } else {
+        edge.metrics().recoveries_failed.inc();
+    }
+    start
+}
+
+/// [`start`] for a connection that asked to recover.
+async fn recover_from(edge: &EdgeInner, conn: &Conn, j: &Joined, r: &Recover) -> Start {
+    let fresh = |recovered| {
+        conn.set_log_position(j.seq);
+        Start {
+            position: Some((j.epoch.clone(), j.seq)),
+            recovered,
+            replay: None,
+        }
     };
     let from = match (r.seq, r.epoch.as_deref()) {
         (Some(s), Some(e)) if e == j.epoch && s >= j.low_water && s <= j.seq => s,

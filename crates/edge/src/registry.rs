@@ -56,6 +56,9 @@ struct LogState {
     /// The highest `seq` queued to the client (or skipped: at or below
     /// the welcome's `seq`); a delivery at or below it is a duplicate.
     last: u64,
+    /// The history partition and owner token it joined under (history
+    /// on): a lost message from that partition's owner closes it (1012).
+    joined: Option<(u32, u64)>,
     /// Logged deliveries are held (from the connection's start until
     /// [`Conn::release_held`] is done), not queued.
     holding: bool,
@@ -129,6 +132,7 @@ impl Conn {
             phase: AtomicU32::new(REGISTERING),
             log: Mutex::new(LogState {
                 last: 0,
+                joined: None,
                 holding: true,
                 held: None,
             }),
@@ -139,6 +143,16 @@ impl Conn {
     /// deliveries at or below it are duplicates.
     pub fn set_log_position(&self, seq: u64) {
         self.log.lock().last = seq;
+    }
+
+    /// Records the history partition and owner token it joined under.
+    pub fn set_joined(&self, partition: u32, token: u64) {
+        self.log.lock().joined = Some((partition, token));
+    }
+
+    /// The history partition and owner token it joined under, if any.
+    pub fn joined(&self) -> Option<(u32, u64)> {
+        self.log.lock().joined
     }
 
     /// The connection's log position: the highest `seq` it has.

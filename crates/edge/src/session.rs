@@ -229,6 +229,13 @@ async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Reco
         );
         conn.activate(outbox::text_frame(&welcome), edge.config().send_queue_bytes);
         tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, recovered = ?start.recovered, "connected");
+        if let Some(j) = &joined {
+            if edge.joined_stale(j.partition, j.token) {
+                // Joined through an owner this edge already heard was
+                // replaced: a loss would go unnoticed; recover instead.
+                conn.outbox.close(CloseCode::Draining);
+            }
+        }
         recovery::release(edge, conn, start.replay, joined.map(|j| j.partition));
     } else {
         // 1011 would be "internal error"; 1013 "try again later" fits a bus outage.

@@ -144,7 +144,8 @@ mod tests {
     #[test]
     fn reads_what_the_gateway_renders() {
         let text = |bytes: Vec<u8>| Message::text(String::from_utf8(bytes).expect("UTF-8"));
-        let w = Incoming::parse(&text(welcome("c1", "d1", &["g".into()], "n", 30, Default::default()))).expect("welcome");
+        let w =
+            Incoming::parse(&text(welcome("c1", "d1", &["g".into()], "n", 30, Default::default()))).expect("welcome");
         assert!(w.is_welcome());
         assert_eq!(w.reply(), None);
 

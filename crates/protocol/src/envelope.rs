@@ -109,6 +109,105 @@ pub struct Joined {
     pub low_water: u64,
     /// The log's partition of the bizCode.
     pub partition: u32,
+    /// The fencing token of the partition's owner that answered (0 in
+    /// `standalone`): a message from a newer owner tells the edge that
+    /// messages from this one may have been lost.
+    #[serde(default)]
+    pub token: u64,
+}
+
+/// Where a message from a partition's owner stands among those it sent
+/// one node: `n` counts 1, 2, 3, … per (partition, token, node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The history partition.
+    pub partition: u32,
+    /// The owner's fencing token (its fence entry's `seq`): a higher one
+    /// is a newer owner.
+    pub token: u64,
+    /// This message's number, or for a tick how many were sent so far.
+    pub n: u64,
+    /// A tick: nothing to deliver, `n` says how many messages came before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tick: bool,
+}
+
+/// A send of a history-on bizCode, forwarded to its partition's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedSend {
+    /// The sending connection (node, conn); `None` for an API send.
+    pub origin: Option<(String, u64)>,
+    /// bizCode.
+    pub biz: String,
+    /// The delivery's `from`.
+    pub from: String,
+    /// The delivery's `msgId`.
+    pub msg_id: Option<String>,
+    /// Recipients.
+    pub target: SendTarget,
+    /// `content` as JSON text.
+    pub content: String,
+}
+
+/// A question to a history partition's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartRequest {
+    /// Log and dispatch these sends, in order.
+    Sends(Vec<LoggedSend>),
+    /// Log and dispatch one message to a list of clients
+    /// (`send_to_clients`).
+    Clients {
+        /// bizCode.
+        biz: String,
+        /// The clients, distinct.
+        clients: Vec<String>,
+        /// The delivery's `from`.
+        from: String,
+        /// The delivery's `msgId`.
+        msg_id: String,
+        /// `content` as JSON text.
+        content: String,
+    },
+    /// Index this presence entry between two planned entries and answer
+    /// where its connection joins the log (a connect, a bind, an unbind).
+    Join {
+        /// The entry.
+        value: PresenceValue,
+        /// Its store revision.
+        revision: u64,
+    },
+    /// Turn history on or off for a bizCode.
+    SetHistory {
+        /// bizCode.
+        biz: String,
+        /// On or off.
+        on: bool,
+    },
+    /// Empty a bizCode's log.
+    DeleteHistory {
+        /// bizCode.
+        biz: String,
+    },
+}
+
+/// A partition owner's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartReply {
+    /// Per send (or for the one `Clients` send): code and recipients.
+    Sent(Vec<RouteReply>),
+    /// Where the connection joined (`None`: history off).
+    Joined(Option<Joined>),
+    /// Done; for `DeleteHistory` the new epoch and the log head.
+    Done {
+        /// The bizCode's epoch afterwards.
+        epoch: String,
+        /// The log head.
+        seq: u64,
+    },
+    /// This router does not (or no longer) own the partition: ask again.
+    NotOwner,
+    /// Failed with this wire code.
+    Failed(u16),
 }
 
 /// Whom a log entry is addressed to.
@@ -310,6 +409,12 @@ pub enum NodeCommand {
         /// connection gets each `seq` once, in increasing order.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
+        /// The message's place among those a partition's owner sent this
+        /// node (history on, in a cluster): how a lost one is detected
+        /// (`docs/recovery.md` seam 3). A tick is a Deliver to nobody
+        /// carrying only this, which older edges take as a no-op.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<Order>,
     },
     /// Close one connection with a close code.
     Close {
@@ -398,6 +503,12 @@ mod tests {
             },
             frame: Bytes::from_static(br#"{"mode":200}"#),
             seq: Some(42),
+            order: Some(Order {
+                partition: 3,
+                token: 7,
+                n: 1,
+                tick: false,
+            }),
         };
         let bytes = encode(&cmd).expect("encode");
         assert_eq!(bytes[0], VERSION);

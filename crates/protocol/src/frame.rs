@@ -236,7 +236,11 @@ pub fn welcome(
         o.raw(r#","epoch":"#).str(epoch).raw(r#","seq":"#).num(seq);
     }
     if let Some(r) = log.recovered {
-        o.raw(if r { r#","recovered":true"# } else { r#","recovered":false"# });
+        o.raw(if r {
+            r#","recovered":true"#
+        } else {
+            r#","recovered":false"#
+        });
     }
     o.raw("}}");
     o.done()
@@ -301,10 +305,7 @@ pub fn logged_delivery(
     if let SendTarget::Group(g) = target {
         o.raw(r#","group":"#).str(g);
     }
-    o.raw(r#","content":"#)
-        .raw(content)
-        .raw(r#","ts":"#)
-        .num(ts_ms);
+    o.raw(r#","content":"#).raw(content).raw(r#","ts":"#).num(ts_ms);
     if let Some(seq) = seq {
         o.raw(r#","seq":"#).num(seq);
     }
@@ -484,7 +485,14 @@ mod tests {
     #[test]
     fn renders_gateway_frames_as_the_spec_shows() {
         assert_eq!(
-            v(&welcome("c1", "d1", &["g1".into(), "g2".into()], "edge-7f3a", 30, WelcomeLog::default())),
+            v(&welcome(
+                "c1",
+                "d1",
+                &["g1".into(), "g2".into()],
+                "edge-7f3a",
+                30,
+                WelcomeLog::default()
+            )),
             json!({"mode":0,"code":0,"msg":"success","data":{"clientId":"c1","bizCode":"d1","groups":["g1","g2"],"node":"edge-7f3a","heartbeatSec":30}})
         );
         assert_eq!(
@@ -518,7 +526,14 @@ mod tests {
     #[test]
     fn history_adds_seq_to_deliveries_and_the_log_position_to_the_welcome() {
         assert_eq!(
-            v(&logged_delivery(&SendTarget::Biz, None, "", "1", 9, Some(1_700_000_000_000_123))),
+            v(&logged_delivery(
+                &SendTarget::Biz,
+                None,
+                "",
+                "1",
+                9,
+                Some(1_700_000_000_000_123)
+            )),
             json!({"mode":300,"msgId":null,"from":"","content":1,"ts":9,"seq":1_700_000_000_000_123_u64})
         );
         let log = WelcomeLog {

@@ -219,6 +219,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
         },
         frame: Bytes::from_static(br#"{"mode":200,"msgId":"1","from":"c1","group":"g1","content":1,"ts":9}"#),
         seq: None,
+        order: None,
     };
     let encoded: Vec<Result<Bytes, envelope::EnvelopeError>> = vec![
         envelope::encode(&info),
@@ -268,6 +269,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
             to: DeliverTo::Conns(vec![1, 2, u64::MAX]),
             frame: Bytes::from_static(b"{}"),
             seq: Some(1),
+            order: None,
         }),
         envelope::encode(&NodeCommand::Close {
             conn: 1,

@@ -24,6 +24,13 @@ pub const ROUTER_CHECK_BIZ: &str = "sb.router.check_biz";
 /// Edge → every router: node heartbeat (plain publish, no queue group).
 pub const ROUTER_HEARTBEAT: &str = "sb.router.heartbeat";
 
+/// Router → the router that owns history partition `p` (request/reply,
+/// only the owner subscribes): logged sends, joins and history changes
+/// (SPEC §7, `docs/recovery.md` seams 1 and 2).
+pub fn partition_owner(p: u32) -> String {
+    format!("sb.part.{p}")
+}
+
 /// Prefix of the reply subjects of an edge's requests (its NATS inbox):
 /// NATS permissions let edges subscribe here and not to routers' replies.
 pub const EDGE_INBOX_PREFIX: &str = "_INBOX.sb-edge";

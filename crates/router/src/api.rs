@@ -268,7 +268,9 @@ impl Api {
                     .filter_map(|f| std::str::from_utf8(f).ok())
                     .filter_map(|f| serde_json::from_str(f).ok())
                     .collect();
-                Ok(ok(json!({"epoch": page.epoch, "seq": page.seq, "count": list.len(), "list": list})))
+                Ok(ok(
+                    json!({"epoch": page.epoch, "seq": page.seq, "count": list.len(), "list": list}),
+                ))
             }
             Op::DeleteHistory => {
                 let (epoch, seq) = self.router.delete_history(biz).await?;

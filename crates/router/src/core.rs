@@ -36,10 +36,10 @@ use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::now_ms;
 use tokio::sync::oneshot;
 
+pub use self::history::{History, HistoryPage, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 use crate::config::RouterConfig;
 use crate::index::Index;
 use crate::link::EdgeLink;
-pub use self::history::{History, HistoryPage, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 use crate::store::{BizRegistry, MemberStore, PresenceStore, StoreError, WatchEvent};
 
 /// Most groups one client may be in through `bind_to_group`.

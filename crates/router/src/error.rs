@@ -41,6 +41,9 @@ pub enum RouterError {
     /// A history call for a bizCode with history off.
     #[error("history is off for this bizCode")]
     HistoryOff,
+    /// The partition's owner (another router) answered with this wire code.
+    #[error("the partition owner answered {0}")]
+    Forwarded(u16),
 }
 
 impl RouterError {
@@ -51,6 +54,7 @@ impl RouterError {
             Self::Offline => ErrorCode::Offline,
             Self::TooManyGroups(_) => ErrorCode::InvalidFrame,
             Self::HistoryOff => ErrorCode::InvalidFrame,
+            Self::Forwarded(code) => ErrorCode::from_u16(*code).unwrap_or(ErrorCode::Internal),
             Self::Store(_) | Self::Contended(_) | Self::Node(_) | Self::Log(_) => ErrorCode::Internal,
         }
     }

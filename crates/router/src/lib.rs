@@ -41,6 +41,6 @@ pub mod wire;
 pub use crate::core::{Connected, History, Router};
 pub use config::RouterConfig;
 pub use error::RouterError;
-pub use link::{EdgeError, EdgeLink};
+pub use link::{EdgeError, EdgeLink, OwnerLink};
 pub use outbound::{Origin, Outbound};
 pub use store::{BizRegistry, KvRegistry, KvStore, MemoryRegistry, MemoryStore, PresenceStore};

@@ -1,9 +1,10 @@
-//! The router → edge seam. Over NATS: publish/request on the node's inbox
+//! The router → edge seam, and router → partition owner
+//! ([`OwnerLink`]). Over NATS: publish/request on the node's inbox
 //! subject ([`crate::nats::NatsEdges`]); in `standalone`: direct calls into
 //! the local edge.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::{CommandReply, NodeCommand};
+use switchboard_protocol::envelope::{CommandReply, NodeCommand, PartReply, PartRequest};
 
 /// Why a node could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,4 +26,14 @@ pub trait EdgeLink: Send + Sync + 'static {
         let _ = conns;
         Err(EdgeError(format!("cannot ask node {node} which connections it holds")))
     }
+}
+
+/// Router → the router that owns a history partition (SPEC §7). Over NATS:
+/// a request on `sb.part.<p>` ([`crate::nats::NatsOwners`]); `standalone`
+/// owns every partition and has none.
+#[async_trait]
+pub trait OwnerLink: Send + Sync + 'static {
+    /// Asks partition `p`'s owner, waiting (within the link's patience) while
+    /// no router owns it, as during a handover.
+    async fn ask(&self, p: u32, req: &PartRequest) -> Result<PartReply, EdgeError>;
 }

@@ -24,6 +24,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod owners;
+
+pub use owners::{serve_partitions, NatsOwners};
+
 use crate::core::Router;
 use crate::link::{EdgeError, EdgeLink};
 use crate::outbound::Outbound;
@@ -39,7 +43,15 @@ use crate::wire;
 pub struct NatsEdges {
     client: Client,
     settle: Arc<Settle>,
+    /// Test hook (`SWITCHBOARD_TEST_DROP_LOGGED_DELIVERIES=<n>`): every
+    /// n-th numbered delivery is dropped instead of published, to prove
+    /// the loss is detected and healed (docs/recovery.md, seam 3). 0: off.
+    drop_every: u64,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The test hook's variable (see [`NatsEdges`]).
+const DROP_HOOK: &str = "SWITCHBOARD_TEST_DROP_LOGGED_DELIVERIES";
 
 impl NatsEdges {
     /// Wraps a connected client. Every time `link` turns
@@ -59,7 +71,25 @@ impl NatsEdges {
                 was_up = up;
             }
         });
-        Self { client, settle: gate }
+        let drop_every = std::env::var(DROP_HOOK).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        if drop_every > 0 {
+            tracing::warn!("test hook {DROP_HOOK}: every {drop_every}th numbered delivery is dropped");
+        }
+        Self {
+            client,
+            settle: gate,
+            drop_every,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Whether the test hook drops `cmd`.
+    fn hook_drops(&self, cmd: &NodeCommand) -> bool {
+        if self.drop_every == 0 {
+            return false;
+        }
+        let numbered = matches!(cmd, NodeCommand::Deliver { order: Some(o), .. } if !o.tick);
+        numbered && (self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) % self.drop_every == 0
     }
 
     /// Asks `node` with `cmd` and decodes its answer.
@@ -83,6 +113,9 @@ impl NatsEdges {
 #[async_trait]
 impl EdgeLink for NatsEdges {
     async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
+        if self.hook_drops(&cmd) {
+            return Ok(());
+        }
         let payload = envelope::encode(&cmd).map_err(|e| EdgeError(e.to_string()))?;
         // The turn is held across the publish, which only buffers: the
         // node gets its commands in order.

@@ -53,6 +53,13 @@ pub struct Metrics {
     pub deliveries: Counter,
     /// Connections closed because their send queue overflowed.
     pub slow_consumer_closes: Counter,
+    /// Connections that asked to recover (SPEC §7) and were recovered.
+    pub recoveries: Counter,
+    /// Connections that asked to recover and got `recovered: false`.
+    pub recoveries_failed: Counter,
+    /// Connections closed with 1012 to recover because a delivery from a
+    /// history partition's owner may have been lost.
+    pub recovery_closes: Counter,
     /// Router: time to resolve one send and hand its deliveries to the bus.
     pub route_duration: Histogram,
     /// Edge: time from a client send to the router's answer.
@@ -109,6 +116,24 @@ impl Metrics {
             "slow_consumer_closes",
             "Connections closed with 4008 because their send queue overflowed",
             slow.clone(),
+        );
+        let recoveries = Counter::default();
+        registry.register(
+            "recoveries",
+            "Connections that asked to recover (recover=<seq>&epoch=<epoch>) and were recovered",
+            recoveries.clone(),
+        );
+        let recoveries_failed = Counter::default();
+        registry.register(
+            "recoveries_failed",
+            "Connections that asked to recover and got recovered:false",
+            recoveries_failed.clone(),
+        );
+        let recovery_closes = Counter::default();
+        registry.register(
+            "recovery_closes",
+            "Connections closed with 1012 to recover because a delivery from a history partition's owner may have been lost",
+            recovery_closes.clone(),
         );
         let route_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
@@ -193,6 +218,9 @@ impl Metrics {
             connections,
             deliveries,
             slow_consumer_closes: slow,
+            recoveries,
+            recoveries_failed,
+            recovery_closes,
             route_duration,
             send_duration,
             presence_entries,

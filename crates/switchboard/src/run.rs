@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use http::Request;
 use hyper::body::Incoming;
 use switchboard_edge::{AuthMode, Edge, Verifier};
+use switchboard_log::{JetStreamLog, MemoryLog, PartitionLog};
 use switchboard_protocol::subject;
 use switchboard_router::api::Api;
-use switchboard_log::{MemoryLog, PartitionLog};
 use switchboard_router::{History, MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
@@ -67,6 +67,12 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
         verifier,
         metrics.clone(),
         health.clone(),
+    );
+    // Recovery reads the partitions' logs (SPEC §7).
+    let js = async_nats::jetstream::new(client.clone());
+    edge.set_history(
+        Arc::new(JetStreamLog::new(js, config.history.log_config())),
+        &config.history,
     );
     let listener = bind(config.edge.listen, config.edge.listen_backlog)?;
     let addr = listener.local_addr()?;

@@ -60,6 +60,7 @@ fn forged_delivery(biz: &str) -> bytes::Bytes {
         },
         frame: bytes::Bytes::from_static(br#"{"forged":true}"#),
         seq: None,
+        order: None,
     })
     .expect("encode")
 }

@@ -164,6 +164,49 @@ impl Ws {
         }
     }
 
+    /// The next text frame as JSON within `timeout` (`Ok(None)`: none came),
+    /// or how the connection ended; never panics.
+    ///
+    /// # Errors
+    /// The close (1006 for a connection that broke without one).
+    pub async fn next_within(&mut self, timeout: Duration) -> Result<Option<Value>, Closed> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) | Ok(Some(Err(_))) => {
+                    return Err(Closed {
+                        code: 1006,
+                        reason: String::new(),
+                    })
+                }
+                Ok(Some(Ok(Message::Close(c)))) => {
+                    return Err(c.map_or(
+                        Closed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                        |c| Closed {
+                            code: u16::from(c.code),
+                            reason: c.reason.to_string(),
+                        },
+                    ))
+                }
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    if let Ok(v) = serde_json::from_str(t.as_str()) {
+                        return Ok(Some(v));
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// Sends a JSON value; false if the connection is gone.
+    pub async fn try_send(&mut self, v: &Value) -> bool {
+        self.stream.send(Message::Text(v.to_string().into())).await.is_ok()
+    }
+
     /// Reads until the server closes; returns the close code and reason.
     /// Frames before the close are returned too.
     pub async fn closed_within(&mut self, timeout: Duration) -> (Option<Closed>, Vec<Value>) {

@@ -181,5 +181,9 @@ async fn the_per_bizcode_byte_cap_removes_that_bizcodes_oldest_entries() {
     // Each of a's entries counts ~305 bytes: three fit under 1,000.
     assert_eq!(log.first_seq_of(0, &a).await, Ok(Some(a_seqs[2])));
     assert_eq!(PartitionLog::low_water(&log, 0, &a).await, Ok(a_seqs[1]));
-    assert_eq!(log.first_seq_of(0, &b).await, Ok(Some(kept_b)), "another bizCode's entries stay");
+    assert_eq!(
+        log.first_seq_of(0, &b).await,
+        Ok(Some(kept_b)),
+        "another bizCode's entries stay"
+    );
 }

@@ -47,6 +47,7 @@ impl Router {
     pub async fn set_group(&self, biz: &str, client: &str, group: &str, join: bool) -> Result<(), RouterError> {
         let key = presence_key(biz, client);
         let mut target = None;
+        let mut written = None;
         for _ in 0..CAS_ATTEMPTS {
             let Some(v) = self.inner.store.get(&key).await? else {
                 // Binding needs a connection (SPEC §7: 1004); unbinding a
@@ -82,7 +83,8 @@ impl Router {
             match self.inner.store.update(&key, &value, v.revision).await {
                 Ok(rev) => {
                     self.index_put(&value, rev);
-                    target = Some((value.node, value.conn));
+                    target = Some((value.node.clone(), value.conn));
+                    written = Some((value, rev));
                     break;
                 }
                 Err(StoreError::WrongRevision) => continue,
@@ -109,6 +111,14 @@ impl Router {
             Ok(r) if r.found => {
                 self.set_bound(biz, client, group, join).await?;
                 self.recheck_bind(biz, client, group, join, (&node, conn)).await;
+                // With history on, the partition's writer indexes the change
+                // between two planned entries before the call is answered:
+                // a send after the answer is planned with it (seam 2).
+                if let Some((value, rev)) = written {
+                    if self.history_on(biz).await.unwrap_or(false) {
+                        self.join(&value, rev).await?;
+                    }
+                }
                 Ok(())
             }
             // The connection left meanwhile: an unbind still ends the bound

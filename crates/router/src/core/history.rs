@@ -1,24 +1,37 @@
-//! History (SPEC §7) where one process is the only writer of every
-//! partition (`standalone`; `docs/recovery.md`, "Standalone"): a send of a
-//! history-on bizCode is planned, appended to its partition's log and
-//! dispatched under the partition's lock, so dispatch order is log order
-//! (seam 1); a connection joins between two planned entries, under the same
-//! lock (seam 2); and dispatch is a direct call that cannot be lost
-//! (seam 3).
+//! History (SPEC §7, `docs/recovery.md`): each history partition has one
+//! writer, which plans a send of a history-on bizCode, appends it to the
+//! partition's log and dispatches it under the partition's lock, so
+//! dispatch order is log order (seam 1); a connection joins (and a bind
+//! lands) between two planned entries, under the same lock (seam 2).
 //!
-//! Here: the partitions' state (their log position, the cached settings of
-//! their bizCodes, whose changes are applied under the lock too), logged
-//! sends, joins, `get_history` and `delete_history`, and the history
-//! switch of `register`.
+//! Two modes:
+//! - `standalone` ([`History::new`]): this process writes every partition
+//!   of a memory log, and dispatch is a direct call that cannot be lost;
+//! - a cluster ([`History::leased`]): a router writes only the partitions
+//!   whose lease it holds ([`Router::acquire`], fenced at `token`); every
+//!   other router forwards to the owner ([`OwnerLink`]). The owner numbers
+//!   what it sends each node per (partition, token) and sends a tick when
+//!   it has sent a node nothing for a second, so an edge detects a lost
+//!   message (seam 3).
+//!
+//! Here: the partitions' state (log position, token, per-node numbering,
+//! the cached settings of their bizCodes, whose changes are applied under
+//! the lock too), logged sends, joins, the owner's side of the forwarded
+//! requests, `get_history`, `delete_history` and `register`'s history
+//! switch.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use switchboard_log::{partition_of, EntryKind, HistoryConfig, PartitionLog};
-use switchboard_protocol::envelope::{self, DeliverTo, EntryTo, Joined, LogEntry, NodeCommand};
+use switchboard_protocol::envelope::{
+    self, DeliverTo, EntryTo, Joined, LogEntry, LoggedSend, NodeCommand, Order, PartReply, PartRequest, PresenceValue,
+    RouteReply,
+};
 use switchboard_protocol::frame::{self, SendTarget};
 use switchboard_protocol::subject::presence_key;
 use switchboard_runtime::now_ms;
@@ -27,8 +40,17 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::route::Deliveries;
 use super::{Router, CAS_ATTEMPTS};
 use crate::error::RouterError;
-use crate::outbound::Outbound;
+use crate::link::OwnerLink;
+use crate::outbound::{Origin, Outbound};
 use crate::store::{BizSettings, StoreError};
+use crate::wire;
+
+/// How long a non-owner trusts a bizCode's history switch it read.
+const SWITCH_CACHE: Duration = Duration::from_secs(5);
+
+/// A node that heard nothing from a partition's owner for this long gets
+/// a tick.
+const TICK_AFTER: Duration = Duration::from_secs(1);
 
 /// Most entries one `get_history` answers.
 pub const MAX_HISTORY_LIMIT: usize = 1_000;
@@ -44,18 +66,26 @@ pub struct History {
     /// Source of `Nats-Msg-Id`s: `<prefix>.<n>`.
     next_id: AtomicU64,
     id_prefix: String,
+    /// The other partitions' owners (cluster); `None`: this process writes
+    /// every partition (`standalone`).
+    owners: Option<Arc<dyn OwnerLink>>,
+    /// Non-owners' view of bizCodes' history switches: (on, read at).
+    switches: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
 }
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("History").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("History")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 /// One partition, under its lock.
 #[derive(Default)]
 struct Part {
-    /// `None` until the partition's log is opened.
+    /// `None` until the partition's log is opened (`standalone`), or while
+    /// this router does not own it (cluster).
     open: Option<Open>,
 }
 
@@ -65,12 +95,43 @@ struct Open {
     created_ns: u64,
     /// The highest stored `seq`.
     last: u64,
+    /// The owner's fencing token (cluster); `None` in `standalone`.
+    token: Option<u64>,
+    /// Per node: messages sent under this token, and when the last one
+    /// went (seam 3).
+    sent: HashMap<Arc<str>, (u64, Instant)>,
     /// Settings of the partition's bizCodes, as this writer last wrote or
     /// read them.
     settings: HashMap<String, BizSettings>,
 }
 
-/// A partition opened, under its lock.
+impl Open {
+    fn new(created_ns: u64, last: u64, token: Option<u64>) -> Self {
+        Self {
+            created_ns,
+            last,
+            token,
+            sent: HashMap::new(),
+            settings: HashMap::new(),
+        }
+    }
+
+    /// The next [`Order`] for a message to `node` (`None` in `standalone`).
+    fn order(&mut self, p: u32, node: &Arc<str>) -> Option<Order> {
+        let token = self.token?;
+        let e = self.sent.entry(node.clone()).or_insert((0, Instant::now()));
+        e.0 += 1;
+        e.1 = Instant::now();
+        Some(Order {
+            partition: p,
+            token,
+            n: e.0,
+            tick: false,
+        })
+    }
+}
+
+/// A partition this process writes, under its lock.
 struct Locked<'a> {
     p: u32,
     guard: MutexGuard<'a, Part>,
@@ -78,13 +139,16 @@ struct Locked<'a> {
 
 impl Locked<'_> {
     fn open(&mut self) -> &mut Open {
-        // `History::lock` opens the partition before it hands this out.
-        self.guard.open.get_or_insert_with(|| Open {
-            created_ns: 0,
-            last: 0,
-            settings: HashMap::new(),
-        })
+        // `History::lock` hands out only opened partitions.
+        self.guard.open.get_or_insert_with(|| Open::new(0, 0, None))
     }
+}
+
+/// Whether a partition is this process's to write.
+enum Lock<'a> {
+    Mine(Locked<'a>),
+    /// Another router owns partition `.0`.
+    Theirs(u32),
 }
 
 /// What `get_history` asks for.
@@ -114,16 +178,42 @@ pub struct HistoryPage {
 }
 
 impl History {
-    /// History over `log` with `config`; `id_prefix` makes this process's
-    /// `Nats-Msg-Id`s unique (its node id).
+    /// History over `log` where this process writes every partition
+    /// (`standalone`); `id_prefix` makes its `Nats-Msg-Id`s unique (its
+    /// node id).
     pub fn new(log: Arc<dyn PartitionLog>, config: HistoryConfig, id_prefix: &str) -> Self {
-        let parts = (0..config.partitions.max(1)).map(|_| Mutex::new(Part::default())).collect();
+        Self::with_owners(log, config, id_prefix, None)
+    }
+
+    /// History over `log` where this router writes the partitions whose
+    /// lease it holds ([`Router::acquire`]) and forwards the rest to their
+    /// owners through `owners`.
+    pub fn leased(
+        log: Arc<dyn PartitionLog>,
+        config: HistoryConfig,
+        id_prefix: &str,
+        owners: Arc<dyn OwnerLink>,
+    ) -> Self {
+        Self::with_owners(log, config, id_prefix, Some(owners))
+    }
+
+    fn with_owners(
+        log: Arc<dyn PartitionLog>,
+        config: HistoryConfig,
+        id_prefix: &str,
+        owners: Option<Arc<dyn OwnerLink>>,
+    ) -> Self {
+        let parts = (0..config.partitions.max(1))
+            .map(|_| Mutex::new(Part::default()))
+            .collect();
         Self {
             log,
             config,
             parts,
             next_id: AtomicU64::new(0),
             id_prefix: format!("{id_prefix}.{:x}", rand::random::<u32>()),
+            owners,
+            switches: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -137,23 +227,25 @@ impl History {
         self.log.clone()
     }
 
-    /// Locks `biz`'s partition, opening its log first if needed.
-    async fn lock(&self, biz: &str) -> Result<Locked<'_>, RouterError> {
-        let p = partition_of(biz, self.config.partitions);
-        let part = self
-            .parts
+    fn part(&self, p: u32) -> Result<&Mutex<Part>, RouterError> {
+        self.parts
             .get(p as usize)
-            .ok_or_else(|| RouterError::Log(switchboard_log::LogError::Invalid(format!("partition {p}"))))?;
-        let mut guard = part.lock().await;
+            .ok_or_else(|| RouterError::Log(switchboard_log::LogError::Invalid(format!("partition {p}"))))
+    }
+
+    /// Locks `biz`'s partition if this process writes it (opening its log
+    /// first in `standalone`).
+    async fn lock(&self, biz: &str) -> Result<Lock<'_>, RouterError> {
+        let p = partition_of(biz, self.config.partitions);
+        let mut guard = self.part(p)?.lock().await;
         if guard.open.is_none() {
+            if self.owners.is_some() {
+                return Ok(Lock::Theirs(p));
+            }
             let b = self.log.ensure(p).await?;
-            guard.open = Some(Open {
-                created_ns: b.created_ns,
-                last: b.last,
-                settings: HashMap::new(),
-            });
+            guard.open = Some(Open::new(b.created_ns, b.last, None));
         }
-        Ok(Locked { p, guard })
+        Ok(Lock::Mine(Locked { p, guard }))
     }
 
     fn msg_id(&self) -> String {
@@ -169,6 +261,34 @@ impl History {
     /// The epoch of `biz` in an opened partition.
     fn epoch(open: &Open, settings: &BizSettings) -> String {
         format!("{:x}-{}-{}", open.created_ns, settings.epoch_salt, settings.generation)
+    }
+
+    /// Asks partition `p`'s owner.
+    async fn ask(&self, p: u32, req: &PartRequest) -> Result<PartReply, RouterError> {
+        let owners = self.owners.as_ref().ok_or(RouterError::HistoryOff)?;
+        match owners.ask(p, req).await? {
+            PartReply::Failed(code) => Err(RouterError::Forwarded(code)),
+            PartReply::NotOwner => Err(RouterError::Forwarded(
+                switchboard_protocol::ErrorCode::Internal.as_u16(),
+            )),
+            reply => Ok(reply),
+        }
+    }
+}
+
+/// An owner's answer to one logged send.
+fn send_reply(result: Option<Result<u32, RouterError>>) -> RouteReply {
+    wire::route_reply(&result.unwrap_or(Ok(0)))
+}
+
+/// What a forwarded send's reply means to its sender.
+fn from_reply(r: &RouteReply) -> Result<u32, RouterError> {
+    if r.code == switchboard_protocol::ErrorCode::Ok.as_u16() {
+        Ok(r.recipients)
+    } else if r.code == switchboard_protocol::ErrorCode::Offline.as_u16() {
+        Err(RouterError::Offline)
+    } else {
+        Err(RouterError::Forwarded(r.code))
     }
 }
 
@@ -232,7 +352,11 @@ impl Router {
         Err(RouterError::Contended(CAS_ATTEMPTS))
     }
 
-    /// Whether `biz` has history on (a logged send, a recorded departure).
+    /// Whether `biz` has history on: its owner's view when this router
+    /// owns it, otherwise the settings store's, read at most every few
+    /// seconds (a stale answer costs a send one forwarding hop, or for a
+    /// bizCode just switched on a few seconds unlogged; the switch changes
+    /// the epoch either way).
     ///
     /// # Errors
     /// If the log or the settings cannot be read.
@@ -240,26 +364,62 @@ impl Router {
         let Some(h) = self.history() else {
             return Ok(false);
         };
-        let mut part = h.lock(biz).await?;
-        let s = self.settings_in(part.open(), biz).await?;
-        Ok(h.on(s))
+        if let Some((on, at)) = h.switches.lock().get(biz) {
+            if at.elapsed() < SWITCH_CACHE {
+                return Ok(*on);
+            }
+        }
+        let on = match h.lock(biz).await? {
+            Lock::Mine(mut part) => h.on(self.settings_in(part.open(), biz).await?),
+            Lock::Theirs(_) => h.on(&self.load_settings(biz).await?),
+        };
+        let mut switches = h.switches.lock();
+        if switches.len() >= 100_000 {
+            switches.clear();
+        }
+        switches.insert(biz.to_owned(), (on, Instant::now()));
+        Ok(on)
     }
 
     /// Routes a send of a history-on bizCode: planned, appended and
-    /// dispatched under its partition's lock. `None` when the bizCode has
-    /// history off (the caller routes it as ever).
+    /// dispatched by its partition's writer (here, or forwarded to the
+    /// owner). `None` when the bizCode has history off (the caller routes
+    /// it as ever).
     pub(super) async fn route_logged(&self, send: &Outbound<'_>) -> Option<Result<u32, RouterError>> {
         let h = self.history()?;
-        let mut part = match h.lock(send.biz).await {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+        match h.lock(send.biz).await {
+            Err(e) => Some(Err(e)),
+            Ok(Lock::Mine(mut part)) => self.logged_here(h, &mut part, send).await,
+            Ok(Lock::Theirs(p)) => {
+                match self.history_on(send.biz).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => return Some(Err(e)),
+                }
+                let req = PartRequest::Sends(vec![logged_send(send)]);
+                Some(match h.ask(p, &req).await {
+                    Ok(PartReply::Sent(replies)) => replies.first().map_or(Ok(0), from_reply),
+                    Ok(_) => Err(unexpected()),
+                    Err(e) => Err(e),
+                })
+            }
+        }
+    }
+
+    /// A logged send in a partition this process writes; `None` with
+    /// history off.
+    async fn logged_here(
+        &self,
+        h: &History,
+        part: &mut Locked<'_>,
+        send: &Outbound<'_>,
+    ) -> Option<Result<u32, RouterError>> {
         match self.settings_in(part.open(), send.biz).await {
             Ok(s) if !h.on(s) => return None,
             Ok(_) => {}
             Err(e) => return Some(Err(e)),
         }
-        Some(self.append_and_dispatch(h, &mut part, send).await)
+        Some(self.append_and_dispatch(h, part, send).await)
     }
 
     async fn append_and_dispatch(
@@ -303,7 +463,21 @@ impl Router {
             frame,
         };
         self.append(h, part, send.biz, &entry, seq).await?;
-        let mut reply = [Ok(recipients)];
+        self.dispatch(part, out, Ok(recipients)).await
+    }
+
+    /// Hands a stored entry's deliveries to the bus, numbered per node
+    /// (cluster), still under the partition's lock: log order.
+    async fn dispatch(
+        &self,
+        part: &mut Locked<'_>,
+        mut out: Deliveries,
+        recipients: Result<u32, RouterError>,
+    ) -> Result<u32, RouterError> {
+        let p = part.p;
+        let open = part.open();
+        out.number(|node| open.order(p, node));
+        let mut reply = [recipients];
         self.hand_over(out, &mut reply).await;
         let [reply] = reply;
         reply
@@ -318,10 +492,11 @@ impl Router {
         entry: &LogEntry,
         seq: u64,
     ) -> Result<(), RouterError> {
-        let payload = envelope::encode(entry)
-            .map_err(|e| RouterError::Log(switchboard_log::LogError::Invalid(e.to_string())))?;
+        let payload =
+            envelope::encode(entry).map_err(|e| RouterError::Log(switchboard_log::LogError::Invalid(e.to_string())))?;
         let p = part.p;
-        let pending = h.log.append(p, biz, &h.msg_id(), seq - 1, None, payload).await;
+        let token = part.open().token;
+        let pending = h.log.append(p, biz, &h.msg_id(), seq - 1, token, payload).await;
         let stored = match pending {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
@@ -333,16 +508,47 @@ impl Router {
             }
             Ok(a) => {
                 // Another writer: this process is meant to be the only one.
-                tracing::error!(partition = p, expected = seq, got = a.seq, "log entry stored out of place");
-                part.guard.open = None;
-                Err(RouterError::Log(switchboard_log::LogError::WrongLastSequence { last: Some(a.seq) }))
+                tracing::error!(
+                    partition = p,
+                    expected = seq,
+                    got = a.seq,
+                    "log entry stored out of place"
+                );
+                self.reopen(h, part).await;
+                Err(RouterError::Log(switchboard_log::LogError::WrongLastSequence {
+                    last: Some(a.seq),
+                }))
             }
             Err(e) => {
                 tracing::warn!(partition = p, error = %e, "log append failed");
-                // Re-read the position before the next append.
-                part.guard.open = None;
+                self.reopen(h, part).await;
                 Err(e.into())
             }
+        }
+    }
+
+    /// After a failed append: re-reads the position (standalone), or
+    /// checks the fence and gives the partition up if a newer owner fenced
+    /// it (cluster).
+    async fn reopen(&self, h: &History, part: &mut Locked<'_>) {
+        let p = part.p;
+        let Some(token) = part.open().token else {
+            part.guard.open = None;
+            return;
+        };
+        match h.log.tail(p, token, 10_000).await {
+            Ok(tail) => {
+                let fenced = tail
+                    .iter()
+                    .any(|e| matches!(e.kind, EntryKind::Fence { token: t, .. } if t > token));
+                if fenced {
+                    tracing::warn!(partition = p, token, "fenced out by a newer owner; partition given up");
+                    part.guard.open = None;
+                } else if let Some(last) = tail.last().map(|e| e.seq) {
+                    part.open().last = last;
+                }
+            }
+            Err(e) => tracing::warn!(partition = p, error = %e, "cannot read the log's tail"),
         }
     }
 
@@ -357,10 +563,45 @@ impl Router {
         content: &str,
     ) -> Option<Result<u32, RouterError>> {
         let h = self.history()?;
-        let mut part = match h.lock(biz).await {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+        match h.lock(biz).await {
+            Err(e) => Some(Err(e)),
+            Ok(Lock::Mine(mut part)) => {
+                self.clients_here(h, &mut part, biz, clients, from, msg_id, content)
+                    .await
+            }
+            Ok(Lock::Theirs(p)) => {
+                match self.history_on(biz).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(e) => return Some(Err(e)),
+                }
+                let req = PartRequest::Clients {
+                    biz: biz.to_owned(),
+                    clients: clients.iter().map(|c| (*c).to_owned()).collect(),
+                    from: from.to_owned(),
+                    msg_id: msg_id.to_owned(),
+                    content: content.to_owned(),
+                };
+                Some(match h.ask(p, &req).await {
+                    Ok(PartReply::Sent(replies)) => replies.first().map_or(Ok(0), from_reply),
+                    Ok(_) => Err(unexpected()),
+                    Err(e) => Err(e),
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn clients_here(
+        &self,
+        h: &History,
+        part: &mut Locked<'_>,
+        biz: &str,
+        clients: &[&str],
+        from: &str,
+        msg_id: &str,
+        content: &str,
+    ) -> Option<Result<u32, RouterError>> {
         match self.settings_in(part.open(), biz).await {
             Ok(s) if !h.on(s) => return None,
             Ok(_) => {}
@@ -385,37 +626,67 @@ impl Router {
             sender: None,
             frame,
         };
-        if let Err(e) = self.append(h, &mut part, biz, &entry, seq).await {
+        if let Err(e) = self.append(h, part, biz, &entry, seq).await {
             return Some(Err(e));
         }
-        let mut reply = [Ok(n)];
-        self.hand_over(out, &mut reply).await;
-        let [reply] = reply;
-        Some(reply)
+        Some(self.dispatch(part, out, Ok(n)).await)
     }
 
-    /// Where a connection that just entered presence (and the index) joins
-    /// its bizCode's log: taken under the partition's lock, so every entry
-    /// planned before it is at or below the answer and every later one was
-    /// planned with the connection in the index. `None` with history off.
-    pub(super) async fn join(&self, biz: &str) -> Result<Option<Joined>, RouterError> {
+    /// Where a connection whose presence entry is `value` (at `revision`)
+    /// joins its bizCode's log: its partition's writer indexes the entry
+    /// under the partition's lock, so every entry planned before is at or
+    /// below the answer and every later one is planned with the
+    /// connection. Also how a bind or unbind reaches the writer's index
+    /// before it is acknowledged. `None` with history off.
+    ///
+    /// # Errors
+    /// If the log, the settings or the owner cannot be reached.
+    pub(super) async fn join(&self, value: &PresenceValue, revision: u64) -> Result<Option<Joined>, RouterError> {
         let Some(h) = self.history() else {
             return Ok(None);
         };
-        let mut part = h.lock(biz).await?;
+        match h.lock(&value.biz).await? {
+            Lock::Mine(mut part) => self.join_here(h, &mut part, value, revision).await,
+            Lock::Theirs(p) => {
+                if !self.history_on(&value.biz).await? {
+                    return Ok(None);
+                }
+                let req = PartRequest::Join {
+                    value: value.clone(),
+                    revision,
+                };
+                match h.ask(p, &req).await? {
+                    PartReply::Joined(j) => Ok(j),
+                    _ => Err(unexpected()),
+                }
+            }
+        }
+    }
+
+    async fn join_here(
+        &self,
+        h: &History,
+        part: &mut Locked<'_>,
+        value: &PresenceValue,
+        revision: u64,
+    ) -> Result<Option<Joined>, RouterError> {
+        // Between two planned entries (a no-op when this router indexed
+        // the same revision already, or a newer one).
+        self.index_put(value, revision);
         let p = part.p;
         let open = part.open();
-        let (created_ns, last) = (open.created_ns, open.last);
-        let s = self.settings_in(open, biz).await?.clone();
+        let (created_ns, last, token) = (open.created_ns, open.last, open.token.unwrap_or(0));
+        let s = self.settings_in(open, &value.biz).await?.clone();
         if !h.on(&s) {
             return Ok(None);
         }
-        let removed = h.log.low_water(p, biz).await?;
+        let removed = h.log.low_water(p, &value.biz).await?;
         Ok(Some(Joined {
             epoch: format!("{created_ns:x}-{}-{}", s.epoch_salt, s.generation),
             seq: last,
             low_water: removed.max(s.low_water),
             partition: p,
+            token,
         }))
     }
 
@@ -439,13 +710,31 @@ impl Router {
     ///
     /// # Errors
     /// [`RouterError::HistoryOff`] when this process keeps no history;
-    /// store and log failures.
+    /// store, log and owner failures.
     pub async fn set_history(&self, biz: &str, on: bool) -> Result<(), RouterError> {
         let h = self.history().ok_or(RouterError::HistoryOff)?;
-        let mut part = h.lock(biz).await?;
+        h.switches.lock().remove(biz);
+        match h.lock(biz).await? {
+            Lock::Mine(mut part) => self.set_history_here(h, &mut part, biz, on).await,
+            Lock::Theirs(p) => {
+                let req = PartRequest::SetHistory {
+                    biz: biz.to_owned(),
+                    on,
+                };
+                h.ask(p, &req).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn set_history_here(
+        &self,
+        h: &History,
+        part: &mut Locked<'_>,
+        biz: &str,
+        on: bool,
+    ) -> Result<(), RouterError> {
         let default = h.config.enabled;
-        let open = part.open();
-        self.change_settings(open, biz, |s| {
+        self.change_settings(part.open(), biz, |s| {
             if s.history.unwrap_or(default) != on {
                 s.generation += 1;
             }
@@ -460,11 +749,25 @@ impl Router {
     /// log head.
     ///
     /// # Errors
-    /// [`RouterError::HistoryOff`] for a bizCode with history off; store
-    /// and log failures.
+    /// [`RouterError::HistoryOff`] for a bizCode with history off; store,
+    /// log and owner failures.
     pub async fn delete_history(&self, biz: &str) -> Result<(String, u64), RouterError> {
         let h = self.history().ok_or(RouterError::HistoryOff)?;
-        let mut part = h.lock(biz).await?;
+        match h.lock(biz).await? {
+            Lock::Mine(mut part) => self.delete_history_here(h, &mut part, biz).await,
+            Lock::Theirs(p) => match h.ask(p, &PartRequest::DeleteHistory { biz: biz.to_owned() }).await? {
+                PartReply::Done { epoch, seq } => Ok((epoch, seq)),
+                _ => Err(unexpected()),
+            },
+        }
+    }
+
+    async fn delete_history_here(
+        &self,
+        h: &History,
+        part: &mut Locked<'_>,
+        biz: &str,
+    ) -> Result<(String, u64), RouterError> {
         let p = part.p;
         let s = self.settings_in(part.open(), biz).await?;
         if !h.on(s) {
@@ -483,22 +786,32 @@ impl Router {
     }
 
     /// What `biz`'s log holds for a client, a group or the whole bizCode
-    /// (`get_history`).
+    /// (`get_history`). Any router answers it (a read).
     ///
     /// # Errors
     /// [`RouterError::HistoryOff`] for a bizCode with history off; store
     /// and log failures.
     pub async fn get_history(&self, biz: &str, q: &HistoryQuery) -> Result<HistoryPage, RouterError> {
         let h = self.history().ok_or(RouterError::HistoryOff)?;
-        let (p, epoch, last) = {
-            let mut part = h.lock(biz).await?;
-            let p = part.p;
-            let s = self.settings_in(part.open(), biz).await?.clone();
-            if !h.on(&s) {
-                return Err(RouterError::HistoryOff);
+        let (p, epoch, last) = match h.lock(biz).await? {
+            Lock::Mine(mut part) => {
+                let p = part.p;
+                let s = self.settings_in(part.open(), biz).await?.clone();
+                if !h.on(&s) {
+                    return Err(RouterError::HistoryOff);
+                }
+                let open = part.open();
+                (p, History::epoch(open, &s), open.last)
             }
-            let open = part.open();
-            (p, History::epoch(open, &s), open.last)
+            Lock::Theirs(p) => {
+                let s = self.load_settings(biz).await?;
+                if !h.on(&s) {
+                    return Err(RouterError::HistoryOff);
+                }
+                let b = h.log.ensure(p).await?;
+                let open = Open::new(b.created_ns, b.last, None);
+                (p, History::epoch(&open, &s), b.last)
+            }
         };
         let groups = match &q.client {
             Some(c) => Some(self.groups_of(biz, c).await?),
@@ -548,6 +861,210 @@ impl Router {
         let record = self.inner.members.get(&presence_key(biz, client)).await?;
         Ok(record.map(|(m, _)| m.bound.into_iter().collect()).unwrap_or_default())
     }
+
+    /// Answers a request forwarded to partition `p`'s owner: this router,
+    /// or [`PartReply::NotOwner`] if it no longer owns `p`.
+    pub async fn serve_partition(&self, p: u32, req: PartRequest) -> PartReply {
+        let Some(h) = self.history() else {
+            return PartReply::NotOwner;
+        };
+        let biz = match &req {
+            PartRequest::Sends(sends) => match sends.first() {
+                Some(s) => s.biz.clone(),
+                None => return PartReply::Sent(Vec::new()),
+            },
+            PartRequest::Clients { biz, .. }
+            | PartRequest::SetHistory { biz, .. }
+            | PartRequest::DeleteHistory { biz } => biz.clone(),
+            PartRequest::Join { value, .. } => value.biz.clone(),
+        };
+        if partition_of(&biz, h.config.partitions) != p {
+            return PartReply::Failed(switchboard_protocol::ErrorCode::InvalidFrame.as_u16());
+        }
+        let mut part = match h.lock(&biz).await {
+            Ok(Lock::Mine(part)) => part,
+            Ok(Lock::Theirs(_)) => return PartReply::NotOwner,
+            Err(e) => return PartReply::Failed(e.code().as_u16()),
+        };
+        let failed = |e: RouterError| PartReply::Failed(e.code().as_u16());
+        match req {
+            PartRequest::Sends(sends) => {
+                let mut replies = Vec::with_capacity(sends.len());
+                for s in &sends {
+                    if s.biz != biz {
+                        replies.push(wire::route_reply(&Err(RouterError::Forwarded(
+                            switchboard_protocol::ErrorCode::InvalidFrame.as_u16(),
+                        ))));
+                        continue;
+                    }
+                    let send = outbound(s);
+                    let result = match self.logged_here(h, &mut part, &send).await {
+                        Some(r) => Some(r),
+                        // History turned off meanwhile: routed as ever.
+                        None => Some(self.route_direct(&send).await),
+                    };
+                    replies.push(send_reply(result));
+                }
+                PartReply::Sent(replies)
+            }
+            PartRequest::Clients {
+                biz,
+                clients,
+                from,
+                msg_id,
+                content,
+            } => {
+                let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
+                let result = self
+                    .clients_here(h, &mut part, &biz, &clients, &from, &msg_id, &content)
+                    .await;
+                PartReply::Sent(vec![send_reply(result)])
+            }
+            PartRequest::Join { value, revision } => match self.join_here(h, &mut part, &value, revision).await {
+                Ok(j) => PartReply::Joined(j),
+                Err(e) => failed(e),
+            },
+            PartRequest::SetHistory { biz, on } => match self.set_history_here(h, &mut part, &biz, on).await {
+                Ok(()) => PartReply::Done {
+                    epoch: String::new(),
+                    seq: part.open().last,
+                },
+                Err(e) => failed(e),
+            },
+            PartRequest::DeleteHistory { biz } => match self.delete_history_here(h, &mut part, &biz).await {
+                Ok((epoch, seq)) => PartReply::Done { epoch, seq },
+                Err(e) => failed(e),
+            },
+        }
+    }
+
+    /// This router owns partition `p` from now on, fenced at `token`: its
+    /// log position is read, and every node this router knows gets a tick
+    /// with the new token, so an edge that missed the previous owner's
+    /// last messages finds out (seam 3).
+    ///
+    /// # Errors
+    /// If the log cannot be read (the partition stays unowned here).
+    pub async fn acquire(&self, p: u32, token: u64) -> Result<(), RouterError> {
+        let Some(h) = self.history() else {
+            return Ok(());
+        };
+        let mut guard = h.part(p)?.lock().await;
+        let b = h.log.bounds(p).await?;
+        let mut open = Open::new(b.created_ns, b.last.max(token), Some(token));
+        let nodes: Vec<Arc<str>> = self
+            .inner
+            .nodes
+            .lock()
+            .iter()
+            .filter(|(_, n)| !n.dead)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for node in nodes {
+            open.sent.insert(node.clone(), (0, Instant::now()));
+            let _ = self.inner.edges.send(&node, tick(p, token, 0)).await;
+        }
+        guard.open = Some(open);
+        tracing::info!(partition = p, token, last = b.last, "partition acquired");
+        Ok(())
+    }
+
+    /// This router no longer owns partition `p`.
+    pub async fn release(&self, p: u32) {
+        let Some(h) = self.history() else {
+            return;
+        };
+        if let Ok(part) = h.part(p) {
+            part.lock().await.open = None;
+            tracing::info!(partition = p, "partition released");
+        }
+    }
+
+    /// Sends a tick to every node a partition's owner sent messages to and
+    /// then nothing for a second, every half second, until `shutdown`.
+    pub fn spawn_ticks(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let router = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK_AFTER / 2);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                router.tick_idle_nodes().await;
+            }
+        });
+    }
+
+    async fn tick_idle_nodes(&self) {
+        let Some(h) = self.history() else {
+            return;
+        };
+        for (p, part) in (0u32..).zip(h.parts.iter()) {
+            let mut guard = part.lock().await;
+            let Some(open) = guard.open.as_mut() else { continue };
+            let Some(token) = open.token else { continue };
+            let due: Vec<(Arc<str>, u64)> = open
+                .sent
+                .iter_mut()
+                .filter(|(_, (_, at))| at.elapsed() >= TICK_AFTER)
+                .map(|(node, (n, at))| {
+                    *at = Instant::now();
+                    (node.clone(), *n)
+                })
+                .collect();
+            for (node, n) in due {
+                let _ = self.inner.edges.send(&node, tick(p, token, n)).await;
+            }
+        }
+    }
+}
+
+/// A tick: a Deliver to nobody that says how many messages partition `p`'s
+/// owner (at `token`) sent the node so far.
+fn tick(p: u32, token: u64, n: u64) -> NodeCommand {
+    NodeCommand::Deliver {
+        mode: 0,
+        to: DeliverTo::Conns(Vec::new()),
+        frame: Bytes::new(),
+        seq: None,
+        order: Some(Order {
+            partition: p,
+            token,
+            n,
+            tick: true,
+        }),
+    }
+}
+
+/// An answer that does not fit the question (a bug or a newer peer).
+fn unexpected() -> RouterError {
+    RouterError::Forwarded(switchboard_protocol::ErrorCode::Internal.as_u16())
+}
+
+/// A send as forwarded to its partition's owner.
+fn logged_send(send: &Outbound<'_>) -> LoggedSend {
+    LoggedSend {
+        origin: send.origin.map(|o| (o.node.to_owned(), o.conn)),
+        biz: send.biz.to_owned(),
+        from: send.from.to_owned(),
+        msg_id: send.msg_id.map(str::to_owned),
+        target: send.target.clone(),
+        content: send.content.to_owned(),
+    }
+}
+
+/// A forwarded send, as the core routes it.
+fn outbound(s: &LoggedSend) -> Outbound<'_> {
+    Outbound {
+        origin: s.origin.as_ref().map(|(node, conn)| Origin { node, conn: *conn }),
+        biz: &s.biz,
+        from: &s.from,
+        msg_id: s.msg_id.as_deref(),
+        target: &s.target,
+        content: &s.content,
+    }
 }
 
 /// The Deliver of a logged entry to some connections of one node.
@@ -557,5 +1074,6 @@ pub(super) fn deliver_conns(conns: Vec<u64>, frame: &Bytes, seq: Option<u64>) ->
         to: DeliverTo::Conns(conns),
         frame: frame.clone(),
         seq,
+        order: None,
     }
 }

@@ -329,7 +329,11 @@ mod tests {
         assert!(r.disconnect(gone).await.is_ok());
         let m = r.inner.members.get(&presence_key("b", "a")).await.ok().flatten();
         assert!(m.is_some_and(|(m, _)| m.offline_since.is_some()), "stamped offline");
-        let bound = r.connect(info("n2", 2, "a")).await.map(|c| c.groups).unwrap_or_default();
+        let bound = r
+            .connect(info("n2", 2, "a"))
+            .await
+            .map(|c| c.groups)
+            .unwrap_or_default();
         assert_eq!(bound, vec!["room".to_owned()]);
         assert_eq!(r.online_list("b", Some("room")), vec!["a".to_owned()]);
         assert_eq!(r.online_list("b", Some("g")), vec!["a".to_owned()]);

@@ -127,7 +127,7 @@ impl Router {
         }
         self.notify_online(&info).await;
         // After the index holds the connection (seam 2, docs/recovery.md).
-        let history = self.join(&info.biz).await.unwrap_or_else(|e| {
+        let history = self.join(&value, revision).await.unwrap_or_else(|e| {
             // The connection goes on without a log position: its welcome
             // carries none, and a recovery it asked for reports false.
             tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "cannot join the log");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use switchboard_protocol::envelope::{DeliverTo, NodeCommand};
+use switchboard_protocol::envelope::{DeliverTo, NodeCommand, Order};
 use switchboard_protocol::frame::{self, PresenceEvent, SendTarget};
 use switchboard_protocol::subject::presence_key;
 use switchboard_runtime::now_ms;
@@ -126,6 +126,7 @@ fn fan_out<'a>(
             to,
             frame: frame.clone(),
             seq,
+            order: None,
         };
         (node.clone(), cmd)
     })
@@ -139,6 +140,18 @@ pub(super) struct Deliveries(HashMap<Arc<str>, Vec<(NodeCommand, usize)>>);
 impl Deliveries {
     fn push(&mut self, node: Arc<str>, cmd: NodeCommand, send: usize) {
         self.0.entry(node).or_default().push((cmd, send));
+    }
+
+    /// Gives every delivery the [`Order`] `order` numbers it with for its
+    /// node (a logged send's, in a cluster).
+    pub(super) fn number(&mut self, mut order: impl FnMut(&Arc<str>) -> Option<Order>) {
+        for (node, cmds) in &mut self.0 {
+            for (cmd, _) in cmds {
+                if let NodeCommand::Deliver { order: o, .. } = cmd {
+                    *o = order(node);
+                }
+            }
+        }
     }
 }
 
@@ -196,6 +209,24 @@ impl Router {
         replies
     }
 
+    /// Routes one send as if its bizCode had history off (no log, no
+    /// `seq`): what a partition's owner does with a forwarded send of a
+    /// bizCode whose history was just turned off.
+    pub(super) async fn route_direct(&self, send: &Outbound<'_>) -> Result<u32, RouterError> {
+        let frame = Bytes::from(frame::delivery(
+            send.target,
+            send.msg_id,
+            send.from,
+            send.content,
+            now_ms(),
+        ));
+        let mut out = Deliveries::default();
+        let mut reply = [self.plan(send, 0, &mut out, &frame, None).await];
+        self.hand_over(out, &mut reply).await;
+        let [reply] = reply;
+        reply
+    }
+
     /// Routes one send: [`Router::route`] of a batch of one.
     ///
     /// # Errors
@@ -229,6 +260,7 @@ impl Router {
                         to,
                         frame: frame.clone(),
                         seq,
+                        order: None,
                     },
                     i,
                 );
@@ -312,11 +344,7 @@ impl Router {
         content: &str,
     ) -> Result<u32, RouterError> {
         let mut seen = HashSet::new();
-        let clients: Vec<&str> = clients
-            .iter()
-            .map(String::as_str)
-            .filter(|c| seen.insert(*c))
-            .collect();
+        let clients: Vec<&str> = clients.iter().map(String::as_str).filter(|c| seen.insert(*c)).collect();
         if let Some(reply) = self.send_clients_logged(biz, &clients, from, msg_id, content).await {
             return reply;
         }

@@ -9,11 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::Request;
 use hyper::body::Incoming;
+use switchboard_log::{JetStreamLog, PartitionLog};
 use switchboard_protocol::codes::{ErrorCode, RefusalCode};
 use switchboard_protocol::subject;
 use switchboard_router::api::{Api, RouterHttp};
+use switchboard_router::nats::NatsOwners;
+use switchboard_router::owner::{LeaseConfig, Leases};
 use switchboard_router::store::{KvMembers, StoreError};
-use switchboard_router::{KvRegistry, KvStore, Router};
+use switchboard_router::{History, KvRegistry, KvStore, Router};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
@@ -173,15 +176,24 @@ async fn start_router(
         link.clone(),
         settle,
     ));
+    // History (SPEC §7): this router writes the partitions whose lease it
+    // holds and forwards the rest to their owners (docs/recovery.md).
+    let node = format!("router-{:08x}", rand::random::<u32>());
+    let log: Arc<dyn PartitionLog> = Arc::new(JetStreamLog::new(js.clone(), config.history.log_config()));
+    let lease = LeaseConfig {
+        replicas: config.history.replicas,
+        ..LeaseConfig::new(&node, &config.nats.presence_bucket, config.history.partitions)
+    };
+    // A takeover takes up to a lease TTL: forwarded requests wait that long.
+    let owners = Arc::new(NatsOwners::new(client.clone(), lease.ttl + Duration::from_secs(2)));
+    let history = History::leased(log.clone(), config.history.clone(), &node, owners);
     let router = Router::new(
         config.router_config(),
         Arc::new(store),
         Arc::new(registry),
         Arc::new(members),
         edges,
-        // The cluster's partition owners are not wired yet: routers and
-        // edges keep today's path (docs/recovery.md, "Built so far").
-        None,
+        Some(Arc::new(history)),
         metrics.clone(),
     );
     router.start_watch().await.context("cannot watch the presence bucket")?;
@@ -190,6 +202,20 @@ async fn start_router(
     switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
+    let (leases, events) = Leases::spawn_kv(&js, log, lease, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the partition leases: {e}"))?;
+    switchboard_router::nats::serve_partitions(
+        router.clone(),
+        client.clone(),
+        events,
+        tasks.clone(),
+        stop_requests.clone(),
+    );
+    router.spawn_ticks(shutdown.clone());
+    // The lease loop releases every lease at shutdown.
+    tokio::spawn(leases.join());
+    tracing::info!(node_id = %node, partitions = config.history.partitions, "partition leases started");
     router.spawn_liveness(shutdown.clone(), link);
     router.spawn_member_sweeper(shutdown.clone());
     Ok((router, stop_requests, tasks))

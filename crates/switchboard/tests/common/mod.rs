@@ -7,7 +7,8 @@ use std::path::Path;
 
 pub use serde_json::{json, Value};
 pub use switchboard_testkit::{
-    eventually, free_port, http_get, wait_ready, NatsServer, Nginx, Proc, Ws, ADMIN_USER, EDGE_USER, ROUTER_USER,
+    eventually, free_port, http_get, http_post, wait_ready, NatsServer, Nginx, Proc, Ws, ADMIN_USER, EDGE_USER,
+    ROUTER_USER,
 };
 
 pub fn bin() -> &'static Path {
