@@ -303,6 +303,9 @@ fn history_query(b: Body) -> Result<HistoryQuery, ApiError> {
             )))
         }
     };
+    if b.since.is_some_and(|s| s > switchboard_log::MAX_SEQ) {
+        return Err(ApiError::bad("since must be a seq (at most 2^53-1)"));
+    }
     Ok(HistoryQuery {
         client,
         group,

@@ -89,7 +89,8 @@ impl NatsEdges {
             return false;
         }
         let numbered = matches!(cmd, NodeCommand::Deliver { order: Some(o), .. } if !o.tick);
-        numbered && (self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) % self.drop_every == 0
+        numbered
+            && (self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1).is_multiple_of(self.drop_every)
     }
 
     /// Asks `node` with `cmd` and decodes its answer.
