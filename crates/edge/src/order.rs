@@ -6,32 +6,44 @@
 //! gap in the numbers, a tick counting more than arrived, or a newer
 //! owner (whose predecessor's last messages may be lost).
 //!
-//! What is in doubt is healed by recovery: the connections concerned are
-//! closed with 1012 (SPEC §2: reconnect) and come back with `recover`,
-//! which replays from the log what they missed. On a gap or a tick, every
-//! connection of the partition; on a newer owner, those that joined under
-//! an older one. Messages of an older owner that arrive after a newer one
-//! was heard are dropped (their entries are in the log).
+//! What is in doubt is healed in place ([`crate::recovery::heal`]): the
+//! connections concerned hold their live deliveries, read what is
+//! addressed to them above their position from the log, then release what
+//! they held; nothing twice (per-connection `seq`), no gap. On a gap or a
+//! tick, every connection of the partition is healed up to the log's head;
+//! on a newer owner, those that joined under an older one, up to the new
+//! owner's fence. A connection that cannot be healed in place (it is still
+//! registering or replaying, its socket is full, the range is too long)
+//! is closed with 1012 (SPEC §2: reconnect) and recovers. Messages of an
+//! older owner that arrive after a newer one was heard are dropped (their
+//! entries are in the log).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use switchboard_protocol::envelope::Order;
 use switchboard_protocol::CloseCode;
 
 use crate::edge::EdgeInner;
+use crate::recovery;
+use crate::registry::Conn;
 
-/// Which connections of a partition a doubt closes.
+/// Which connections of a partition a doubt concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Doubt {
-    /// Every one: a message of the current owner was lost.
+    /// Every one, up to the log's head: a message of the current owner
+    /// was lost.
     All,
-    /// Those that joined under an owner older than this token.
+    /// Those that joined under an owner older than this token, up to the
+    /// entry before its fence.
     JoinedBefore(u64),
 }
 
 impl EdgeInner {
     /// Checks a message's place; false when it comes from an owner older
     /// than one already heard (drop it).
-    pub(crate) fn check_order(&self, o: Order) -> bool {
-        let mut doubts = Vec::new();
+    pub(crate) fn check_order(self: &Arc<Self>, o: Order) -> bool {
+        let mut doubt = None;
         {
             let mut orders = self.orders().lock();
             let (token, received) = orders.entry(o.partition).or_insert((0, 0));
@@ -39,75 +51,96 @@ impl EdgeInner {
                 return false;
             }
             if o.token > *token {
-                doubts.push(Doubt::JoinedBefore(o.token));
+                doubt = Some(Doubt::JoinedBefore(o.token));
                 *token = o.token;
                 *received = 0;
             }
-            if o.tick {
-                if o.n > *received {
-                    doubts.push(Doubt::All);
-                    *received = o.n;
-                }
-            } else {
-                if o.n != *received + 1 {
-                    doubts.push(Doubt::All);
-                }
-                *received = (*received).max(o.n);
+            let lost = if o.tick { o.n > *received } else { o.n != *received + 1 };
+            if lost {
+                doubt = Some(Doubt::All);
             }
+            *received = (*received).max(o.n);
         }
-        for d in doubts {
-            self.doubt(o.partition, d);
+        if let Some(d) = doubt {
+            self.doubt(o.partition, o.token, d);
         }
         true
     }
 
     /// Whether a connection that joined partition `p` under owner `token`
     /// is already behind a newer owner this edge heard from (it would never
-    /// learn of a loss before that owner): then it is closed like the
-    /// others were.
+    /// learn of a loss before that owner): then it is closed to recover.
     pub(crate) fn joined_stale(&self, p: u32, token: u64) -> bool {
         token > 0 && self.orders().lock().get(&p).is_some_and(|(t, _)| *t > token)
     }
 
-    /// Closes the connections of partition `p` that `d` names with 1012.
-    fn doubt(&self, p: u32, d: Doubt) {
+    /// Heals the connections of partition `p` that `d` names (the owner's
+    /// token is now `token`).
+    fn doubt(self: &Arc<Self>, p: u32, token: u64, d: Doubt) {
+        let mut heal = Vec::new();
         let mut closed = 0u64;
-        self.registry().for_each(|c| {
-            let Some((cp, token)) = c.joined() else { return };
+        self.registry().for_each_arc(|c| {
+            let Some((cp, joined)) = c.joined() else { return };
             let hit = cp == p
                 && match d {
                     Doubt::All => true,
-                    Doubt::JoinedBefore(t) => token < t,
+                    Doubt::JoinedBefore(t) => joined < t,
                 };
-            if hit && c.outbox.close(CloseCode::Draining) {
+            if !hit {
+                return;
+            }
+            // It joined under an older owner: from now on it is this one's.
+            c.set_joined(p, joined.max(token));
+            if c.hold() {
+                heal.push(c.clone());
+            } else if c.outbox.close(CloseCode::Draining) {
                 closed += 1;
             }
         });
         if closed > 0 {
-            tracing::info!(
-                partition = p,
-                ?d,
-                closed,
-                "a delivery from the partition's owner may be lost; closed its connections to recover"
-            );
             self.metrics().recovery_closes.inc_by(closed);
         }
+        if heal.is_empty() {
+            return;
+        }
+        let through = match d {
+            Doubt::All => None,
+            Doubt::JoinedBefore(t) => Some(t.saturating_sub(1)),
+        };
+        tracing::info!(
+            partition = p,
+            ?d,
+            connections = heal.len(),
+            "a delivery from the partition's owner may be lost; healing from the log"
+        );
+        tokio::spawn(recovery::heal(self.clone(), p, heal, through));
     }
 
     /// After a purge of this node (a `Resync`): routers took its
     /// connections out of presence meanwhile, so sends to them were stored
-    /// and not delivered. Every connection with history closes with 1012
-    /// to recover them.
-    pub(crate) fn doubt_everything(&self) {
+    /// and not delivered. Every connection with history is healed from the
+    /// log.
+    pub(crate) fn doubt_everything(self: &Arc<Self>) {
+        let mut by_partition: HashMap<u32, Vec<Arc<Conn>>> = HashMap::new();
         let mut closed = 0u64;
-        self.registry().for_each(|c| {
-            if c.joined().is_some() && c.outbox.close(CloseCode::Draining) {
+        self.registry().for_each_arc(|c| {
+            let Some((p, _)) = c.joined() else { return };
+            if c.hold() {
+                by_partition.entry(p).or_default().push(c.clone());
+            } else if c.outbox.close(CloseCode::Draining) {
                 closed += 1;
             }
         });
         if closed > 0 {
-            tracing::info!(closed, "purged while alive: closed connections with history to recover");
             self.metrics().recovery_closes.inc_by(closed);
+        }
+        for (p, conns) in by_partition {
+            tracing::info!(
+                partition = p,
+                connections = conns.len(),
+                "purged while alive; healing from the log"
+            );
+            tokio::spawn(recovery::heal(self.clone(), p, conns, None));
         }
     }
 }

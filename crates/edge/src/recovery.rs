@@ -333,3 +333,98 @@ async fn push_paced(edge: &EdgeInner, conn: &Conn, seq: u64, mode: u16, framed: 
         Some(Pushed::Overflow | Pushed::Closed) => false,
     }
 }
+
+/// Heals `conns` of partition `p` in place (seam 3): each holds its live
+/// deliveries (the caller made it), gets from the log every entry addressed
+/// to it above its position, up to `through` (the log's head when `None`),
+/// then releases what it held. One read of the partition serves them all;
+/// a connection whose socket has no room, or all of them if the range is
+/// longer than a recovery may scan or cannot be read, is closed with 1012
+/// and recovers instead.
+pub(crate) async fn heal(edge: Arc<EdgeInner>, p: u32, conns: Vec<Arc<Conn>>, through: Option<u64>) {
+    let mut open: Vec<Arc<Conn>> = conns;
+    if let Err(why) = heal_from_log(&edge, p, &mut open, through).await {
+        tracing::info!(partition = p, why, "cannot heal from the log; closing to recover");
+        for c in &open {
+            if c.outbox.close(CloseCode::Draining) {
+                edge.metrics().recovery_closes.inc();
+            }
+        }
+        return;
+    }
+    edge.metrics().heals.inc_by(open.len() as u64);
+    for c in open {
+        let first = c.release_held();
+        let edge = edge.clone();
+        tokio::spawn(async move { release_from(&edge, &c, first, Some(p)).await });
+    }
+}
+
+/// The read of [`heal`]; connections closed on the way leave `conns`.
+async fn heal_from_log(
+    edge: &EdgeInner,
+    p: u32,
+    conns: &mut Vec<Arc<Conn>>,
+    through: Option<u64>,
+) -> Result<(), &'static str> {
+    let h = edge.history().ok_or("no log")?;
+    let head = match through {
+        Some(t) => t,
+        None => h.log.bounds(p).await.map_err(|_| "log unavailable")?.last,
+    };
+    let Some(from) = conns.iter().map(|c| c.log_position()).min() else {
+        return Ok(());
+    };
+    if head <= from {
+        return Ok(());
+    }
+    let mut entries = h
+        .log
+        .read_range(p, None, from, head)
+        .await
+        .map_err(|_| "log unavailable")?;
+    let limit = edge.config().send_queue_bytes;
+    let mut scanned = 0usize;
+    while let Some(stored) = entries.next().await {
+        let stored = stored.map_err(|_| "log read failed")?;
+        scanned += 1;
+        if scanned > h.max_scan {
+            return Err("too much to heal");
+        }
+        let EntryKind::Entry { biz, .. } = &stored.kind else {
+            continue;
+        };
+        if !conns.iter().any(|c| *c.biz == **biz) {
+            continue;
+        }
+        let Some(entry) = decode(&stored) else { continue };
+        let mut full = Vec::new();
+        for c in conns.iter() {
+            if *c.biz != **biz || stored.seq <= c.log_position() || !addressed(c, &entry) {
+                continue;
+            }
+            let framed = outbox::text_frame(&entry.frame);
+            if !c.outbox.room(framed.len(), limit) {
+                full.push(c.id);
+                continue;
+            }
+            if let Some(Pushed::Queued { .. }) = c.push_replayed(stored.seq, framed, limit) {
+                edge.metrics().deliveries.inc();
+                edge.metrics().frames_sent.get(entry.mode()).inc();
+            }
+        }
+        if !full.is_empty() {
+            conns.retain(|c| {
+                if full.contains(&c.id) {
+                    if c.outbox.close(CloseCode::Draining) {
+                        edge.metrics().recovery_closes.inc();
+                    }
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+    Ok(())
+}

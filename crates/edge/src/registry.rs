@@ -197,6 +197,17 @@ impl Conn {
         Some(self.outbox.push_text(frame, limit))
     }
 
+    /// Starts holding logged deliveries again (to heal it from the log);
+    /// false if it already holds them (it is registering or replaying).
+    pub fn hold(&self) -> bool {
+        let mut st = self.log.lock();
+        if st.holding {
+            return false;
+        }
+        st.holding = true;
+        true
+    }
+
     /// The next step of releasing what was held: frames to queue, a range
     /// to read again, or done (logged deliveries then go straight out).
     pub fn release_held(&self) -> Release {
@@ -391,6 +402,14 @@ impl Registry {
     /// Calls `f` for every connection under the read lock (no allocation;
     /// `f` must be quick and must not touch the registry).
     pub fn for_each(&self, mut f: impl FnMut(&Conn)) {
+        for c in self.inner.read().conns.values() {
+            f(c);
+        }
+    }
+
+    /// Calls `f` on every connection, shared (under the read lock: `f`
+    /// must not touch the registry).
+    pub fn for_each_arc(&self, mut f: impl FnMut(&Arc<Conn>)) {
         for c in self.inner.read().conns.values() {
             f(c);
         }

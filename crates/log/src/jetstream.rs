@@ -11,9 +11,10 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 
 use crate::config::LogConfig;
-use crate::partition::{entry_subject, fence_subject, partition_filter, stream_name};
+use crate::partition::{entries_filter, entry_subject, fence_subject, partition_filter, stream_name};
 use crate::seam::{
     check_append, check_biz, check_partition, now_us, Appended, Bounds, EntryStream, Fence, LogError, PartitionLog,
     PendingAppend, StoredEntry, MAX_SEQ,
@@ -283,9 +284,41 @@ impl PartitionLog for JetStreamLog {
     }
 
     async fn low_water(&self, p: u32, biz: &str) -> Result<u64, LogError> {
-        match self.first_seq_of(p, biz).await? {
-            Some(first) => Ok(first.saturating_sub(1)),
-            None => Ok(self.bounds(p).await?.last),
+        check_biz(&self.config, p, biz)?;
+        let stream = self.stream(p).await?;
+        // Age and the byte limit remove the oldest entries of the stream
+        // first: whatever they removed is below its oldest stored entry
+        // (fences, which never age, are on another subject depth).
+        let mut removed = match stream.get_first_raw_message_by_subject(entries_filter(p), 1).await {
+            Ok(m) => m.sequence.saturating_sub(1),
+            Err(e) => {
+                errors::raw_get(&e)?;
+                // Nothing stored: everything ever appended may be gone.
+                self.bounds(p).await?.last
+            }
+        };
+        // The count limit removes a bizCode's oldest entries: below its
+        // oldest stored one, while it is at the limit.
+        if let Some(first) = self.first_seq_of(p, biz).await? {
+            let subject = entry_subject(p, biz);
+            let mut info = stream
+                .info_with_subjects(&subject)
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string()))?;
+            let mut count = 0u64;
+            while let Some((s, n)) = info
+                .try_next()
+                .await
+                .map_err(|e| LogError::Unavailable(e.to_string()))?
+            {
+                if s == subject {
+                    count = u64::try_from(n).unwrap_or(u64::MAX);
+                }
+            }
+            if i64::try_from(count).unwrap_or(i64::MAX) >= self.config.max_messages_per_biz {
+                removed = removed.max(first.saturating_sub(1));
+            }
         }
+        Ok(removed)
     }
 }

@@ -4,13 +4,16 @@
 //!
 //! - stream: `SB_LOG_<p>`;
 //! - an entry of bizCode `b`: `sb.log.<p>.<ids::encode(b)>`;
-//! - a fence: `sb.log.<p>._fence`.
+//! - a fence: `sb.log.<p>._fence.f`.
 //!
-//! No bizCode can name the fence subject: [`ids::encode`] is unpadded
-//! URL-safe base64, and its first character comes from the top six bits of
-//! the first byte. `_` is 63 (`0b111111`), which needs a first byte of
-//! `0xFC` or more, and no UTF-8 string starts with such a byte (lead bytes
-//! stop at `0xF4`). A bizCode's token therefore never starts with `_`.
+//! No bizCode can name the fence subject: an entry's subject has one token
+//! after the partition, the fence's two, so `sb.log.<p>.*` matches every
+//! entry and no fence (how the oldest stored entry is found, fences
+//! skipped). Its first token cannot be a bizCode's either: [`ids::encode`]
+//! is unpadded URL-safe base64, and its first character comes from the top
+//! six bits of the first byte. `_` is 63 (`0b111111`), which needs a first
+//! byte of `0xFC` or more, and no UTF-8 string starts with such a byte
+//! (lead bytes stop at `0xF4`).
 
 use switchboard_protocol::ids;
 
@@ -18,8 +21,11 @@ use switchboard_protocol::ids;
 const SUBJECT_PREFIX: &str = "sb.log";
 /// Prefix of every partition stream's name.
 const STREAM_PREFIX: &str = "SB_LOG_";
-/// Last token of the fence subject.
+/// First token of the fence subject after the partition.
 pub const FENCE_TOKEN: &str = "_fence";
+
+/// Last token of the fence subject.
+const FENCE_LAST: &str = "f";
 
 /// FNV-1a (32 bits) of `bytes`.
 #[must_use]
@@ -59,10 +65,16 @@ pub fn entry_subject(p: u32, biz: &str) -> String {
     format!("{SUBJECT_PREFIX}.{p}.{}", ids::encode(biz))
 }
 
-/// The subject of partition `p`'s fence entries: `sb.log.<p>._fence`.
+/// The subject of partition `p`'s fence entries: `sb.log.<p>._fence.f`.
 #[must_use]
 pub fn fence_subject(p: u32) -> String {
-    format!("{SUBJECT_PREFIX}.{p}.{FENCE_TOKEN}")
+    format!("{SUBJECT_PREFIX}.{p}.{FENCE_TOKEN}.{FENCE_LAST}")
+}
+
+/// Every entry of partition `p` and no fence: `sb.log.<p>.*`.
+#[must_use]
+pub fn entries_filter(p: u32) -> String {
+    format!("{SUBJECT_PREFIX}.{p}.*")
 }
 
 /// What a stored subject of partition `p` names.
@@ -84,7 +96,7 @@ pub fn parse_subject(p: u32, subject: &str) -> SubjectKind {
     let Some(token) = subject.strip_prefix(prefix.as_str()) else {
         return SubjectKind::Foreign;
     };
-    if token == FENCE_TOKEN {
+    if token.strip_prefix(FENCE_TOKEN).and_then(|t| t.strip_prefix('.')) == Some(FENCE_LAST) {
         return SubjectKind::Fence;
     }
     match ids::decode(token) {
@@ -127,7 +139,8 @@ mod tests {
     fn names_follow_the_design() {
         assert_eq!(stream_name(3), "SB_LOG_3");
         assert_eq!(partition_filter(3), "sb.log.3.>");
-        assert_eq!(fence_subject(3), "sb.log.3._fence");
+        assert_eq!(fence_subject(3), "sb.log.3._fence.f");
+        assert_eq!(entries_filter(3), "sb.log.3.*");
         assert_eq!(entry_subject(3, "d1"), format!("sb.log.3.{}", ids::encode("d1")));
     }
 
@@ -141,6 +154,7 @@ mod tests {
         assert_eq!(parse_subject(4, &fence_subject(3)), SubjectKind::Foreign);
         assert_eq!(parse_subject(3, "sb.log.3.!!"), SubjectKind::Foreign);
         assert_eq!(parse_subject(3, "other"), SubjectKind::Foreign);
+        assert_eq!(parse_subject(3, "sb.log.3._fence"), SubjectKind::Foreign);
     }
 
     #[test]

@@ -132,3 +132,9 @@ async fn count_limit_keeps_each_bizcodes_newest() {
     ))
     .await;
 }
+
+#[tokio::test]
+async fn a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences() {
+    let server = NatsServer::start();
+    scenarios::a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences(&log(&server).await).await;
+}

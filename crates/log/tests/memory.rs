@@ -102,3 +102,8 @@ async fn count_limit_keeps_each_bizcodes_newest() {
     };
     scenarios::count_limit_keeps_each_bizcodes_newest(&MemoryLog::new(config, 1 << 30)).await;
 }
+
+#[tokio::test]
+async fn a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences() {
+    scenarios::a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences(&log()).await;
+}

@@ -58,8 +58,12 @@ pub struct Metrics {
     /// Connections that asked to recover and got `recovered: false`.
     pub recoveries_failed: Counter,
     /// Connections closed with 1012 to recover because a delivery from a
-    /// history partition's owner may have been lost.
+    /// history partition's owner may have been lost and could not be
+    /// healed in place.
     pub recovery_closes: Counter,
+    /// Connections healed from the log in place because a delivery from a
+    /// history partition's owner may have been lost.
+    pub heals: Counter,
     /// Router: time to resolve one send and hand its deliveries to the bus.
     pub route_duration: Histogram,
     /// Edge: time from a client send to the router's answer.
@@ -132,8 +136,14 @@ impl Metrics {
         let recovery_closes = Counter::default();
         registry.register(
             "recovery_closes",
-            "Connections closed with 1012 to recover because a delivery from a history partition's owner may have been lost",
+            "Connections closed with 1012 to recover because a delivery from a history partition's owner may have been lost and could not be healed in place",
             recovery_closes.clone(),
+        );
+        let heals = Counter::default();
+        registry.register(
+            "heals",
+            "Connections healed from the log in place because a delivery from a history partition's owner may have been lost",
+            heals.clone(),
         );
         let route_duration = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         registry.register(
@@ -221,6 +231,7 @@ impl Metrics {
             recoveries,
             recoveries_failed,
             recovery_closes,
+            heals,
             route_duration,
             send_duration,
             presence_entries,

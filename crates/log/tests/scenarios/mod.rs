@@ -553,3 +553,28 @@ pub async fn count_limit_keeps_each_bizcodes_newest(log: &dyn PartitionLog) {
     );
     assert_eq!(collect(log, p, Some(&bizs[1]), 0, u64::MAX).await.len(), 1);
 }
+
+/// Recovery asks whether anything of a bizCode above a client's position
+/// left the log. A quiet bizCode (nothing stored) in a partition others
+/// write to, behind fences: nothing of it is missing above a position at
+/// the head, whatever was appended and fenced around it.
+pub async fn a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences(log: &dyn PartitionLog) {
+    let p = 5;
+    let [quiet, busy]: [String; 2] = bizcodes_in(p, 2).try_into().expect("two bizCodes");
+    log.ensure(p).await.expect("ensure");
+    log.fence(p, "owner-a").await.expect("fence");
+    log.fence(p, "owner-b").await.expect("fence");
+    let position = log.bounds(p).await.expect("bounds").last;
+    let mut last = position;
+    for i in 0..5 {
+        last = append_ok(log, p, &busy, &format!("busy-{i}"), last).await;
+    }
+    log.fence(p, "owner-c").await.expect("fence");
+    let removed = log.low_water(p, &quiet).await.expect("low water");
+    assert!(
+        removed <= position,
+        "{removed} above the quiet bizCode's position {position}"
+    );
+    // The busy bizCode's own entries are all there too.
+    assert!(log.low_water(p, &busy).await.expect("low water") <= position);
+}

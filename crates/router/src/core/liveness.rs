@@ -158,6 +158,10 @@ impl Router {
                     self.index_delete(&biz, &client, entry.revision);
                     self.notify(PresenceEvent::Offline, &biz, &client, &entry.groups, None)
                         .await;
+                    // Unicasts to it are stored from now on (SPEC §7).
+                    if self.history_on(&biz).await.unwrap_or(false) {
+                        self.left(&biz, &client).await;
+                    }
                 }
                 Err(StoreError::WrongRevision) => {
                     // Changed under us (another router purged it, or the

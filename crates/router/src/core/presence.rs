@@ -127,12 +127,19 @@ impl Router {
         }
         self.notify_online(&info).await;
         // After the index holds the connection (seam 2, docs/recovery.md).
-        let history = self.join(&value, revision).await.unwrap_or_else(|e| {
-            // The connection goes on without a log position: its welcome
-            // carries none, and a recovery it asked for reports false.
-            tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "cannot join the log");
-            None
-        });
+        let history = match self.join(&value, revision).await {
+            Ok(h) => h,
+            Err(e) => {
+                // No welcome without a log position (SPEC §7): the entry is
+                // taken back and the edge closes with 1013, so the client
+                // tries again (e.g. once a partition's new owner took over).
+                tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "cannot join the log; connection refused");
+                if self.inner.store.delete(&key, revision).await.is_ok() {
+                    self.index_delete(&info.biz, &info.client, revision);
+                }
+                return Err(e);
+            }
+        };
         Ok(Connected { groups: bound, history })
     }
 

@@ -184,8 +184,14 @@ async fn start_router(
         replicas: config.history.replicas,
         ..LeaseConfig::new(&node, &config.nats.presence_bucket, config.history.partitions)
     };
-    // A takeover takes up to a lease TTL: forwarded requests wait that long.
-    let owners = Arc::new(NatsOwners::new(client.clone(), lease.ttl + Duration::from_secs(2)));
+    // A takeover takes up to a lease TTL; a forwarded request waits for an
+    // owner, but answers (1500: retry) before the asking edge gives up on
+    // its own request (nats.request_timeout), so a refused send is never
+    // logged later.
+    let patience = (lease.ttl + Duration::from_secs(2))
+        .min(config.nats.request_timeout.saturating_sub(Duration::from_secs(1)))
+        .max(Duration::from_millis(100));
+    let owners = Arc::new(NatsOwners::new(client.clone(), patience));
     let history = History::leased(log.clone(), config.history.clone(), &node, owners);
     let router = Router::new(
         config.router_config(),
