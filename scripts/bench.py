@@ -168,8 +168,19 @@ def rate_section(a, c, res):
     res["connect_max_ms_at_rate"] = max(pct(r["connect_to_welcome"], "max_us") for r in reps) / 1000
     res["connect_seconds_at_rate"] = max(r["connect_seconds"] for r in reps)
 
+def register(c, biz, history):
+    """Registers `biz` with history on or off (SPEC §7) through the router's API."""
+    import urllib.request
+    req = urllib.request.Request(f"http://127.0.0.1:{c.router_port}/api/websocket/register",
+                                 data=json.dumps({"systemId": biz, "history": history}).encode(),
+                                 headers={"Authorization": f"Bearer {KEY}", "systemId": biz, "Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=10).read()
+
 def messages_section(a, c, res):
-    """Unicast at 1k/s, fan-out, broadcast, unicast throughput: one cluster."""
+    """Unicast at 1k/s, fan-out, broadcast, unicast throughput: one cluster,
+    history off for these bizCodes (the figures before SPEC §7)."""
+    for biz in ["uni", "fan", "fanq", "bc"] + [f"tp{r}" for r in a.tput_rates]:
+        register(c, biz, False)
     t = c.targets()
     want = lambda name: not a.only_msg or name in a.only_msg
     if want("unicast"):
@@ -254,14 +265,72 @@ def storm_section(a, c, res):
     # Machine-wide: other work on the box counts too.
     res["storm_listen_overflows"] = None if overflows0 is None or overflows1 is None else overflows1 - overflows0
 
-SECTIONS = [("idle", idle_section), ("rate", rate_section), ("messages", messages_section), ("churn", churn_section), ("storm", storm_section)]
+def history_section(a, c, res):
+    """The same message scenarios with history on (SPEC §7: every send
+    appended to the partition log in JetStream before it is acknowledged),
+    and a recovery: a client that missed 1,000 entries reconnects with
+    `recover`; time from the upgrade request to its last replayed frame."""
+    t = c.targets()
+    u = loadgen(["unicast", "--targets", t, "--biz", "huni", "--pairs", "50", "--rate", "1000", "--duration", f"{a.secs}s"])[0]
+    res["h_unicast"] = u["latency"]; res["h_unicast_lost"] = u["lost"] + (u["sent"] - u["accepted"])
+    cpu0 = sum(cpu_seconds(e.pid) for e in c.edges)
+    f = loadgen(["fanout", "--targets", t, "--biz", "hfan", "--groups", str(a.groups), "--group-size", str(a.group_size), "--rate", str(a.fan_rate), "--duration", f"{a.secs}s"])[0]
+    cpu1 = sum(cpu_seconds(e.pid) for e in c.edges)
+    res["h_fanout_per_edge_cpu_s"] = f["deliveries"] / max(cpu1 - cpu0, 1e-9); res["h_fanout_lost"] = f["lost"]
+    b = loadgen(["broadcast", "--targets", t, "--biz", "hbc", "--clients", str(a.bc_clients), "--repetitions", str(a.bc_reps), "--rate", "12", "--connect-concurrency", "512"])[0]
+    res["h_broadcast"] = b["time_to_last_delivery"]; res["h_broadcast_incomplete"] = b["incomplete"]
+    best = 0
+    servers = {"nats": [c.nats], "router": [c.router], "edges": c.edges}
+    for rate in a.tput_rates:
+        cpu0 = {k: sum(cpu_seconds(p.pid) for p in ps) for k, ps in servers.items()}
+        r = loadgen(["unicast", "--targets", t, "--biz", f"htp{rate}", "--pairs", "200", "--rate", str(rate), "--duration", f"{max(3, a.secs // 2)}s"])[0]
+        ok = r["lost"] == 0 and r["accepted"] == r["sent"] and r["latency"] and r["latency"]["p99_us"] <= 10000
+        print(f"  history on, throughput {rate}/s: p99 {pct(r['latency'],'p99_us')} us lost {r['lost']} -> {'ok' if ok else 'over'}", file=sys.stderr)
+        if ok:
+            best = rate
+            res["h_tput_cpu_us_per_msg"] = {k: (sum(cpu_seconds(p.pid) for p in ps) - cpu0[k]) / r["sent"] * 1e6 for k, ps in servers.items()}
+        else: break
+    res["h_unicast_tput"] = best
+    res["h_recovery_ms"] = recovery_time_ms(c, 1000)
+
+def recovery_time_ms(c, missed):
+    """A client leaves, `missed` unicasts are sent to it through the API, it
+    comes back with `recover`: ms from the upgrade request to the last
+    replayed frame (a Python client: its own parsing is included)."""
+    import asyncio, urllib.request
+    import websockets
+    url = f"ws://127.0.0.1:{c.edge_ports[1]}/ws?bizCode=hrec&clientId=back"
+    def send(i):
+        req = urllib.request.Request(f"http://127.0.0.1:{c.router_port}/api/websocket/send_to_client",
+                                     data=json.dumps({"clientId": "back", "data": i}).encode(),
+                                     headers={"Authorization": f"Bearer {KEY}", "systemId": "hrec", "Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+    async def run():
+        ws = await websockets.connect(url)
+        w = json.loads(await ws.recv())["data"]
+        await ws.close()
+        await asyncio.sleep(0.3)
+        for i in range(missed): send(i)
+        t0 = time.perf_counter()
+        ws = await websockets.connect(url + f"&recover={w['seq']}&epoch={w['epoch']}", max_size=None)
+        welcome = json.loads(await ws.recv())
+        assert welcome["data"].get("recovered") is True, welcome
+        n = 0
+        while n < missed:
+            json.loads(await ws.recv()); n += 1
+        took = (time.perf_counter() - t0) * 1000
+        await ws.close()
+        return took
+    return asyncio.run(run())
+
+SECTIONS = [("idle", idle_section), ("rate", rate_section), ("messages", messages_section), ("history", history_section), ("churn", churn_section), ("storm", storm_section)]
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks.md"))
-    ap.add_argument("--only", default="", help="comma-separated sections (idle,rate,messages,churn,storm) or message scenarios (unicast,fanout,broadcast,tput); prints results, writes no table")
+    ap.add_argument("--only", default="", help="comma-separated sections (idle,rate,messages,history,churn,storm) or message scenarios (unicast,fanout,broadcast,tput); prints results, writes no table")
     ap.add_argument("--no-build", action="store_true", help="use the binaries as they are (SB_BIN, SB_LOADGEN)")
     a = ap.parse_args()
     only = [x for x in a.only.split(",") if x]
@@ -322,6 +391,12 @@ def write(a, runs):
     row("… CPU per routed message at that rate, all processes (loadgen + edges + nats + router)", "≤ 40 µs (2 cores / 50k)", lambda r: r.get("tput_cpu_us_per_msg") and sum(r["tput_cpu_us_per_msg"].values()), " µs", 0)
     for k in ["loadgen", "edges", "nats", "router"]:
         row(f"… of which {k}", "", lambda r, k=k: r.get("tput_cpu_us_per_msg") and r["tput_cpu_us_per_msg"][k], " µs", 0)
+    row("history on (SPEC §7): unicast across two edges at 1k msg/s: p50", "≤ append floor + 0.3 ms", lambda r: pct(r.get("h_unicast"), "p50_us"), " µs", 0)
+    row("… p99", "", lambda r: pct(r.get("h_unicast"), "p99_us"), " µs", 0)
+    row(f"… group fan-out ({a.groups}×{a.group_size}, {a.fan_rate} sends/s): deliveries per edge CPU-second", "", lambda r: r.get("h_fanout_per_edge_cpu_s"), "", 0)
+    row(f"… broadcast to {a.bc_clients:,} clients: time to last delivery p50", "", lambda r: pct(r.get("h_broadcast"), "p50_us") and pct(r.get("h_broadcast"), "p50_us") / 1000, " ms", 1)
+    row("… routed unicast throughput with p99 ≤ 10 ms, no loss", "≥ 70 % of history off", lambda r: r.get("h_unicast_tput"), " msg/s", 0)
+    row("… recovery: a client that missed 1,000 entries, upgrade → last replayed frame (Python client)", "≤ 50 ms", lambda r: r.get("h_recovery_ms"), " ms", 1)
     row(f"churn {a.churn_rate:,} connects/s + {a.churn_rate:,} disconnects/s for {a.churn_secs}s: presence drift", "0", lambda r: r["churn_drift"], "", 0)
     row("… edge RSS growth over the churn", "flat", lambda r: r["churn_rss_growth_mib"], " MiB", 1)
     storm = a.storm_clients * 2 // 3

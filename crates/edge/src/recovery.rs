@@ -29,6 +29,9 @@ use crate::handshake::Recover;
 use crate::outbox::{self, Pushed};
 use crate::registry::{Conn, Release};
 
+/// Attempts after a failed first pass (500 ms apart).
+const FIRST_PASS_RETRIES: usize = 6;
+
 /// How often a paced replay looks whether the socket took what was queued.
 const PACE: Duration = Duration::from_millis(2);
 
@@ -117,7 +120,17 @@ async fn recover_from(edge: &EdgeInner, conn: &Conn, j: &Joined, r: &Recover) ->
     let Some(h) = edge.history() else {
         return fresh(Some(false));
     };
-    match first_pass(h, conn, j.partition, from, j.seq).await {
+    // A read can fail for a moment (a stream leader election after a NATS
+    // server was lost): tried again before the recovery is given up.
+    let mut pass = first_pass(h, conn, j.partition, from, j.seq).await;
+    for _ in 0..FIRST_PASS_RETRIES {
+        if pass.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pass = first_pass(h, conn, j.partition, from, j.seq).await;
+    }
+    match pass {
         Ok(Some(seqs)) => {
             conn.set_log_position(from);
             Start {

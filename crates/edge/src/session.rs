@@ -198,7 +198,7 @@ async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Reco
     let info = conn.info(edge.node_id());
     let id = conn.id;
     let mut joined = None;
-    let registered = match edge.router().connect(info.clone()).await {
+    let registered = match connect_retrying(edge, &info).await {
         Ok(r) if r.code == ErrorCode::Ok.as_u16() => {
             // Groups bound to the client (SPEC §7) join this connection
             // before its welcome, which lists them.
@@ -242,6 +242,30 @@ async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Reco
         conn.outbox.close(CloseCode::TryAgainLater);
     }
     registered
+}
+
+/// How long a connect answered 1500 is tried again: a history
+/// partition's takeover after its owner died takes up to a lease TTL (5 s),
+/// during which a join finds no owner (`docs/recovery.md`, "As built").
+const CONNECT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// Registers presence, trying again while a router answers 1500 (retry),
+/// for up to [`CONNECT_RETRY_FOR`]; the client keeps waiting for its
+/// welcome meanwhile.
+async fn connect_retrying(
+    edge: &EdgeInner,
+    info: &switchboard_protocol::envelope::ConnInfo,
+) -> Result<switchboard_protocol::envelope::ConnectedReply, crate::link::LinkError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
+    loop {
+        let r = edge.router().connect(info.clone()).await;
+        match &r {
+            Ok(reply) if reply.code == ErrorCode::Internal.as_u16() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            _ => return r,
+        }
+    }
 }
 
 /// Reads frames and acts on them until the client closes, the connection

@@ -749,3 +749,89 @@ async fn cluster_dropped_deliveries_are_detected_and_healed() {
     }
     assert!(healed > 0.0, "no loss was detected");
 }
+
+/// A 3-server NATS JetStream cluster (routes between three `nats-server`
+/// processes), the log and the buckets at 3 replicas: one server is
+/// stopped; no acknowledged entry and no bound group is lost, recovery
+/// still works, and sends go on (SPEC §7, last guarantee).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_r3_losing_one_nats_server_loses_no_entry_and_no_membership() {
+    let mut servers = NatsServer::start_cluster_secured(3);
+    let url = cluster_url(&servers);
+    let first = servers.remove(0);
+    let replicated = [
+        ("SWITCHBOARD_NATS__URL", url.as_str()),
+        ("SWITCHBOARD_NATS__REPLICAS", "3"),
+        ("SWITCHBOARD_HISTORY__REPLICAS", "3"),
+    ];
+    let c = Cluster::on(first, 2, 2, &replicated).await;
+    let s = Setup::cluster(&c);
+    let none = HashSet::new();
+    let (r, welcome, _) = join_retrying(&s, &none, 0, "bizCode=d1&clientId=r").await;
+    let pos = position(&welcome);
+    let (st, reply) = api(
+        &s.api(0),
+        "d1",
+        "bind_to_group",
+        json!({"clientId": "r", "groupName": "room"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{reply}");
+    r.close().await;
+    eventually!(
+        api(&s.api(1), "d1", "get_online_list", json!({})).await.1["data"]["list"] == json!([]),
+        "r still online"
+    );
+    let (mut a, _, _) = join_retrying(&s, &none, 1, "bizCode=d1&clientId=a").await;
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let label = format!("before-{i}");
+        let (mode, extra) = match i % 3 {
+            0 => (100, json!({"targetClientId": "r", "content": label})),
+            1 => (200, json!({"group": "room", "content": label})),
+            _ => (300, json!({"content": label})),
+        };
+        assert_eq!(send(&mut a, mode, &label, extra).await.0, 0, "{label}");
+        acked.push(label);
+    }
+
+    // One server of three goes away: the streams and buckets keep a quorum.
+    servers[0].kill();
+
+    let query = recover_query("bizCode=d1&clientId=r", &pos);
+    let (mut r, welcome, _) = join_retrying(&s, &none, 0, &query).await;
+    assert_eq!(welcome["data"]["recovered"], true, "{welcome}");
+    assert_eq!(
+        welcome["data"]["groups"],
+        json!(["room"]),
+        "the bound group survived: {welcome}"
+    );
+    let got: Vec<String> = drain(&mut r, Duration::from_millis(1500))
+        .await
+        .iter()
+        .map(label)
+        .collect();
+    assert_eq!(got, acked, "every acknowledged entry, in order");
+
+    // Sends go on (a leader election may refuse a few: 1500, retried).
+    for i in 0..5 {
+        let label = format!("after-{i}");
+        let mut tries = 0;
+        while send(&mut a, 200, &label, json!({"group": "room", "content": label}))
+            .await
+            .0
+            != 0
+        {
+            tries += 1;
+            assert!(tries < 20, "{label} kept failing after the server loss");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let v = r.recv_mode(200).await;
+        assert_eq!(label_of(&v), label);
+    }
+    drop(servers);
+}
+
+fn label_of(v: &Value) -> String {
+    label(v)
+}

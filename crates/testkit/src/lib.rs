@@ -14,7 +14,7 @@ mod nginx;
 mod process;
 mod ws;
 
-pub use nats::{edge_nkey_seed, NatsServer, NatsUser, ADMIN_USER, EDGE_USER, ROUTER_USER};
+pub use nats::{cluster_url, edge_nkey_seed, NatsServer, NatsUser, ADMIN_USER, EDGE_USER, ROUTER_USER};
 pub use nginx::Nginx;
 pub use process::{free_port, http_get, http_post, wait_ready, Proc};
 pub use ws::{Closed, Ws};

@@ -11,6 +11,22 @@ pub struct NatsServer {
     port: u16,
     /// Whether it runs with Switchboard's users (see [`NatsServer::start_secured`]).
     secured: bool,
+    /// Its place in a cluster of servers (see [`NatsServer::start_cluster_secured`]).
+    routes: Option<Routes>,
+}
+
+/// A server's place in a NATS cluster: its name, its route port and the
+/// other servers' route ports.
+#[derive(Debug, Clone)]
+struct Routes {
+    name: String,
+    port: u16,
+    peers: Vec<u16>,
+}
+
+/// The client URL of a cluster: every server's, comma-separated.
+pub fn cluster_url(servers: &[NatsServer]) -> String {
+    servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
 }
 
 /// PEM files of a test certificate authority and a server certificate it
@@ -87,9 +103,31 @@ impl NatsServer {
             dir,
             port,
             secured: false,
+            routes: None,
         };
         s.spawn();
         s
+    }
+
+    /// Starts `n` secured servers (as [`NatsServer::start_secured`]) with
+    /// routes between them: one JetStream cluster, as the Helm chart runs
+    /// three. Streams and buckets with 3 replicas keep a quorum when one
+    /// server is lost.
+    ///
+    /// # Panics
+    /// If `nats-server` is not installed or a server does not start.
+    pub fn start_cluster_secured(n: usize) -> Vec<Self> {
+        let route_ports: Vec<u16> = (0..n).map(|_| crate::free_port()).collect();
+        (0..n)
+            .map(|i| {
+                let routes = Routes {
+                    name: format!("sb-nats-{i}"),
+                    port: route_ports[i],
+                    peers: route_ports.iter().copied().filter(|p| *p != route_ports[i]).collect(),
+                };
+                Self::secured_with_routes(false, Some(routes))
+            })
+            .collect()
     }
 
     /// Starts a server with authorization on, as the Helm chart runs it:
@@ -118,6 +156,10 @@ impl NatsServer {
     }
 
     fn secured_with(tls: bool) -> Self {
+        Self::secured_with_routes(tls, None)
+    }
+
+    fn secured_with_routes(tls: bool, routes: Option<Routes>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut extra = String::new();
         if tls {
@@ -146,6 +188,7 @@ impl NatsServer {
             dir,
             port,
             secured: true,
+            routes,
         };
         s.spawn();
         s
@@ -211,6 +254,14 @@ impl NatsServer {
                 .arg(self.dir.path().join("nats.conf"))
                 .env("SB_EDGE_PASSWORD", EDGE_USER.password)
                 .env("SB_ROUTER_PASSWORD", ROUTER_USER.password);
+        }
+        if let Some(r) = &self.routes {
+            let peers: Vec<String> = r.peers.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+            cmd.args(["--server_name", &r.name, "--cluster_name", "sb-test"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", r.port))
+                .arg("--routes")
+                .arg(peers.join(","));
         }
         let child = cmd
             .args(["-js", "-a", "127.0.0.1", "-p"])

@@ -72,12 +72,19 @@ impl Router {
         // Bound groups are read after the entry is written: a bind racing
         // this connect either wrote the record before this read, or reads
         // presence after our write and binds us itself (`recheck_bind`).
-        let bound = self.restore_bound(&info.biz, &info.client).await.unwrap_or_else(|e| {
-            // Costs this connection its bound groups (they stay in the
-            // record for the next one), not the connection.
-            tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not restored");
-            Vec::new()
-        });
+        let bound = match self.restore_bound(&info.biz, &info.client).await {
+            Ok(bound) => bound,
+            Err(e) => {
+                // Not welcomed without its bound groups (SPEC §7): the entry
+                // is taken back and the edge tries again (a KV leader
+                // election, a store outage).
+                tracing::warn!(biz = %info.biz, client_id = %info.client, error = %e, "bound groups not restored; connection refused");
+                if self.inner.store.delete(&key, revision).await.is_ok() {
+                    self.index_delete(&info.biz, &info.client, revision);
+                }
+                return Err(e);
+            }
+        };
         let bound = if bound.is_empty() {
             bound
         } else {

@@ -7,8 +7,8 @@ use std::path::Path;
 
 pub use serde_json::{json, Value};
 pub use switchboard_testkit::{
-    eventually, free_port, http_get, http_post, wait_ready, NatsServer, Nginx, Proc, Ws, ADMIN_USER, EDGE_USER,
-    ROUTER_USER,
+    cluster_url, eventually, free_port, http_get, http_post, wait_ready, NatsServer, Nginx, Proc, Ws, ADMIN_USER,
+    EDGE_USER, ROUTER_USER,
 };
 
 pub fn bin() -> &'static Path {
@@ -74,7 +74,8 @@ impl Cluster {
     /// [`Cluster::start`] on a NATS server already running.
     pub async fn on(nats: NatsServer, edges: usize, routers: usize, extra: &[(&str, &str)]) -> Self {
         let mut env = env_of(extra);
-        env.insert("SWITCHBOARD_NATS__URL".into(), nats.url());
+        // A test may name several servers (a NATS cluster).
+        env.entry("SWITCHBOARD_NATS__URL".into()).or_insert_with(|| nats.url());
         let mut c = Self {
             nats,
             routers: Vec::new(),
