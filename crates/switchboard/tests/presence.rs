@@ -76,8 +76,10 @@ async fn wait_back(c: &Cluster, group: &str, client: &str) {
 /// Issue 9, item 1: two routers, two edges; A (group g) on edge 1; NATS
 /// restarts; once everything is ready again two clients join g on edge 2;
 /// then A resets its TCP connection. A must stay gone: its peers hear
-/// `offline` once and no `online` after it, neither router lists it, a
-/// send to it is 404/1004.
+/// `offline` once and no `online` after it, neither router lists it, and
+/// a send to it reaches nobody: with history on (the default) it is
+/// stored for A's recovery (SPEC §7: code 0, `recipients: 0`), with
+/// history off it is 404/1004 (a second run).
 ///
 /// The ghost came from edge 1's resync: its first attempt after the
 /// restart found no router subscribed yet, and the retry (500 ms later,
@@ -86,7 +88,18 @@ async fn wait_back(c: &Cluster, group: &str, client: &str) {
 /// first attempt always fails; the other rounds are the plain restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_after_a_nats_restart_does_not_come_back() {
-    let mut c = Cluster::start(2, 2, FAST).await;
+    client_that_leaves_after_a_nats_restart(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_after_a_nats_restart_does_not_come_back_history_off() {
+    client_that_leaves_after_a_nats_restart(false).await;
+}
+
+async fn client_that_leaves_after_a_nats_restart(history: bool) {
+    let mut env = FAST.to_vec();
+    env.push(("SWITCHBOARD_HISTORY__ENABLED", if history { "true" } else { "false" }));
+    let mut c = Cluster::start(2, 2, &env).await;
     for round in 0..6 {
         let pause_routers = round % 3 != 2;
         let (a_id, g) = (format!("a{round}"), format!("g{round}"));
@@ -129,11 +142,12 @@ async fn a_client_that_leaves_after_a_nats_restart_does_not_come_back() {
             assert_eq!(online(&router, &g).await, peers, "round {round}: online via router {i}");
             let body = json!({"clientId": a_id, "sendUserId": "backend", "data": "lost?"});
             let (st, r) = api(&router, "d1", "send_to_client", body).await;
-            assert_eq!(
-                (st, r["code"].clone()),
-                (404, json!(1004)),
-                "round {round}: router {i}: {r}"
-            );
+            let reached_nobody = if history {
+                (st, r["code"].clone(), r["data"]["recipients"].clone()) == (200, json!(0), json!(0))
+            } else {
+                (st, r["code"].clone()) == (404, json!(1004))
+            };
+            assert!(reached_nobody, "round {round}: router {i} (history {history}): {r}");
         }
         p1.close().await;
         p2.close().await;
