@@ -626,3 +626,18 @@ mod tests {
         assert_eq!(c.outbox.take().map(|q| q.len()), Some(2));
     }
 }
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// Issue 12's budget: history may grow an idle connection by at most
+    /// 256 bytes. What it added to every connection is its log state (the
+    /// held buffer exists only while a connection registers or heals).
+    #[test]
+    fn the_log_state_of_an_idle_connection_fits_the_budget() {
+        let added = std::mem::size_of::<Mutex<LogState>>();
+        assert!(added <= 64, "{added} bytes");
+        eprintln!("log state per connection: {added} bytes; Conn: {} bytes", std::mem::size_of::<Conn>());
+    }
+}
