@@ -218,7 +218,9 @@ pub(crate) fn release(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, replay: Option<Re
         if let Some(r) = replay {
             if let Err(why) = second_pass(&edge, &conn, &r).await {
                 tracing::info!(conn_id = conn.id, biz = %conn.biz, why, "replay incomplete, closing");
-                conn.outbox.close(CloseCode::Draining);
+                if conn.outbox.close(CloseCode::Draining) {
+                    edge.metrics().recovery_closes.inc();
+                }
                 return;
             }
         }
@@ -281,7 +283,9 @@ async fn release_from(edge: &EdgeInner, conn: &Conn, mut step: Release, partitio
             Release::Reread { after, through } => {
                 if let Err(why) = reread(edge, conn, partition, after, through).await {
                     tracing::info!(conn_id = conn.id, biz = %conn.biz, why, "held deliveries lost, closing");
-                    conn.outbox.close(CloseCode::Draining);
+                    if conn.outbox.close(CloseCode::Draining) {
+                        edge.metrics().recovery_closes.inc();
+                    }
                     return;
                 }
             }

@@ -638,6 +638,9 @@ mod size {
     fn the_log_state_of_an_idle_connection_fits_the_budget() {
         let added = std::mem::size_of::<Mutex<LogState>>();
         assert!(added <= 64, "{added} bytes");
-        eprintln!("log state per connection: {added} bytes; Conn: {} bytes", std::mem::size_of::<Conn>());
+        eprintln!(
+            "log state per connection: {added} bytes; Conn: {} bytes",
+            std::mem::size_of::<Conn>()
+        );
     }
 }

@@ -19,6 +19,10 @@ use crate::seam::{
     PartitionLog, PendingAppend, StoredEntry, MAX_SEQ,
 };
 
+/// Low-water marks kept per bizCode before those of bizCodes with nothing
+/// stored are folded into their partition's floor.
+const LOW_WATER_KEYS: usize = 4096;
+
 /// Entries copied out per lock taken by a range read.
 const READ_CHUNK: usize = 256;
 
@@ -67,6 +71,12 @@ struct State {
     /// Per bizCode, the highest sequence that left the log by any cause
     /// (age, count, the byte cap, a purge).
     low_water: HashMap<String, u64>,
+    /// Per partition, the highest low-water mark of the bizCodes forgotten
+    /// from `low_water` (those with nothing stored any more): theirs now.
+    floor: HashMap<u32, u64>,
+    /// `low_water` is pruned when it grows past this (amortized: twice
+    /// what the last pruning kept, at least [`LOW_WATER_KEYS`]).
+    prune_above: usize,
     /// Evictions not yet taken, per (partition, bizCode).
     evicted: HashMap<(u32, String), u64>,
 }
@@ -78,6 +88,37 @@ impl State {
             let lw = self.low_water.entry(biz.clone()).or_insert(0);
             *lw = (*lw).max(seq);
         }
+    }
+
+    /// Keeps the low-water marks bounded by the bizCodes with entries
+    /// stored: over [`LOW_WATER_KEYS`], those of bizCodes with nothing
+    /// stored are folded into their partition's floor (a mark only ever
+    /// rises, so a recovery it refuses was at worst possible).
+    fn prune_low_water(&mut self, partitions: u32) {
+        if self.low_water.len() <= self.prune_above.max(LOW_WATER_KEYS) {
+            return;
+        }
+        let parts = &self.parts;
+        let mut folded: Vec<(u32, u64)> = Vec::new();
+        self.low_water.retain(|biz, lw| {
+            let p = crate::partition::partition_of(biz, partitions);
+            let stored = parts.get(&p).is_some_and(|part| part.count_of(&Some(biz.clone())) > 0);
+            if !stored {
+                folded.push((p, *lw));
+            }
+            stored
+        });
+        for (p, lw) in folded {
+            let f = self.floor.entry(p).or_insert(0);
+            *f = (*f).max(lw);
+        }
+        self.prune_above = self.low_water.len().saturating_mul(2);
+    }
+
+    /// `biz`'s low-water mark, its partition's floor included.
+    fn low_water_of(&self, p: u32, biz: &str) -> u64 {
+        let own = self.low_water.get(biz).copied().unwrap_or(0);
+        own.max(self.floor.get(&p).copied().unwrap_or(0))
     }
 }
 
@@ -99,7 +140,8 @@ impl MemoryLog {
     /// may be missing from reads.
     #[must_use]
     pub fn low_water(&self, biz: &str) -> u64 {
-        self.inner.state.lock().low_water.get(biz).copied().unwrap_or(0)
+        let p = crate::partition::partition_of(biz, self.inner.config.partitions);
+        self.inner.state.lock().low_water_of(p, biz)
     }
 
     /// The evictions by the global cap since the last call, one per
@@ -156,6 +198,7 @@ impl Inner {
         for (biz, seq) in removed {
             s.raise_low_water(biz.as_ref(), seq);
         }
+        s.prune_low_water(self.config.partitions);
     }
 
     /// Evicts the oldest entries of all partitions while over the cap.
@@ -390,7 +433,8 @@ impl PartitionLog for MemoryLog {
         if !s.parts.contains_key(&p) {
             return Err(no_log(p));
         }
-        Ok(s.low_water.get(biz).copied().unwrap_or(0))
+        s.prune_low_water(self.inner.config.partitions);
+        Ok(s.low_water_of(p, biz))
     }
 
     async fn first_seq_of(&self, p: u32, biz: &str) -> Result<Option<u64>, LogError> {

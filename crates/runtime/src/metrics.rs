@@ -136,7 +136,7 @@ impl Metrics {
         let recovery_closes = Counter::default();
         registry.register(
             "recovery_closes",
-            "Connections closed with 1012 to recover because a delivery from a history partition's owner may have been lost and could not be healed in place",
+            "Connections closed with 1012 to recover: a delivery from a history partition's owner may have been lost and could not be healed in place, or a replay could not complete",
             recovery_closes.clone(),
         );
         let heals = Counter::default();

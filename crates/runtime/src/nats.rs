@@ -340,8 +340,10 @@ pub async fn connect(
                 }
             }
         });
+    // A comma-separated list names several servers of one cluster.
+    let servers: Vec<&str> = config.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     let client = opts
-        .connect(config.url.as_str())
+        .connect(servers.as_slice())
         .await
         .map_err(|source| SetupError::Client {
             url: config.redacted_url(),

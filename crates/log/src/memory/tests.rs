@@ -187,3 +187,25 @@ async fn the_per_bizcode_byte_cap_removes_that_bizcodes_oldest_entries() {
         "another bizCode's entries stay"
     );
 }
+
+/// Low-water marks of bizCodes with nothing stored are folded into their
+/// partition's floor: memory stays bounded by the bizCodes with entries,
+/// and a mark never goes down.
+#[tokio::test(start_paused = true)]
+async fn low_water_marks_of_forgotten_bizcodes_fold_into_the_partition_floor() {
+    let log = MemoryLog::new(config(), u64::MAX);
+    log.ensure(0).await.expect("ensure");
+    let bizs = biz_of(0, LOW_WATER_KEYS + 10);
+    let mut last = 0;
+    for (i, b) in bizs.iter().enumerate() {
+        last = put(&log, 0, b, &format!("id{i}"), 1).await;
+    }
+    tokio::time::advance(Duration::from_secs(61)).await;
+    // Every entry aged out: each bizCode's mark is its entry's seq, or the
+    // partition floor once pruned, which is at least as high.
+    let first = &bizs[0];
+    let lw = PartitionLog::low_water(&log, 0, first).await.expect("low water");
+    assert!(lw >= last - (bizs.len() as u64) + 1, "{lw}");
+    assert!(log.inner.state.lock().low_water.len() <= LOW_WATER_KEYS, "pruned");
+    assert_eq!(PartitionLog::low_water(&log, 0, &bizs[bizs.len() - 1]).await, Ok(last));
+}

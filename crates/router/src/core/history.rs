@@ -48,6 +48,9 @@ use crate::wire;
 /// How long a non-owner trusts a bizCode's history switch it read.
 const SWITCH_CACHE: Duration = Duration::from_secs(5);
 
+/// Most bizCodes whose settings one partition's writer caches.
+const SETTINGS_CACHE: usize = 4096;
+
 /// A node that heard nothing from a partition's owner for this long gets
 /// a tick.
 const TICK_AFTER: Duration = Duration::from_secs(1);
@@ -302,6 +305,11 @@ impl Router {
     async fn settings_in<'a>(&self, open: &'a mut Open, biz: &str) -> Result<&'a mut BizSettings, RouterError> {
         if !open.settings.contains_key(biz) {
             let s = self.load_settings(biz).await?;
+            // Bounded: past this many bizCodes the cache starts over (the
+            // store has them all).
+            if open.settings.len() >= SETTINGS_CACHE {
+                open.settings.clear();
+            }
             open.settings.insert(biz.to_owned(), s);
         }
         open.settings

@@ -50,21 +50,35 @@ impl Router {
     pub(super) async fn restore_bound(&self, biz: &str, client: &str) -> Result<Vec<String>, RouterError> {
         let key = presence_key(biz, client);
         let members = &self.inner.members;
+        // With history on the record stays while the client is online (it
+        // is made now if absent): a unicast in the moment between its
+        // presence entry leaving and the offline stamp is still stored for
+        // it (SPEC §7), however fast it reconnects.
+        let keep = self.history_on(biz).await.unwrap_or(false);
         for _ in 0..CAS_ATTEMPTS {
             let Some((m, rev)) = members.get(&key).await? else {
-                return Ok(Vec::new());
+                if !keep {
+                    return Ok(Vec::new());
+                }
+                return match members.put(&key, &Membership::default(), None).await {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(StoreError::WrongRevision) => continue,
+                    Err(e) => Err(e.into()),
+                };
             };
             let Some(since) = m.offline_since else {
                 return Ok(m.bound);
             };
-            let written = if self.expired(since) || m.bound.is_empty() {
+            let expired = self.expired(since);
+            let written = if (expired || m.bound.is_empty()) && !keep {
                 members.delete(&key, rev).await.map(|()| Vec::new())
             } else {
+                let bound = if expired { Vec::new() } else { m.bound };
                 let online = Membership {
-                    bound: m.bound.clone(),
+                    bound: bound.clone(),
                     offline_since: None,
                 };
-                members.put(&key, &online, Some(rev)).await.map(|_| m.bound)
+                members.put(&key, &online, Some(rev)).await.map(|_| bound)
             };
             match written {
                 Ok(restored) => return Ok(restored),

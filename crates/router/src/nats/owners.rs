@@ -50,13 +50,17 @@ impl OwnerLink for NatsOwners {
         let deadline = tokio::time::Instant::now() + self.patience;
         let mut wait = FIRST_RETRY;
         loop {
-            let why = match self.client.request(subject::partition_owner(p), payload.clone()).await {
-                Ok(msg) => match envelope::decode::<PartReply>(&msg.payload) {
+            // The whole question, waits included, stays within `patience`.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let asked = tokio::time::timeout(left, self.client.request(subject::partition_owner(p), payload.clone()));
+            let why = match asked.await {
+                Ok(Ok(msg)) => match envelope::decode::<PartReply>(&msg.payload) {
                     Ok(PartReply::NotOwner) => "the router asked no longer owns it".to_owned(),
                     Ok(reply) => return Ok(reply),
                     Err(e) => return Err(EdgeError(format!("undecodable answer of partition {p}'s owner: {e}"))),
                 },
-                Err(e) => e.to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => return Err(EdgeError(format!("partition {p}'s owner did not answer in time"))),
             };
             if tokio::time::Instant::now() + wait > deadline {
                 return Err(EdgeError(format!("no owner of partition {p} answered: {why}")));

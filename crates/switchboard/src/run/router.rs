@@ -179,7 +179,16 @@ async fn start_router(
     // History (SPEC §7): this router writes the partitions whose lease it
     // holds and forwards the rest to their owners (docs/recovery.md).
     let node = format!("router-{:08x}", rand::random::<u32>());
-    let log: Arc<dyn PartitionLog> = Arc::new(JetStreamLog::new(js.clone(), config.history.log_config()));
+    // An append that is not acknowledged within a few seconds (a stream
+    // leader election) fails, and its send is answered 1500 before the
+    // asking edge gives up on its own request.
+    let mut log_js = js.clone();
+    log_js.set_timeout(
+        (config.nats.request_timeout / 2)
+            .min(Duration::from_millis(2500))
+            .max(Duration::from_millis(200)),
+    );
+    let log: Arc<dyn PartitionLog> = Arc::new(JetStreamLog::new(log_js, config.history.log_config()));
     let lease = LeaseConfig {
         replicas: config.history.replicas,
         ..LeaseConfig::new(&node, &config.nats.presence_bucket, config.history.partitions)

@@ -97,6 +97,11 @@ impl Cluster {
         let port = free_port();
         let mut env = self.env.clone();
         env.extend(self.nats.env_for(ROUTER_USER));
+        // The URL the test chose (several servers of a NATS cluster).
+        env.insert(
+            "SWITCHBOARD_NATS__URL".into(),
+            self.env["SWITCHBOARD_NATS__URL"].clone(),
+        );
         env.insert("SWITCHBOARD_ROUTER__LISTEN".into(), format!("127.0.0.1:{port}"));
         let i = self.routers.len();
         let p = Proc::spawn(&format!("router{}", i + 1), bin(), &["router"], &env);
@@ -111,6 +116,10 @@ impl Cluster {
         let i = self.edges.len();
         let mut env = self.env.clone();
         env.extend(self.nats.env_for(EDGE_USER));
+        env.insert(
+            "SWITCHBOARD_NATS__URL".into(),
+            self.env["SWITCHBOARD_NATS__URL"].clone(),
+        );
         env.insert("SWITCHBOARD_EDGE__LISTEN".into(), format!("127.0.0.1:{port}"));
         env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), format!("edge{}", i + 1));
         let p = Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env);
