@@ -573,3 +573,130 @@ mod tests {
         );
     }
 }
+
+/// The rolling upgrade `docs/recovery.md` promises (routers first): what a
+/// new router sends, an edge of the previous release decodes. Its types
+/// are copied here as they were before issue 12.
+#[cfg(test)]
+mod previous_release {
+    use bytes::Bytes;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    enum OldDeliverTo {
+        Conns(Vec<u64>),
+        Group {
+            biz: String,
+            group: String,
+            exclude: Option<u64>,
+        },
+        Biz {
+            biz: String,
+            exclude: Option<u64>,
+        },
+    }
+
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    enum OldNodeCommand {
+        Deliver { mode: u16, to: OldDeliverTo, frame: Bytes },
+        Close { conn: u64, code: u16 },
+        Bind { conn: u64, group: String },
+        Unbind { conn: u64, group: String },
+        Resync,
+        Holds { conns: Vec<u64> },
+        Batch(Vec<OldNodeCommand>),
+    }
+
+    #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+    struct OldConnectedReply {
+        code: u16,
+        #[serde(default)]
+        groups: Vec<String>,
+    }
+
+    #[test]
+    fn an_edge_of_the_previous_release_decodes_what_a_new_router_sends() {
+        let order = |tick| {
+            Some(Order {
+                partition: 6,
+                token: 99,
+                n: 4,
+                tick,
+            })
+        };
+        // A logged delivery, a tick (a delivery to nobody) and both in a batch.
+        let logged = NodeCommand::Deliver {
+            mode: 200,
+            to: DeliverTo::Group {
+                biz: "d1".into(),
+                group: "g".into(),
+                exclude: None,
+            },
+            frame: Bytes::from_static(br#"{"mode":200,"seq":7}"#),
+            seq: Some(7),
+            order: order(false),
+        };
+        let tick = NodeCommand::Deliver {
+            mode: 0,
+            to: DeliverTo::Conns(Vec::new()),
+            frame: Bytes::new(),
+            seq: None,
+            order: order(true),
+        };
+        let batch = NodeCommand::Batch(vec![logged.clone(), tick.clone()]);
+        let old: OldNodeCommand = decode(&encode(&batch).expect("encode")).expect("an old edge decodes a new batch");
+        let OldNodeCommand::Batch(cmds) = old else {
+            panic!("{old:?}")
+        };
+        assert!(
+            matches!(&cmds[0], OldNodeCommand::Deliver { mode: 200, frame, .. } if frame.as_ref() == br#"{"mode":200,"seq":7}"#)
+        );
+        // The tick is a delivery to nobody: a no-op for an old edge.
+        assert!(matches!(&cmds[1], OldNodeCommand::Deliver { to: OldDeliverTo::Conns(c), .. } if c.is_empty()));
+
+        // The connect reply's join is an optional field an old edge skips.
+        let reply = ConnectedReply {
+            code: 0,
+            groups: vec!["room".into()],
+            history: Some(Joined {
+                epoch: "e".into(),
+                seq: 5,
+                low_water: 0,
+                partition: 6,
+                token: 99,
+            }),
+        };
+        let old: OldConnectedReply = decode(&encode(&reply).expect("encode")).expect("old reply");
+        assert_eq!(
+            old,
+            OldConnectedReply {
+                code: 0,
+                groups: vec!["room".into()]
+            }
+        );
+
+        // And the reverse (an old router's reply, a new edge): no join.
+        let from_old = encode(&OldConnectedReply {
+            code: 0,
+            groups: vec![],
+        })
+        .expect("encode");
+        assert_eq!(decode::<ConnectedReply>(&from_old).expect("new reply").history, None);
+        let old_deliver = encode(&OldNodeCommand::Deliver {
+            mode: 100,
+            to: OldDeliverTo::Conns(vec![1]),
+            frame: Bytes::from_static(b"{}"),
+        })
+        .expect("encode");
+        assert!(matches!(
+            decode::<NodeCommand>(&old_deliver).expect("new command"),
+            NodeCommand::Deliver {
+                seq: None,
+                order: None,
+                ..
+            }
+        ));
+    }
+}

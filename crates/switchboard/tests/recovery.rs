@@ -218,11 +218,23 @@ async fn cluster_a_client_recovers_on_another_edge_what_it_missed_then_live() {
 /// `history.max_replay` entries; exactly `max_replay` is still recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_fails_cleanly_when_it_cannot_be_complete() {
-    let s = Standalone::start(&[("SWITCHBOARD_HISTORY__MAX_REPLAY", "5")]).await;
-    let (r, welcome) = Ws::join(&s.url("bizCode=d1&clientId=r")).await;
+    let s = Standalone::start(&[MAX_REPLAY_5]).await;
+    fails_cleanly(&Setup::standalone(&s)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_recovery_fails_cleanly_when_it_cannot_be_complete() {
+    let c = Cluster::start(3, 2, &[MAX_REPLAY_5]).await;
+    fails_cleanly(&Setup::cluster(&c)).await;
+}
+
+const MAX_REPLAY_5: (&str, &str) = ("SWITCHBOARD_HISTORY__MAX_REPLAY", "5");
+
+async fn fails_cleanly(s: &Setup) {
+    let (r, welcome) = Ws::join(&s.url(1, "bizCode=d1&clientId=r")).await;
     let (epoch, seq) = position(&welcome);
     r.close().await;
-    let (mut a, _) = Ws::join(&s.url("bizCode=d1&clientId=a")).await;
+    let (mut a, _) = Ws::join(&s.url(2, "bizCode=d1&clientId=a")).await;
     for i in 0..5 {
         send(
             &mut a,
@@ -242,7 +254,7 @@ async fn recovery_fails_cleanly_when_it_cannot_be_complete() {
         ),
         (format!("{base}&recover=-3&epoch={epoch}"), "not a seq"),
     ] {
-        let (mut r, welcome) = Ws::join(&s.url(&query)).await;
+        let (mut r, welcome) = Ws::join(&s.url(0, &query)).await;
         assert_eq!(welcome["data"]["recovered"], false, "{why}: {welcome}");
         let head = position(&welcome).1;
         assert!(head > seq, "{why}: a fresh position at the head");
@@ -250,12 +262,12 @@ async fn recovery_fails_cleanly_when_it_cannot_be_complete() {
         r.close().await;
     }
     // Five addressed entries: exactly max_replay.
-    let (mut r, welcome) = Ws::join(&s.url(&recover_query(base, &(epoch.clone(), seq)))).await;
+    let (mut r, welcome) = Ws::join(&s.url(1, &recover_query(base, &(epoch.clone(), seq)))).await;
     assert_eq!(welcome["data"]["recovered"], true, "{welcome}");
     assert_eq!(drain(&mut r, Duration::from_millis(300)).await.len(), 5);
     r.close().await;
     send(&mut a, 300, "b", json!({"content": "sixth"})).await;
-    let (mut r, welcome) = Ws::join(&s.url(&recover_query(base, &(epoch, seq)))).await;
+    let (mut r, welcome) = Ws::join(&s.url(2, &recover_query(base, &(epoch, seq)))).await;
     assert_eq!(welcome["data"]["recovered"], false, "six to replay: {welcome}");
     r.expect_silence(Duration::from_millis(200)).await;
 }
@@ -387,15 +399,25 @@ async fn the_history_calls_read_and_empty_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_off_for_a_bizcode_keeps_todays_behaviour() {
     let s = Standalone::start(&[]).await;
-    let addr = s.addr();
+    history_off(&Setup::standalone(&s)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_history_off_for_a_bizcode_keeps_todays_behaviour() {
+    let c = Cluster::start(3, 2, &[]).await;
+    history_off(&Setup::cluster(&c)).await;
+}
+
+async fn history_off(s: &Setup) {
+    let addr = s.api(0);
     let (st, r) = api(&addr, "off", "register", json!({"history": false})).await;
     assert_eq!(st, 200, "{r}");
-    let (mut a, welcome) = Ws::join(&s.url("bizCode=off&clientId=a")).await;
+    let (mut a, welcome) = Ws::join(&s.url(1, "bizCode=off&clientId=a")).await;
     assert!(
         welcome["data"].get("epoch").is_none() && welcome["data"].get("seq").is_none(),
         "{welcome}"
     );
-    let (mut b, _) = Ws::join(&s.url("bizCode=off&clientId=b")).await;
+    let (mut b, _) = Ws::join(&s.url(2, "bizCode=off&clientId=b")).await;
     send(&mut a, 100, "1", json!({"targetClientId": "b", "content": 1})).await;
     let got = b.recv_mode(100).await;
     assert!(got.get("seq").is_none(), "{got}");
@@ -410,17 +432,22 @@ async fn history_off_for_a_bizcode_keeps_todays_behaviour() {
             .0,
         1004
     );
-    let (mut b, welcome) = Ws::join(&s.url("bizCode=off&clientId=b&recover=1&epoch=e")).await;
+    let (mut b, welcome) = Ws::join(&s.url(0, "bizCode=off&clientId=b&recover=1&epoch=e")).await;
     assert_eq!(welcome["data"]["recovered"], false, "{welcome}");
     b.expect_silence(Duration::from_millis(200)).await;
     let (st, r) = api(&addr, "off", "get_history", json!({})).await;
     assert_eq!((st, r["code"].clone()), (400, json!(1001)), "{r}");
 
-    // Turned on again: a new epoch, and history from then on.
-    api(&addr, "off", "register", json!({"history": true})).await;
-    let (_c, welcome) = Ws::join(&s.url("bizCode=off&clientId=c")).await;
-    assert!(position(&welcome).1 > 0);
-    let (_d, welcome) = Ws::join(&s.url("bizCode=d1&clientId=d")).await;
+    // Turned on again: a new epoch, and history from then on (a router
+    // that cached the switch learns it within 5 s).
+    api(&s.api(1), "off", "register", json!({"history": true})).await;
+    eventually!(
+        Ws::join(&s.url(1, "bizCode=off&clientId=c")).await.1["data"]
+            .get("seq")
+            .is_some(),
+        "history did not come back on"
+    );
+    let (_d, welcome) = Ws::join(&s.url(2, "bizCode=d1&clientId=d")).await;
     position(&welcome);
 }
 

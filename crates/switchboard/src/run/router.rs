@@ -217,9 +217,20 @@ async fn start_router(
     switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot subscribe the router subjects: {e}"))?;
-    let (leases, events) = Leases::spawn_kv(&js, log, lease, shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the partition leases: {e}"))?;
+    // The lease bucket, retried like the presence buckets: creating a
+    // replicated bucket can time out while a NATS cluster is still forming.
+    let mut attempt = 0;
+    let (leases, events) = loop {
+        match Leases::spawn_kv(&js, log.clone(), lease.clone(), shutdown.clone()).await {
+            Ok(started) => break started,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::warn!(error = %e, "partition lease bucket not available yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot open the partition leases: {e}")),
+        }
+    };
     switchboard_router::nats::serve_partitions(
         router.clone(),
         client.clone(),
