@@ -257,11 +257,18 @@ async fn connect_retrying(
     info: &switchboard_protocol::envelope::ConnInfo,
 ) -> Result<switchboard_protocol::envelope::ConnectedReply, crate::link::LinkError> {
     let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
+    // Full-jitter exponential backoff from 250 ms: an overloaded cluster
+    // answering 1500 is not asked again in lockstep by every connection.
+    let mut cap = std::time::Duration::from_millis(250);
     loop {
         let r = edge.router().connect(info.clone()).await;
         match &r {
-            Ok(reply) if reply.code == ErrorCode::Internal.as_u16() && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            Ok(reply) if reply.code == ErrorCode::Internal.as_u16() && tokio::time::Instant::now() + cap < deadline => {
+                let wait = cap
+                    .mul_f64(rand::random::<f64>())
+                    .max(std::time::Duration::from_millis(50));
+                tokio::time::sleep(wait).await;
+                cap = (cap * 2).min(std::time::Duration::from_secs(2));
             }
             _ => return r,
         }

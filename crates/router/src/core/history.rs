@@ -20,7 +20,7 @@
 //! requests, `get_history`, `delete_history` and `register`'s history
 //! switch.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -389,55 +389,184 @@ impl Router {
         Ok(on)
     }
 
-    /// Routes a send of a history-on bizCode: planned, appended and
-    /// dispatched by its partition's writer (here, or forwarded to the
-    /// owner). `None` when the bizCode has history off (the caller routes
-    /// it as ever).
-    pub(super) async fn route_logged(&self, send: &Outbound<'_>) -> Option<Result<u32, RouterError>> {
-        let h = self.history()?;
-        match h.lock(send.biz).await {
-            Err(e) => Some(Err(e)),
-            Ok(Lock::Mine(mut part)) => self.logged_here(h, &mut part, send).await,
-            Ok(Lock::Theirs(p)) => {
-                match self.history_on(send.biz).await {
-                    Ok(true) => {}
-                    Ok(false) => return None,
-                    Err(e) => return Some(Err(e)),
+    /// Routes the sends of history-on bizCodes among `sends`: per
+    /// partition, planned, appended (pipelined) and dispatched by its
+    /// writer (here, or forwarded to the owner in one request). One answer
+    /// per send; `None` for a send of a bizCode with history off (the
+    /// caller routes it as ever).
+    pub(super) async fn route_logged(&self, sends: &[Outbound<'_>]) -> Vec<Option<Result<u32, RouterError>>> {
+        let mut answers: Vec<Option<Result<u32, RouterError>>> = sends.iter().map(|_| None).collect();
+        let Some(h) = self.history() else {
+            return answers;
+        };
+        let mut by_part: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, s) in sends.iter().enumerate() {
+            by_part
+                .entry(partition_of(s.biz, h.config.partitions))
+                .or_default()
+                .push(i);
+        }
+        for (_, idx) in by_part {
+            let Some(&first) = idx.first() else { continue };
+            match h.lock(sends[first].biz).await {
+                Err(e) => {
+                    for &i in &idx {
+                        answers[i] = Some(Err(RouterError::Forwarded(e.code().as_u16())));
+                    }
                 }
-                let req = PartRequest::Sends(vec![logged_send(send)]);
-                Some(match h.ask(p, &req).await {
-                    Ok(PartReply::Sent(replies)) => replies.first().map_or(Ok(0), from_reply),
-                    Ok(_) => Err(unexpected()),
-                    Err(e) => Err(e),
-                })
+                Ok(Lock::Mine(mut part)) => {
+                    let group: Vec<&Outbound<'_>> = idx.iter().map(|&i| &sends[i]).collect();
+                    let got = self.logged_batch_here(h, &mut part, &group).await;
+                    for (i, a) in idx.into_iter().zip(got) {
+                        answers[i] = a;
+                    }
+                }
+                Ok(Lock::Theirs(p)) => {
+                    let mut forward = Vec::new();
+                    for &i in &idx {
+                        match self.history_on(sends[i].biz).await {
+                            Ok(true) => forward.push(i),
+                            Ok(false) => {}
+                            Err(e) => answers[i] = Some(Err(e)),
+                        }
+                    }
+                    if forward.is_empty() {
+                        continue;
+                    }
+                    let req = PartRequest::Sends(forward.iter().map(|&i| logged_send(&sends[i])).collect());
+                    match h.ask(p, &req).await {
+                        Ok(PartReply::Sent(replies)) if replies.len() == forward.len() => {
+                            for (i, r) in forward.into_iter().zip(replies) {
+                                answers[i] = Some(from_reply(&r));
+                            }
+                        }
+                        Ok(_) => {
+                            for i in forward {
+                                answers[i] = Some(Err(unexpected()));
+                            }
+                        }
+                        Err(e) => {
+                            let code = e.code().as_u16();
+                            for i in forward {
+                                answers[i] = Some(Err(RouterError::Forwarded(code)));
+                            }
+                        }
+                    }
+                }
             }
         }
+        answers
     }
 
-    /// A logged send in a partition this process writes; `None` with
-    /// history off.
-    async fn logged_here(
+    /// Sends of one partition this process writes: each planned at the
+    /// next `seq`, all appended at once (the k-th expecting `last + k - 1`),
+    /// then, in order, each acknowledged one dispatched and answered. An
+    /// append that fails fails the rest (1500, the client retries); the
+    /// log's tail is read and the nodes heal whatever was stored anyway.
+    /// `None` for a send of a bizCode with history off.
+    async fn logged_batch_here(
         &self,
         h: &History,
         part: &mut Locked<'_>,
-        send: &Outbound<'_>,
-    ) -> Option<Result<u32, RouterError>> {
-        match self.settings_in(part.open(), send.biz).await {
-            Ok(s) if !h.on(s) => return None,
-            Ok(_) => {}
-            Err(e) => return Some(Err(e)),
+        sends: &[&Outbound<'_>],
+    ) -> Vec<Option<Result<u32, RouterError>>> {
+        let mut answers: Vec<Option<Result<u32, RouterError>>> = sends.iter().map(|_| None).collect();
+        let mut planned = Vec::new();
+        let mut next = part.open().last;
+        for (j, send) in sends.iter().enumerate() {
+            match self.settings_in(part.open(), send.biz).await {
+                Ok(st) if !h.on(st) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    answers[j] = Some(Err(e));
+                    continue;
+                }
+            }
+            let seq = next + 1;
+            match self.plan_entry(send, seq).await {
+                Ok((entry, out, recipients)) => {
+                    next = seq;
+                    planned.push((j, seq, entry, out, recipients));
+                }
+                Err(e) => answers[j] = Some(Err(e)),
+            }
         }
-        Some(self.append_and_dispatch(h, part, send).await)
+        let p = part.p;
+        let token = part.open().token;
+        let mut pending = Vec::with_capacity(planned.len());
+        for (j, seq, entry, _, _) in &planned {
+            let Ok(payload) = envelope::encode(entry) else { break };
+            match h
+                .log
+                .append(p, sends[*j].biz, &h.msg_id(), seq - 1, token, payload)
+                .await
+            {
+                Ok(ack) => pending.push(ack),
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "log append failed");
+                    break;
+                }
+            }
+        }
+        let mut pending = pending.into_iter();
+        let mut failed = false;
+        // The stored entries' deliveries, in log order, go out together:
+        // one bus message per node (split at its size limit), numbered.
+        let mut all = Deliveries::default();
+        let mut counts: Vec<Result<u32, RouterError>> = sends.iter().map(|_| Ok(0)).collect();
+        let mut stored_sends = Vec::new();
+        for (j, seq, _, out, recipients) in planned {
+            let stored = match (failed, pending.next()) {
+                (false, Some(ack)) => match ack.await {
+                    Ok(a) if a.seq == seq => true,
+                    Ok(a) => {
+                        tracing::error!(
+                            partition = p,
+                            expected = seq,
+                            got = a.seq,
+                            "log entry stored out of place"
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = p, error = %e, "log append failed");
+                        false
+                    }
+                },
+                _ => false,
+            };
+            if !stored {
+                failed = true;
+                answers[j] = Some(Err(RouterError::Log(switchboard_log::LogError::Unavailable(
+                    "the log did not store the entry".into(),
+                ))));
+                continue;
+            }
+            part.open().last = seq;
+            all.absorb(out, j);
+            counts[j] = Ok(recipients);
+            stored_sends.push(j);
+        }
+        if !stored_sends.is_empty() {
+            let p = part.p;
+            let open = part.open();
+            all.number(|node| open.order(p, node));
+            self.hand_over(all, &mut counts).await;
+            let mut counts: Vec<Option<Result<u32, RouterError>>> = counts.into_iter().map(Some).collect();
+            for j in stored_sends {
+                answers[j] = counts[j].take();
+            }
+        }
+        if failed {
+            self.reopen(h, part).await;
+        }
+        answers
     }
 
-    async fn append_and_dispatch(
-        &self,
-        h: &History,
-        part: &mut Locked<'_>,
-        send: &Outbound<'_>,
-    ) -> Result<u32, RouterError> {
-        let expected = part.open().last;
-        let seq = expected + 1;
+    /// A send planned as the entry at `seq`: the entry, its deliveries and
+    /// how many connections it reaches (a unicast to a client offline for
+    /// less than `history.ttl` reaches none and is stored).
+    async fn plan_entry(&self, send: &Outbound<'_>, seq: u64) -> Result<(LogEntry, Deliveries, u32), RouterError> {
         let frame = Bytes::from(frame::logged_delivery(
             send.target,
             send.msg_id,
@@ -470,8 +599,7 @@ impl Router {
             sender: send.origin.map(|_| send.from.to_owned()),
             frame,
         };
-        self.append(h, part, send.biz, &entry, seq).await?;
-        self.dispatch(part, out, Ok(recipients)).await
+        Ok((entry, out, recipients))
     }
 
     /// Hands a stored entry's deliveries to the bus, numbered per node
@@ -544,7 +672,8 @@ impl Router {
             part.guard.open = None;
             return;
         };
-        match h.log.tail(p, token, 10_000).await {
+        let from = part.open().last;
+        match h.log.tail(p, from, 10_000).await {
             Ok(tail) => {
                 let fenced = tail
                     .iter()
@@ -553,10 +682,51 @@ impl Router {
                     tracing::warn!(partition = p, token, "fenced out by a newer owner; partition given up");
                     part.guard.open = None;
                 } else if let Some(last) = tail.last().map(|e| e.seq) {
+                    // Stored although its append failed (a timeout): its
+                    // deliveries never went out. Every node heals from the
+                    // log (seam 3), which delivers it.
                     part.open().last = last;
+                    tracing::warn!(
+                        partition = p,
+                        stored = tail.len(),
+                        "entries stored by failed appends; nodes heal them"
+                    );
+                    self.declare_doubt(part).await;
                 }
             }
             Err(e) => tracing::warn!(partition = p, error = %e, "cannot read the log's tail"),
+        }
+    }
+
+    /// Makes every node this router knows doubt partition `part`: each
+    /// gets a tick counting one more message than was sent, as if one had
+    /// been lost, and heals its connections of the partition from the log.
+    async fn declare_doubt(&self, part: &mut Locked<'_>) {
+        let p = part.p;
+        let known: Vec<Arc<str>> = self
+            .inner
+            .nodes
+            .lock()
+            .iter()
+            .filter(|(_, n)| !n.dead)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let open = part.open();
+        let Some(token) = open.token else { return };
+        for node in known {
+            open.sent.entry(node).or_insert((0, Instant::now()));
+        }
+        let ticks: Vec<(Arc<str>, u64)> = open
+            .sent
+            .iter_mut()
+            .map(|(node, (n, at))| {
+                *n += 1;
+                *at = Instant::now();
+                (node.clone(), *n)
+            })
+            .collect();
+        for (node, n) in ticks {
+            let _ = self.inner.edges.send(&node, tick(p, token, n)).await;
         }
     }
 
@@ -897,21 +1067,21 @@ impl Router {
         let failed = |e: RouterError| PartReply::Failed(e.code().as_u16());
         match req {
             PartRequest::Sends(sends) => {
+                let bad = |s: &LoggedSend| s.biz != biz && partition_of(&s.biz, h.config.partitions) != p;
+                if sends.iter().any(bad) {
+                    return PartReply::Failed(switchboard_protocol::ErrorCode::InvalidFrame.as_u16());
+                }
+                let sends: Vec<Outbound<'_>> = sends.iter().map(outbound).collect();
+                let group: Vec<&Outbound<'_>> = sends.iter().collect();
+                let got = self.logged_batch_here(h, &mut part, &group).await;
                 let mut replies = Vec::with_capacity(sends.len());
-                for s in &sends {
-                    if s.biz != biz {
-                        replies.push(wire::route_reply(&Err(RouterError::Forwarded(
-                            switchboard_protocol::ErrorCode::InvalidFrame.as_u16(),
-                        ))));
-                        continue;
-                    }
-                    let send = outbound(s);
-                    let result = match self.logged_here(h, &mut part, &send).await {
-                        Some(r) => Some(r),
+                for (send, answer) in sends.iter().zip(got) {
+                    let result = match answer {
+                        Some(r) => r,
                         // History turned off meanwhile: routed as ever.
-                        None => Some(self.route_direct(&send).await),
+                        None => self.route_direct(send).await,
                     };
-                    replies.push(send_reply(result));
+                    replies.push(send_reply(Some(result)));
                 }
                 PartReply::Sent(replies)
             }

@@ -142,6 +142,14 @@ impl Deliveries {
         self.0.entry(node).or_default().push((cmd, send));
     }
 
+    /// Adds `other`'s deliveries after these, as serving send `send`.
+    pub(super) fn absorb(&mut self, other: Deliveries, send: usize) {
+        for (node, cmds) in other.0 {
+            let mine = self.0.entry(node).or_default();
+            mine.extend(cmds.into_iter().map(|(cmd, _)| (cmd, send)));
+        }
+    }
+
     /// Gives every delivery the [`Order`] `order` numbers it with for its
     /// node (a logged send's, in a cluster).
     pub(super) fn number(&mut self, mut order: impl FnMut(&Arc<str>) -> Option<Order>) {
@@ -184,11 +192,13 @@ impl Router {
     pub async fn route(&self, sends: &[Outbound<'_>]) -> Vec<Result<u32, RouterError>> {
         let started = Instant::now();
         let mut out = Deliveries::default();
+        // Sends of history-on bizCodes are appended (pipelined) and
+        // dispatched per partition, in its order (SPEC §7); `None`: route
+        // as ever.
+        let logged = self.route_logged(sends).await;
         let mut replies = Vec::with_capacity(sends.len());
-        for (i, send) in sends.iter().enumerate() {
-            // A history-on bizCode's send is appended and dispatched on
-            // its own, in its partition's order (SPEC §7).
-            if let Some(reply) = self.route_logged(send).await {
+        for (i, (send, logged)) in sends.iter().zip(logged).enumerate() {
+            if let Some(reply) = logged {
                 replies.push(reply);
                 continue;
             }
