@@ -83,16 +83,8 @@ pub(crate) async fn start(edge: &EdgeInner, conn: &Conn, joined: Option<&Joined>
         };
     };
     conn.set_joined(j.partition, j.token);
-    let fresh = |recovered| {
-        conn.set_log_position(j.seq);
-        Start {
-            position: Some((j.epoch.clone(), j.seq)),
-            recovered,
-            replay: None,
-        }
-    };
     let Some(r) = recover else {
-        return fresh(None);
+        return fresh(conn, j, None);
     };
     let start = recover_from(edge, conn, j, r).await;
     if start.recovered == Some(true) {
@@ -103,16 +95,19 @@ pub(crate) async fn start(edge: &EdgeInner, conn: &Conn, joined: Option<&Joined>
     start
 }
 
+/// A connection that starts at the log's head `W` (nothing replayed).
+fn fresh(conn: &Conn, j: &Joined, recovered: Option<bool>) -> Start {
+    conn.set_log_position(j.seq);
+    Start {
+        position: Some((j.epoch.clone(), j.seq)),
+        recovered,
+        replay: None,
+    }
+}
+
 /// [`start`] for a connection that asked to recover.
 async fn recover_from(edge: &EdgeInner, conn: &Conn, j: &Joined, r: &Recover) -> Start {
-    let fresh = |recovered| {
-        conn.set_log_position(j.seq);
-        Start {
-            position: Some((j.epoch.clone(), j.seq)),
-            recovered,
-            replay: None,
-        }
-    };
+    let fresh = |recovered| fresh(conn, j, recovered);
     let from = match (r.seq, r.epoch.as_deref()) {
         (Some(s), Some(e)) if e == j.epoch && s >= j.low_water && s <= j.seq => s,
         _ => return fresh(Some(false)),

@@ -180,18 +180,7 @@ impl Ws {
                         reason: String::new(),
                     })
                 }
-                Ok(Some(Ok(Message::Close(c)))) => {
-                    return Err(c.map_or(
-                        Closed {
-                            code: 1005,
-                            reason: String::new(),
-                        },
-                        |c| Closed {
-                            code: u16::from(c.code),
-                            reason: c.reason.to_string(),
-                        },
-                    ))
-                }
+                Ok(Some(Ok(Message::Close(c)))) => return Err(closed_by(c)),
                 Ok(Some(Ok(Message::Text(t)))) => {
                     if let Ok(v) = serde_json::from_str(t.as_str()) {
                         return Ok(Some(v));
@@ -224,19 +213,7 @@ impl Ws {
                         frames,
                     )
                 }
-                Ok(Some(Ok(Message::Close(c)))) => {
-                    let closed = c.map_or(
-                        Closed {
-                            code: 1005,
-                            reason: String::new(),
-                        },
-                        |c| Closed {
-                            code: u16::from(c.code),
-                            reason: c.reason.to_string(),
-                        },
-                    );
-                    return (Some(closed), frames);
-                }
+                Ok(Some(Ok(Message::Close(c)))) => return (Some(closed_by(c)), frames),
                 Ok(Some(Ok(Message::Text(t)))) => {
                     if let Ok(v) = serde_json::from_str(t.as_str()) {
                         frames.push(v);
@@ -297,6 +274,20 @@ impl Ws {
         })
         .await;
     }
+}
+
+/// The close a close frame says (1005: none given).
+fn closed_by(c: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Closed {
+    c.map_or(
+        Closed {
+            code: 1005,
+            reason: String::new(),
+        },
+        |c| Closed {
+            code: u16::from(c.code),
+            reason: c.reason.to_string(),
+        },
+    )
 }
 
 fn http_name(k: &str) -> tokio_tungstenite::tungstenite::http::HeaderName {

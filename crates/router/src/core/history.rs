@@ -37,7 +37,7 @@ use switchboard_protocol::subject::presence_key;
 use switchboard_runtime::now_ms;
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::route::Deliveries;
+use super::route::{render, Deliveries};
 use super::{Router, CAS_ATTEMPTS};
 use crate::error::RouterError;
 use crate::link::OwnerLink;
@@ -567,14 +567,7 @@ impl Router {
     /// how many connections it reaches (a unicast to a client offline for
     /// less than `history.ttl` reaches none and is stored).
     async fn plan_entry(&self, send: &Outbound<'_>, seq: u64) -> Result<(LogEntry, Deliveries, u32), RouterError> {
-        let frame = Bytes::from(frame::logged_delivery(
-            send.target,
-            send.msg_id,
-            send.from,
-            send.content,
-            now_ms(),
-            Some(seq),
-        ));
+        let frame = render(send, Some(seq));
         let mut out = Deliveries::default();
         let recipients = match self.plan(send, 0, &mut out, &frame, Some(seq)).await {
             Ok(n) => n,

@@ -163,6 +163,19 @@ impl Deliveries {
     }
 }
 
+/// The delivery frame of `send`, stamped now; with `seq` when it is an
+/// entry of its bizCode's log.
+pub(super) fn render(send: &Outbound<'_>, seq: Option<u64>) -> Bytes {
+    Bytes::from(frame::logged_delivery(
+        send.target,
+        send.msg_id,
+        send.from,
+        send.content,
+        now_ms(),
+        seq,
+    ))
+}
+
 /// Logs a failed presence lookup once, where it happened.
 fn lookup_failed(e: StoreError) -> RouterError {
     tracing::warn!(error = %e, "presence lookup failed");
@@ -202,13 +215,7 @@ impl Router {
                 replies.push(reply);
                 continue;
             }
-            let frame = Bytes::from(frame::delivery(
-                send.target,
-                send.msg_id,
-                send.from,
-                send.content,
-                now_ms(),
-            ));
+            let frame = render(send, None);
             replies.push(self.plan(send, i, &mut out, &frame, None).await);
         }
         self.hand_over(out, &mut replies).await;
@@ -223,13 +230,7 @@ impl Router {
     /// `seq`): what a partition's owner does with a forwarded send of a
     /// bizCode whose history was just turned off.
     pub(super) async fn route_direct(&self, send: &Outbound<'_>) -> Result<u32, RouterError> {
-        let frame = Bytes::from(frame::delivery(
-            send.target,
-            send.msg_id,
-            send.from,
-            send.content,
-            now_ms(),
-        ));
+        let frame = render(send, None);
         let mut out = Deliveries::default();
         let mut reply = [self.plan(send, 0, &mut out, &frame, None).await];
         self.hand_over(out, &mut reply).await;
