@@ -1,6 +1,6 @@
-//! The client's address, and the optional caps on WebSocket connections
-//! per client address and per bizCode (`edge.max_connections_per_address`,
-//! `edge.max_connections_per_biz`; SPEC §2: 429 with `Retry-After`).
+//! The client's address, and the optional cap on WebSocket connections
+//! per client address (`edge.max_connections_per_address`; SPEC §2: 429
+//! with `Retry-After`). The caps per bizCode are in `tenant`.
 //!
 //! Behind nginx or an Ingress every client shares the proxy's address, so
 //! the address is taken from `X-Forwarded-For` (or RFC 7239 `Forwarded`)
@@ -82,7 +82,7 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     s.rsplit_once(':')?.0.parse().ok()
 }
 
-/// Live WebSocket connections per key (a client address, a bizCode).
+/// Live WebSocket connections per key (a client address).
 #[derive(Debug)]
 pub(crate) struct SlotLimiter<K> {
     counts: Arc<Mutex<HashMap<K, u32>>>,
@@ -134,8 +134,6 @@ impl<K: Hash + Eq> Drop for Slot<K> {
 pub(crate) struct Slots {
     /// Its client address's.
     pub(crate) address: Option<Slot<IpAddr>>,
-    /// Its bizCode's.
-    pub(crate) biz: Option<Slot<Arc<str>>>,
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Admission: every check an opening request passes before the upgrade
 //! (SPEC §2 "Connecting"), in the order a client's mistake is cheapest to
 //! report: node state, `Origin`, the query, the token, the HTTP handshake,
-//! the connection caps, then bizCode registration (the only check that may
-//! ask a router).
+//! the connection caps (the one per bizCode may ask a router for the
+//! bizCode's limits, once), then bizCode registration (may ask a router).
 //!
 //! A refusal is an [`AdmitError`]; [`AdmitError::into_response`] is the one
 //! place that maps it to the HTTP status and the `{code, msg}` body (and
@@ -10,7 +10,6 @@
 //! and the welcome come after the upgrade, in the session.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::{Request, StatusCode};
 use switchboard_protocol::ids::{self, IdError, IdKind};
@@ -21,6 +20,7 @@ use crate::address::{self, Slots};
 use crate::auth::{self, AuthError};
 use crate::edge::EdgeInner;
 use crate::handshake::{self, HandshakeError, Recover, UpgradeError};
+use crate::tenant::TenantSlot;
 
 /// A server-assigned clientId: 16 lowercase hex chars.
 pub fn new_client_id() -> String {
@@ -36,10 +36,13 @@ pub(crate) struct Admission {
     pub(crate) expires_at: u64,
     /// The groups the token allows sending to (`None`: any).
     pub(crate) send_groups: Option<Box<[String]>>,
-    /// The connection's places in the per-address and per-bizCode counts,
-    /// held for its life (boxed, and only when a cap is on: an idle
-    /// session keeps a pointer at most).
+    /// The connection's place in the per-address count, held for its
+    /// life (boxed, and only when the cap is on: an idle session keeps a
+    /// pointer at most).
     pub(crate) slots: Option<Box<Slots>>,
+    /// Its place in its bizCode's count and the bizCode's sends bucket,
+    /// held for its life.
+    pub(crate) tenant: Option<TenantSlot>,
     /// The recovery the client asked for (SPEC §7).
     pub(crate) recover: Option<Box<Recover>>,
 }
@@ -86,7 +89,8 @@ pub(crate) enum AdmitError {
     /// `edge.max_connections_per_address` reached: 429.
     #[error("too many connections from this address")]
     TooManyFromAddress,
-    /// `edge.max_connections_per_biz` reached: 429.
+    /// The bizCode's own connection limit or `edge.max_connections_per_biz`
+    /// reached: 429.
     #[error("too many connections for this bizCode on this edge")]
     TooManyForBiz,
     /// Registration is required and the bizCode is not registered: 403.
@@ -162,6 +166,7 @@ pub(crate) async fn admit<B>(edge: &EdgeInner, req: &Request<B>, peer: SocketAdd
             expires_at: 0,
             send_groups: None,
             slots: None,
+            tenant: None,
             recover: hs.recover.map(Box::new),
         },
         Some(verifier) => {
@@ -191,6 +196,7 @@ pub(crate) async fn admit<B>(edge: &EdgeInner, req: &Request<B>, peer: SocketAdd
                 expires_at: claims.expires_at,
                 send_groups: claims.groups.map(Vec::into_boxed_slice),
                 slots: None,
+                tenant: None,
                 recover: hs.recover.map(Box::new),
             }
         }
@@ -202,12 +208,16 @@ pub(crate) async fn admit<B>(edge: &EdgeInner, req: &Request<B>, peer: SocketAdd
         let slot = edge.addresses().acquire(&ip, config.max_connections_per_address);
         slots.address = Some(slot.ok_or(AdmitError::TooManyFromAddress)?);
     }
-    if config.max_connections_per_biz > 0 {
-        let biz: Arc<str> = admission.biz.as_str().into();
-        let slot = edge.bizs().acquire(&biz, config.max_connections_per_biz);
-        slots.biz = Some(slot.ok_or(AdmitError::TooManyForBiz)?);
-    }
-    if slots.address.is_some() || slots.biz.is_some() {
+    let tenant = edge
+        .tenants()
+        .admit(edge.router().as_ref(), &admission.biz, config.max_connections_per_biz)
+        .await;
+    let Some(tenant) = tenant else {
+        edge.metrics().biz_connection_refusals.inc();
+        return Err(AdmitError::TooManyForBiz);
+    };
+    admission.tenant = Some(tenant);
+    if slots.address.is_some() {
         admission.slots = Some(Box::new(slots));
     }
     if config.require_registration && !edge.is_known_biz(&admission.biz) {

@@ -85,8 +85,16 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Most WebSocket connections one bizCode may hold on this edge (so one
     /// tenant cannot take all of an edge's sockets); past it a handshake
-    /// gets 429 with `Retry-After`. 0 turns the cap off. Default 0 (off).
+    /// gets 429 with `Retry-After`. 0 turns the cap off. A bizCode's own
+    /// cap (`set_limits`) applies too; the lower one wins. Default 0 (off).
     pub max_connections_per_biz: u32,
+    /// How often this edge asks the routers again for the limits of the
+    /// bizCodes it serves (`set_limits`: connections and sends/s per
+    /// bizCode on each edge); a change takes effect within about this
+    /// long plus a second. A bizCode new to the edge is asked about before
+    /// its first handshake is admitted. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub biz_limits_refresh: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -115,6 +123,7 @@ impl Default for EdgeConfig {
             max_connections_per_address: 0,
             trusted_proxies: Vec::new(),
             max_connections_per_biz: 0,
+            biz_limits_refresh: Duration::from_secs(2),
         }
     }
 }
@@ -154,6 +163,9 @@ impl EdgeConfig {
         }
         if self.max_groups == 0 {
             problems.push("edge.max_groups must be positive".into());
+        }
+        if self.biz_limits_refresh < Duration::from_millis(100) || self.biz_limits_refresh > Duration::from_secs(60) {
+            problems.push("edge.biz_limits_refresh must be between 100ms and 60s".into());
         }
         if self.node_heartbeat < Duration::from_millis(100) || self.node_heartbeat > Duration::from_secs(3) {
             problems.push(

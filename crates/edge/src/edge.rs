@@ -30,6 +30,7 @@ use crate::config::EdgeConfig;
 use crate::link::RouterLink;
 use crate::outbox::{self, Pushed};
 use crate::registry::{Conn, Registry};
+use crate::tenant::Tenants;
 
 /// Registered bizCodes remembered by an edge (registration is permanent).
 const KNOWN_BIZ_CACHE: usize = 100_000;
@@ -62,8 +63,9 @@ pub(crate) struct EdgeInner {
     presence_dropped: Arc<AtomicBool>,
     /// Live connections per client address (`max_connections_per_address`).
     addresses: SlotLimiter<IpAddr>,
-    /// Live connections per bizCode (`max_connections_per_biz`).
-    bizs: SlotLimiter<Arc<str>>,
+    /// Each bizCode's limits and connections here (`set_limits`, and
+    /// `max_connections_per_biz`).
+    tenants: Tenants,
     /// bizCodes known to be registered (at most [`KNOWN_BIZ_CACHE`]), so
     /// admission asks a router once per bizCode.
     known_biz: Mutex<HashSet<String>>,
@@ -113,7 +115,7 @@ impl Edge {
                 verifier,
                 known_biz: Mutex::new(HashSet::new()),
                 addresses: SlotLimiter::default(),
-                bizs: SlotLimiter::default(),
+                tenants: Tenants::default(),
                 presence_dropped: Arc::new(AtomicBool::new(false)),
                 tasks: TaskTracker::new(),
                 next_conn: AtomicU64::new(1),
@@ -213,9 +215,9 @@ impl EdgeInner {
         &self.addresses
     }
 
-    /// The per-bizCode connection counts.
-    pub(crate) fn bizs(&self) -> &SlotLimiter<Arc<str>> {
-        &self.bizs
+    /// Each bizCode's limits and connection count.
+    pub(crate) fn tenants(&self) -> &Tenants {
+        &self.tenants
     }
 
     /// Whether `biz` is known to be registered.

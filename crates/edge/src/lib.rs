@@ -16,8 +16,10 @@
 //! A connection:
 //! - [`handshake`]: query and HTTP checks of the opening request.
 //! - [`auth`]: connection JWTs and the `Origin` allow-list.
-//! - `address`: the client's address (trusted proxies) and the caps on
-//!   connections per address and per bizCode.
+//! - `address`: the client's address (trusted proxies) and the cap on
+//!   connections per address.
+//! - `tenant`: each bizCode's limits here (connections, sends/s), asked of
+//!   the routers and refreshed.
 //! - `session`: one task per connection: the reader, and a writer for what
 //!   a direct write left (`writer`).
 //! - `send`: what a client's text message does (heartbeat, send, limits).
@@ -58,6 +60,7 @@ pub mod registry;
 mod resync;
 mod send;
 mod session;
+mod tenant;
 mod writer;
 mod wsread;
 

@@ -26,9 +26,11 @@ const DRAIN_ATTEMPTS: u32 = 3;
 impl Edge {
     /// Starts the twice-a-second sweeper: advances the coarse clock, closes
     /// connections whose token expired (4001) and connections idle for
-    /// longer than the idle timeout (1001).
+    /// longer than the idle timeout (1001). Starts the refresher of the
+    /// bizCodes' limits too (every `edge.biz_limits_refresh`).
     pub fn spawn_sweeper(&self, shutdown: CancellationToken) {
         let inner = self.inner().clone();
+        crate::tenant::spawn_refresher(inner.clone(), shutdown.clone());
         tokio::spawn(async move {
             let idle = inner.config().idle_timeout().as_secs().max(1);
             let mut tick = tokio::time::interval(SWEEP_EVERY);

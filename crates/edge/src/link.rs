@@ -3,7 +3,7 @@
 //! binary implements it with direct calls into the router.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::{ConnInfo, ConnectedReply, Disconnect, Resync, Route, RouteReply};
+use switchboard_protocol::envelope::{BizLimits, ConnInfo, ConnectedReply, Disconnect, Resync, Route, RouteReply};
 
 /// Why the router could not be asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,4 +37,12 @@ pub trait RouterLink: Send + Sync + 'static {
     /// Whether a bizCode is registered (asked only where registration is
     /// required).
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError>;
+    /// The limits of each of `bizs` (at most
+    /// [`MAX_LIMITS_QUERY`](switchboard_protocol::envelope::MAX_LIMITS_QUERY)),
+    /// in order. A link that cannot ask answers an error, and the edge then
+    /// keeps what it knew (fails open).
+    async fn biz_limits(&self, bizs: Vec<String>) -> Result<Vec<BizLimits>, LinkError> {
+        let _ = bizs;
+        Err(LinkError::Unavailable("this link cannot ask for limits".into()))
+    }
 }

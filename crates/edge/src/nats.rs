@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, ConnInfo, ConnectReply, ConnectedReply, Disconnect, Heartbeat, NodeCommand, Resync, Route,
-    RouteBatch, RouteBatchReply, RouteReply,
+    self, BizLimits, BizQuery, ConnInfo, ConnectReply, ConnectedReply, Disconnect, Heartbeat, LimitsQuery, LimitsReply,
+    NodeCommand, Resync, Route, RouteBatch, RouteBatchReply, RouteReply,
 };
 use switchboard_protocol::{subject, ErrorCode};
 use switchboard_runtime::nats::LinkState;
@@ -213,6 +213,13 @@ impl RouterLink for NatsRouter {
             Some(ErrorCode::Ok) => Ok(true),
             Some(ErrorCode::UnknownBiz) => Ok(false),
             _ => Err(LinkError::Unavailable(format!("registry answered {}", r.code))),
+        }
+    }
+    async fn biz_limits(&self, bizs: Vec<String>) -> Result<Vec<BizLimits>, LinkError> {
+        let r: LimitsReply = self.request(subject::ROUTER_BIZ_LIMITS, &LimitsQuery { bizs }).await?;
+        match ErrorCode::from_u16(r.code) {
+            Some(ErrorCode::Ok) => Ok(r.limits),
+            _ => Err(LinkError::Unavailable(format!("limits answered {}", r.code))),
         }
     }
 }

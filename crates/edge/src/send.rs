@@ -1,6 +1,7 @@
 //! What a client's text message does: a heartbeat is answered at once; a
-//! send (mode 100, 200, 300) is checked (size, ids, send policy, rate) and
-//! asked of a router, and its mode-2 reply says how it went.
+//! send (mode 100, 200, 300) is checked (size, ids, send policy, the
+//! connection's rate, then its bizCode's) and asked of a router, and its
+//! mode-2 reply says how it went.
 //!
 //! Sends of one connection are routed one at a time, in order: the reader
 //! awaits each before it reads the next frame.
@@ -14,6 +15,7 @@ use switchboard_protocol::ErrorCode;
 
 use crate::edge::EdgeInner;
 use crate::registry::Conn;
+use crate::tenant::Tenant;
 
 /// Per-connection token bucket and abuse counter (lives in the reader).
 pub(crate) struct Limiter {
@@ -49,8 +51,14 @@ impl Limiter {
     }
 }
 
-/// Handles one text message of a welcomed client.
-pub(crate) async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limiter: &mut Limiter) {
+/// Handles one text message of a welcomed client of `tenant`'s bizCode.
+pub(crate) async fn handle_text(
+    edge: &EdgeInner,
+    conn: &Conn,
+    text: &[u8],
+    limiter: &mut Limiter,
+    tenant: Option<&Tenant>,
+) {
     if text.len() > edge.config().max_frame_bytes {
         edge.metrics().frames_received.get(u16::MAX).inc();
         edge.reply(conn, None, ErrorCode::TooLarge, "frame over the size limit", None);
@@ -96,6 +104,13 @@ pub(crate) async fn handle_text(edge: &EdgeInner, conn: &Conn, text: &[u8], limi
         return;
     }
     if !limiter.allow(edge.config().rate_per_sec, edge.config().rate_burst) {
+        refuse(edge, conn, msg_id.as_deref(), ErrorCode::RateLimited);
+        return;
+    }
+    // The bizCode's own sends limit, shared by its connections here. Not
+    // the connection's fault: it does not count toward `abuse_limit`.
+    if tenant.is_some_and(|t| !t.allow_send()) {
+        edge.metrics().biz_send_refusals.inc();
         refuse(edge, conn, msg_id.as_deref(), ErrorCode::RateLimited);
         return;
     }

@@ -32,6 +32,7 @@ use crate::outbox::{self, Pushed};
 use crate::recovery;
 use crate::registry::Conn;
 use crate::send::{handle_text, Limiter};
+use crate::tenant::Tenant;
 use crate::writer::write_loop;
 use crate::wsread::{op, FrameReader, ReadError};
 
@@ -91,6 +92,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     };
     let id = edge.next_conn_id();
     let slots;
+    let tenant;
     let recover;
     let conn = {
         // Scoped: the connection keeps its own copies of these.
@@ -101,9 +103,11 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
             expires_at,
             send_groups,
             slots: held,
+            tenant: counted,
             recover: asked,
         } = a;
         slots = held;
+        tenant = counted;
         recover = asked;
         Arc::new(Conn::with_token(
             id,
@@ -122,11 +126,19 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     let registration = Box::pin(register(&edge, &conn, recover.as_deref())).await;
     let registered = registration == Registration::Registered;
 
-    serve(&edge, &conn, &mut socket, Role::Client { registered }).await;
+    serve(
+        &edge,
+        &conn,
+        &mut socket,
+        Role::Client { registered },
+        tenant.as_deref(),
+    )
+    .await;
 
     edge.registry().remove(id);
     edge.metrics().connections.dec();
     drop(slots);
+    drop(tenant);
     if registration != Registration::Refused {
         edge.spawn_disconnect(Disconnect {
             node: edge.node_id().to_owned(),
@@ -144,15 +156,16 @@ pub(crate) async fn run_echo(edge: Arc<EdgeInner>, io: Io) {
     };
     let conn = Conn::new(edge.next_conn_id(), "", "", &[], edge.clock());
     conn.outbox.attach(socket.sock.clone());
-    serve(&edge, &conn, &mut socket, Role::Echo).await;
+    serve(&edge, &conn, &mut socket, Role::Echo, None).await;
 }
 
 /// Polls the reader and the writer until both are done, then lingers.
-async fn serve(edge: &EdgeInner, conn: &Conn, socket: &mut Socket, role: Role) {
+/// `tenant`: the client's bizCode (its sends limit).
+async fn serve(edge: &EdgeInner, conn: &Conn, socket: &mut Socket, role: Role, tenant: Option<&Tenant>) {
     let grace = edge.config().close_grace;
     let Socket { rd, sock, reader } = socket;
     {
-        let reading = read_loop(edge, conn, reader, rd, role);
+        let reading = read_loop(edge, conn, reader, rd, role, tenant);
         let writer = write_loop(edge, conn, sock);
         tokio::pin!(reading, writer);
         // Cancel safety: neither loop is cancel safe (see theirs), and the
@@ -282,8 +295,14 @@ async fn connect_retrying(
 /// Not cancel safe: dropped while it waits for a route, that send's reply
 /// is lost (the send itself may still be delivered). `serve` drops it only
 /// once the connection is over.
-async fn read_loop<R>(edge: &EdgeInner, conn: &Conn, reader: &mut FrameReader, rd: &mut R, role: Role)
-where
+async fn read_loop<R>(
+    edge: &EdgeInner,
+    conn: &Conn,
+    reader: &mut FrameReader,
+    rd: &mut R,
+    role: Role,
+    tenant: Option<&Tenant>,
+) where
     R: tokio::io::AsyncRead + Unpin,
 {
     let mut limiter = Limiter::new(edge.config().rate_burst);
@@ -332,7 +351,7 @@ where
             (Event::Binary(data), Role::Echo) => echo(edge, conn, op::BINARY, &data),
             (_, Role::Client { registered: false }) => {}
             (Event::Text(text), Role::Client { .. }) => {
-                Box::pin(handle_text(edge, conn, &text, &mut limiter)).await;
+                Box::pin(handle_text(edge, conn, &text, &mut limiter, tenant)).await;
             }
             (Event::Binary(_), Role::Client { .. }) => {
                 edge.metrics().frames_received.get(u16::MAX).inc();

@@ -362,6 +362,63 @@ pub struct BizQuery {
     pub biz: String,
 }
 
+/// A bizCode's own limits on each edge (`set_limits`; the noisy-tenant
+/// limits): 0 turns a limit off, and all are off by default. Every edge
+/// applies them on its own: connections of the bizCode on that edge, and
+/// one token bucket for all client sends of the bizCode on that edge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BizLimits {
+    /// Most WebSocket connections of the bizCode on one edge (429 past it).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Client sends (modes 100/200/300) per second of the bizCode on one
+    /// edge (1005 past it).
+    #[serde(default)]
+    pub sends_per_sec: u32,
+    /// Sends allowed at once above the rate; 0: as many as one second's.
+    #[serde(default)]
+    pub sends_burst: u32,
+}
+
+impl BizLimits {
+    /// Whether every limit is off.
+    pub fn is_off(&self) -> bool {
+        self.max_connections == 0 && self.sends_per_sec == 0
+    }
+
+    /// The burst of the sends bucket: `sends_burst`, or one second's sends.
+    pub fn burst(&self) -> u32 {
+        if self.sends_burst == 0 {
+            self.sends_per_sec
+        } else {
+            self.sends_burst
+        }
+    }
+}
+
+/// Most bizCodes in one [`LimitsQuery`]; a router refuses a longer one
+/// (1001).
+pub const MAX_LIMITS_QUERY: usize = 512;
+
+/// Edge → router: the limits of these bizCodes ([`BizLimits`]), at most
+/// [`MAX_LIMITS_QUERY`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsQuery {
+    /// bizCodes.
+    pub bizs: Vec<String>,
+}
+
+/// Answer to a [`LimitsQuery`]: 0 and one [`BizLimits`] per bizCode, in
+/// its order, or an error code and none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsReply {
+    /// 0 on success.
+    pub code: u16,
+    /// One per bizCode asked about.
+    #[serde(default)]
+    pub limits: Vec<BizLimits>,
+}
+
 /// Node liveness beacon, published to every router.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {

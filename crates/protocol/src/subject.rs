@@ -21,6 +21,11 @@ pub const ROUTER_RESYNC: &str = "sb.router.resync";
 pub const ROUTER_DRAIN: &str = "sb.router.drain";
 /// Edge → router: is this bizCode registered? (request/reply, queue group).
 pub const ROUTER_CHECK_BIZ: &str = "sb.router.check_biz";
+/// Edge → router: the limits of some bizCodes
+/// ([`LimitsQuery`](crate::envelope::LimitsQuery); request/reply, queue
+/// group). Edges ask when a bizCode is new to them and again every
+/// `edge.biz_limits_refresh` for the bizCodes they serve.
+pub const ROUTER_BIZ_LIMITS: &str = "sb.router.biz_limits";
 /// Edge → every router: node heartbeat (plain publish, no queue group).
 pub const ROUTER_HEARTBEAT: &str = "sb.router.heartbeat";
 

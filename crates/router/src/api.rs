@@ -7,12 +7,15 @@
 //! before anything is looked up or done for it. The checks run in this
 //! order: key (401), call (404), method (405), bus (503), tenant headers
 //! (400), body size (413); then, for `register`, the body and the bizCode
-//! it names (400, 403); for every other call, the tenant's bizCode (400),
-//! its scope (403), its registration (404), then the body (400).
+//! it names (400, 403) and the rate limit (429); for every other call, the
+//! tenant's bizCode (400), its scope (403; `set_limits` needs a global
+//! key), the rate limit per key and bizCode (429/1005, `rate`), its
+//! registration (404), then the body (400).
 //!
 //! Files, one concept each (this one serves a call end to end):
 //! - `call`: the calls, parsed once from the path;
 //! - `keys`: which key is calling and what it may serve;
+//! - `rate`: the rate limit per API key and bizCode;
 //! - `body`: the request body, the tenant headers, their checks;
 //! - `error`: every refusal, mapped to status + `{code,msg}` in one place.
 //!
@@ -28,6 +31,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::json;
+use switchboard_protocol::envelope::BizLimits;
 use switchboard_protocol::frame::SendTarget;
 use switchboard_protocol::ids::IdKind;
 use switchboard_protocol::{ErrorCode, RefusalCode};
@@ -46,11 +50,13 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+mod rate;
 
 use body::{check_id, parse, required, same_tenant, tenant, Body};
 use call::{Call, Op};
 use error::{ok, ApiError};
 use keys::{matching_key, Caller};
+use rate::ApiRate;
 
 /// The path prefix of every call.
 pub const PREFIX: &str = "/api/websocket/";
@@ -63,6 +69,8 @@ const UNKNOWN_CALL_LABEL: &str = "unknown";
 pub struct Api {
     router: Router,
     config: Arc<ApiConfig>,
+    /// Calls per (API key, bizCode).
+    rate: Arc<ApiRate>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 }
@@ -83,6 +91,7 @@ impl Api {
     pub fn new(router: Router, config: ApiConfig, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
         Self {
             router,
+            rate: Arc::new(ApiRate::new(config.rate_per_sec, config.rate_burst)),
             config: Arc::new(config),
             health,
             metrics,
@@ -151,6 +160,10 @@ impl Api {
         let biz = tenant.ok_or_else(|| ApiError::bad("the systemId (or bizCode) header is required"))?;
         check_id(IdKind::Biz, &biz)?;
         caller.may_serve(&biz)?;
+        if op == Op::SetLimits {
+            caller.must_be_global()?;
+        }
+        self.check_rate(caller, &biz)?;
         if self.config.require_registration && !self.router.is_registered(&biz).await? {
             return Err(ErrorCode::UnknownBiz.into());
         }
@@ -170,11 +183,22 @@ impl Api {
             .ok_or_else(|| ApiError::bad("systemId is required"))?;
         check_id(IdKind::Biz, &biz)?;
         caller.may_serve(&biz)?;
+        self.check_rate(caller, &biz)?;
         self.router.register(&biz).await?;
         if let Some(on) = b.history {
             self.router.set_history(&biz, on).await?;
         }
         Ok(ok(json!({})))
+    }
+
+    /// Takes one call of `caller`'s budget for `biz` (429/1005 past it).
+    fn check_rate(&self, caller: Caller<'_>, biz: &str) -> Result<(), ApiError> {
+        if self.rate.allow(caller.id(&self.config.keys), biz) {
+            Ok(())
+        } else {
+            self.metrics.api_rate_limited.inc();
+            Err(ApiError::RateLimited)
+        }
     }
 
     /// A send through the router (no origin: every member is a recipient).
@@ -276,8 +300,49 @@ impl Api {
                 let (epoch, seq) = self.router.delete_history(biz).await?;
                 Ok(ok(json!({"epoch": epoch, "seq": seq})))
             }
+            Op::SetLimits => {
+                let limits = self.router.set_limits(biz, biz_limits(&b)?).await?;
+                Ok(ok(limits_json(limits)))
+            }
+            Op::GetLimits => Ok(ok(limits_json(self.router.limits(biz).await?))),
         }
     }
+}
+
+/// Largest `maxConnections`.
+const MAX_LIMIT_CONNECTIONS: u64 = 10_000_000;
+/// Largest `sendsPerSec` and `sendsBurst`.
+const MAX_LIMIT_SENDS: u64 = 1_000_000;
+
+/// `set_limits`' limits: each absent, null or 0 is off; `sendsBurst`
+/// without `sendsPerSec` is refused.
+fn biz_limits(b: &Body) -> Result<BizLimits, ApiError> {
+    let field = |v: Option<u64>, name: &str, max: u64| {
+        let v = v.unwrap_or(0);
+        u32::try_from(v)
+            .ok()
+            .filter(|_| v <= max)
+            .ok_or_else(|| ApiError::bad(format!("{name} must be between 0 and {max}")))
+    };
+    let limits = BizLimits {
+        max_connections: field(b.max_connections, "maxConnections", MAX_LIMIT_CONNECTIONS)?,
+        sends_per_sec: field(b.sends_per_sec, "sendsPerSec", MAX_LIMIT_SENDS)?,
+        sends_burst: field(b.sends_burst, "sendsBurst", MAX_LIMIT_SENDS)?,
+    };
+    if limits.sends_per_sec == 0 && limits.sends_burst > 0 {
+        return Err(ApiError::bad("sendsBurst needs sendsPerSec"));
+    }
+    Ok(limits)
+}
+
+/// A bizCode's limits as the API shows them (0: off; `sendsBurst` as
+/// applied).
+fn limits_json(l: BizLimits) -> serde_json::Value {
+    json!({
+        "maxConnections": l.max_connections,
+        "sendsPerSec": l.sends_per_sec,
+        "sendsBurst": l.burst(),
+    })
 }
 
 /// `get_history`'s question: a client or a group (not both), `since`,

@@ -44,6 +44,12 @@ pub struct ApiConfig {
     /// Require bizCodes to be registered (`register`) before clients of
     /// them connect or the API serves them (else 1007). Default false.
     pub require_registration: bool,
+    /// API calls per second per API key and bizCode, on each router (a
+    /// token bucket; past it 429/1005 with `Retry-After`). 0 turns the
+    /// limit off. Default 1000.
+    pub rate_per_sec: u32,
+    /// Calls allowed at once above `rate_per_sec`. Default 2000.
+    pub rate_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -54,6 +60,8 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             max_clients_per_send: 1000,
             require_registration: false,
+            rate_per_sec: 1000,
+            rate_burst: 2000,
         }
     }
 }
@@ -73,6 +81,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_clients_per_send", &self.max_clients_per_send)
             .field("require_registration", &self.require_registration)
+            .field("rate_per_sec", &self.rate_per_sec)
+            .field("rate_burst", &self.rate_burst)
             .finish()
     }
 }
@@ -110,6 +120,9 @@ impl ApiConfig {
         }
         if self.max_clients_per_send == 0 {
             problems.push("api.max_clients_per_send must be positive".into());
+        }
+        if self.rate_per_sec > 0 && self.rate_burst == 0 {
+            problems.push("api.rate_burst must be positive when api.rate_per_sec is on (above 0)".into());
         }
     }
 }
@@ -467,5 +480,18 @@ mod tests {
         let debug = format!("{c:?}");
         assert!(!debug.contains("0123456789") && !debug.contains("short"), "{debug}");
         assert!(debug.contains("[5 redacted, 4 scoped]"), "{debug}");
+    }
+
+    #[test]
+    fn the_rate_limit_is_on_by_default_and_needs_a_burst() {
+        let c = ApiConfig::default();
+        assert_eq!((c.rate_per_sec, c.rate_burst), (1000, 2000));
+        let c = config(json!({"rate_per_sec": 10, "rate_burst": 0})).expect("parsed");
+        assert_eq!(
+            problems(&c),
+            ["api.rate_burst must be positive when api.rate_per_sec is on (above 0)"]
+        );
+        let off = config(json!({"rate_per_sec": 0, "rate_burst": 0})).expect("parsed");
+        assert!(problems(&off).is_empty());
     }
 }

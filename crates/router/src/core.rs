@@ -9,6 +9,7 @@
 //! - `liveness`: heartbeats, silent-node detection and purge;
 //! - `route`: sends and presence notices, fanned out per node;
 //! - `admin`: the operations behind the HTTP API;
+//! - `limits`: each bizCode's own limits on the edges (noisy tenants);
 //! - `history`: logged sends, joins and the history calls (SPEC §7);
 //! - `members`: durable group membership (bound groups restored on
 //!   connect, offline stamps, the sweeper).
@@ -17,6 +18,7 @@
 
 mod admin;
 mod history;
+mod limits;
 mod liveness;
 mod members;
 mod presence;
@@ -37,6 +39,7 @@ use switchboard_runtime::now_ms;
 use tokio::sync::oneshot;
 
 pub use self::history::{History, HistoryPage, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+pub use self::limits::LIMITS_CACHE_TTL;
 use crate::config::RouterConfig;
 use crate::index::Index;
 use crate::link::EdgeLink;
@@ -120,6 +123,8 @@ struct Inner {
     index: Mutex<Index>,
     /// Liveness of every node this router heard of.
     nodes: Mutex<HashMap<Arc<str>, NodeState>>,
+    /// bizCodes' limits read recently, for the edges' questions.
+    limits: limits::LimitsCache,
     metrics: Arc<Metrics>,
 }
 
@@ -144,6 +149,7 @@ impl Router {
                 history,
                 index: Mutex::new(Index::default()),
                 nodes: Mutex::new(HashMap::new()),
+                limits: limits::LimitsCache::default(),
                 metrics,
             }),
         }

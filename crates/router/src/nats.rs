@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizQuery, CommandReply, Heartbeat, HeldReply, NodeCommand, RouteBatch, RouteBatchReply,
+    self, BizQuery, CommandReply, Heartbeat, HeldReply, LimitsQuery, LimitsReply, NodeCommand, RouteBatch,
+    RouteBatchReply,
 };
-use switchboard_protocol::subject;
+use switchboard_protocol::{subject, ErrorCode};
 use switchboard_runtime::nats::LinkState;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -168,6 +169,7 @@ pub async fn serve(
     let resync = sub(subject::ROUTER_RESYNC).await?;
     let check_biz = sub(subject::ROUTER_CHECK_BIZ).await?;
     let drain = sub(subject::ROUTER_DRAIN).await?;
+    let biz_limits = sub(subject::ROUTER_BIZ_LIMITS).await?;
     let mut heartbeat = client.subscribe(subject::ROUTER_HEARTBEAT).await?;
     client.flush().await?;
 
@@ -191,6 +193,15 @@ pub async fn serve(
     spawn_handler(drain, ctx, |r, m| async move { wire::connect_reply(&r.drain(m).await) });
     spawn_handler(check_biz, ctx, |r, q: BizQuery| async move {
         wire::registered_reply(&r.is_registered(&q.biz).await)
+    });
+    spawn_handler(biz_limits, ctx, |r, q: LimitsQuery| async move {
+        if q.bizs.len() > envelope::MAX_LIMITS_QUERY {
+            return LimitsReply {
+                code: ErrorCode::InvalidFrame.as_u16(),
+                limits: Vec::new(),
+            };
+        }
+        wire::limits_reply(r.biz_limits(&q.bizs).await)
     });
 
     let stop = shutdown.clone();

@@ -2,7 +2,7 @@
 //! an edge reads, for the NATS adapter ([`crate::nats`]) and `standalone`'s
 //! in-process link alike, so both answer byte for byte the same.
 
-use switchboard_protocol::envelope::{ConnectReply, ConnectedReply, RouteReply};
+use switchboard_protocol::envelope::{BizLimits, ConnectReply, ConnectedReply, LimitsReply, RouteReply};
 use switchboard_protocol::ErrorCode;
 
 use crate::core::Connected;
@@ -42,6 +42,20 @@ pub fn registered_reply(result: &Result<bool, RouterError>) -> ConnectReply {
         Err(e) => e.code(),
     };
     ConnectReply { code: code.as_u16() }
+}
+
+/// The answer to an edge's question about bizCodes' limits.
+pub fn limits_reply(result: Result<Vec<BizLimits>, RouterError>) -> LimitsReply {
+    match result {
+        Ok(limits) => LimitsReply {
+            code: ErrorCode::Ok.as_u16(),
+            limits,
+        },
+        Err(e) => LimitsReply {
+            code: e.code().as_u16(),
+            limits: Vec::new(),
+        },
+    }
 }
 
 /// The answer to one routed send: how many connections it was routed to.

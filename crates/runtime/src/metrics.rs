@@ -93,6 +93,14 @@ pub struct Metrics {
     pub http_timeouts: Counter,
     /// Failed `accept(2)` calls (EMFILE, ENFILE, ...).
     pub accept_errors: Counter,
+    /// Edge: handshakes refused (429) by a per-bizCode connection cap (the
+    /// bizCode's own limit or `edge.max_connections_per_biz`).
+    pub biz_connection_refusals: Counter,
+    /// Edge: client sends refused (1005) by their bizCode's sends/s limit.
+    pub biz_send_refusals: Counter,
+    /// Router: API calls refused (429/1005) by the rate limit per API key
+    /// and bizCode (`api.rate_per_sec`).
+    pub api_rate_limited: Counter,
     api_requests: Family<Labels, Counter>,
     api_duration: Family<Labels, Histogram>,
 }
@@ -205,6 +213,19 @@ impl Metrics {
         );
         let accept_errors = Counter::default();
         registry.register("accept_errors", "Failed accept calls", accept_errors.clone());
+        let biz_limit_refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "biz_limit_refusals",
+            "Edge: refusals by a per-bizCode limit: kind=connections (handshake 429), kind=sends (reply 1005)",
+            biz_limit_refusals.clone(),
+        );
+        let kind = |k: &str| biz_limit_refusals.get_or_create_owned(&vec![("kind", k.to_owned())]);
+        let api_rate_limited = Counter::default();
+        registry.register(
+            "api_rate_limited",
+            "API calls refused with 429/1005 by the rate limit per API key and bizCode",
+            api_rate_limited.clone(),
+        );
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "api_requests",
@@ -244,6 +265,9 @@ impl Metrics {
             http_connections_refused,
             http_timeouts,
             accept_errors,
+            biz_connection_refusals: kind("connections"),
+            biz_send_refusals: kind("sends"),
+            api_rate_limited,
         }
     }
 
@@ -288,5 +312,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("switchboard_route_duration_seconds_bucket"), "{text}");
+        m.biz_send_refusals.inc();
+        let text = m.render();
+        assert!(
+            text.contains(r#"switchboard_biz_limit_refusals_total{kind="sends"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"switchboard_biz_limit_refusals_total{kind="connections"} 0"#),
+            "{text}"
+        );
+        assert!(text.contains("switchboard_api_rate_limited_total 0"), "{text}");
     }
 }

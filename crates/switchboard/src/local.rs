@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use switchboard_edge::{Edge, LinkError, RouterLink};
 use switchboard_protocol::envelope::{
-    CommandReply, ConnInfo, ConnectedReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
+    BizLimits, CommandReply, ConnInfo, ConnectedReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
 };
 use switchboard_router::wire::{connected_reply, route_reply};
 use switchboard_router::{EdgeError, EdgeLink, Outbound, Router};
@@ -38,6 +38,12 @@ impl RouterLink for LocalRouter {
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {
         self.0
             .is_registered(biz)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.code().message().to_owned()))
+    }
+    async fn biz_limits(&self, bizs: Vec<String>) -> Result<Vec<BizLimits>, LinkError> {
+        self.0
+            .biz_limits(&bizs)
             .await
             .map_err(|e| LinkError::Unavailable(e.code().message().to_owned()))
     }

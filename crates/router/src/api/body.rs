@@ -38,6 +38,12 @@ pub(crate) struct Body {
     pub(crate) since: Option<u64>,
     /// `get_history`: at most this many entries.
     pub(crate) limit: Option<u64>,
+    /// `set_limits`: most connections of the bizCode per edge (0: off).
+    pub(crate) max_connections: Option<u64>,
+    /// `set_limits`: client sends per second of the bizCode per edge (0: off).
+    pub(crate) sends_per_sec: Option<u64>,
+    /// `set_limits`: sends at once above the rate (0: one second's).
+    pub(crate) sends_burst: Option<u64>,
     #[allow(dead_code)]
     user_id: Option<Value>,
     #[allow(dead_code)]

@@ -38,12 +38,17 @@ pub(crate) enum Op {
     GetHistory,
     /// `delete_history`: empties the bizCode's log (SPEC §7).
     DeleteHistory,
+    /// `set_limits`: the bizCode's own limits on each edge (global keys
+    /// only).
+    SetLimits,
+    /// `get_limits`: the bizCode's own limits.
+    GetLimits,
 }
 
 impl Call {
     /// Every call, in the order the fuzz target's first byte picks them
     /// (kept, so the saved corpus keeps its meaning).
-    pub(crate) const ALL: [Self; 12] = [
+    pub(crate) const ALL: [Self; 14] = [
         Self::Register,
         Self::Tenant(Op::SendToClient),
         Self::Tenant(Op::SendToClients),
@@ -56,6 +61,8 @@ impl Call {
         Self::Tenant(Op::CloseClient),
         Self::Tenant(Op::GetHistory),
         Self::Tenant(Op::DeleteHistory),
+        Self::Tenant(Op::SetLimits),
+        Self::Tenant(Op::GetLimits),
     ];
 
     /// The call a path segment names, if any.
@@ -78,6 +85,8 @@ impl Call {
             Self::Tenant(Op::CloseClient) => "close_client",
             Self::Tenant(Op::GetHistory) => "get_history",
             Self::Tenant(Op::DeleteHistory) => "delete_history",
+            Self::Tenant(Op::SetLimits) => "set_limits",
+            Self::Tenant(Op::GetLimits) => "get_limits",
         }
     }
 }

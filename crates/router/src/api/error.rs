@@ -25,6 +25,11 @@ pub(crate) enum ApiError {
         /// The bizCode asked for.
         biz: String,
     },
+    /// A call only a global key may make, with a scoped key (403).
+    NotGlobal,
+    /// Over `api.rate_per_sec` for this key and bizCode (429, code 1005,
+    /// `Retry-After`).
+    RateLimited,
     /// No such call (404).
     UnknownCall,
     /// Not a POST (405).
@@ -61,7 +66,8 @@ impl ApiError {
         };
         match self {
             Self::Unauthorized => refusal(RefusalCode::Unauthorized),
-            Self::Forbidden { .. } => refusal(RefusalCode::Forbidden),
+            Self::Forbidden { .. } | Self::NotGlobal => refusal(RefusalCode::Forbidden),
+            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited.as_u16()),
             Self::UnknownCall => refusal(RefusalCode::NotFound),
             Self::MethodNotAllowed => refusal(RefusalCode::MethodNotAllowed),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge.as_u16()),
@@ -86,6 +92,8 @@ impl ApiError {
         match self {
             Self::Unauthorized => "missing or invalid API key".to_owned(),
             Self::Forbidden { biz } => format!("this API key is not allowed for bizCode {biz}"),
+            Self::NotGlobal => "only a global API key may call this".to_owned(),
+            Self::RateLimited => "rate limited: too many calls for this API key and bizCode".to_owned(),
             Self::UnknownCall => "unknown API call".to_owned(),
             Self::MethodNotAllowed => "use POST".to_owned(),
             Self::TooLarge { limit } => format!("body over {limit} bytes"),
@@ -94,14 +102,19 @@ impl ApiError {
         }
     }
 
-    /// The answer: status, `{code, msg, data: null}`, and `Allow: POST`
-    /// on a 405.
+    /// The answer: status, `{code, msg, data: null}`, `Allow: POST` on a
+    /// 405 and `Retry-After` on a 429.
     pub(crate) fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let mut res = reply(status, code, &self.message(), Value::Null);
         if self == Self::MethodNotAllowed {
             res.headers_mut()
                 .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // A token comes back within a second at any rate limit.
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         res
     }
@@ -156,5 +169,16 @@ mod tests {
             (StatusCode::BAD_REQUEST, ErrorCode::InvalidFrame.as_u16())
         );
         assert_eq!(e.message(), "the client is in too many groups (at most 1024)");
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_1005_and_retry_after() {
+        let res = ApiError::RateLimited.into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            ApiError::RateLimited.status_and_code().1,
+            ErrorCode::RateLimited.as_u16()
+        );
     }
 }

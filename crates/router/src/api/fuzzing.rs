@@ -49,7 +49,7 @@ impl EdgeLink for Kept {
 
 /// The `api_body` target.
 ///
-/// Input: byte 0 picks the call (of the ten), the rest is the JSON body.
+/// Input: byte 0 picks the call, the rest is the JSON body.
 ///
 /// # Panics
 /// When an invariant breaks:
@@ -191,6 +191,13 @@ pub fn api_body_seeds() -> Vec<Vec<u8>> {
         ("close_client", r#"{"clientId":"c1"}"#),
         ("close_client", "[1]"),
         ("send_to_client", r#"{"clientId":"c1","extend":{"a":[]},"userId":5}"#),
+        (
+            "set_limits",
+            r#"{"maxConnections":100,"sendsPerSec":50,"sendsBurst":null}"#,
+        ),
+        ("set_limits", r#"{"sendsBurst":5}"#),
+        ("set_limits", r#"{"maxConnections":-1}"#),
+        ("get_limits", "{}"),
     ]
     .iter()
     .map(|(call, body)| [&[at(call)][..], body.as_bytes()].concat())

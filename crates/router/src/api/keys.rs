@@ -30,6 +30,24 @@ impl Caller<'_> {
             _ => Ok(()),
         }
     }
+
+    /// Refuses (403) a call only operators may make (`set_limits`: a
+    /// tenant's key must not raise its own limits) to a scoped key.
+    pub(crate) fn must_be_global(self) -> Result<(), ApiError> {
+        match self {
+            Self::Key(key) if key.biz_codes().is_some() => Err(ApiError::NotGlobal),
+            _ => Ok(()),
+        }
+    }
+
+    /// Which key this is, for the rate limit: its place in `keys`
+    /// (`usize::MAX` with auth off).
+    pub(crate) fn id(self, keys: &[ApiKey]) -> usize {
+        match self {
+            Self::Any => usize::MAX,
+            Self::Key(key) => keys.iter().position(|k| std::ptr::eq(k, key)).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// The key `given` equals, compared with every key in constant time: no
@@ -106,5 +124,16 @@ mod tests {
         assert!(shop.may_serve("sho").is_err() && shop.may_serve("shop2").is_err());
         assert!(Caller::Key(&keys[0]).may_serve("news").is_ok());
         assert!(Caller::Any.may_serve("news").is_ok());
+    }
+
+    #[test]
+    fn only_global_keys_are_operators_and_keys_have_ids() {
+        let keys = keys();
+        let e = Caller::Key(&keys[1]).must_be_global().expect_err("scoped");
+        assert_eq!(e.status_and_code().0, StatusCode::FORBIDDEN);
+        assert!(Caller::Key(&keys[0]).must_be_global().is_ok());
+        assert!(Caller::Any.must_be_global().is_ok());
+        assert_eq!(Caller::Key(&keys[2]).id(&keys), 2);
+        assert_eq!(Caller::Any.id(&keys), usize::MAX);
     }
 }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::envelope::{self, PresenceValue};
+use switchboard_protocol::envelope::{self, BizLimits, PresenceValue};
 use tokio::sync::mpsc;
 
 /// A value with its revision.
@@ -104,7 +104,7 @@ pub trait BizRegistry: Send + Sync + 'static {
     }
 }
 
-/// What SPEC §7 keeps per bizCode, and its registration.
+/// What SPEC §7 keeps per bizCode, its registration and its limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BizSettings {
     /// When `register` registered it, ms since the epoch; `None` if it
@@ -125,6 +125,10 @@ pub struct BizSettings {
     /// The highest `seq` removed from the bizCode's log on purpose.
     #[serde(default)]
     pub low_water: u64,
+    /// Its own limits on each edge (`set_limits`); all off by default, and
+    /// in records written before limits existed.
+    #[serde(default)]
+    pub limits: BizLimits,
 }
 
 impl BizSettings {
@@ -136,6 +140,7 @@ impl BizSettings {
             epoch_salt: format!("{:016x}", rand::random::<u64>()),
             generation: 0,
             low_water: 0,
+            limits: BizLimits::default(),
         }
     }
 

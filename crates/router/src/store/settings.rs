@@ -87,6 +87,28 @@ mod tests {
         assert_ne!(BizSettings::new().epoch_salt, BizSettings::new().epoch_salt);
     }
 
+    #[test]
+    fn a_record_from_before_limits_reads_with_limits_off() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            registered_at: Option<u64>,
+            history: Option<bool>,
+            epoch_salt: String,
+            generation: u64,
+            low_water: u64,
+        }
+        let old = Old {
+            registered_at: Some(1),
+            history: Some(true),
+            epoch_salt: "salt".into(),
+            generation: 2,
+            low_water: 3,
+        };
+        let s = BizSettings::decode(&envelope::encode(&old).unwrap_or_default());
+        assert_eq!((s.epoch_salt.as_str(), s.generation), ("salt", 2));
+        assert!(s.limits.is_off());
+    }
+
     #[tokio::test]
     async fn register_keeps_other_settings_and_settings_alone_do_not_register() {
         let r = MemoryRegistry::default();
