@@ -33,7 +33,7 @@ use crate::recovery;
 use crate::registry::Conn;
 use crate::send::{handle_text, Limiter};
 use crate::tenant::Tenant;
-use crate::writer::write_loop;
+use crate::writer::{write_loop, Ended};
 use crate::wsread::{op, FrameReader, ReadError};
 
 /// An upgraded connection as hyper hands it over.
@@ -126,27 +126,33 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     let registration = Box::pin(register(&edge, &conn, recover.as_deref())).await;
     let registered = registration == Registration::Registered;
 
+    // Once closing, the connection leaves the registry and presence at
+    // once: nothing more is delivered to it, so no send may count it and
+    // no online list may show it.
+    let over = || {
+        edge.registry().remove(id);
+        if registration != Registration::Refused {
+            edge.spawn_disconnect(Disconnect {
+                node: edge.node_id().to_owned(),
+                conn: id,
+                biz: conn.biz.to_string(),
+                client: conn.client.to_string(),
+            });
+        }
+    };
     serve(
         &edge,
         &conn,
         &mut socket,
         Role::Client { registered },
         tenant.as_deref(),
+        over,
     )
     .await;
 
-    edge.registry().remove(id);
     edge.metrics().connections.dec();
     drop(slots);
     drop(tenant);
-    if registration != Registration::Refused {
-        edge.spawn_disconnect(Disconnect {
-            node: edge.node_id().to_owned(),
-            conn: id,
-            biz: conn.biz.to_string(),
-            client: conn.client.to_string(),
-        });
-    }
 }
 
 /// Runs an `/echo` session: no welcome, no presence, not in the registry.
@@ -156,17 +162,37 @@ pub(crate) async fn run_echo(edge: Arc<EdgeInner>, io: Io) {
     };
     let conn = Conn::new(edge.next_conn_id(), "", "", &[], edge.clock());
     conn.outbox.attach(socket.sock.clone());
-    serve(&edge, &conn, &mut socket, Role::Echo, None).await;
+    serve(&edge, &conn, &mut socket, Role::Echo, None, || {}).await;
 }
 
 /// Polls the reader and the writer until both are done, then lingers.
-/// `tenant`: the client's bizCode (its sends limit).
-async fn serve(edge: &EdgeInner, conn: &Conn, socket: &mut Socket, role: Role, tenant: Option<&Tenant>) {
+/// `tenant`: the client's bizCode (its sends limit). `over` runs once, as
+/// soon as the connection is over for everyone else: a close was queued
+/// (4008, 1012, 4000, ...) or either half ended. What follows (the close
+/// frame, `close_grace` for the other half, the lingering close) is only
+/// between this socket and its peer: a slow consumer that cannot take its
+/// close frame no longer stays in presence for up to 3 × `close_grace`.
+async fn serve(
+    edge: &EdgeInner,
+    conn: &Conn,
+    socket: &mut Socket,
+    role: Role,
+    tenant: Option<&Tenant>,
+    over: impl FnOnce(),
+) {
     let grace = edge.config().close_grace;
     let Socket { rd, sock, reader } = socket;
-    {
+    let mut over = Some(over);
+    let mut end = move || {
+        if let Some(f) = over.take() {
+            f();
+        }
+    };
+    let (closing_tx, mut closing) = tokio::sync::oneshot::channel();
+    let mut closing_tx = Some(closing_tx);
+    let linger = {
         let reading = read_loop(edge, conn, reader, rd, role, tenant);
-        let writer = write_loop(edge, conn, sock);
+        let writer = write_loop(edge, conn, sock, &mut closing_tx);
         tokio::pin!(reading, writer);
         // Cancel safety: neither loop is cancel safe (see theirs), and the
         // select drops neither: it polls both through `&mut`, and the one
@@ -174,20 +200,41 @@ async fn serve(edge: &EdgeInner, conn: &Conn, socket: &mut Socket, role: Role, t
         // Only then is it dropped, when the connection is over either way:
         // the writer with what a peer that stopped reading never took, the
         // reader with a send it was waiting on (its reply has nowhere to go).
-        tokio::select! {
-            () = &mut reading => {
-                conn.outbox.stop();
-                let _ = Box::pin(tokio::time::timeout(grace, writer)).await;
-            }
-            () = &mut writer => {
-                let _ = Box::pin(tokio::time::timeout(grace, reading)).await;
+        // The oneshot receiver is cancel safe.
+        let mut told = false;
+        loop {
+            tokio::select! {
+                r = &mut closing, if !told => {
+                    told = true;
+                    if r.is_ok() {
+                        end();
+                    }
+                }
+                () = &mut reading => {
+                    end();
+                    conn.outbox.stop();
+                    let _ = Box::pin(tokio::time::timeout(grace, writer)).await;
+                    break true;
+                }
+                ended = &mut writer => {
+                    end();
+                    // A peer that does not take what is written gets no
+                    // more time: nothing can reach it.
+                    if ended == Ended::GaveUp {
+                        break false;
+                    }
+                    let _ = Box::pin(tokio::time::timeout(grace, reading)).await;
+                    break true;
+                }
             }
         }
-    }
+    };
     // Lingering close: read and discard until the peer closes (or `grace`),
     // so unread input does not make the kernel reset the connection before
     // the peer has read our close frame.
-    let _ = Box::pin(tokio::time::timeout(grace, reader.drain(rd))).await;
+    if linger {
+        let _ = Box::pin(tokio::time::timeout(grace, reader.drain(rd))).await;
+    }
 }
 
 /// What became of a connection's presence registration.

@@ -3,12 +3,15 @@
 //! Most frames never reach it: whoever queues into an empty
 //! [`Outbox`](crate::outbox::Outbox) writes at once. The writer waits for
 //! the socket when a write did not go out whole, writes the close frame,
-//! and then shuts the write side down.
+//! and then shuts the write side down. It is also the one woken when a
+//! close is queued (an overflow's 4008, a drain's 1012, ...), so it tells
+//! the session at once that the connection is closing.
 
 use std::io;
 use std::time::Duration;
 
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::oneshot;
 
 use crate::edge::EdgeInner;
 use crate::outbox::{self, Out};
@@ -18,10 +21,17 @@ use crate::registry::Conn;
 /// closing (a close was queued, e.g. after an overflow), the rest of the
 /// write gets `close_grace`: a client that stopped reading cannot hold the
 /// session.
-async fn write_all(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteHalf, mut buf: &[u8]) -> bool {
+async fn write_all(
+    edge: &EdgeInner,
+    conn: &Conn,
+    sock: &OwnedWriteHalf,
+    mut buf: &[u8],
+    closing: &mut Option<oneshot::Sender<()>>,
+) -> bool {
     let mut deadline: Option<tokio::time::Instant> = None;
     while !buf.is_empty() {
         if deadline.is_none() && conn.outbox.is_closing() {
+            tell(closing);
             deadline = Some(tokio::time::Instant::now() + edge.config().close_grace);
         }
         let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + FAR));
@@ -53,15 +63,42 @@ async fn write_all(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteHalf, mut buf
 /// Far enough to never fire (a disabled branch still needs a future).
 const FAR: Duration = Duration::from_secs(86_400);
 
+/// Sends on `closing` (once) that a close has been queued.
+fn tell(closing: &mut Option<oneshot::Sender<()>>) {
+    if let Some(tx) = closing.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// How the writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Everything up to the close frame (or the stop) was written.
+    Done,
+    /// A write failed, or the peer did not take what was left within
+    /// `close_grace` once the connection was closing: the peer is gone or
+    /// not reading, and nothing more can reach it.
+    GaveUp,
+}
+
 /// Writes what a direct flush left: frames the socket did not take at once,
-/// then the close frame, after which it shuts the write side down.
+/// then the close frame, after which it shuts the write side down. As soon
+/// as it sees a close queued it says so on `closing`.
 ///
 /// # Cancel safety
 /// Not cancel safe: dropped mid-write, part of a batch taken from the
 /// outbox is lost. The session drops it only once the connection is over
 /// (the reader ended and `close_grace` passed), when nothing more is owed.
-pub(crate) async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteHalf) {
+pub(crate) async fn write_loop(
+    edge: &EdgeInner,
+    conn: &Conn,
+    sock: &OwnedWriteHalf,
+    closing: &mut Option<oneshot::Sender<()>>,
+) -> Ended {
     loop {
+        if conn.outbox.is_closing() {
+            tell(closing);
+        }
         let Some(batch) = conn.outbox.take() else {
             conn.outbox.wait().await;
             continue;
@@ -87,13 +124,13 @@ pub(crate) async fn write_loop(edge: &EdgeInner, conn: &Conn, sock: &OwnedWriteH
                 }
             }
         }
-        if !Box::pin(write_all(edge, conn, sock, &buf)).await {
+        if !Box::pin(write_all(edge, conn, sock, &buf, closing)).await {
             conn.outbox.stop();
-            return;
+            return Ended::GaveUp;
         }
         if last {
             let _ = socket2::SockRef::from(sock.as_ref()).shutdown(std::net::Shutdown::Write);
-            return;
+            return Ended::Done;
         }
     }
 }

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub mod fleet;
+
 pub use serde_json::{json, Value};
 pub use switchboard_testkit::{
     cluster_url, eventually, free_port, http_get, http_post, wait_ready, NatsServer, Nginx, Proc, Ws, ADMIN_USER,
@@ -59,6 +61,8 @@ pub struct Cluster {
     pub router_ports: Vec<u16>,
     pub edges: Vec<Proc>,
     pub edge_ports: Vec<u16>,
+    /// Processes replaced by [`Cluster::replace_edge`].
+    pub retired: Vec<Proc>,
     env: BTreeMap<String, String>,
 }
 
@@ -82,6 +86,7 @@ impl Cluster {
             router_ports: Vec::new(),
             edges: Vec::new(),
             edge_ports: Vec::new(),
+            retired: Vec::new(),
             env,
         };
         for _ in 0..routers {
@@ -94,6 +99,12 @@ impl Cluster {
     }
 
     pub async fn add_router(&mut self) -> usize {
+        self.add_router_with(&[]).await
+    }
+
+    /// [`Cluster::add_router`] with `extra` env for this router only (e.g.
+    /// its own NATS URL).
+    pub async fn add_router_with(&mut self, extra: &[(&str, &str)]) -> usize {
         let port = free_port();
         let mut env = self.env.clone();
         env.extend(self.nats.env_for(ROUTER_USER));
@@ -103,6 +114,7 @@ impl Cluster {
             self.env["SWITCHBOARD_NATS__URL"].clone(),
         );
         env.insert("SWITCHBOARD_ROUTER__LISTEN".into(), format!("127.0.0.1:{port}"));
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let i = self.routers.len();
         let p = Proc::spawn(&format!("router{}", i + 1), bin(), &["router"], &env);
         wait_ready(&format!("127.0.0.1:{port}")).await;
@@ -112,8 +124,22 @@ impl Cluster {
     }
 
     pub async fn add_edge(&mut self) -> usize {
+        self.add_edge_with(&[]).await
+    }
+
+    /// [`Cluster::add_edge`] with `extra` env for this edge only (e.g. its
+    /// own NATS URL).
+    pub async fn add_edge_with(&mut self, extra: &[(&str, &str)]) -> usize {
         let port = free_port();
         let i = self.edges.len();
+        let p = self.spawn_edge(i, port, extra);
+        wait_ready(&format!("127.0.0.1:{port}")).await;
+        self.edges.push(p);
+        self.edge_ports.push(port);
+        i
+    }
+
+    fn spawn_edge(&self, i: usize, port: u16, extra: &[(&str, &str)]) -> Proc {
         let mut env = self.env.clone();
         env.extend(self.nats.env_for(EDGE_USER));
         env.insert(
@@ -122,11 +148,39 @@ impl Cluster {
         );
         env.insert("SWITCHBOARD_EDGE__LISTEN".into(), format!("127.0.0.1:{port}"));
         env.insert("SWITCHBOARD_EDGE__NODE_NAME".into(), format!("edge{}", i + 1));
-        let p = Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env);
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Proc::spawn(&format!("edge{}", i + 1), bin(), &["edge"], &env)
+    }
+
+    /// Replaces edge `i` as a rolling update does: SIGTERM (it drains and
+    /// exits), then a new edge process on the same port (so a load
+    /// balancer in front needs no change), ready. The old process's log is
+    /// kept in `retired` (printed if the test fails). Returns the old
+    /// process's exit status.
+    pub async fn replace_edge(
+        &mut self,
+        i: usize,
+        exit_patience: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        self.edges[i].signal("TERM");
+        // Polled, so the test's other tasks run meanwhile.
+        let deadline = std::time::Instant::now() + exit_patience;
+        let status = loop {
+            if let Some(status) = self.edges[i].wait_exit(std::time::Duration::ZERO) {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let port = self.edge_ports[i];
+        // The port is free once the old process is gone.
+        let p = self.spawn_edge(i, port, &[]);
         wait_ready(&format!("127.0.0.1:{port}")).await;
-        self.edges.push(p);
-        self.edge_ports.push(port);
-        i
+        let old = std::mem::replace(&mut self.edges[i], p);
+        self.retired.push(old);
+        status
     }
 
     /// `ws://127.0.0.1:<port of edge i>/ws?<query>`.
@@ -150,7 +204,7 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             return;
         }
-        for p in self.routers.iter().chain(&self.edges) {
+        for p in self.routers.iter().chain(&self.edges).chain(&self.retired) {
             let log = p.log();
             if let Some(line) = log.lines().find(|l| l.contains("NATS denied a publish or subscribe")) {
                 panic!("a process lacked a NATS permission: {line}");
