@@ -116,7 +116,11 @@ CONF
   for port in "${EDGE_PORTS[@]}"; do wait_ready "$port" "edge$i"; i=$((i + 1)); done
 
   local servers=""
-  for port in "${EDGE_PORTS[@]}"; do servers+="        server 127.0.0.1:$port max_fails=1 fail_timeout=2s;"$'\n'; done
+  # max_fails=0: a draining edge's 503 or a restarting edge's refusal sends
+  # the handshake to the next edge without marking the edge failed (see
+  # crates/testkit/src/nginx.rs: with max_fails=1 nginx starved reconnects
+  # after a rolling restart).
+  for port in "${EDGE_PORTS[@]}"; do servers+="        server 127.0.0.1:$port max_fails=0;"$'\n'; done
   cat >"$RUN/nginx/nginx.conf" <<NGINX
 worker_processes 1;
 worker_shutdown_timeout 2s;

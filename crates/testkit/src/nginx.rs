@@ -26,10 +26,18 @@ pub struct Nginx {
 
 /// The nginx config: round-robin over the edges, WebSocket upgrade headers,
 /// long read timeouts. Shared with `deploy/local/cluster.sh`.
+///
+/// Passive health checks are off (`max_fails=0`): each handshake that an
+/// edge refuses (503 while it drains) or that cannot connect (an edge
+/// restarting) simply goes to the next edge. With `max_fails=1` such an
+/// edge was marked failed, and nginx then let one new connection per
+/// `fail_timeout` through to it until a connection through it *ended*
+/// successfully, which a WebSocket does not do for hours: after a rolling
+/// restart of all edges nearly every reconnect got 502 "no live upstreams".
 pub(crate) fn config(listen: u16, upstreams: &[u16], prefix: &Path) -> String {
     let servers: String = upstreams
         .iter()
-        .map(|p| format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
+        .map(|p| format!("        server 127.0.0.1:{p} max_fails=0;\n"))
         .collect();
     format!(
         r#"worker_processes 1;
@@ -100,6 +108,13 @@ impl Nginx {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Self { _dir: dir, proc, port }
+    }
+}
+
+impl Nginx {
+    /// nginx's error log so far (upstream failures: why a request got 502).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()
     }
 }
 

@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct Log {
     /// Each welcome's `data`, in order.
     pub welcomes: Vec<Value>,
+    /// When each welcome came.
+    pub welcomed_at: Vec<Instant>,
     /// How each connection ended (code), and when.
     pub closes: Vec<(u16, Instant)>,
     /// Connect attempts that got no welcome: `HTTP 503`, `close 1013`, ...
@@ -204,6 +206,7 @@ async fn run(
             let mut l = log.lock().expect("log");
             l.node = data["node"].as_str().unwrap_or_default().to_owned();
             l.welcomes.push(data);
+            l.welcomed_at.push(Instant::now());
             l.online = true;
         }
         let mut pending: HashMap<String, oneshot::Sender<Option<u64>>> = HashMap::new();
@@ -462,6 +465,39 @@ impl Fleet {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// The members without a connection, with their last refusals and
+    /// closes (for failure messages).
+    pub fn offline_report(&self) -> String {
+        let mut out = String::new();
+        for m in self.members.iter().filter(|m| !m.online()) {
+            let log = m.log.lock().expect("log");
+            let refusals: Vec<&String> = log.refusals.iter().rev().take(3).map(|r| &r.0).collect();
+            let closes: Vec<u16> = log.closes.iter().map(|c| c.0).collect();
+            out.push_str(&format!(
+                "\n{}/{}: closes {closes:?}, {} refusals, last {refusals:?}, welcomes {}",
+                m.biz,
+                m.id,
+                log.refusals.len(),
+                log.welcomes.len()
+            ));
+        }
+        out
+    }
+
+    /// How long each member was without a connection after each close
+    /// (until its next welcome), in ms, sorted.
+    pub fn offline_gaps_ms(&self) -> Vec<u128> {
+        let mut gaps = Vec::new();
+        for m in &self.members {
+            let log = m.log.lock().expect("log");
+            for (close, at) in log.closes.iter().map(|c| c.1).zip(log.welcomed_at.iter().skip(1)) {
+                gaps.push(at.saturating_duration_since(close).as_millis());
+            }
+        }
+        gaps.sort_unstable();
+        gaps
     }
 
     /// Stops every member (normal close).
