@@ -323,7 +323,49 @@ def recovery_time_ms(c, missed):
         return took
     return asyncio.run(run())
 
+def tenants_section(a, c, res):
+    """A noisy tenant (per-bizCode limits): the quiet tenant's unicast latency
+    (50 pairs across the two edges, 1k msg/s) alone, next to a tenant
+    flooding at 5k sends/s (SB_BENCH_FLOOD_RATE) over its own sends limit
+    (set_limits: 1,000/s per edge, the rest refused with 1005 at the edge),
+    and next to the same flood with no limit; the servers' CPU in each. At
+    20k/s on 2 cores the flooding load generator itself saturates the
+    machine and the quiet p99 says more about it than about the gateway."""
+    import urllib.request
+    def set_limits(biz, limits):
+        req = urllib.request.Request(f"http://127.0.0.1:{c.router_port}/api/websocket/set_limits", data=json.dumps(limits).encode(),
+                                     headers={"Authorization": f"Bearer {KEY}", "systemId": biz, "Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+    t, secs = c.targets(), f"{a.secs}s"
+    quiet = lambda biz: [LG, "unicast", "--targets", t, "--biz", biz, "--pairs", "50", "--rate", "1000", "--duration", secs, "--prefix", "q", "--sources", "127.0.0.2,127.0.0.3"]
+    rate = os.environ.get("SB_BENCH_FLOOD_RATE", "5000")
+    flood = lambda biz: [LG, "unicast", "--targets", t, "--biz", biz, "--pairs", "50", "--rate", rate, "--duration", secs, "--prefix", "n", "--sources", "127.0.0.6,127.0.0.7"]
+    servers = [c.nats, c.router] + c.edges
+    def together(*cmds):
+        cpu0 = sum(cpu_seconds(p.pid) for p in servers)
+        ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile) for cmd in cmds]
+        out = []
+        for p in ps:
+            so, se = p.communicate(timeout=900)
+            line = [l for l in so.splitlines() if l.startswith("{")]
+            if not line: raise RuntimeError(f"loadgen failed: {se[-2000:]}")
+            out.append(json.loads(line[-1]))
+        out[0]["server_cpu_s"] = sum(cpu_seconds(p.pid) for p in servers) - cpu0
+        return out
+    set_limits("noisy", {"sendsPerSec": 1000})
+    alone = together(quiet("quiet0"))[0]
+    q1, n1 = together(quiet("quiet1"), flood("noisy"))
+    q2, n2 = together(quiet("quiet2"), flood("loud"))
+    res["tenants_quiet_alone"] = alone["latency"]; res["tenants_quiet_limited_flood"] = q1["latency"]; res["tenants_quiet_unlimited_flood"] = q2["latency"]
+    res["tenants_quiet_errors"] = sum(r["send_errors"] + r["lost"] for r in [alone, q1, q2])
+    res["tenants_flood_accepted"] = {"limited": n1["accepted"], "unlimited": n2["accepted"], "sent": n1["sent"]}
+    res["tenants_server_cpu_s"] = {"alone": alone["server_cpu_s"], "limited": q1["server_cpu_s"], "unlimited": q2["server_cpu_s"]}
+    print(f"  noisy tenant: quiet p99 {pct(alone['latency'], 'p99_us')} us alone, {pct(q1['latency'], 'p99_us')} us next to a limited flood "
+          f"({n1['accepted']} of {n1['sent']} accepted), {pct(q2['latency'], 'p99_us')} us next to an unlimited one ({n2['accepted']} of {n2['sent']}); "
+          f"quiet errors+lost {res['tenants_quiet_errors']}; server CPU-s {res['tenants_server_cpu_s']}", file=sys.stderr)
+
 SECTIONS = [("idle", idle_section), ("rate", rate_section), ("messages", messages_section), ("history", history_section), ("churn", churn_section), ("storm", storm_section)]
+SECTIONS.append(("tenants", tenants_section))
 
 def main():
     ap = argparse.ArgumentParser()
