@@ -116,6 +116,10 @@ def loadgen(args, procs=1, wait_ready=None):
             for line in p.stderr:
                 if line.startswith("READY"): break
         wait_ready()
+    return reports(ps)
+
+def reports(ps):
+    """Waits for loadgen processes; returns their JSON reports."""
     out = []
     for p in ps:
         so, se = p.communicate(timeout=900)
@@ -344,12 +348,7 @@ def tenants_section(a, c, res):
     def together(*cmds):
         cpu0 = sum(cpu_seconds(p.pid) for p in servers)
         ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile) for cmd in cmds]
-        out = []
-        for p in ps:
-            so, se = p.communicate(timeout=900)
-            line = [l for l in so.splitlines() if l.startswith("{")]
-            if not line: raise RuntimeError(f"loadgen failed: {se[-2000:]}")
-            out.append(json.loads(line[-1]))
+        out = reports(ps)
         out[0]["server_cpu_s"] = sum(cpu_seconds(p.pid) for p in servers) - cpu0
         return out
     set_limits("noisy", {"sendsPerSec": 1000})

@@ -20,7 +20,7 @@ use switchboard_protocol::envelope::{
 };
 use switchboard_protocol::{subject, ErrorCode};
 use switchboard_runtime::nats::LinkState;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -242,7 +242,7 @@ pub async fn attach(
     let mut inbox = client.subscribe(subject::node_inbox(&node)).await?;
     client.flush().await?;
     // One resync at a time; triggers while it runs make one more run.
-    let resync = Arc::new(Notify::new());
+    let resync = Arc::new(resync::Trigger::default());
 
     let (e, c, r, stop) = (edge.clone(), client.clone(), resync.clone(), tasks.stop.clone());
     tasks.spawn(async move {
@@ -305,7 +305,7 @@ pub async fn attach(
             let state = link.borrow_and_update().1;
             if state == LinkState::Up {
                 tracing::info!(node_id = %node, "bus reconnected, resyncing presence");
-                wake.notify_one();
+                wake.resync();
             }
         }
     });
@@ -314,7 +314,7 @@ pub async fn attach(
 }
 
 /// Decodes one inbox message, applies it and answers it if asked to.
-async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: async_nats::Message, dirty: &mut Dirty) {
+async fn handle_message(edge: &Edge, client: &Client, resync: &resync::Trigger, msg: async_nats::Message, dirty: &mut Dirty) {
     let cmd: NodeCommand = match envelope::decode(&msg.payload) {
         Ok(cmd) => cmd,
         Err(err) => {
@@ -325,9 +325,10 @@ async fn handle_message(edge: &Edge, client: &Client, resync: &Notify, msg: asyn
     let reply = match cmd {
         NodeCommand::Resync => {
             // Purged while alive: what was sent meanwhile was stored, not
-            // delivered; connections with history recover it.
-            edge.inner().doubt_everything();
-            resync.notify_one();
+            // delivered. The resync re-asserts presence first (a client
+            // that connected elsewhere meanwhile gets 4009 here), then
+            // connections with history heal from the log.
+            resync.resync_and_heal();
             return;
         }
         NodeCommand::Holds { conns } => envelope::encode(&edge.holds(conns)),

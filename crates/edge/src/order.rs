@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchboard_protocol::envelope::Order;
 use switchboard_protocol::CloseCode;
@@ -27,6 +28,10 @@ use switchboard_protocol::CloseCode;
 use crate::edge::EdgeInner;
 use crate::recovery;
 use crate::registry::Conn;
+
+/// How long [`EdgeInner::hold_everything`] waits for a connection that is
+/// held already.
+const HOLD_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Which connections of a partition a doubt concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,29 +121,57 @@ impl EdgeInner {
         tokio::spawn(recovery::heal(self.clone(), p, heal, through));
     }
 
-    /// After a purge of this node (a `Resync`): routers took its
-    /// connections out of presence meanwhile, so sends to them were stored
-    /// and not delivered. Every connection with history is healed from the
-    /// log.
-    pub(crate) fn doubt_everything(self: &Arc<Self>) {
+    /// Holds the live deliveries of every connection with history, by
+    /// partition, for a heal after a resync ([`Self::heal_held`]). A
+    /// connection held already (registering, replaying, or healing after
+    /// a gap or an earlier resync) is tried again for up to
+    /// [`HOLD_PATIENCE`], then closed with 1012 to recover.
+    ///
+    /// Why hold first: when this node was purged while alive, sends to its
+    /// connections were stored and not delivered. Once the resync puts them
+    /// back in presence, live deliveries flow again and would move each
+    /// connection's position past the stored ones; held, they wait, and
+    /// the heal reads everything above the position from the log.
+    pub(crate) async fn hold_everything(&self) -> HashMap<u32, Vec<Arc<Conn>>> {
         let mut by_partition: HashMap<u32, Vec<Arc<Conn>>> = HashMap::new();
-        let mut closed = 0u64;
+        let mut busy = Vec::new();
         self.registry().for_each_arc(|c| {
-            let Some((p, _)) = c.joined() else { return };
-            if c.hold() {
-                by_partition.entry(p).or_default().push(c.clone());
-            } else if c.outbox.close(CloseCode::Draining) {
-                closed += 1;
+            if c.joined().is_some() {
+                busy.push(c.clone());
             }
         });
-        if closed > 0 {
-            self.metrics().recovery_closes.inc_by(closed);
+        let deadline = tokio::time::Instant::now() + HOLD_PATIENCE;
+        loop {
+            busy.retain(|c| match c.joined() {
+                Some((p, _)) if c.hold() => {
+                    by_partition.entry(p).or_default().push(c.clone());
+                    false
+                }
+                Some(_) => !c.outbox.is_closing(),
+                None => false,
+            });
+            if busy.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for (p, conns) in by_partition {
+        let closed = busy.iter().filter(|c| c.outbox.close(CloseCode::Draining)).count();
+        if closed > 0 {
+            self.metrics().recovery_closes.inc_by(closed as u64);
+        }
+        by_partition
+    }
+
+    /// Heals what [`Self::hold_everything`] held, up to each partition's
+    /// head, once the resync re-asserted presence: routers may have taken
+    /// these connections out of presence meanwhile (a purge while alive),
+    /// so sends to them were stored and not delivered.
+    pub(crate) fn heal_held(self: &Arc<Self>, held: HashMap<u32, Vec<Arc<Conn>>>) {
+        for (p, conns) in held {
             tracing::info!(
                 partition = p,
                 connections = conns.len(),
-                "purged while alive; healing from the log"
+                "presence re-asserted; healing from the log what was stored meanwhile"
             );
             tokio::spawn(recovery::heal(self.clone(), p, conns, None));
         }

@@ -8,6 +8,7 @@
 //!
 //! [`RouterLink`]: crate::link::RouterLink
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,21 +26,69 @@ pub(crate) const RESYNC_CHUNK: usize = 500;
 /// reconnect or a router's request starts another).
 const RESYNC_ATTEMPTS: u32 = 10;
 
+/// What starts a resync: the bus came back (presence only), or a router
+/// purged this node while it was alive (presence, then a heal from the
+/// log). Triggers while one runs make one more run.
+#[derive(Default)]
+pub(crate) struct Trigger {
+    wake: Notify,
+    heal: AtomicBool,
+}
+
+impl Trigger {
+    /// Re-asserts presence (after a reconnect: a loss while the link was
+    /// down shows up as a gap in the owners' numbering and heals by
+    /// itself).
+    pub(crate) fn resync(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Re-asserts presence and then heals every connection with history
+    /// from the log: a router purged this node while it was alive (its
+    /// `Resync` command), so sends to its clients were stored meanwhile and
+    /// never numbered for this node.
+    pub(crate) fn resync_and_heal(&self) {
+        self.heal.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
 /// Runs one resync per wake-up until `shutdown`.
-pub(crate) async fn run_resyncs(edge: Edge, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub(crate) async fn run_resyncs(edge: Edge, trigger: Arc<Trigger>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = wake.notified() => {}
+            () = trigger.wake.notified() => {}
         }
+        // After a purge, live deliveries wait from now until the heal below
+        // (see `hold_everything`).
+        let held = if trigger.heal.swap(false, Ordering::SeqCst) {
+            Some(edge.inner().hold_everything().await)
+        } else {
+            None
+        };
         // Stops mid-resync at shutdown too (the drain that follows removes
         // the node's presence anyway), so it never holds the shutdown.
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = resync(&edge) => {}
         }
+        let Some(held) = held else { continue };
+        // The owners learn the re-created entries through their KV watch: a
+        // send appended before an owner indexed them went to no node, so
+        // the log is read once that had time to happen (issue 13: a frozen
+        // edge's client missed a broadcast when the heal came first).
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(HEAL_SETTLE) => edge.inner().heal_held(held),
+        }
     }
 }
+
+/// How long after a resync the log is read: the owners learn the
+/// re-created presence entries through their KV watch, which takes
+/// milliseconds; this leaves room for a loaded owner.
+const HEAL_SETTLE: Duration = Duration::from_secs(1);
 
 /// Re-asserts every welcomed local connection's presence, in chunks that
 /// together cover every connection id, retrying while no router answers.

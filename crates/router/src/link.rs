@@ -26,6 +26,15 @@ pub trait EdgeLink: Send + Sync + 'static {
         let _ = conns;
         Err(EdgeError(format!("cannot ask node {node} which connections it holds")))
     }
+
+    /// Whether this router's own link carries a round trip right now. A
+    /// link that went silent (a partition, not a close) looks up until the
+    /// client's pings time out; meanwhile every node looks silent to it,
+    /// and purging them would be wrong. Links that cannot go silent (in
+    /// process) always answer.
+    async fn round_trip(&self) -> bool {
+        true
+    }
 }
 
 /// Router → the router that owns a history partition (SPEC §7). Over NATS:

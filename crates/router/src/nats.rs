@@ -11,7 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, Message};
+use async_nats::{Client, Message, RequestErrorKind};
+use bytes::Bytes;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
@@ -112,8 +113,25 @@ impl NatsEdges {
     }
 }
 
+/// How long [`EdgeLink::round_trip`] waits for the server's answer.
+const ROUND_TRIP_PATIENCE: Duration = Duration::from_secs(1);
+
+/// The inbox no node has (ids never start with `_`): a request to it is
+/// answered "no responders" by the server itself, a round trip that needs
+/// no edge.
+const PROBE_NODE: &str = "_probe";
+
 #[async_trait]
 impl EdgeLink for NatsEdges {
+    async fn round_trip(&self) -> bool {
+        let probe = self.client.request(subject::node_inbox(PROBE_NODE), Bytes::new());
+        match tokio::time::timeout(ROUND_TRIP_PATIENCE, probe).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => e.kind() == RequestErrorKind::NoResponders,
+            Err(_) => false,
+        }
+    }
+
     async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
         if self.hook_drops(&cmd) {
             return Ok(());

@@ -100,7 +100,20 @@ impl Router {
                     tracing::info!("bus link back: every node gets a fresh liveness window");
                     continue;
                 }
-                for node in router.expired_nodes() {
+                let expired = router.expired_nodes();
+                if expired.is_empty() {
+                    continue;
+                }
+                // A silent link of our own makes every node look silent
+                // until its pings time out: purge only what a working
+                // link failed to hear (issue 13: a router black-holed from
+                // NATS purged healthy edges).
+                if !router.inner.edges.round_trip().await {
+                    tracing::warn!(nodes = expired.len(), "nodes look silent but the bus does not answer this router either; not purging");
+                    router.restart_liveness_window();
+                    continue;
+                }
+                for node in expired {
                     router.purge_node(&node).await;
                 }
             }
