@@ -175,14 +175,26 @@ async fn route_batch(client: &Client, routes: Vec<Route>) -> Vec<Result<RouteRep
     }
 }
 
+/// A removal answered 1500 (retry: the router's store failed) is an error
+/// the caller retries; any other answer is final.
+fn retry_on_internal(code: u16, what: &str) -> Result<(), LinkError> {
+    if code == ErrorCode::Internal.as_u16() {
+        return Err(LinkError::Unavailable(format!("{what} answered {code}")));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl RouterLink for NatsRouter {
     async fn connect(&self, info: ConnInfo) -> Result<ConnectedReply, LinkError> {
         self.request(subject::ROUTER_CONNECT, &info).await
     }
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {
-        let _: ConnectReply = self.request(subject::ROUTER_DISCONNECT, &d).await?;
-        Ok(())
+        // 1500: the router's store failed (e.g. no JetStream quorum) and the
+        // entry is still there: try again, or it stays a ghost until a
+        // reconciliation finds it.
+        let a: ConnectReply = self.request(subject::ROUTER_DISCONNECT, &d).await?;
+        retry_on_internal(a.code, "disconnect")
     }
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
         let (tx, rx) = oneshot::channel();
@@ -202,8 +214,8 @@ impl RouterLink for NatsRouter {
         }
     }
     async fn drain(&self, d: Resync) -> Result<(), LinkError> {
-        let _: ConnectReply = self.request(subject::ROUTER_DRAIN, &d).await?;
-        Ok(())
+        let a: ConnectReply = self.request(subject::ROUTER_DRAIN, &d).await?;
+        retry_on_internal(a.code, "drain")
     }
     async fn is_registered(&self, biz: &str) -> Result<bool, LinkError> {
         let r: ConnectReply = self
@@ -314,7 +326,13 @@ pub async fn attach(
 }
 
 /// Decodes one inbox message, applies it and answers it if asked to.
-async fn handle_message(edge: &Edge, client: &Client, resync: &resync::Trigger, msg: async_nats::Message, dirty: &mut Dirty) {
+async fn handle_message(
+    edge: &Edge,
+    client: &Client,
+    resync: &resync::Trigger,
+    msg: async_nats::Message,
+    dirty: &mut Dirty,
+) {
     let cmd: NodeCommand = match envelope::decode(&msg.payload) {
         Ok(cmd) => cmd,
         Err(err) => {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, Message, RequestErrorKind};
-use bytes::Bytes;
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{

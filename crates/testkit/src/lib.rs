@@ -8,15 +8,18 @@
 //! - [`http_get`]/[`http_post`]: a tiny HTTP/1.1 client.
 //! - [`eventually!`]: retry an assertion until it holds or patience runs out.
 //! - [`Nginx`]: nginx as the WebSocket load balancer.
+//! - [`Proxy`]: a TCP proxy whose link can go silent (a partition).
 
 mod nats;
 mod nginx;
 mod process;
+mod proxy;
 mod ws;
 
 pub use nats::{cluster_url, edge_nkey_seed, NatsServer, NatsUser, ADMIN_USER, EDGE_USER, ROUTER_USER};
 pub use nginx::Nginx;
 pub use process::{free_port, http_get, http_post, wait_ready, Proc};
+pub use proxy::Proxy;
 pub use ws::{Closed, Ws};
 
 /// How long `eventually!` and the waits try: `SWITCHBOARD_TEST_PATIENCE_MS`

@@ -109,7 +109,10 @@ impl Router {
                 // link failed to hear (issue 13: a router black-holed from
                 // NATS purged healthy edges).
                 if !router.inner.edges.round_trip().await {
-                    tracing::warn!(nodes = expired.len(), "nodes look silent but the bus does not answer this router either; not purging");
+                    tracing::warn!(
+                        nodes = expired.len(),
+                        "nodes look silent but the bus does not answer this router either; not purging"
+                    );
                     router.restart_liveness_window();
                     continue;
                 }
