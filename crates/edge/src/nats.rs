@@ -361,3 +361,14 @@ async fn handle_message(
         let _ = client.publish(to, bytes).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_answered_1500_is_retried() {
+        assert!(retry_on_internal(ErrorCode::Internal.as_u16(), "disconnect").is_err());
+        assert!(retry_on_internal(ErrorCode::Ok.as_u16(), "disconnect").is_ok());
+    }
+}

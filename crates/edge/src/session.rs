@@ -268,6 +268,13 @@ async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Reco
             joined = r.history;
             Registration::Registered
         }
+        // 1500: the store failed (e.g. no JetStream quorum); its write may
+        // still land (a proposal committed once the quorum is back), so the
+        // connection's end removes it like an unanswered one's.
+        Ok(r) if r.code == ErrorCode::Internal.as_u16() => {
+            tracing::info!(conn_id = id, biz = %info.biz, client_id = %info.client, code = r.code, "presence not registered (store failed)");
+            Registration::Unknown
+        }
         Ok(r) => {
             tracing::info!(conn_id = id, biz = %info.biz, client_id = %info.client, code = r.code, "presence refused");
             Registration::Refused
