@@ -136,7 +136,7 @@ def run_suite(a):
     res = {}
     for name, section in SECTIONS:
         if a.only and name not in a.only: continue
-        c = Cluster(base_env)
+        c = Cluster({**base_env, **SECTION_ENV.get(name, {})})
         try: section(a, c, res)
         finally: c.stop()
     return res
@@ -363,7 +363,24 @@ def tenants_section(a, c, res):
           f"({n1['accepted']} of {n1['sent']} accepted), {pct(q2['latency'], 'p99_us')} us next to an unlimited one ({n2['accepted']} of {n2['sent']}); "
           f"quiet errors+lost {res['tenants_quiet_errors']}; server CPU-s {res['tenants_server_cpu_s']}", file=sys.stderr)
 
-SECTIONS = [("idle", idle_section), ("rate", rate_section), ("messages", messages_section), ("history", history_section), ("churn", churn_section), ("storm", storm_section)]
+def slow_section(a, c, res):
+    """A member that never reads next to fast ones: one group of 200 (history
+    on), ~4 KiB group sends at 50/s, the 199 readers' delivery latency
+    without and with the 200th member stalled (its send queue, 64 KiB
+    here, overflows after the ~2.5 MB the kernel takes on loopback: 4008)."""
+    t = c.targets()
+    common = ["fanout", "--targets", t, "--groups", "1", "--group-size", "199", "--rate", "50", "--size", "4096", "--duration", f"{a.slow_secs}s"]
+    base = loadgen(common + ["--biz", "slow0"])[0]
+    slow = loadgen(common + ["--biz", "slow1", "--stalled", "1"])[0]
+    res["slow_base_latency"] = base["latency"]; res["slow_latency"] = slow["latency"]
+    res["slow_lost"] = base["lost"] + slow["lost"]
+    res["slow_stalled_end"] = {k: slow.get(k) for k in ["stalled_closed_4008", "stalled_cut", "stalled_open", "stalled_closed_other"]}
+    print(f"  slow consumer: readers' p99 {pct(base['latency'], 'p99_us')} us without, {pct(slow['latency'], 'p99_us')} us with; stalled member {res['slow_stalled_end']}", file=sys.stderr)
+
+# Settings of one section's cluster on top of the suite's.
+SECTION_ENV = {"slow": {"SWITCHBOARD_EDGE__SEND_QUEUE_BYTES": "65536"}}
+
+SECTIONS = [("idle", idle_section), ("rate", rate_section), ("messages", messages_section), ("history", history_section), ("churn", churn_section), ("storm", storm_section), ("slow", slow_section)]
 SECTIONS.append(("tenants", tenants_section))
 
 def main():
@@ -371,7 +388,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks.md"))
-    ap.add_argument("--only", default="", help="comma-separated sections (idle,rate,messages,history,churn,storm) or message scenarios (unicast,fanout,broadcast,tput); prints results, writes no table")
+    ap.add_argument("--only", default="", help="comma-separated sections (idle,rate,messages,history,churn,storm,slow) or message scenarios (unicast,fanout,broadcast,tput); prints results, writes no table")
     ap.add_argument("--no-build", action="store_true", help="use the binaries as they are (SB_BIN, SB_LOADGEN)")
     a = ap.parse_args()
     only = [x for x in a.only.split(",") if x]
@@ -384,11 +401,13 @@ def main():
         a.groups, a.group_size, a.fan_rate, a.bc_clients, a.bc_reps = 5, 50, 100, 500, 10
         a.tput_rates, a.churn_pool, a.churn_rate, a.churn_secs = [2000, 5000], 200, 200, 5
         a.storm_clients, a.storm_backoff = 1500, "1s"
+        a.slow_secs = 10
     else:
         a.idle, a.idle_window, a.connect_rate, a.connect_secs, a.secs = 30000, 10, 5000, 4, 10
         a.groups, a.group_size, a.fan_rate, a.bc_clients, a.bc_reps = 10, 100, 200, 10000, 30
         a.tput_rates, a.churn_pool, a.churn_rate, a.churn_secs = [5000, 10000, 15000, 20000, 25000, 30000, 40000, 50000], 3000, 3000, 60
         a.storm_clients, a.storm_backoff = 15000, "1s"
+        a.slow_secs = 20
     if not a.no_build: subprocess.run(["cargo", "build", "--release", "-q", "-p", "switchboard", "-p", "switchboard-loadgen"], cwd=ROOT, check=True)
     runs = []
     for i in range(a.runs):

@@ -25,7 +25,14 @@ use switchboard_testkit::Proxy;
 const FAST: &[(&str, &str)] = &[
     ("SWITCHBOARD_EDGE__RATE_PER_SEC", "100000"),
     ("SWITCHBOARD_EDGE__RATE_BURST", "100000"),
+    // A client cut off for 120 s misses ~5,000 sends: over the default
+    // (1,000) a recovery answers `recovered: false`, as SPEC §7 says.
+    ("SWITCHBOARD_HISTORY__MAX_REPLAY", "20000"),
 ];
+
+/// How often a watcher sends a heartbeat (the edge closes a client silent
+/// for 3 × `heartbeatSec`, 90 s, with 1001, as SPEC §2 says).
+const HEARTBEAT: Duration = Duration::from_secs(20);
 
 /// Watchers of bizCode d1 on the edge that goes silent or freezes, and on
 /// the other one; all are in group `g`.
@@ -105,7 +112,15 @@ fn watch(
                 }
             }
             let mut quiet_since = Instant::now();
+            let mut beat = Instant::now();
             loop {
+                if beat.elapsed() > HEARTBEAT {
+                    beat = Instant::now();
+                    if !ws.try_send(&json!({"mode": 1, "msgId": "hb"})).await {
+                        edge += 1;
+                        continue 'connect;
+                    }
+                }
                 match ws.next_within(Duration::from_millis(250)).await {
                     Ok(Some(v)) if matches!(v["mode"].as_u64(), Some(100 | 200 | 300)) => {
                         let seq = v["seq"].as_u64().unwrap_or(0);
