@@ -89,6 +89,14 @@ enum Scenario {
         /// How long to send.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         duration: Duration,
+        /// Extra members per group that never read their socket (slow
+        /// consumers): the others' latency is measured next to them, and
+        /// how each ended (4008, cut, still open) is reported.
+        #[arg(long, default_value_t = 0)]
+        stalled: usize,
+        /// Payload bytes per message (padding).
+        #[arg(long, default_value_t = 0)]
+        size: usize,
     },
     /// One broadcast at a time to N clients of one bizCode.
     Broadcast {
@@ -215,6 +223,8 @@ fn main() -> std::process::ExitCode {
                 senders_per_group,
                 burst,
                 duration,
+                stalled,
+                size,
             } => (
                 common.clone(),
                 Box::pin(fanout::run(
@@ -224,6 +234,8 @@ fn main() -> std::process::ExitCode {
                         size: group_size,
                         senders: senders_per_group,
                         burst,
+                        stalled,
+                        payload: size,
                     },
                     rate,
                     duration,
