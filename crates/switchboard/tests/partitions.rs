@@ -432,7 +432,7 @@ async fn presence_heals(c: &Cluster, expected: &BTreeSet<String>, open: usize, w
     }
     let mut held = 0;
     eventually!(
-        { *keep(&mut held, open_connections(c).await) == open as u64 },
+        keep(&mut held, open_connections(c).await) == &(open as u64),
         "{what}: the edges hold {held} connections for {open} clients"
     );
 }
