@@ -125,6 +125,9 @@ struct Inner {
     nodes: Mutex<HashMap<Arc<str>, NodeState>>,
     /// bizCodes' limits read recently, for the edges' questions.
     limits: limits::LimitsCache,
+    /// Presence writes whose outcome is unknown, being watched
+    /// ([`Router::check_late_write`]).
+    late_checks: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -150,6 +153,7 @@ impl Router {
                 index: Mutex::new(Index::default()),
                 nodes: Mutex::new(HashMap::new()),
                 limits: limits::LimitsCache::default(),
+                late_checks: std::sync::atomic::AtomicUsize::new(0),
                 metrics,
             }),
         }

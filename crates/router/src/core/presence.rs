@@ -62,6 +62,9 @@ impl Router {
                 Err(StoreError::WrongRevision) => continue,
                 Err(e) => {
                     tracing::warn!(node_id = %info.node, conn_id = info.conn, biz = %info.biz, client_id = %info.client, error = %e, "presence write failed");
+                    if matches!(e, StoreError::Unavailable(_)) {
+                        self.check_late_write(&info);
+                    }
                     return Err(e.into());
                 }
             }

@@ -47,6 +47,7 @@
 //!   index holds entries of the node trigger the same check (an audit).
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchboard_protocol::envelope::{ConnInfo, NodeCommand, Resync};
@@ -66,6 +67,15 @@ pub(super) const AUDIT_BEATS: u32 = 3;
 
 /// Least time between two audits of one node.
 pub(super) const AUDIT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often [`Router::check_late_write`] looks at the key.
+const LATE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long it keeps looking while the store does not answer.
+const LATE_CHECK_FOR: Duration = Duration::from_secs(600);
+
+/// Most late-write checks at once.
+const LATE_CHECKS_MAX: usize = 1024;
 
 /// An entry this resync wrote and has not announced yet.
 struct Created {
@@ -220,6 +230,56 @@ impl Router {
             }
             Err(e) => tracing::warn!(node_id = %node, error = %e, "cannot remove a stale entry"),
         }
+    }
+
+    /// Watches the key of a presence write whose outcome is unknown (the
+    /// store timed out or failed: a JetStream leader election, no quorum).
+    /// Such a write may still land once the store answers again, after the
+    /// edge gave the connection up (1013) and its disconnect found nothing
+    /// to delete: a ghost until a heartbeat audit, which runs at most every
+    /// [`AUDIT_INTERVAL`] (issue 13 saw three with 2 of 3 NATS servers
+    /// lost). So every [`LATE_CHECK_EVERY`] until the store has answered
+    /// twice: an entry of this connection its node does not hold is
+    /// removed. At most [`LATE_CHECKS_MAX`] run at once; past that the
+    /// audits find what they would have.
+    pub(super) fn check_late_write(&self, info: &ConnInfo) {
+        let running = &self.inner.late_checks;
+        if running.fetch_add(1, Ordering::Relaxed) >= LATE_CHECKS_MAX {
+            running.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let (router, info) = (self.clone(), info.clone());
+        tokio::spawn(async move {
+            let key = presence_key(&info.biz, &info.client);
+            let deadline = tokio::time::Instant::now() + LATE_CHECK_FOR;
+            let mut answered = 0;
+            while answered < 2 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(LATE_CHECK_EVERY).await;
+                let v = match router.inner.store.get(&key).await {
+                    Ok(Some(v)) if v.value.node == info.node && v.value.conn == info.conn => v,
+                    Ok(_) => {
+                        answered += 1;
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                match router.inner.edges.holds(&info.node, vec![info.conn]).await {
+                    Ok(held) if held.contains(&info.conn) => break,
+                    Ok(_) => {
+                        let entry = Entry {
+                            node: info.node.as_str().into(),
+                            conn: info.conn,
+                            groups: v.value.groups.iter().map(|g| g.as_str().into()).collect(),
+                            revision: v.revision,
+                        };
+                        router.remove_stale(&info.node, &info.biz, &info.client, &entry).await;
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            }
+            router.inner.late_checks.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     /// Checks every entry of `node` against what the node holds and removes
