@@ -124,7 +124,7 @@ mod tests {
         async fn route(&self, _: Route) -> Result<RouteReply, LinkError> {
             Err(LinkError::Unavailable("none".into()))
         }
-        async fn resync(&self, _: Resync) -> Result<(), LinkError> {
+        async fn resync(&self, _: Resync) -> Result<u32, LinkError> {
             Err(LinkError::Unavailable("none".into()))
         }
         async fn drain(&self, _: Resync) -> Result<(), LinkError> {

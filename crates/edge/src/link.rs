@@ -29,8 +29,9 @@ pub trait RouterLink: Send + Sync + 'static {
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError>;
     /// Routes one client send; answered after the deliveries were handed on.
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError>;
-    /// Re-asserts presence of the listed connections (idempotent).
-    async fn resync(&self, r: Resync) -> Result<(), LinkError>;
+    /// Re-asserts presence of the listed connections (idempotent); answers
+    /// how many the router had to write again (their entries were gone).
+    async fn resync(&self, r: Resync) -> Result<u32, LinkError>;
     /// Removes the listed connections of a draining node from presence now
     /// (each only if it is still that connection's; idempotent).
     async fn drain(&self, d: Resync) -> Result<(), LinkError>;

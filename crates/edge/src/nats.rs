@@ -204,12 +204,12 @@ impl RouterLink for NatsRouter {
         rx.await
             .map_err(|_| LinkError::Unavailable("route batcher stopped".into()))?
     }
-    async fn resync(&self, r: Resync) -> Result<(), LinkError> {
+    async fn resync(&self, r: Resync) -> Result<u32, LinkError> {
         // 1500: the router could not apply it all (its store was not back
         // yet, or it could not confirm with us): try again.
         let a: ConnectReply = self.request(subject::ROUTER_RESYNC, &r).await?;
         match ErrorCode::from_u16(a.code) {
-            Some(ErrorCode::Ok) => Ok(()),
+            Some(ErrorCode::Ok) => Ok(a.recreated),
             _ => Err(LinkError::Unavailable(format!("resync answered {}", a.code))),
         }
     }

@@ -71,6 +71,15 @@ pub struct ConnInfo {
 pub struct ConnectReply {
     /// 0 on success.
     pub code: u16,
+    /// To a resync: how many of the listed connections the router had to
+    /// write again (their entries were gone: the node had been purged
+    /// while alive). Absent (0) from older routers and other answers.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recreated: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Answer to a connect: 0 or an error code, and the groups bound to the

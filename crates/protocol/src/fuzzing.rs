@@ -223,7 +223,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
     };
     let encoded: Vec<Result<Bytes, envelope::EnvelopeError>> = vec![
         envelope::encode(&info),
-        envelope::encode(&ConnectReply { code: 0 }),
+        envelope::encode(&ConnectReply { code: 0, recreated: 0 }),
         envelope::encode(&Disconnect {
             node: "n".into(),
             conn: 1,

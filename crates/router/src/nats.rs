@@ -203,11 +203,9 @@ pub async fn serve(
         let replies = r.route(&sends).await.iter().map(wire::route_reply).collect();
         RouteBatchReply { replies }
     });
-    spawn_handler(
-        resync,
-        ctx,
-        |r, m| async move { wire::connect_reply(&r.resync(m).await) },
-    );
+    spawn_handler(resync, ctx, |r, m| async move {
+        wire::resync_reply(&r.resync_counted(m).await)
+    });
     spawn_handler(drain, ctx, |r, m| async move { wire::connect_reply(&r.drain(m).await) });
     spawn_handler(check_biz, ctx, |r, q: BizQuery| async move {
         wire::registered_reply(&r.is_registered(&q.biz).await)

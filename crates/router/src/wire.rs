@@ -14,7 +14,18 @@ pub fn connect_reply(result: &Result<(), RouterError>) -> ConnectReply {
         Ok(()) => ErrorCode::Ok,
         Err(e) => e.code(),
     };
-    ConnectReply { code: code.as_u16() }
+    ConnectReply {
+        code: code.as_u16(),
+        recreated: 0,
+    }
+}
+
+/// The answer to a resync: the code and how many entries it wrote again.
+pub fn resync_reply((result, recreated): &(Result<(), RouterError>, u32)) -> ConnectReply {
+    ConnectReply {
+        recreated: *recreated,
+        ..connect_reply(result)
+    }
 }
 
 /// The answer to a connect: the code, the groups bound to the client and
@@ -41,7 +52,10 @@ pub fn registered_reply(result: &Result<bool, RouterError>) -> ConnectReply {
         Ok(false) => ErrorCode::UnknownBiz,
         Err(e) => e.code(),
     };
-    ConnectReply { code: code.as_u16() }
+    ConnectReply {
+        code: code.as_u16(),
+        recreated: 0,
+    }
 }
 
 /// The answer to an edge's question about bizCodes' limits.

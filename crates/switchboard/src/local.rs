@@ -27,9 +27,8 @@ impl RouterLink for LocalRouter {
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
         Ok(route_reply(&self.0.route_one(Outbound::from(&r)).await))
     }
-    async fn resync(&self, r: Resync) -> Result<(), LinkError> {
-        let _ = self.0.resync(r).await;
-        Ok(())
+    async fn resync(&self, r: Resync) -> Result<u32, LinkError> {
+        Ok(self.0.resync_counted(r).await.1)
     }
     async fn drain(&self, d: Resync) -> Result<(), LinkError> {
         let _ = self.0.drain(d).await;

@@ -62,7 +62,8 @@ struct Seen {
 /// A client that reads everything addressed to it and, when a connection
 /// ends, reconnects with `recover`/`epoch` (to its edges in turn, starting
 /// with the next one), as SPEC §2 and §7 tell a client to. Stops once
-/// `stop` is set and nothing came for 2 s.
+/// `stop` is set and nothing came for 4 s (an edge healing after a purge
+/// holds live deliveries for 2 s).
 fn watch(
     biz: &'static str,
     client: &'static str,
@@ -133,7 +134,7 @@ fn watch(
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        if stop.load(Ordering::Relaxed) && quiet_since.elapsed() > Duration::from_secs(2) {
+                        if stop.load(Ordering::Relaxed) && quiet_since.elapsed() > Duration::from_secs(4) {
                             ws.close().await;
                             return seen;
                         }

@@ -113,6 +113,7 @@ impl Router {
                         nodes = expired.len(),
                         "nodes look silent but the bus does not answer this router either; not purging"
                     );
+                    router.spare(&expired);
                     router.restart_liveness_window();
                     continue;
                 }
@@ -121,6 +122,18 @@ impl Router {
                 }
             }
         });
+    }
+
+    /// Takes back the judgement of `expired_nodes` on `nodes` (nothing was
+    /// purged): they are not asked to resync when heard again, which would
+    /// make them hold and heal for nothing.
+    fn spare(&self, nodes: &[Arc<str>]) {
+        let mut all = self.inner.nodes.lock();
+        for node in nodes {
+            if let Some(s) = all.get_mut(node) {
+                s.dead = false;
+            }
+        }
     }
 
     /// Every known node counts as heard now.

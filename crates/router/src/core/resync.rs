@@ -96,6 +96,20 @@ impl Router {
     /// [`RouterError::Node`] if the node cannot confirm what was written
     /// (which is then withdrawn). Either way the node retries the chunk.
     pub async fn resync(&self, r: Resync) -> Result<(), RouterError> {
+        self.resync_counted(r).await.0
+    }
+
+    /// [`Router::resync`], and how many of the listed connections it wrote
+    /// again because their entries were gone (the node had been purged
+    /// while alive): then sends to them were stored and not delivered, and
+    /// the node heals them from the log.
+    pub async fn resync_counted(&self, r: Resync) -> (Result<(), RouterError>, u32) {
+        let mut recreated = 0u32;
+        let outcome = self.resync_inner(r, &mut recreated).await;
+        (outcome, recreated)
+    }
+
+    async fn resync_inner(&self, r: Resync, recreated: &mut u32) -> Result<(), RouterError> {
         self.heard(&r.node);
         let checked = r.covers.is_some();
         let mut failed: Option<RouterError> = None;
@@ -126,6 +140,7 @@ impl Router {
                                 });
                             } else {
                                 // An edge from before reconciling.
+                                *recreated += 1;
                                 self.notify_online(info).await;
                             }
                         }
@@ -180,6 +195,7 @@ impl Router {
         };
         for c in &created {
             if held.contains(&c.info.conn) {
+                *recreated += 1;
                 self.notify_online(&c.info).await;
             } else {
                 tracing::info!(node_id = %r.node, conn_id = c.info.conn, biz = %c.info.biz, client_id = %c.info.client, "resync asserted a connection its node no longer holds; withdrawn");
