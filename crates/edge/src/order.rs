@@ -13,7 +13,7 @@
 //! tick, every connection of the partition is healed up to the log's head;
 //! on a newer owner, those that joined under an older one, up to the new
 //! owner's fence. A connection still registering, replaying or in another
-//! heal is healed once it is free (within 2 s); one that cannot be healed
+//! heal is healed once it is free (within 5 s); one that cannot be healed
 //! in place (still busy then, its socket is full, the range is too long)
 //! is closed with 1012 (SPEC §2: reconnect) and recovers. Messages of an
 //! older owner that arrive after a newer one was heard are dropped (their
@@ -30,9 +30,12 @@ use crate::edge::EdgeInner;
 use crate::recovery;
 use crate::registry::Conn;
 
-/// How long [`EdgeInner::hold_everything`] waits for a connection that is
-/// held already.
-const HOLD_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a connection that is held already (registering, replaying, or
+/// in another heal) is waited for before it is closed with 1012 to
+/// recover. Longer than a resync's heal (its 2 s settle and a log read),
+/// so a second `Resync` (every router that judged the node silent sends
+/// one) waits for the first instead of closing its connections.
+const HOLD_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Which connections of a partition a doubt concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, Message, RequestErrorKind};
+use async_nats::{Client, Message};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -116,20 +116,19 @@ impl NatsEdges {
 /// How long [`EdgeLink::round_trip`] waits for the server's answer.
 const ROUND_TRIP_PATIENCE: Duration = Duration::from_secs(1);
 
-/// The inbox no node has (ids never start with `_`): a request to it is
-/// answered "no responders" by the server itself, a round trip that needs
-/// no edge.
-const PROBE_NODE: &str = "_probe";
-
 #[async_trait]
 impl EdgeLink for NatsEdges {
+    /// A message to a fresh subject of this router's own inbox prefix
+    /// (which it may publish and subscribe to), back through the server:
+    /// nothing else can answer or swallow it.
     async fn round_trip(&self) -> bool {
-        let probe = self.client.request(subject::node_inbox(PROBE_NODE), Bytes::new());
-        match tokio::time::timeout(ROUND_TRIP_PATIENCE, probe).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => e.kind() == RequestErrorKind::NoResponders,
-            Err(_) => false,
-        }
+        let inbox = self.client.new_inbox();
+        let probe = async {
+            let mut sub = self.client.subscribe(inbox.clone()).await.ok()?;
+            self.client.publish(inbox, Bytes::new()).await.ok()?;
+            sub.next().await
+        };
+        matches!(tokio::time::timeout(ROUND_TRIP_PATIENCE, probe).await, Ok(Some(_)))
     }
 
     async fn send(&self, node: &str, cmd: NodeCommand) -> Result<(), EdgeError> {
