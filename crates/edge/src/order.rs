@@ -12,9 +12,8 @@
 //! they held; nothing twice (per-connection `seq`), no gap. On a gap or a
 //! tick, every connection of the partition is healed up to the log's head;
 //! on a newer owner, those that joined under an older one, up to the new
-//! owner's fence. A connection still registering, replaying or in another
-//! heal is healed once it is free (within 5 s); one that cannot be healed
-//! in place (still busy then, its socket is full, the range is too long)
+//! owner's fence. A connection that cannot be healed in place (it is still
+//! registering or replaying, its socket is full, the range is too long)
 //! is closed with 1012 (SPEC §2: reconnect) and recovers. Messages of an
 //! older owner that arrive after a newer one was heard are dropped (their
 //! entries are in the log).
@@ -30,12 +29,9 @@ use crate::edge::EdgeInner;
 use crate::recovery;
 use crate::registry::Conn;
 
-/// How long a connection that is held already (registering, replaying, or
-/// in another heal) is waited for before it is closed with 1012 to
-/// recover. Longer than a resync's heal (its 2 s settle and a log read),
-/// so a second `Resync` (every router that judged the node silent sends
-/// one) waits for the first instead of closing its connections.
-const HOLD_PATIENCE: Duration = Duration::from_secs(5);
+/// How long [`EdgeInner::hold_everything`] waits for a connection that is
+/// held already.
+const HOLD_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Which connections of a partition a doubt concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +83,7 @@ impl EdgeInner {
     /// token is now `token`).
     fn doubt(self: &Arc<Self>, p: u32, token: u64, d: Doubt) {
         let mut heal = Vec::new();
-        let mut busy = Vec::new();
+        let mut closed = 0u64;
         self.registry().for_each_arc(|c| {
             let Some((cp, joined)) = c.joined() else { return };
             let hit = cp == p
@@ -102,20 +98,20 @@ impl EdgeInner {
             c.set_joined(p, joined.max(token));
             if c.hold() {
                 heal.push(c.clone());
-            } else {
-                busy.push(c.clone());
+            } else if c.outbox.close(CloseCode::Draining) {
+                closed += 1;
             }
         });
-        let through = match d {
-            Doubt::All => None,
-            Doubt::JoinedBefore(t) => Some(t.saturating_sub(1)),
-        };
-        if !busy.is_empty() {
-            tokio::spawn(self.clone().heal_when_free(p, busy, through));
+        if closed > 0 {
+            self.metrics().recovery_closes.inc_by(closed);
         }
         if heal.is_empty() {
             return;
         }
+        let through = match d {
+            Doubt::All => None,
+            Doubt::JoinedBefore(t) => Some(t.saturating_sub(1)),
+        };
         tracing::info!(
             partition = p,
             ?d,
@@ -125,48 +121,18 @@ impl EdgeInner {
         tokio::spawn(recovery::heal(self.clone(), p, heal, through));
     }
 
-    /// Heals the connections of a doubt that were held already
-    /// (registering, replaying, or in another heal) once each can be held,
-    /// within [`HOLD_PATIENCE`]; those still busy then are closed with 1012
-    /// and recover. The heal they were in may have read the log before
-    /// the doubted delivery was lost, so it is not enough by itself.
-    async fn heal_when_free(self: Arc<Self>, p: u32, mut busy: Vec<Arc<Conn>>, through: Option<u64>) {
-        let deadline = tokio::time::Instant::now() + HOLD_PATIENCE;
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let mut free = Vec::new();
-            busy.retain(|c| {
-                if c.outbox.is_closing() {
-                    false
-                } else if c.hold() {
-                    free.push(c.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            if !free.is_empty() {
-                tokio::spawn(recovery::heal(self.clone(), p, free, through));
-            }
-            if busy.is_empty() {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let closed = busy.iter().filter(|c| c.outbox.close(CloseCode::Draining)).count();
-                self.metrics().recovery_closes.inc_by(closed as u64);
-                return;
-            }
-        }
-    }
-
     /// Holds the live deliveries of every connection with history, by
     /// partition, for a heal after a resync ([`Self::heal_held`]). A
     /// connection held already (registering, replaying, or healing after
     /// a gap or an earlier resync) is tried again for up to
-    /// [`HOLD_PATIENCE`] when this node was `purged`, then closed with
-    /// 1012 to recover (it may have missed stored sends); after a plain
-    /// reconnect it is left to the heal or replay it is in.
-    pub(crate) async fn hold_everything(&self, purged: bool) -> HashMap<u32, Vec<Arc<Conn>>> {
+    /// [`HOLD_PATIENCE`], then closed with 1012 to recover.
+    ///
+    /// Why hold first: when this node was purged while alive, sends to its
+    /// connections were stored and not delivered. Once the resync puts them
+    /// back in presence, live deliveries flow again and would move each
+    /// connection's position past the stored ones; held, they wait, and
+    /// the heal reads everything above the position from the log.
+    pub(crate) async fn hold_everything(&self) -> HashMap<u32, Vec<Arc<Conn>>> {
         let mut by_partition: HashMap<u32, Vec<Arc<Conn>>> = HashMap::new();
         let mut busy = Vec::new();
         self.registry().for_each_arc(|c| {
@@ -174,10 +140,7 @@ impl EdgeInner {
                 busy.push(c.clone());
             }
         });
-        // After a plain reconnect nothing waits: what is busy is in a heal
-        // or a replay of its own.
-        let patience = if purged { HOLD_PATIENCE } else { Duration::ZERO };
-        let deadline = tokio::time::Instant::now() + patience;
+        let deadline = tokio::time::Instant::now() + HOLD_PATIENCE;
         loop {
             busy.retain(|c| match c.joined() {
                 Some((p, _)) if c.hold() => {
@@ -192,11 +155,9 @@ impl EdgeInner {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if purged {
-            let closed = busy.iter().filter(|c| c.outbox.close(CloseCode::Draining)).count();
-            if closed > 0 {
-                self.metrics().recovery_closes.inc_by(closed as u64);
-            }
+        let closed = busy.iter().filter(|c| c.outbox.close(CloseCode::Draining)).count();
+        if closed > 0 {
+            self.metrics().recovery_closes.inc_by(closed as u64);
         }
         by_partition
     }
@@ -210,7 +171,7 @@ impl EdgeInner {
             tracing::info!(
                 partition = p,
                 connections = conns.len(),
-                "presence re-asserted; healing from the log"
+                "presence re-asserted; healing from the log what was stored meanwhile"
             );
             tokio::spawn(recovery::heal(self.clone(), p, conns, None));
         }

@@ -22,83 +22,73 @@ use crate::edge::Edge;
 /// 1 MiB payload).
 pub(crate) const RESYNC_CHUNK: usize = 500;
 
-/// First pause before a resync chunk is tried again; it doubles up to
-/// [`RESYNC_PAUSE_MAX`]. A chunk is tried until it is applied (or the node
-/// shuts down): given up, its connections would stay out of presence, and
-/// nothing else re-asserts a missing entry.
-const RESYNC_PAUSE: Duration = Duration::from_millis(500);
+/// Attempts per resync chunk before the resync is given up (the next
+/// reconnect or a router's request starts another).
+const RESYNC_ATTEMPTS: u32 = 10;
 
-/// Longest pause between two attempts of a resync chunk.
-const RESYNC_PAUSE_MAX: Duration = Duration::from_secs(5);
-
-/// What starts a resync: the bus came back, or a router purged this node
-/// while it was alive (its `Resync` command). Triggers while one runs make
-/// one more run.
+/// What starts a resync: the bus came back (presence only), or a router
+/// purged this node while it was alive (presence, then a heal from the
+/// log). Triggers while one runs make one more run.
 #[derive(Default)]
 pub(crate) struct Trigger {
     wake: Notify,
-    purged: AtomicBool,
+    heal: AtomicBool,
 }
 
 impl Trigger {
-    /// After a reconnect: re-asserts presence, and heals from the log if
-    /// a router had to write entries again (it had purged us).
+    /// Re-asserts presence (after a reconnect: a loss while the link was
+    /// down shows up as a gap in the owners' numbering and heals by
+    /// itself).
     pub(crate) fn resync(&self) {
         self.wake.notify_one();
     }
 
-    /// A router purged this node while it was alive: sends to its clients
-    /// were stored meanwhile and never numbered for this node; presence is
-    /// re-asserted and every connection with history heals from the log.
+    /// Re-asserts presence and then heals every connection with history
+    /// from the log: a router purged this node while it was alive (its
+    /// `Resync` command), so sends to its clients were stored meanwhile and
+    /// never numbered for this node.
     pub(crate) fn resync_and_heal(&self) {
-        self.purged.store(true, Ordering::SeqCst);
+        self.heal.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 }
 
 /// Runs one resync per wake-up until `shutdown`.
-///
-/// Every run holds the live deliveries of the connections with history
-/// first, re-asserts presence, then heals them from the log: when this
-/// node was purged, live deliveries that resume as soon as presence is
-/// back would otherwise move each connection's position past the sends
-/// stored meanwhile (issue 13: an edge cut off from NATS, or frozen).
-/// When the node was purged (a `Resync`, or a router that wrote entries
-/// again) the read waits [`HEAL_SETTLE`] for the partitions' owners to
-/// index the node again; otherwise it follows at once.
 pub(crate) async fn run_resyncs(edge: Edge, trigger: Arc<Trigger>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = trigger.wake.notified() => {}
         }
-        let purged = trigger.purged.swap(false, Ordering::SeqCst);
-        let held = edge.inner().hold_everything(purged).await;
-        // Stops mid-resync at shutdown too (the drain that follows removes
-        // the node's presence and closes what is held), so it never holds
-        // the shutdown.
-        let recreated = tokio::select! {
-            () = shutdown.cancelled() => return,
-            n = resync(&edge) => n,
+        // After a purge, live deliveries wait from now until the heal below
+        // (see `hold_everything`).
+        let held = if trigger.heal.swap(false, Ordering::SeqCst) {
+            Some(edge.inner().hold_everything().await)
+        } else {
+            None
         };
-        if purged || recreated > 0 {
-            // A send appended before an owner indexed the re-created
-            // entries (through its KV watch) went to no node.
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(HEAL_SETTLE) => {}
-            }
+        // Stops mid-resync at shutdown too (the drain that follows removes
+        // the node's presence anyway), so it never holds the shutdown.
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = resync(&edge) => {}
         }
-        edge.inner().heal_held(held);
+        let Some(held) = held else { continue };
+        // The owners learn the re-created entries through their KV watch: a
+        // send appended before an owner indexed them went to no node, so
+        // the log is read once that had time to happen (issue 13: a frozen
+        // edge's client missed a broadcast when the heal came first).
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(HEAL_SETTLE) => edge.inner().heal_held(held),
+        }
     }
 }
 
-/// How long after a resync that re-created entries the log is read: the
-/// owners learn those entries through their KV watch, which takes
-/// milliseconds; this leaves room for a loaded owner. A timing assumption:
-/// the exact fix is a fence the owner confirms once it indexed the
-/// resync's writes.
-const HEAL_SETTLE: Duration = Duration::from_secs(2);
+/// How long after a resync the log is read: the owners learn the
+/// re-created presence entries through their KV watch, which takes
+/// milliseconds; this leaves room for a loaded owner.
+const HEAL_SETTLE: Duration = Duration::from_secs(1);
 
 /// Re-asserts every welcomed local connection's presence, in chunks that
 /// together cover every connection id, retrying while no router answers.
@@ -115,7 +105,7 @@ const HEAL_SETTLE: Duration = Duration::from_secs(2);
 /// # Cancel safety
 /// Cancelled between or during attempts: a chunk the router applied is
 /// whole (it re-checks with `Holds`), one not yet sent is simply not sent.
-async fn resync(edge: &Edge) -> u32 {
+async fn resync(edge: &Edge) {
     let node = edge.node_id();
     let mut ids = Vec::new();
     edge.inner().registry().for_each(|c| {
@@ -124,29 +114,22 @@ async fn resync(edge: &Edge) -> u32 {
         }
     });
     ids.sort_unstable();
-    let mut recreated = 0u32;
     for (covers, ids) in plan(&ids, RESYNC_CHUNK) {
-        let mut pause = RESYNC_PAUSE;
-        for attempt in 0u32.. {
+        for attempt in 0..RESYNC_ATTEMPTS {
             let msg = Resync {
                 node: node.to_owned(),
                 conns: held(edge, ids),
                 covers: Some(covers),
             };
             match edge.inner().router().resync(msg).await {
-                Ok(n) => {
-                    recreated = recreated.saturating_add(n);
-                    break;
-                }
+                Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(node_id = %node, error = %e, attempt, "resync failed, retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RESYNC_PAUSE_MAX);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
     }
-    recreated
 }
 
 /// The connections of `ids` that are still here and welcomed, as presence.

@@ -63,7 +63,7 @@ struct Seen {
 /// ends, reconnects with `recover`/`epoch` (to its edges in turn, starting
 /// with the next one), as SPEC §2 and §7 tell a client to. Stops once
 /// `stop` is set and nothing came for 4 s (an edge healing after a purge
-/// holds live deliveries for 2 s).
+/// holds live deliveries for a while).
 fn watch(
     biz: &'static str,
     client: &'static str,
