@@ -397,9 +397,10 @@ impl Run {
                 .collect();
             assert!(
                 missing.is_empty(),
-                "{what}: {w} never got {} acknowledged sends: {missing:?} (closes {:?})",
+                "{what}: {w} never got {} acknowledged sends: {missing:?} (closes {:?}, reconnects not recovered {})",
                 missing.len(),
-                s.closes
+                s.closes,
+                s.unrecovered
             );
             let foreign: Vec<&String> = acked
                 .sends
