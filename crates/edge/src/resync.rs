@@ -36,9 +36,12 @@ pub(crate) struct Trigger {
 }
 
 impl Trigger {
-    /// Re-asserts presence (after a reconnect: a loss while the link was
-    /// down shows up as a gap in the owners' numbering and heals by
-    /// itself).
+    /// Re-asserts presence after a reconnect. A delivery lost while the
+    /// link was down shows up as a gap in the owners' numbering and heals
+    /// by itself; sends stored while a router had purged this node do not
+    /// (the owners stop numbering for a purged node): those wait for the
+    /// router's `Resync`, and live deliveries resumed by this resync may
+    /// move positions past them first (a known gap, see docs/recovery.md).
     pub(crate) fn resync(&self) {
         self.wake.notify_one();
     }
