@@ -387,6 +387,13 @@ async fn heal_from_log(
     let Some(from) = conns.iter().map(|c| c.log_position()).min() else {
         return Ok(());
     };
+    tracing::info!(
+        partition = p,
+        from,
+        head,
+        connections = conns.len(),
+        "healing: reading the log"
+    );
     if head <= from {
         return Ok(());
     }
@@ -426,6 +433,7 @@ async fn heal_from_log(
             }
         }
         if !full.is_empty() {
+            tracing::info!(partition = p, seq = stored.seq, full = full.len(), "healing: no room");
             conns.retain(|c| {
                 if full.contains(&c.id) {
                     if c.outbox.close(CloseCode::Draining) {
