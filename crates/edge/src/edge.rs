@@ -27,9 +27,11 @@ use tokio_util::task::TaskTracker;
 use crate::address::SlotLimiter;
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;
+use crate::heard::{Heard, SUSPECT_AFTER_BEATS};
 use crate::link::RouterLink;
 use crate::outbox::{self, Pushed};
 use crate::registry::{Conn, Registry};
+use crate::resync::ResyncHold;
 use crate::tenant::Tenants;
 
 /// Registered bizCodes remembered by an edge (registration is permanent).
@@ -81,6 +83,11 @@ pub(crate) struct EdgeInner {
     /// Per history partition: the newest owner token heard, and how many
     /// of its messages arrived ([`crate::order`]).
     orders: Mutex<HashMap<u32, (u64, u64)>>,
+    /// When the routers last confirmed they hear this node
+    /// ([`crate::heard`]).
+    heard: Heard,
+    /// Where a resync's hold stands ([`crate::resync::ResyncHold`]).
+    resync_hold: ResyncHold,
 }
 
 /// What the edge reads clients' recoveries from.
@@ -106,7 +113,6 @@ impl Edge {
     ) -> Self {
         Self {
             inner: Arc::new(EdgeInner {
-                config,
                 node_id,
                 registry: Registry::default(),
                 router,
@@ -123,6 +129,9 @@ impl Edge {
                 started: Instant::now(),
                 history: OnceLock::new(),
                 orders: Mutex::new(HashMap::new()),
+                heard: Heard::new(config.node_heartbeat, SUSPECT_AFTER_BEATS),
+                resync_hold: ResyncHold::default(),
+                config,
             }),
         }
     }
@@ -183,6 +192,16 @@ impl EdgeInner {
     /// The local connections.
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Whether the routers may have purged this node ([`crate::heard`]).
+    pub(crate) fn heard(&self) -> &Heard {
+        &self.heard
+    }
+
+    /// Where a resync's hold stands.
+    pub(crate) fn resync_hold(&self) -> &ResyncHold {
+        &self.resync_hold
     }
 
     /// The seam to the routers.

@@ -47,6 +47,7 @@ mod edge;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
+mod heard;
 mod http;
 mod inbox;
 mod lifecycle;

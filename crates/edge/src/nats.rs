@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::edge::Edge;
+use crate::heard::SUSPECT_AFTER_BEATS;
 use crate::link::{LinkError, RouterLink};
 use crate::registry::Dirty;
 use crate::resync;
@@ -283,9 +284,12 @@ pub async fn attach(
         }
     });
 
-    let (e, c, stop) = (edge.clone(), client.clone(), shutdown.clone());
+    // The heartbeat is a request every router answers: the answers tell
+    // the node whether routers may have purged it (`crate::heard`).
+    let (e, c, r, stop) = (edge.clone(), client.clone(), resync.clone(), shutdown.clone());
     tasks.spawn(async move {
-        let mut tick = tokio::time::interval(e.config().node_heartbeat);
+        let beat = e.config().node_heartbeat;
+        let mut tick = tokio::time::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -296,9 +300,23 @@ pub async fn attach(
                 node: e.node_id().to_owned(),
                 conns: e.connections() as u64,
             };
-            if let Ok(bytes) = envelope::encode(&hb) {
-                let _ = c.publish(subject::ROUTER_HEARTBEAT, bytes).await;
-            }
+            let Ok(bytes) = envelope::encode(&hb) else { continue };
+            // Answered on its own task: a silent bus never delays the
+            // next heartbeat.
+            let (e, c, r) = (e.clone(), c.clone(), r.clone());
+            tokio::spawn(async move {
+                let sent = std::time::Instant::now();
+                let asked = c.request(subject::ROUTER_HEARTBEAT, bytes);
+                if let Ok(Ok(_)) = tokio::time::timeout(beat * SUSPECT_AFTER_BEATS, asked).await {
+                    if e.inner().heard().answered(sent) {
+                        tracing::warn!(
+                            node_id = %e.node_id(),
+                            "the routers had not heard this node for longer than they may wait: holding its connections and resyncing"
+                        );
+                        r.resync();
+                    }
+                }
+            });
         }
     });
 

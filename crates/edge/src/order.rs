@@ -98,6 +98,8 @@ impl EdgeInner {
             c.set_joined(p, joined.max(token));
             if c.hold() {
                 heal.push(c.clone());
+            } else if c.held_for_resync() && self.resync_hold().doubted() {
+                // The resync's heal, still to come, reads up to the head.
             } else if c.outbox.close(CloseCode::Draining) {
                 closed += 1;
             }
@@ -143,7 +145,7 @@ impl EdgeInner {
         let deadline = tokio::time::Instant::now() + HOLD_PATIENCE;
         loop {
             busy.retain(|c| match c.joined() {
-                Some((p, _)) if c.hold() => {
+                Some((p, _)) if c.hold_for_resync() => {
                     by_partition.entry(p).or_default().push(c.clone());
                     false
                 }
@@ -157,6 +159,10 @@ impl EdgeInner {
         }
         let closed = busy.iter().filter(|c| c.outbox.close(CloseCode::Draining)).count();
         if closed > 0 {
+            tracing::info!(
+                closed,
+                "connections still busy after the hold's patience closed to recover (1012)"
+            );
             self.metrics().recovery_closes.inc_by(closed as u64);
         }
         by_partition
@@ -174,6 +180,15 @@ impl EdgeInner {
                 "presence re-asserted; healing from the log what was stored meanwhile"
             );
             tokio::spawn(recovery::heal(self.clone(), p, conns, None));
+        }
+    }
+
+    /// Releases what [`Self::hold_everything`] held without reading the
+    /// log: the resync found every entry still there, so nothing was
+    /// stored for these connections that was not delivered.
+    pub(crate) fn release_held_all(self: &Arc<Self>, held: HashMap<u32, Vec<Arc<Conn>>>) {
+        for (p, conns) in held {
+            recovery::release_all(self, p, conns);
         }
     }
 }

@@ -372,6 +372,19 @@ pub(crate) async fn heal(edge: Arc<EdgeInner>, p: u32, conns: Vec<Arc<Conn>>, th
     }
 }
 
+/// Releases what `conns` of partition `p` held, without reading the log
+/// (a hold that turned out needless).
+pub(crate) fn release_all(edge: &Arc<EdgeInner>, p: u32, conns: Vec<Arc<Conn>>) {
+    for c in conns {
+        let first = c.release_held();
+        if first == Release::Done {
+            continue;
+        }
+        let edge = edge.clone();
+        tokio::spawn(async move { release_from(&edge, &c, first, Some(p)).await });
+    }
+}
+
 /// The read of [`heal`]; connections closed on the way leave `conns`.
 async fn heal_from_log(
     edge: &EdgeInner,

@@ -62,6 +62,8 @@ struct LogState {
     /// Logged deliveries are held (from the connection's start until
     /// [`Conn::release_held`] is done), not queued.
     holding: bool,
+    /// The hold is a resync's ([`Conn::hold_for_resync`]).
+    for_resync: bool,
     /// What is held, made on the first held delivery.
     held: Option<Box<Held>>,
 }
@@ -134,6 +136,7 @@ impl Conn {
                 last: 0,
                 joined: None,
                 holding: true,
+                for_resync: false,
                 held: None,
             }),
         }
@@ -208,6 +211,25 @@ impl Conn {
         true
     }
 
+    /// [`Conn::hold`] for a resync that may have to heal it: a doubt that
+    /// finds it held this way leaves it to that heal
+    /// ([`Conn::held_for_resync`]).
+    pub fn hold_for_resync(&self) -> bool {
+        let mut st = self.log.lock();
+        if st.holding {
+            return false;
+        }
+        st.holding = true;
+        st.for_resync = true;
+        true
+    }
+
+    /// Whether it holds its deliveries for a resync's heal.
+    pub fn held_for_resync(&self) -> bool {
+        let st = self.log.lock();
+        st.holding && st.for_resync
+    }
+
     /// The next step of releasing what was held: frames to queue, a range
     /// to read again, or done (logged deliveries then go straight out).
     pub fn release_held(&self) -> Release {
@@ -215,6 +237,7 @@ impl Conn {
         let last = st.last;
         let Some(held) = st.held.as_mut() else {
             st.holding = false;
+            st.for_resync = false;
             return Release::Done;
         };
         if held.dropped_through > last {
@@ -224,6 +247,7 @@ impl Conn {
         if held.frames.is_empty() {
             st.held = None;
             st.holding = false;
+            st.for_resync = false;
             return Release::Done;
         }
         held.bytes = 0;

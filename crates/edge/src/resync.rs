@@ -8,9 +8,9 @@
 //!
 //! [`RouterLink`]: crate::link::RouterLink
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use switchboard_protocol::envelope::{ConnInfo, ConnRange, Resync};
 use tokio::sync::Notify;
@@ -36,12 +36,12 @@ pub(crate) struct Trigger {
 }
 
 impl Trigger {
-    /// Re-asserts presence after a reconnect. A delivery lost while the
-    /// link was down shows up as a gap in the owners' numbering and heals
-    /// by itself; sends stored while a router had purged this node do not
-    /// (the owners stop numbering for a purged node): those wait for the
-    /// router's `Resync`, and live deliveries resumed by this resync may
-    /// move positions past them first (a known gap, see docs/recovery.md).
+    /// Re-asserts presence: after a reconnect, or when a heartbeat's
+    /// answer shows the routers may have purged this node. A delivery lost
+    /// while the link was down shows up as a gap in the owners' numbering
+    /// and heals by itself; sends stored while a router had purged this
+    /// node do not (the owners stop numbering for a purged node): when the
+    /// node is suspect ([`crate::heard`]) the resync holds and heals first.
     pub(crate) fn resync(&self) {
         self.wake.notify_one();
     }
@@ -56,34 +56,101 @@ impl Trigger {
     }
 }
 
+/// Where a resync's hold stands ([`run_resyncs`]): a doubt about a
+/// delivery ([`crate::order`]) that finds a connection held for the
+/// resync leaves it to the resync's heal, as long as that heal has not
+/// started reading; otherwise the connection is closed to recover.
+#[derive(Debug, Default)]
+pub(crate) struct ResyncHold(AtomicU8);
+
+/// No connection is held for a resync, or its heal has started.
+const IDLE: u8 = 0;
+/// Connections are held; the heal has not started reading.
+const HOLDING: u8 = 1;
+/// As [`HOLDING`], and a delivery was doubted: the resync must heal.
+const DOUBTED: u8 = 2;
+
+impl ResyncHold {
+    fn begin(&self) {
+        self.0.store(HOLDING, Ordering::SeqCst);
+    }
+
+    /// A delivery to a connection held for the resync is in doubt: true
+    /// if the resync's heal will cover it.
+    pub(crate) fn doubted(&self) -> bool {
+        match self
+            .0
+            .compare_exchange(HOLDING, DOUBTED, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => true,
+            Err(state) => state == DOUBTED,
+        }
+    }
+
+    /// Ends the hold without a heal, unless a doubt came (false: heal).
+    fn end_without_heal(&self) -> bool {
+        self.0
+            .compare_exchange(HOLDING, IDLE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// The heal starts reading: later doubts close what they find held.
+    fn end(&self) {
+        self.0.store(IDLE, Ordering::SeqCst);
+    }
+}
+
 /// Runs one resync per wake-up until `shutdown`.
+///
+/// When a router asked (it purged this node while it was alive), or this
+/// node suspects it may have been purged ([`crate::heard`]), the resync
+/// first holds every connection with history, so no live delivery moves a
+/// position past what was stored meanwhile. Then:
+/// - asked by a router: the held connections heal from the log;
+/// - only suspected: they heal if the routers wrote any presence entry
+///   again (it was gone: purged), the resync failed (unknown) or a
+///   delivery to one of them was doubted meanwhile ([`ResyncHold`]), and
+///   are released as they are otherwise (nothing was purged or stored).
 pub(crate) async fn run_resyncs(edge: Edge, trigger: Arc<Trigger>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = trigger.wake.notified() => {}
         }
-        // After a purge, live deliveries wait from now until the heal below
-        // (see `hold_everything`).
-        let held = if trigger.heal.swap(false, Ordering::SeqCst) {
-            Some(edge.inner().hold_everything().await)
+        let asked = trigger.heal.swap(false, Ordering::SeqCst);
+        let heard = edge.inner().heard();
+        let suspected = heard.suspect();
+        let held = if asked || suspected {
+            edge.inner().resync_hold().begin();
+            let held = edge.inner().hold_everything().await;
+            // New connections may register from here: they hold too.
+            heard.held(Instant::now());
+            Some(held)
         } else {
             None
         };
         // Stops mid-resync at shutdown too (the drain that follows removes
         // the node's presence anyway), so it never holds the shutdown.
-        tokio::select! {
+        let recreated = tokio::select! {
             () = shutdown.cancelled() => return,
-            () = resync(&edge) => {}
-        }
+            recreated = resync(&edge) => recreated,
+        };
         let Some(held) = held else { continue };
+        if !asked && recreated == Some(0) && edge.inner().resync_hold().end_without_heal() {
+            tracing::info!(node_id = %edge.node_id(), "every presence entry was still there: nothing to heal");
+            edge.inner().release_held_all(held);
+            continue;
+        }
         // The owners learn the re-created entries through their KV watch: a
         // send appended before an owner indexed them went to no node, so
         // the log is read once that had time to happen (issue 13: a frozen
         // edge's client missed a broadcast when the heal came first).
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(HEAL_SETTLE) => edge.inner().heal_held(held),
+            () = tokio::time::sleep(HEAL_SETTLE) => {
+                edge.inner().resync_hold().end();
+                edge.inner().heal_held(held);
+            }
         }
     }
 }
@@ -105,10 +172,13 @@ const HEAL_SETTLE: Duration = Duration::from_secs(1);
 /// (re)creates or removes, which closes the window between sending and
 /// applying (see the router's `core::resync`).
 ///
+/// Answers how many entries the routers wrote again (they were gone),
+/// `None` if a chunk was given up.
+///
 /// # Cancel safety
 /// Cancelled between or during attempts: a chunk the router applied is
 /// whole (it re-checks with `Holds`), one not yet sent is simply not sent.
-async fn resync(edge: &Edge) {
+async fn resync(edge: &Edge) -> Option<u32> {
     let node = edge.node_id();
     let mut ids = Vec::new();
     edge.inner().registry().for_each(|c| {
@@ -117,7 +187,9 @@ async fn resync(edge: &Edge) {
         }
     });
     ids.sort_unstable();
+    let mut recreated = Some(0u32);
     for (covers, ids) in plan(&ids, RESYNC_CHUNK) {
+        let mut written = None;
         for attempt in 0..RESYNC_ATTEMPTS {
             let msg = Resync {
                 node: node.to_owned(),
@@ -125,14 +197,22 @@ async fn resync(edge: &Edge) {
                 covers: Some(covers),
             };
             match edge.inner().router().resync(msg).await {
-                Ok(_) => break,
+                Ok(n) => {
+                    written = Some(n);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(node_id = %node, error = %e, attempt, "resync failed, retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
         }
+        recreated = match (recreated, written) {
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
+            _ => None,
+        };
     }
+    recreated
 }
 
 /// The connections of `ids` that are still here and welcomed, as presence.

@@ -317,8 +317,9 @@ async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Reco
 const CONNECT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(7);
 
 /// Registers presence, trying again while a router answers 1500 (retry),
-/// for up to [`CONNECT_RETRY_FOR`]; the client keeps waiting for its
-/// welcome meanwhile.
+/// for up to [`CONNECT_RETRY_FOR`], and waiting first while the node is
+/// suspect of having been purged ([`crate::heard`]); the client keeps
+/// waiting for its welcome meanwhile.
 async fn connect_retrying(
     edge: &EdgeInner,
     info: &switchboard_protocol::envelope::ConnInfo,
@@ -328,6 +329,17 @@ async fn connect_retrying(
     // answering 1500 is not asked again in lockstep by every connection.
     let mut cap = std::time::Duration::from_millis(250);
     loop {
+        // A node the routers may have purged registers nobody until its
+        // connections are held (`crate::heard`): the new entry would
+        // bring live deliveries back to them first.
+        while edge.heard().suspect() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(crate::link::LinkError::Unavailable(
+                    "this node may have been purged and has not resynced yet".into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let r = edge.router().connect(info.clone()).await;
         match &r {
             Ok(reply) if reply.code == ErrorCode::Internal.as_u16() && tokio::time::Instant::now() + cap < deadline => {

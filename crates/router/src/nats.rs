@@ -219,7 +219,7 @@ pub async fn serve(
         wire::limits_reply(r.biz_limits(&q.bizs).await)
     });
 
-    let stop = shutdown.clone();
+    let (stop, client) = (shutdown.clone(), client.clone());
     tokio::spawn(async move {
         loop {
             let msg = tokio::select! {
@@ -227,7 +227,15 @@ pub async fn serve(
                 m = heartbeat.next() => match m { Some(m) => m, None => break },
             };
             match envelope::decode::<Heartbeat>(&msg.payload) {
-                Ok(hb) => router.heartbeat(hb).await,
+                Ok(hb) => {
+                    // Heard: the edge learns from the answer that it was
+                    // not cut off long enough to be purged (edges from
+                    // before this publish without asking).
+                    if let Some(to) = msg.reply.filter(|r| subject::is_edge_reply(r)) {
+                        let _ = client.publish(to, Bytes::new()).await;
+                    }
+                    router.heartbeat(hb).await;
+                }
                 Err(e) => tracing::debug!(error = %e, "bad heartbeat ignored"),
             }
         }
