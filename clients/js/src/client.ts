@@ -1,0 +1,552 @@
+// The client: one logical connection to Switchboard that survives reconnects
+// (SPEC §2 close-code classes, §7 recovery), with heartbeats, a dead
+// connection timeout, sends that return the gateway's reply, and a bounded
+// queue for sends made while reconnecting.
+
+import { backoffDelay, retryAfterMs } from './backoff.js';
+import { closeClass, refusalClass, type CloseClass } from './codes.js';
+import { Emitter } from './emitter.js';
+import { SwitchboardError } from './errors.js';
+import {
+  decodeServerFrame,
+  encodeClientFrame,
+  type ClientFrame,
+  type DeliveryFrame,
+  type Json,
+  type WelcomeData,
+} from './frames.js';
+import { Attempt, platformWebSocket, type Refusal, type WebSocketConstructor } from './transport.js';
+
+/** Where a send goes: one client (mode 100), a group (200) or every client
+ * of the bizCode (300). */
+export type Target = { clientId: string } | { group: string } | { broadcast: true };
+
+/** Options of {@link Switchboard}; every one but `url` and `bizCode` has a
+ * default. */
+export interface SwitchboardOptions {
+  /** The gateway's WebSocket endpoint, e.g. `wss://push.example.com/ws`. */
+  url: string;
+  /** The tenant (SPEC §1). */
+  bizCode: string;
+  /** This client's id; absent: the gateway assigns one at the first connect
+   * and the client keeps it for its reconnects. */
+  clientId?: string;
+  /** Groups joined for each connection (`group=`). */
+  groups?: string[];
+  /** A fixed token (`token=`). */
+  token?: string;
+  /** Gets a token: before the first connect, after a 4001 (token expired), a
+   * 401 refusal, and (where refusals cannot be seen, in browsers) after an
+   * attempt that failed before the upgrade. Wins over `token`. */
+  getToken?: () => Promise<string>;
+  /** Reconnect with `recover`/`epoch` to get what was sent meanwhile
+   * (SPEC §7). Default true. */
+  recover?: boolean;
+  /** A heartbeat goes out every `heartbeatSec` of the welcome; when nothing
+   * at all arrives within this long after one, the connection is taken as
+   * dead and replaced. Default 10000. */
+  heartbeatTimeoutMs?: number;
+  /** An attempt that has no welcome this long after it started is given up
+   * (and retried). Default 10000. */
+  connectTimeoutMs?: number;
+  /** A send not answered this long after the call rejects with `timeout`.
+   * Default 15000. */
+  sendTimeoutMs?: number;
+  /** Sends that may wait while (re)connecting; more reject at once with
+   * `queue_full`. Default 100. */
+  queueLimit?: number;
+  /** Backoff: attempt k after a failure waits uniform
+   * [0, min(backoffCapMs, backoffBaseMs · 2^k)]. Default 1000. */
+  backoffBaseMs?: number;
+  /** Default 30000. */
+  backoffCapMs?: number;
+  /** Sends whose frame is larger (UTF-8 bytes) reject at once with code
+   * 1003, as the gateway would answer: its reply to an oversized frame
+   * cannot name the send (it carries no `msgId`). Set it to the gateway's
+   * `edge.max_frame_bytes`. Default 65536. */
+  maxFrameBytes?: number;
+  /** The WebSocket constructor; default the global one, else `ws`. */
+  WebSocket?: WebSocketConstructor;
+}
+
+/** The connection's state. `idle` until {@link Switchboard.connect}. */
+export type State = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
+
+/** A `state` event. */
+export interface StateChange {
+  state: State;
+  /** `reconnecting`/`closed`: the close code that ended the connection
+   * (1006 when there was no close frame: a broken connection, a refused
+   * handshake, a dead-connection or connect timeout). */
+  code?: number;
+  /** `reconnecting`/`closed`: the close reason, or what went wrong. */
+  reason?: string;
+  /** `reconnecting`/`closed`: the HTTP status of a refused handshake, where
+   * the platform shows it (Node with `ws`). */
+  status?: number;
+  /** `connecting`: the attempt's number since the last welcome (1, 2, …). */
+  attempt?: number;
+  /** `reconnecting`: how long until the next attempt. */
+  delayMs?: number;
+  /** `connected`: the welcome's data. */
+  welcome?: WelcomeData;
+}
+
+/** A delivery (mode 100 unicast, 200 group, 300 broadcast): `from` is the
+ * sender's clientId or the API's `sendUserId`, `group` is on 200 only, `ts`
+ * is when the gateway took the send (ms since the epoch), `seq` the entry's
+ * position in the bizCode's log (history on). */
+export type Message = DeliveryFrame;
+
+/** A presence notice (mode 400). */
+export interface Presence {
+  event: 'online' | 'offline';
+  clientId: string;
+  /** null for bizCode-wide notices. */
+  group: string | null;
+}
+
+/** After each reconnect's welcome: whether everything sent meanwhile will
+ * arrive (`true`) or some may be missing (`false`: reload the app's state
+ * from its backend). */
+export interface Recovered {
+  recovered: boolean;
+  epoch?: string;
+  seq?: number;
+}
+
+/** The events and their payloads. */
+export interface SwitchboardEvents {
+  message: Message;
+  presence: Presence;
+  state: StateChange;
+  recovered: Recovered;
+}
+
+/** What a successful send resolves to (the mode-2 reply's data). */
+export interface SendResult {
+  msgId: string;
+  /** Connections the message was addressed to. */
+  recipients: number;
+}
+
+interface PendingSend {
+  msgId: string;
+  text: string;
+  resolve(r: SendResult): void;
+  reject(e: SwitchboardError): void;
+  timer: ReturnType<typeof setTimeout>;
+  /** Written on the current connection (else waiting in the queue). */
+  written: boolean;
+}
+
+/** How long after an attempt of ours was abandoned unanswered a 4009 may be
+ * that attempt's doing (see {@link Switchboard}'s `connectionLost`). */
+const STALE_ATTEMPT_WINDOW_MS = 60_000;
+
+const DEFAULTS = {
+  recover: true,
+  heartbeatTimeoutMs: 10_000,
+  connectTimeoutMs: 10_000,
+  sendTimeoutMs: 15_000,
+  queueLimit: 100,
+  backoffBaseMs: 1_000,
+  backoffCapMs: 30_000,
+  maxFrameBytes: 65_536,
+};
+
+/**
+ * A Switchboard client.
+ *
+ * ```js
+ * const sb = new Switchboard({ url: 'wss://push.example.com/ws', bizCode: 'shop', clientId: 'u42', groups: ['room'] });
+ * sb.on('message', (m) => console.log(m.from, m.content));
+ * await sb.connect();
+ * await sb.send({ group: 'room' }, { text: 'hi' });
+ * ```
+ */
+export class Switchboard extends Emitter<SwitchboardEvents> {
+  private readonly opts: SwitchboardOptions & typeof DEFAULTS;
+  private currentState: State = 'idle';
+  private attempt: Attempt | undefined;
+  /** The assigned or chosen clientId (kept across reconnects). */
+  private id: string | undefined;
+  private welcomeData: WelcomeData | undefined;
+  /** Last processed log position, for `recover=` (SPEC §7). */
+  private position: { epoch: string; seq: number } | undefined;
+  /** Whether a welcome was ever received (later ones are reconnects). */
+  private welcomedOnce = false;
+  /** Failed attempts since the last welcome (the backoff exponent). */
+  private failures = 0;
+  private token: string | undefined;
+  private needToken = true;
+  private readonly sends = new Map<string, PendingSend>();
+  private readonly queue: PendingSend[] = [];
+  private nextId = 0;
+  private readonly idPrefix = Math.random().toString(36).slice(2, 10);
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+  private deadTimer: ReturnType<typeof setTimeout> | undefined;
+  private lastFrameAt = 0;
+  /** When attempts were given up before their welcome (connect timeout),
+   * within the last STALE_ATTEMPT_WINDOW_MS. */
+  private abandoned: number[] = [];
+  /** A number per attempt: async steps of an older one stop. */
+  private generation = 0;
+  private waiters: { resolve(w: WelcomeData): void; reject(e: Error): void }[] = [];
+
+  constructor(options: SwitchboardOptions) {
+    super();
+    if (typeof options.url !== 'string' || options.url === '') throw new TypeError('url is required');
+    if (typeof options.bizCode !== 'string' || options.bizCode === '') throw new TypeError('bizCode is required');
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    this.opts = { ...DEFAULTS, ...(given as unknown as SwitchboardOptions) };
+    this.id = options.clientId;
+    this.token = options.token;
+  }
+
+  /** The connection's state. */
+  get state(): State {
+    return this.currentState;
+  }
+
+  /** The clientId: the chosen one, or the gateway's after the first welcome. */
+  get clientId(): string | undefined {
+    return this.id;
+  }
+
+  /** The current (or last) welcome's data: node, groups, heartbeatSec, … */
+  get welcome(): WelcomeData | undefined {
+    return this.welcomeData;
+  }
+
+  /** The last processed log position (`epoch`, `seq`), if history is on. */
+  get logPosition(): { epoch: string; seq: number } | undefined {
+    return this.position === undefined ? undefined : { ...this.position };
+  }
+
+  /**
+   * Connects (and from then on stays connected until {@link close} or a
+   * terminal close). Resolves with the first welcome's data; rejects when
+   * the client ends closed before one.
+   */
+  connect(): Promise<WelcomeData> {
+    const p = new Promise<WelcomeData>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    if (this.currentState === 'connected' && this.welcomeData !== undefined) {
+      this.settleWaiters(this.welcomeData);
+    } else if (this.currentState === 'idle' || this.currentState === 'closed') {
+      this.failures = 0;
+      void this.startAttempt();
+    }
+    return p;
+  }
+
+  /** Closes with 1000 and stops reconnecting. Sends waiting for a reply or in
+   * the queue reject with `closed`. */
+  close(): void {
+    if (this.currentState === 'closed' || this.currentState === 'idle') return;
+    this.attempt?.abandon(1000, 'closed by the client');
+    this.finish(1000, 'closed by the client', undefined);
+  }
+
+  /**
+   * Sends `content` to `target`; resolves with the reply's `recipients`, or
+   * rejects with a {@link SwitchboardError} whose `code` is the reply's
+   * (1004 target offline, 1005 rate limited, …) or a local one.
+   */
+  send(target: Target, content: Json, options: { msgId?: string } = {}): Promise<SendResult> {
+    const msgId = options.msgId ?? this.newMsgId();
+    if (content === undefined) return Promise.reject(new TypeError('content is required'));
+    let frame: ClientFrame;
+    if ('clientId' in target) frame = { mode: 100, msgId, targetClientId: target.clientId, content };
+    else if ('group' in target) frame = { mode: 200, msgId, group: target.group, content };
+    else frame = { mode: 300, msgId, content };
+    const text = encodeClientFrame(frame);
+    const bytes = new TextEncoder().encode(text).length;
+    if (bytes > this.opts.maxFrameBytes) {
+      return Promise.reject(
+        new SwitchboardError(1003, `frame of ${bytes} bytes over the size limit (${this.opts.maxFrameBytes})`, msgId),
+      );
+    }
+    return new Promise<SendResult>((resolve, reject) => {
+      const state = this.currentState;
+      if (state === 'idle' || state === 'closed') {
+        reject(new SwitchboardError('closed', 'the client is not connected', msgId));
+        return;
+      }
+      if (this.sends.has(msgId)) {
+        reject(new TypeError(`msgId ${msgId} is already waiting for its reply`));
+        return;
+      }
+      if (state !== 'connected' && this.queue.length >= this.opts.queueLimit) {
+        reject(new SwitchboardError('queue_full', `${this.queue.length} sends already wait for a connection`, msgId));
+        return;
+      }
+      const pending: PendingSend = {
+        msgId,
+        text,
+        resolve,
+        reject,
+        written: false,
+        timer: setTimeout(() => this.failSend(pending, 'timeout', 'no reply in time'), this.opts.sendTimeoutMs),
+      };
+      this.sends.set(msgId, pending);
+      if (state === 'connected') this.write(pending);
+      else this.queue.push(pending);
+    });
+  }
+
+  // ---- connection lifecycle ----
+
+  private setState(change: StateChange): void {
+    this.currentState = change.state;
+    this.emit('state', change);
+  }
+
+  private async startAttempt(): Promise<void> {
+    const gen = ++this.generation;
+    this.setState({ state: 'connecting', attempt: this.failures + 1 });
+    let ctor: WebSocketConstructor;
+    try {
+      ctor = this.opts.WebSocket ?? (await platformWebSocket());
+    } catch (e) {
+      if (gen === this.generation) this.finish(1006, (e as Error).message, undefined);
+      return;
+    }
+    if (this.opts.getToken !== undefined && this.needToken) {
+      try {
+        const t = await this.opts.getToken();
+        if (gen !== this.generation) return;
+        this.token = t;
+        this.needToken = false;
+      } catch (e) {
+        if (gen !== this.generation) return;
+        this.retry('reconnect', 1006, `getToken failed: ${(e as Error).message}`, undefined, undefined);
+        return;
+      }
+    }
+    if (gen !== this.generation) return;
+    const url = this.url();
+    this.attempt = new Attempt(ctor, url, {
+      message: (text) => this.onFrame(gen, text),
+      close: (code, reason, opened) => this.onClose(gen, code, reason, opened),
+      refused: (r) => this.onRefused(gen, r),
+    });
+    this.connectTimer = setTimeout(() => {
+      if (gen !== this.generation) return;
+      this.attempt?.abandon();
+      this.abandoned.push(Date.now());
+      this.connectionLost(1006, 'connect timeout: no welcome in time', undefined, undefined);
+    }, this.opts.connectTimeoutMs);
+  }
+
+  private url(): string {
+    const u = new URL(this.opts.url);
+    const q = u.searchParams;
+    q.set('bizCode', this.opts.bizCode);
+    if (this.id !== undefined) q.set('clientId', this.id);
+    if (this.opts.groups !== undefined && this.opts.groups.length > 0) q.set('group', this.opts.groups.join(','));
+    if (this.token !== undefined) q.set('token', this.token);
+    if (this.opts.recover && this.position !== undefined) {
+      q.set('recover', String(this.position.seq));
+      q.set('epoch', this.position.epoch);
+    }
+    return u.toString();
+  }
+
+  private onFrame(gen: number, text: string): void {
+    if (gen !== this.generation) return;
+    this.lastFrameAt = Date.now();
+    let frame;
+    try {
+      frame = decodeServerFrame(text);
+    } catch {
+      // Not a frame of SPEC §2: ignored, as a newer gateway's frames would be.
+      return;
+    }
+    if (this.welcomeData === undefined || this.currentState !== 'connected') {
+      if (frame.mode === 0) this.onWelcome(gen, frame.data);
+      return;
+    }
+    switch (frame.mode) {
+      case 2: {
+        const pending = frame.msgId === null ? undefined : this.sends.get(frame.msgId);
+        if (pending === undefined || !pending.written) return;
+        this.forget(pending);
+        if (frame.code === 0) pending.resolve({ msgId: pending.msgId, recipients: frame.data?.recipients ?? 0 });
+        else pending.reject(new SwitchboardError(frame.code, frame.msg, pending.msgId));
+        return;
+      }
+      case 100:
+      case 200:
+      case 300: {
+        const m: Message = { mode: frame.mode, msgId: frame.msgId, from: frame.from, content: frame.content, ts: frame.ts };
+        if (frame.group !== undefined) m.group = frame.group;
+        if (frame.seq !== undefined) m.seq = frame.seq;
+        this.emit('message', m);
+        // Processed: a reconnect from here on asks for what comes after it.
+        if (frame.seq !== undefined && this.position !== undefined && frame.seq > this.position.seq) {
+          this.position.seq = frame.seq;
+        }
+        return;
+      }
+      case 400:
+        this.emit('presence', { event: frame.event, clientId: frame.clientId, group: frame.group });
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onWelcome(gen: number, data: WelcomeData): void {
+    clearTimeout(this.connectTimer);
+    const reconnect = this.welcomedOnce;
+    const asked = this.opts.recover && this.position !== undefined;
+    this.welcomedOnce = true;
+    this.failures = 0;
+    this.welcomeData = data;
+    this.id = data.clientId;
+    const recovered = asked && data.recovered === true;
+    // Recovered: the welcome's seq is where we asked from. Otherwise (or
+    // history off) start from where the welcome says.
+    this.position = data.epoch !== undefined && data.seq !== undefined ? { epoch: data.epoch, seq: data.seq } : undefined;
+    this.startHeartbeats(gen, data.heartbeatSec);
+    this.setState({ state: 'connected', welcome: data });
+    if (reconnect) {
+      const r: Recovered = { recovered };
+      if (data.epoch !== undefined) r.epoch = data.epoch;
+      if (data.seq !== undefined) r.seq = data.seq;
+      this.emit('recovered', r);
+    }
+    if (gen !== this.generation) return;
+    for (const pending of this.queue.splice(0)) this.write(pending);
+    this.settleWaiters(data);
+  }
+
+  private onClose(gen: number, code: number, reason: string, opened: boolean): void {
+    if (gen !== this.generation) return;
+    this.connectionLost(code, reason, undefined, opened ? undefined : 'unseen');
+  }
+
+  private onRefused(gen: number, r: Refusal): void {
+    if (gen !== this.generation) return;
+    this.connectionLost(1006, r.msg, r, undefined);
+  }
+
+  /** The connection (or attempt) ended: reconnect or stop, by its class. */
+  private connectionLost(code: number, reason: string, refusal: Refusal | undefined, unseen: 'unseen' | undefined): void {
+    this.stopConnectionTimers();
+    this.attempt = undefined;
+    for (const pending of [...this.sends.values()]) {
+      if (pending.written) this.failSend(pending, 'connection_lost', 'the connection ended before the reply');
+    }
+    let cls: CloseClass = refusal !== undefined ? refusalClass(refusal.status) : closeClass(code);
+    // A browser cannot see why an upgrade failed (it may have been a 401):
+    // with getToken, the next attempt takes a fresh token.
+    if (unseen !== undefined && refusal === undefined && this.opts.getToken !== undefined) this.needToken = true;
+    if (cls === 'token' && this.opts.getToken === undefined) cls = 'terminal';
+    // An attempt we gave up on may still reach the gateway later (it sat in
+    // a stalled server's accept queue) and replace our newer connection:
+    // that 4009 is our own doing, not another device's. Once per abandoned
+    // attempt, it reconnects instead of ending.
+    const now = Date.now();
+    this.abandoned = this.abandoned.filter((at) => now - at < STALE_ATTEMPT_WINDOW_MS);
+    if (code === 4009 && this.abandoned.length > 0) {
+      this.abandoned.shift();
+      cls = 'reconnect';
+      reason = `${reason} (by an attempt of ours that timed out: reconnecting)`;
+    }
+    if (cls === 'terminal') {
+      this.finish(code, reason, refusal?.status);
+      return;
+    }
+    if (cls === 'token') this.needToken = true;
+    this.retry(cls, code, reason, refusal?.status, refusal?.retryAfter);
+  }
+
+  private retry(cls: CloseClass, code: number, reason: string, status: number | undefined, retryAfter: string | undefined): void {
+    // A 4001 reconnects at once with its fresh token; a 401 refusal backs off.
+    let delay = cls === 'token' && status === undefined ? 0 : backoffDelay(this.failures, this.opts.backoffBaseMs, this.opts.backoffCapMs);
+    delay += retryAfterMs(retryAfter) ?? 0;
+    this.failures += 1;
+    const gen = ++this.generation;
+    const change: StateChange = { state: 'reconnecting', code, reason, delayMs: delay };
+    if (status !== undefined) change.status = status;
+    this.setState(change);
+    this.retryTimer = setTimeout(() => {
+      if (gen === this.generation) void this.startAttempt();
+    }, delay);
+  }
+
+  /** Ends for good: state `closed`, every send rejected. */
+  private finish(code: number, reason: string, status: number | undefined): void {
+    this.generation += 1;
+    this.stopConnectionTimers();
+    clearTimeout(this.retryTimer);
+    this.attempt = undefined;
+    for (const pending of [...this.sends.values()]) this.failSend(pending, 'closed', `the client closed: ${code} ${reason}`);
+    const change: StateChange = { state: 'closed', code, reason };
+    if (status !== undefined) change.status = status;
+    this.setState(change);
+    const waiters = this.waiters.splice(0);
+    for (const w of waiters) w.reject(new Error(`closed before connecting: ${code} ${reason}`));
+  }
+
+  private settleWaiters(data: WelcomeData): void {
+    for (const w of this.waiters.splice(0)) w.resolve(data);
+  }
+
+  // ---- heartbeats ----
+
+  private startHeartbeats(gen: number, heartbeatSec: number): void {
+    const everyMs = Math.max(1, heartbeatSec) * 1000;
+    this.heartbeatTimer = setInterval(() => {
+      if (gen !== this.generation || this.attempt === undefined) return;
+      const sentAt = Date.now();
+      this.attempt.send(encodeClientFrame({ mode: 1, msgId: this.newMsgId() }));
+      if (this.deadTimer !== undefined) return;
+      this.deadTimer = setTimeout(() => {
+        this.deadTimer = undefined;
+        if (gen !== this.generation || this.lastFrameAt >= sentAt) return;
+        this.attempt?.abandon();
+        this.connectionLost(1006, 'heartbeat timeout: no reply in time', undefined, undefined);
+      }, this.opts.heartbeatTimeoutMs);
+    }, everyMs);
+  }
+
+  private stopConnectionTimers(): void {
+    clearTimeout(this.connectTimer);
+    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.deadTimer);
+    this.deadTimer = undefined;
+  }
+
+  // ---- sends ----
+
+  private newMsgId(): string {
+    this.nextId += 1;
+    return `${this.idPrefix}-${this.nextId}`;
+  }
+
+  private write(pending: PendingSend): void {
+    pending.written = true;
+    try {
+      this.attempt?.send(pending.text);
+    } catch {
+      // The socket is closing; its close fails the send.
+    }
+  }
+
+  private forget(pending: PendingSend): void {
+    clearTimeout(pending.timer);
+    this.sends.delete(pending.msgId);
+    const i = this.queue.indexOf(pending);
+    if (i >= 0) this.queue.splice(i, 1);
+  }
+
+  private failSend(pending: PendingSend, code: 'timeout' | 'closed' | 'connection_lost', why: string): void {
+    this.forget(pending);
+    pending.reject(new SwitchboardError(code, why, pending.msgId));
+  }
+}

@@ -1,0 +1,42 @@
+// Round trips of every mode against a real standalone: client sends (100,
+// 200, 300) with their replies and deliveries, API sends, presence notices,
+// heartbeats, and the typed errors of refused sends.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { SwitchboardError } from '../../dist/switchboard.js';
+import { checkEveryMode, client, env, uniqueBiz } from '../support.mjs';
+
+const url = env('SB_WS_URL');
+const http = env('SB_API');
+
+test('every mode, from clients and from the API, reaches exactly who it should', async () => {
+  await checkEveryMode([url, url, url], http, 1);
+});
+
+test('refused sends reject with a typed error carrying the code', async () => {
+  const biz = uniqueBiz();
+  const a = client({ url, bizCode: biz, clientId: 'a' });
+  await a.sb.connect();
+
+  // 1004: a target never seen.
+  const offline = await a.sb.send({ clientId: 'nobody' }, 'hello?').catch((e) => e);
+  assert.ok(offline instanceof SwitchboardError, String(offline));
+  assert.equal(offline.code, 1004);
+  assert.equal(offline.message, 'target is not online');
+
+  // 1003: over the frame limit, refused before it is written.
+  const big = await a.sb.send({ broadcast: true }, 'x'.repeat(70000)).catch((e) => e);
+  assert.equal(big.code, 1003);
+
+  // 1005: over 50 sends/s with a burst of 100.
+  const results = await Promise.allSettled(Array.from({ length: 120 }, (_, i) => a.sb.send({ broadcast: true }, i)));
+  const codes = results.map((r) => (r.status === 'fulfilled' ? 0 : r.reason.code));
+  assert.ok(codes.includes(1005), `no 1005 among ${codes}`);
+  assert.ok(codes.every((c) => c === 0 || c === 1005), `unexpected ${codes}`);
+  assert.equal(a.sb.state, 'connected');
+
+  // A closed client refuses at once.
+  a.sb.close();
+  const closed = await a.sb.send({ broadcast: true }, 1).catch((e) => e);
+  assert.equal(closed.code, 'closed');
+});
