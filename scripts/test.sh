@@ -42,6 +42,19 @@ bash scripts/setup.sh
 echo "== format"
 cargo fmt --all -- --check
 
+echo "== JS SDK bundle: rebuilt from its sources, the same bytes as committed"
+# The binary embeds clients/js/dist/switchboard.js (the web console), so
+# `cargo run` needs no Node: the committed bundle must be what the sources
+# build to.
+(cd clients/js && npm ci --no-audit --no-fund --silent && npm run build --silent)
+cp clients/js/package-lock.json clients/js/node_modules/.package-lock-ci.json
+if [ -n "$(git status --porcelain -- clients/js/dist)" ]; then
+  git status --short -- clients/js/dist >&2
+  git diff --stat -- clients/js/dist >&2
+  echo "clients/js/dist differs from its sources: run npm run build in clients/js and commit dist/" >&2
+  exit 1
+fi
+
 echo "== layering: edge and router never depend on each other"
 if cargo tree -p switchboard-edge -e normal --prefix none | grep -q '^switchboard-router'; then
   echo "switchboard-edge depends on switchboard-router" >&2; exit 1

@@ -73,6 +73,12 @@ pub struct EdgeConfig {
     /// Autobahn|Testsuite) only; never turn it on in production. Default
     /// false.
     pub echo_endpoint: bool,
+    /// Serve the web console's client view at `/console` (static pages
+    /// embedded in the binary, which adds them in front of the edge; the
+    /// view connects to this edge's own `/ws`, with the same handshake
+    /// checks as any client). Off in production unless wanted. Default
+    /// false (`standalone` has its own `standalone.console`).
+    pub console: bool,
     /// Most WebSocket connections one client address may hold on this
     /// edge; past it a handshake gets 429 with `Retry-After` (SPEC §2).
     /// 0 turns the cap off. Behind a proxy every client shares the proxy's
@@ -120,6 +126,7 @@ impl Default for EdgeConfig {
             drain_window: Duration::from_secs(5),
             close_grace: Duration::from_secs(2),
             echo_endpoint: false,
+            console: false,
             max_connections_per_address: 0,
             trusted_proxies: Vec::new(),
             max_connections_per_biz: 0,

@@ -82,6 +82,13 @@ struct GroupCount {
     count: usize,
 }
 
+/// One node of `get_node_counts`: its id and the bizCode's clients on it.
+#[derive(Serialize)]
+struct NodeCount {
+    node: String,
+    count: u32,
+}
+
 fn new_message_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -274,6 +281,15 @@ impl Api {
                     .all_groups(biz)
                     .into_iter()
                     .map(|(group_name, count)| GroupCount { group_name, count })
+                    .collect();
+                Ok(ok(json!({"count": list.len(), "list": list})))
+            }
+            Op::GetNodeCounts => {
+                let list: Vec<NodeCount> = self
+                    .router
+                    .node_counts(biz)
+                    .into_iter()
+                    .map(|(node, count)| NodeCount { node, count })
                     .collect();
                 Ok(ok(json!({"count": list.len(), "list": list})))
             }

@@ -330,6 +330,11 @@ pub struct RouterConfig {
     /// Default `60s`.
     #[serde(with = "humantime_serde")]
     pub delete_marker_ttl: Duration,
+    /// Serve the web console's admin view at `/console` (static pages
+    /// embedded in the binary, which adds them in front of the router; the
+    /// view calls this router's own API with an API key the user types).
+    /// Default false (`standalone` has its own `standalone.console`).
+    pub console: bool,
     /// Durable membership (the top-level `[membership]` section, copied
     /// here by the binary).
     #[serde(skip)]
@@ -373,6 +378,7 @@ impl Default for RouterConfig {
             presence_notices: NoticeScope::Groups,
             notice_max_members: 500,
             delete_marker_ttl: Duration::from_secs(60),
+            console: false,
             membership: MembershipConfig::default(),
         }
     }

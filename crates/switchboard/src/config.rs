@@ -47,6 +47,10 @@ pub(crate) struct StandaloneConfig {
     /// Accept queue of the listening socket (`listen(2)` backlog), capped
     /// by the kernel at `net.core.somaxconn`. Default 4096.
     pub(crate) listen_backlog: u32,
+    /// Serve the web console at `/console`: both views, the client view
+    /// (`edge.console` on an edge) and the admin view (`router.console` on
+    /// a router). Default true.
+    pub(crate) console: bool,
 }
 
 impl Default for StandaloneConfig {
@@ -54,6 +58,7 @@ impl Default for StandaloneConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             listen_backlog: switchboard_runtime::config::DEFAULT_LISTEN_BACKLOG,
+            console: true,
         }
     }
 }

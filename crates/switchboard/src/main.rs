@@ -3,6 +3,7 @@
 //! the shutdown token, then hands over to the libraries.
 
 mod config;
+mod console;
 mod local;
 mod run;
 

@@ -19,6 +19,7 @@ use switchboard_runtime::{nats, shutdown};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::console::{self, Views};
 use crate::local::{LocalEdges, LocalRouter};
 
 mod router;
@@ -79,7 +80,7 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     let stop_http = CancellationToken::new();
     let server = tokio::spawn(h::serve(
         listener,
-        Arc::new(edge.clone()),
+        console::maybe(Arc::new(edge.clone()), Views::Client, config.edge.console),
         stop_http.clone(),
         config.http.clone(),
         metrics,
@@ -205,7 +206,7 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     };
     let server = tokio::spawn(h::serve(
         listener,
-        Arc::new(http),
+        console::maybe(Arc::new(http), Views::Both, config.standalone.console),
         stop_http.clone(),
         config.http.clone(),
         metrics,

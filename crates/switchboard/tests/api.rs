@@ -19,8 +19,8 @@ async fn every_call(addr: &str, t: &Target) {
         "{r}"
     );
 
-    let (mut a, _) = t.join(0, "bizCode=d1&clientId=a&group=g1").await;
-    let (mut b, _) = t.join(1, "bizCode=d1&clientId=b&group=g1").await;
+    let (mut a, wa) = t.join(0, "bizCode=d1&clientId=a&group=g1").await;
+    let (mut b, wb) = t.join(1, "bizCode=d1&clientId=b&group=g1").await;
     let (mut c, _) = t.join(1, "bizCode=d1&clientId=c").await;
     let (mut x, _) = t.join(0, "bizCode=d2&clientId=x&group=g1").await;
     let _ = a.recv_mode(400).await; // b came online in g1
@@ -132,6 +132,26 @@ async fn every_call(addr: &str, t: &Target) {
     assert_eq!(r["data"], json!({"count":1,"list":["x"]}));
     let (_, r) = api(addr, "d2", "get_all_groups", json!({})).await;
     assert_eq!(r["data"], json!({"count":1,"list":[{"groupName":"g1","count":1}]}));
+
+    // get_node_counts: d1's clients per node (a on one, b and c on the
+    // other; one node on standalone), d2's apart.
+    let mut per_node = std::collections::BTreeMap::<String, u32>::new();
+    for (welcome, n) in [(&wa, 1), (&wb, 2)] {
+        let node = welcome["data"]["node"].as_str().unwrap_or_default().to_owned();
+        *per_node.entry(node).or_default() += n;
+    }
+    let want: Vec<Value> = per_node.iter().map(|(n, c)| json!({"node": n, "count": c})).collect();
+    let (st, r) = api(addr, "d1", "get_node_counts", json!({})).await;
+    assert_eq!(
+        (st, r["data"].clone()),
+        (200, json!({"count": want.len(), "list": want})),
+        "{r}"
+    );
+    let (_, r) = api(addr, "d2", "get_node_counts", json!({})).await;
+    assert_eq!(r["data"]["list"][0]["count"], 1, "{r}");
+    assert_eq!(r["data"]["count"], 1, "{r}");
+    let (_, r) = api(addr, "d3", "get_node_counts", json!({})).await;
+    assert_eq!(r["data"], json!({"count":0,"list":[]}), "{r}");
 
     // close_client: 4000 wherever the client is; presence gone at once.
     let (st, r) = api(addr, "d2", "close_client", json!({"clientId":"b"})).await;
@@ -503,6 +523,7 @@ async fn a_scoped_key_serves_its_biz_codes_only() {
         ("unbind_from_group", json!({"clientId":"n","groupName":"g1"})),
         ("get_online_list", json!({})),
         ("get_all_groups", json!({})),
+        ("get_node_counts", json!({})),
         ("close_client", json!({"clientId":"n"})),
     ] {
         assert_forbidden(call, scoped(&addr, "news", call, body.clone()).await);

@@ -11,9 +11,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -31,75 +30,24 @@ fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/js")
 }
 
-/// Runs `program args` in the SDK's directory; its output on failure.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(sdk_dir())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {program} (install Node.js >= 18 and npm: scripts/setup.sh): {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "`{program} {}` failed ({}):\n{}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ))
-}
-
 /// `npm ci` when `node_modules` does not match the lockfile, then the build.
 /// Once per test binary.
 fn build_sdk() -> &'static Result<(), String> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     BUILT.get_or_init(|| {
         let dir = sdk_dir();
-        let lock = std::fs::read(dir.join("package-lock.json")).map_err(|e| format!("package-lock.json: {e}"))?;
-        // npm ci copies the lockfile here; equal means installed from it.
-        let installed = std::fs::read(dir.join("node_modules/.package-lock-ci.json")).ok();
-        if installed.as_deref() != Some(lock.as_slice()) {
-            run("npm", &["ci", "--no-audit", "--no-fund"])?;
-            std::fs::write(dir.join("node_modules/.package-lock-ci.json"), &lock)
-                .map_err(|e| format!("node_modules stamp: {e}"))?;
-        }
-        run("npm", &["run", "build"])
+        npm_ci(&dir)?;
+        run_in(&dir, "npm", &["run", "build"])
     })
 }
 
-/// Runs `node --test` on `paths` (relative to `clients/js`) with `env`;
-/// panics with the output if a test failed.
+/// Builds the SDK, then runs `node --test` on `paths` (relative to
+/// `clients/js`) with `env`; panics with the output if a test failed.
 async fn node_test(paths: &[&str], env: &[(&str, String)]) {
     if let Err(e) = build_sdk() {
         panic!("building the JS SDK: {e}");
     }
-    let started = Instant::now();
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg("--test")
-        .arg("--test-concurrency=1")
-        .arg("--test-reporter=spec")
-        .args(paths)
-        .current_dir(sdk_dir())
-        .env("SB_API_KEY", API_KEY)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = match tokio::time::timeout(NODE_PATIENCE, cmd.output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("cannot run node (install Node.js >= 18: scripts/setup.sh): {e}"),
-        Err(_) => panic!("node --test {paths:?} ran longer than {NODE_PATIENCE:?}"),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The spec reporter's lines: each test with its time, the diagnostics
-    // (the drain's attempts per second), and the failures in full.
-    eprintln!("node --test {paths:?} took {:?}:\n{text}", started.elapsed());
-    assert!(out.status.success(), "node --test {paths:?} failed (output above)");
+    run_node_tests(&sdk_dir(), paths, env, NODE_PATIENCE).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,13 @@ impl Nginx {
 }
 
 impl Nginx {
+    /// The id of nginx's process group (its master and its workers), for a
+    /// test that stalls the load balancer as a whole (`kill -STOP -<id>`,
+    /// then `kill -CONT -<id>`).
+    pub fn process_group(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// nginx's error log so far (upstream failures: why a request got 502).
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("error.log")).unwrap_or_default()

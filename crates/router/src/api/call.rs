@@ -43,12 +43,15 @@ pub(crate) enum Op {
     SetLimits,
     /// `get_limits`: the bizCode's own limits.
     GetLimits,
+    /// `get_node_counts`: the nodes hosting the bizCode's clients, with
+    /// how many each.
+    GetNodeCounts,
 }
 
 impl Call {
     /// Every call, in the order the fuzz target's first byte picks them
     /// (kept, so the saved corpus keeps its meaning).
-    pub(crate) const ALL: [Self; 14] = [
+    pub(crate) const ALL: [Self; 15] = [
         Self::Register,
         Self::Tenant(Op::SendToClient),
         Self::Tenant(Op::SendToClients),
@@ -63,6 +66,7 @@ impl Call {
         Self::Tenant(Op::DeleteHistory),
         Self::Tenant(Op::SetLimits),
         Self::Tenant(Op::GetLimits),
+        Self::Tenant(Op::GetNodeCounts),
     ];
 
     /// The call a path segment names, if any.
@@ -87,6 +91,7 @@ impl Call {
             Self::Tenant(Op::DeleteHistory) => "delete_history",
             Self::Tenant(Op::SetLimits) => "set_limits",
             Self::Tenant(Op::GetLimits) => "get_limits",
+            Self::Tenant(Op::GetNodeCounts) => "get_node_counts",
         }
     }
 }

@@ -193,4 +193,16 @@ impl Router {
     pub fn all_groups(&self, biz: &str) -> Vec<(String, usize)> {
         self.inner.index.lock().groups(biz)
     }
+
+    /// Nodes hosting clients of `biz`, each with how many, sorted by node
+    /// id, from the index.
+    pub fn node_counts(&self, biz: &str) -> Vec<(String, u32)> {
+        let ix = self.inner.index.lock();
+        let mut v: Vec<(String, u32)> = ix
+            .biz_nodes(biz)
+            .map(|(nodes, _)| nodes.iter().map(|(n, c)| (n.to_string(), *c)).collect())
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
 }

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use super::setup::{api_config, bind};
 use crate::config::Config;
+use crate::console::{self, Views};
 
 /// Opens the presence buckets, waiting for NATS as long as it takes (the
 /// log says why it is not reachable); JetStream refusing the buckets for
@@ -125,7 +126,7 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let stop_http = CancellationToken::new();
     let server = tokio::spawn(h::serve(
         listener,
-        http.clone(),
+        console::maybe(http.clone(), Views::Admin, config.router.console),
         stop_http.clone(),
         config.http.clone(),
         metrics.clone(),

@@ -221,7 +221,12 @@ pub struct Standalone {
 
 impl Standalone {
     pub async fn start(extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), extra).await
+    }
+
+    /// [`Standalone::start`] on `port` (chosen first, e.g. for an origin
+    /// allow-list that names it).
+    pub async fn start_on(port: u16, extra: &[(&str, &str)]) -> Self {
         let mut env = env_of(extra);
         env.insert("SWITCHBOARD_STANDALONE__LISTEN".into(), format!("127.0.0.1:{port}"));
         let proc = Proc::spawn("standalone", bin(), &["standalone"], &env);
@@ -272,4 +277,68 @@ pub fn send_frame(mode: u64, msg_id: &str, extra: Value) -> Value {
         o.extend(e);
     }
     v
+}
+
+/// Runs `program args` in `dir`; its output on failure.
+pub fn run_in(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {program} (install Node.js >= 18 and npm: scripts/setup.sh): {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{program} {}` in {} failed ({}):\n{}\n{}",
+        args.join(" "),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// `npm ci` in `dir` unless its `node_modules` was installed from the
+/// lockfile as it is now (npm ci's copy of it is kept as a stamp).
+pub fn npm_ci(dir: &Path) -> Result<(), String> {
+    let lock = std::fs::read(dir.join("package-lock.json")).map_err(|e| format!("package-lock.json: {e}"))?;
+    let stamp = dir.join("node_modules/.package-lock-ci.json");
+    if std::fs::read(&stamp).ok().as_deref() == Some(lock.as_slice()) {
+        return Ok(());
+    }
+    run_in(dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+    std::fs::write(&stamp, &lock).map_err(|e| format!("node_modules stamp: {e}"))
+}
+
+/// Runs `node --test` (one file at a time, the spec reporter) on `paths`
+/// in `dir`, with `env` and the test API key in `SB_API_KEY`; prints its
+/// output and panics if a test failed or it ran longer than `patience`.
+pub async fn run_node_tests(dir: &Path, paths: &[&str], env: &[(&str, String)], patience: std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg("--test")
+        .arg("--test-concurrency=1")
+        .arg("--test-reporter=spec")
+        .args(paths)
+        .current_dir(dir)
+        .env("SB_API_KEY", API_KEY)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(patience, cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("cannot run node (install Node.js >= 18: scripts/setup.sh): {e}"),
+        Err(_) => panic!("node --test {paths:?} ran longer than {patience:?}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The spec reporter's lines: each test with its time, the diagnostics,
+    // and the failures in full.
+    eprintln!("node --test {paths:?} took {:?}:\n{text}", started.elapsed());
+    assert!(out.status.success(), "node --test {paths:?} failed (output above)");
 }
