@@ -123,7 +123,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     edge.registry().insert(conn.clone());
     edge.metrics().connections.inc();
     // Boxed: what registration needs is not kept for the session's life.
-    let registration = Box::pin(register(&edge, &conn, recover.as_deref())).await;
+    let registration = Box::pin(register(&edge, &conn, recover.as_deref(), &mut socket.rd)).await;
     let registered = registration == Registration::Registered;
 
     // Once closing, the connection leaves the registry and presence at
@@ -254,11 +254,21 @@ enum Registration {
 /// router took it); with history on, where the connection starts in its
 /// bizCode's log is decided before the welcome, and any replay and the
 /// deliveries held meanwhile follow it (SPEC §7).
-async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Recover>) -> Registration {
+async fn register(
+    edge: &Arc<EdgeInner>,
+    conn: &Arc<Conn>,
+    recover: Option<&Recover>,
+    rd: &mut OwnedReadHalf,
+) -> Registration {
     let info = conn.info(edge.node_id());
     let id = conn.id;
+    if peer_gone(rd) {
+        tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, "the client left before its presence was registered");
+        conn.outbox.close(CloseCode::GoingAway);
+        return Registration::Refused;
+    }
     let mut joined = None;
-    let registered = match connect_retrying(edge, &info).await {
+    let registered = match connect_retrying(edge, &info, rd).await {
         Ok(r) if r.code == ErrorCode::Ok.as_u16() => {
             // Groups bound to the client (SPEC §7) join this connection
             // before its welcome, which lists them.
@@ -311,6 +321,18 @@ async fn register(edge: &Arc<EdgeInner>, conn: &Arc<Conn>, recover: Option<&Reco
     registered
 }
 
+/// Whether the client already closed its end of the connection (or it
+/// broke): a handshake it gave up on, e.g. one this edge read only after
+/// being frozen. Registering it would replace the client's newer
+/// connection (SPEC §2: the newest connection of a clientId wins, 4009),
+/// which the client cannot tell from a real replacement.
+fn peer_gone(rd: &mut OwnedReadHalf) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(rd.poll_peek(&mut cx, &mut buf), std::task::Poll::Ready(Ok(0) | Err(_)))
+}
+
 /// How long a connect answered 1500 is tried again: a history
 /// partition's takeover after its owner died takes up to a lease TTL (5 s),
 /// during which a join finds no owner (`docs/recovery.md`, "As built").
@@ -323,6 +345,7 @@ const CONNECT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(7)
 async fn connect_retrying(
     edge: &EdgeInner,
     info: &switchboard_protocol::envelope::ConnInfo,
+    rd: &mut OwnedReadHalf,
 ) -> Result<switchboard_protocol::envelope::ConnectedReply, crate::link::LinkError> {
     let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
     // Full-jitter exponential backoff from 250 ms: an overloaded cluster
@@ -333,12 +356,17 @@ async fn connect_retrying(
         // connections are held (`crate::heard`): the new entry would
         // bring live deliveries back to them first.
         while edge.heard().suspect() {
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline || peer_gone(rd) {
                 return Err(crate::link::LinkError::Unavailable(
                     "this node may have been purged and has not resynced yet".into(),
                 ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if peer_gone(rd) {
+            return Err(crate::link::LinkError::Unavailable(
+                "the client left before its presence was registered".into(),
+            ));
         }
         let r = edge.router().connect(info.clone()).await;
         match &r {

@@ -626,3 +626,50 @@ async fn a_frozen_edge_resyncs_or_closes_its_sockets() {
     presence_heals(&c, &BTreeSet::new(), 0, what).await;
     eprintln!("{what}: purged {purged:?} after the freeze; after SIGCONT x's old connection closed 4009 in {closed_after:?}, presence right in {heal:?}");
 }
+
+/// A client whose welcome does not come (its edge is cut off from NATS
+/// long enough that routers may have purged it, so the edge registers
+/// nobody until it has resynced) gives the connection up, as a client
+/// with a connect timeout does, and connects to the other edge. When the
+/// link comes back, the first edge must not register the abandoned
+/// connection: that would replace the client's live connection with 4009
+/// (SPEC §2: the newest connection wins), which the client cannot tell
+/// from a real replacement. The live connection stays and presence shows
+/// the client once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_given_up_before_its_welcome_replaces_nothing() {
+    let nats = NatsServer::start_secured();
+    let proxy = Proxy::start(nats_addr(&nats));
+    let mut c = Cluster::on(nats, 0, 1, &[]).await;
+    c.add_edge_with(&[("SWITCHBOARD_NATS__URL", &proxy.nats_url())]).await;
+    c.add_edge().await;
+    let what = "a connection given up before its welcome";
+    // The edge knows bizCode d1 already (its limits are cached).
+    let (warm, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=warm")).await;
+    warm.close().await;
+
+    proxy.silence();
+    // Unanswered heartbeats for longer than 2 x edge.node_heartbeat (4 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut abandoned = Ws::connect(&c.url(0, "bizCode=d1&clientId=y"))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{what}: handshake refused with {status} {body}"));
+    let early = abandoned.next_within(Duration::from_secs(2)).await;
+    assert!(matches!(early, Ok(None)), "{what}: the cut-off edge answered {early:?}");
+    drop(abandoned);
+    let (mut live, _) = Ws::join(&c.url(1, "bizCode=d1&clientId=y")).await;
+    proxy.restore();
+
+    // A negative check, so a fixed wait: once the link is back the first
+    // edge resyncs within a heartbeat (2 s).
+    let (closed, _) = live.closed_within(Duration::from_secs(5)).await;
+    assert!(closed.is_none(), "{what}: the live connection was closed: {closed:?}");
+    live.send(&json!({"mode": 1, "msgId": "hb"})).await;
+    assert_eq!(
+        live.recv_mode(1).await["msgId"],
+        "hb",
+        "{what}: the live connection is gone"
+    );
+    presence_heals(&c, &BTreeSet::from(["y".to_owned()]), 1, what).await;
+    live.close().await;
+}
