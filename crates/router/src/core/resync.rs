@@ -74,6 +74,13 @@ const LATE_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long it keeps looking while the store does not answer.
 const LATE_CHECK_FOR: Duration = Duration::from_secs(600);
 
+/// How long the store must have answered without the entry before a
+/// late-write check stops: a write proposed without a quorum lands, if at
+/// all, soon after the quorum is back (issue 13: stopping after two
+/// answers, 5 s apart, missed one that landed later, a ghost for up to an
+/// audit interval).
+const LATE_CHECK_QUORUM_BACK: Duration = Duration::from_secs(60);
+
 /// Most late-write checks at once.
 const LATE_CHECKS_MAX: usize = 1024;
 
@@ -254,9 +261,10 @@ impl Router {
     /// edge gave the connection up (1013) and its disconnect found nothing
     /// to delete: a ghost until a heartbeat audit, which runs at most every
     /// [`AUDIT_INTERVAL`] (issue 13 saw three with 2 of 3 NATS servers
-    /// lost). So every [`LATE_CHECK_EVERY`] until the store has answered
-    /// twice: an entry of this connection its node does not hold is
-    /// removed. At most [`LATE_CHECKS_MAX`] run at once; past that the
+    /// lost). So every [`LATE_CHECK_EVERY`], until the store has answered
+    /// without it for [`LATE_CHECK_QUORUM_BACK`] (or holds another
+    /// connection's entry): an entry of this connection its node does not
+    /// hold is removed. At most [`LATE_CHECKS_MAX`] run at once; past that the
     /// audits find what they would have.
     pub(super) fn check_late_write(&self, info: &ConnInfo) {
         let running = &self.inner.late_checks;
@@ -268,16 +276,25 @@ impl Router {
         tokio::spawn(async move {
             let key = presence_key(&info.biz, &info.client);
             let deadline = tokio::time::Instant::now() + LATE_CHECK_FOR;
-            let mut answered = 0;
-            while answered < 2 && tokio::time::Instant::now() < deadline {
+            // Since when the store has answered without our entry.
+            let mut absent_since: Option<tokio::time::Instant> = None;
+            while tokio::time::Instant::now() < deadline
+                && absent_since.is_none_or(|t| t.elapsed() < LATE_CHECK_QUORUM_BACK)
+            {
                 tokio::time::sleep(LATE_CHECK_EVERY).await;
                 let v = match router.inner.store.get(&key).await {
                     Ok(Some(v)) if v.value.node == info.node && v.value.conn == info.conn => v,
-                    Ok(_) => {
-                        answered += 1;
+                    // Another connection's entry: a create of ours can no
+                    // longer land.
+                    Ok(Some(_)) => break,
+                    Ok(None) => {
+                        absent_since.get_or_insert_with(tokio::time::Instant::now);
                         continue;
                     }
-                    Err(_) => continue,
+                    Err(_) => {
+                        absent_since = None;
+                        continue;
+                    }
                 };
                 match router.inner.edges.holds(&info.node, vec![info.conn]).await {
                     Ok(held) if held.contains(&info.conn) => break,
