@@ -6,6 +6,9 @@
 import { $, Log, clock, el, show } from './ui.js';
 
 const REFRESH_MS = 2000;
+/** A call not answered this long fails (so a hung call never blocks the
+ * refreshes for good). */
+const CALL_TIMEOUT_MS = 5000;
 const calls = new Log($('calls'), 200);
 let timer = null;
 let busy = false;
@@ -27,11 +30,17 @@ async function api(call, body = {}, quiet = false) {
       body: JSON.stringify(body),
       credentials: 'omit',
       cache: 'no-store',
+      signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
     });
     status = res.status;
-    answer = await res.json().catch(() => ({ code: status, msg: 'not JSON', data: null }));
+    answer = await res.json().catch((e) =>
+      e?.name === 'TimeoutError'
+        ? { code: -1, msg: `no answer in ${CALL_TIMEOUT_MS} ms`, data: null }
+        : { code: status, msg: 'not JSON', data: null },
+    );
   } catch (e) {
-    answer = { code: -1, msg: `network error: ${e.message ?? e}`, data: null };
+    const msg = e?.name === 'TimeoutError' ? `no answer in ${CALL_TIMEOUT_MS} ms` : `network error: ${e.message ?? e}`;
+    answer = { code: -1, msg, data: null };
   }
   if (!quiet || answer.code !== 0) {
     const ok = answer.code === 0;
@@ -151,11 +160,19 @@ async function send(ev) {
   await api(k, body);
 }
 
-$('load-form').addEventListener('submit', (ev) => {
-  ev.preventDefault();
+function load() {
   schedule();
   refresh();
-});
+}
+
+$('load').addEventListener('click', load);
+// Enter in the key or bizCode field loads, as a form would (there is none:
+// see admin.html).
+for (const id of ['key', 'biz']) {
+  $(id).addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter') load();
+  });
+}
 $('forget').addEventListener('click', () => {
   $('key').value = '';
   clearInterval(timer);

@@ -133,8 +133,7 @@ function onPresence(p) {
   frame(400, p.clientId, p.group ?? '', p.event, '', `presence ${p.event}`);
 }
 
-function connect(ev) {
-  ev.preventDefault();
+function connect() {
   const groups = list($('groups').value);
   const token = $('token').value;
   sb = new Switchboard({
@@ -192,7 +191,14 @@ for (const [field, id] of [['bizCode', 'biz'], ['clientId', 'client-id'], ['grou
   const v = param(field);
   if (v) $(id).value = v;
 }
-$('connect-form').addEventListener('submit', connect);
+$('connect').addEventListener('click', connect);
+// Enter in a connect field connects, as a form would (there is none: see
+// client.html).
+for (const input of $('connect-form').querySelectorAll('input')) {
+  input.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Enter' && !$('connect').disabled) connect();
+  });
+}
 $('disconnect').addEventListener('click', disconnect);
 $('send-form').addEventListener('submit', send);
 $('clear').addEventListener('click', () => frames.clear());

@@ -135,7 +135,7 @@ test('the admin view follows alice to her new edge and closes bob', async () => 
   await state(bob, 'closed');
   assert.match(await bob.locator('#state').innerText(), /4000/);
   await admin.locator('#online tr[data-client="bob"]').waitFor({ state: 'detached' });
-  assert.match(await frame(alice, 400, 'bob'), /offline|online/);
+  assert.match(await frame(alice, 400, ['bob', 'offline']), /bob[\s\S]*offline/);
   await shot(bob, '07-bob-closed-by-the-admin');
   noProblems(admin, alice, bob);
 });

@@ -2,9 +2,12 @@
 // JWT mode whose origin allow-list names its own origin, SB_CONSOLE):
 // strict headers on every page, a valid token connects, a forged one does
 // not, and the same page served under another origin (localhost instead
-// of 127.0.0.1) is refused at the handshake.
+// of 127.0.0.1) is refused at the handshake. The same two refusals seen from
+// Node, where the status shows: 403 for the origin, 401 for the token.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { request } from 'node:http';
 import { after, before, test } from 'node:test';
 import { client, env, launch, noProblems, shot, state, timeline } from './support.mjs';
 
@@ -21,6 +24,39 @@ before(async () => {
 after(async () => {
   await browser?.close();
 });
+
+/** A WebSocket opening handshake (RFC 6455 §4.1) to the console's
+ * gateway with `origin` and `token`: { status, body } of the answer (101
+ * and an empty body when it upgraded; the socket is dropped at once). */
+function handshake({ origin, token }) {
+  const ws = new URL('../ws', env('SB_CONSOLE'));
+  ws.search = new URLSearchParams({ bizCode: 'd1', clientId: 'alice', group: 'room', token }).toString();
+  return new Promise((resolve, reject) => {
+    const req = request(ws, {
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+        Origin: origin,
+      },
+      timeout: 5000,
+    });
+    req.on('upgrade', (res, socket) => {
+      socket.destroy();
+      resolve({ status: res.statusCode, body: '' });
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('timeout', () => req.destroy(new Error('no answer to the handshake')));
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 /** Watches `page` for REFUSED_FOR_MS: it retries, and never connects. */
 async function refused(page) {
@@ -61,4 +97,17 @@ test('the console under an origin the allow-list does not name is refused, even 
   // Had it been let in, alice's own connection would have been replaced (4009).
   await state(alice, 'connected');
   noProblems(alice);
+});
+
+test('from Node, where the status shows: a foreign Origin gets 403, a forged token 401', async () => {
+  const own = new URL(env('SB_CONSOLE')).origin;
+  const foreign = new URL(env('SB_OTHER_ORIGIN_CONSOLE')).origin;
+  const other = await handshake({ origin: foreign, token: env('SB_TOKEN') });
+  assert.equal(other.status, 403, other.body);
+  assert.match(JSON.parse(other.body).msg, /origin not allowed/);
+  const forged = await handshake({ origin: own, token: env('SB_FORGED_TOKEN') });
+  assert.equal(forged.status, 401, forged.body);
+  assert.equal(JSON.parse(forged.body).code, 401);
+  // Neither reached alice's connection (a 101 would have replaced it: 4009).
+  await state(alice, 'connected');
 });

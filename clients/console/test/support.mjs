@@ -63,9 +63,12 @@ export async function send(page, mode, to, text) {
   return reply.innerText();
 }
 
-/** Waits until the frames table has a `mode` row containing `text`. */
+/** Waits until the frames table has a `mode` row containing `text` (each
+ * of them, when an array). */
 export async function frame(page, mode, text) {
-  const row = page.locator(`#frames tr[data-mode="${mode}"]`, { hasText: text }).first();
+  let row = page.locator(`#frames tr[data-mode="${mode}"]`);
+  for (const t of [text].flat()) row = row.filter({ hasText: t });
+  row = row.first();
   await row.waitFor();
   return row.innerText();
 }

@@ -122,11 +122,12 @@ var Emitter = class {
 
 // build/lib/errors.js
 var SwitchboardError = class extends Error {
-  constructor(code, message, msgId = null) {
+  constructor(code, message, msgId = null, status) {
     super(message);
     this.name = "SwitchboardError";
     this.code = code;
     this.msgId = msgId;
+    this.status = status;
   }
 };
 
@@ -309,11 +310,14 @@ async function load() {
 }
 var MAX_REFUSAL_BODY = 4096;
 var Attempt = class {
+  /** @throws whatever the WebSocket constructor throws (a `SyntaxError` for
+   * a url it does not take). */
   constructor(ctor, url, handlers) {
     this.live = true;
     this.opened = false;
     this.socket = new ctor(url);
     const s = this.socket;
+    this.showsRefusals = typeof s.on === "function";
     s.onopen = () => {
       if (this.live)
         this.opened = true;
@@ -392,11 +396,14 @@ function readRefusal(res, done) {
 }
 
 // build/lib/client.js
-var STALE_ATTEMPT_WINDOW_MS = 6e4;
+function monotonicNow() {
+  return typeof performance !== "undefined" ? performance.now() : Date.now();
+}
 var DEFAULTS = {
   recover: true,
   heartbeatTimeoutMs: 1e4,
   connectTimeoutMs: 1e4,
+  stableAfterMs: 1e4,
   sendTimeoutMs: 15e3,
   queueLimit: 100,
   backoffBaseMs: 1e3,
@@ -409,13 +416,12 @@ var Switchboard = class extends Emitter {
     this.currentState = "idle";
     this.welcomedOnce = false;
     this.failures = 0;
+    this.attemptsSinceWelcome = 0;
     this.needToken = true;
     this.sends = /* @__PURE__ */ new Map();
     this.queue = [];
     this.nextId = 0;
     this.idPrefix = Math.random().toString(36).slice(2, 10);
-    this.lastFrameAt = 0;
-    this.abandoned = [];
     this.generation = 0;
     this.waiters = [];
     if (typeof options.url !== "string" || options.url === "")
@@ -446,7 +452,9 @@ var Switchboard = class extends Emitter {
   /**
    * Connects (and from then on stays connected until {@link close} or a
    * terminal close). Resolves with the first welcome's data; rejects when
-   * the client ends closed before one.
+   * the client ends closed before one, with a {@link SwitchboardError} whose
+   * `code` is the close code (1006 for a refused handshake, a bad `url`, …)
+   * and `status` the refusal's HTTP status where the platform shows it.
    */
   connect() {
     const p = new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
@@ -454,7 +462,8 @@ var Switchboard = class extends Emitter {
       this.settleWaiters(this.welcomeData);
     } else if (this.currentState === "idle" || this.currentState === "closed") {
       this.failures = 0;
-      void this.startAttempt();
+      this.attemptsSinceWelcome = 0;
+      this.launchAttempt();
     }
     return p;
   }
@@ -521,17 +530,39 @@ var Switchboard = class extends Emitter {
     this.currentState = change.state;
     this.emit("state", change);
   }
+  /** Starts an attempt; whatever goes wrong in it ends it, never as an
+   * unhandled rejection. */
+  launchAttempt() {
+    this.startAttempt().catch((e) => {
+      this.finish(1006, `internal error: ${errorText(e)}`, void 0);
+    });
+  }
   async startAttempt() {
     const gen = ++this.generation;
-    this.setState({ state: "connecting", attempt: this.failures + 1 });
+    this.attemptsSinceWelcome += 1;
+    this.setState({ state: "connecting", attempt: this.attemptsSinceWelcome });
+    const bad = badUrl(this.opts.url);
+    if (bad !== void 0) {
+      this.finish(1006, bad, void 0);
+      return;
+    }
+    this.connectTimer = setTimeout(() => {
+      if (gen !== this.generation)
+        return;
+      const waitingForToken = this.attempt === void 0 && this.opts.getToken !== void 0;
+      this.attempt?.abandon();
+      this.connectionLost(1006, waitingForToken ? "connect timeout: getToken did not answer in time" : "connect timeout: no welcome in time", void 0, false);
+    }, this.opts.connectTimeoutMs);
     let ctor;
     try {
       ctor = this.opts.WebSocket ?? await platformWebSocket();
     } catch (e) {
       if (gen === this.generation)
-        this.finish(1006, e.message, void 0);
+        this.finish(1006, errorText(e), void 0);
       return;
     }
+    if (gen !== this.generation)
+      return;
     if (this.opts.getToken !== void 0 && this.needToken) {
       try {
         const t = await this.opts.getToken();
@@ -542,25 +573,26 @@ var Switchboard = class extends Emitter {
       } catch (e) {
         if (gen !== this.generation)
           return;
-        this.retry("reconnect", 1006, `getToken failed: ${e.message}`, void 0, void 0);
+        clearTimeout(this.connectTimer);
+        this.retry("reconnect", 1006, `getToken failed: ${errorText(e)}`, void 0, void 0, false);
         return;
       }
     }
     if (gen !== this.generation)
       return;
-    const url = this.url();
-    this.attempt = new Attempt(ctor, url, {
-      message: (text) => this.onFrame(gen, text),
-      close: (code, reason, opened) => this.onClose(gen, code, reason, opened),
-      refused: (r) => this.onRefused(gen, r)
-    });
-    this.connectTimer = setTimeout(() => {
-      if (gen !== this.generation)
-        return;
-      this.attempt?.abandon();
-      this.abandoned.push(Date.now());
-      this.connectionLost(1006, "connect timeout: no welcome in time", void 0, void 0);
-    }, this.opts.connectTimeoutMs);
+    try {
+      this.attempt = new Attempt(ctor, this.url(), {
+        message: (text) => this.onFrame(gen, text),
+        close: (code, reason, opened) => this.onClose(gen, code, reason, opened),
+        refused: (r) => this.onRefused(gen, r)
+      });
+    } catch (e) {
+      if (e?.name === "SyntaxError") {
+        this.finish(1006, `invalid url: ${errorText(e)}`, void 0);
+      } else {
+        this.connectionLost(1006, `WebSocket failed: ${errorText(e)}`, void 0, false);
+      }
+    }
   }
   url() {
     const u = new URL(this.opts.url);
@@ -581,7 +613,7 @@ var Switchboard = class extends Emitter {
   onFrame(gen, text) {
     if (gen !== this.generation)
       return;
-    this.lastFrameAt = Date.now();
+    this.unansweredSince = void 0;
     let frame;
     try {
       frame = decodeServerFrame(text);
@@ -631,7 +663,8 @@ var Switchboard = class extends Emitter {
     const reconnect = this.welcomedOnce;
     const asked = this.opts.recover && this.position !== void 0;
     this.welcomedOnce = true;
-    this.failures = 0;
+    this.attemptsSinceWelcome = 0;
+    this.connectedAt = monotonicNow();
     this.welcomeData = data;
     this.id = data.clientId;
     const recovered = asked && data.recovered === true;
@@ -655,15 +688,22 @@ var Switchboard = class extends Emitter {
   onClose(gen, code, reason, opened) {
     if (gen !== this.generation)
       return;
-    this.connectionLost(code, reason, void 0, opened ? void 0 : "unseen");
+    const hidden = !opened && this.attempt?.showsRefusals !== true;
+    this.connectionLost(code, reason, void 0, hidden);
   }
   onRefused(gen, r) {
     if (gen !== this.generation)
       return;
-    this.connectionLost(1006, r.msg, r, void 0);
+    this.connectionLost(1006, r.msg, r, false);
   }
-  /** The connection (or attempt) ended: reconnect or stop, by its class. */
-  connectionLost(code, reason, refusal, unseen) {
+  /** The connection (or attempt) ended: reconnect or stop, by its class.
+   * `hiddenRefusal`: it failed before the upgrade where a refusal's status
+   * cannot be seen. */
+  connectionLost(code, reason, refusal, hiddenRefusal) {
+    const stable = this.connectedAt !== void 0 && monotonicNow() - this.connectedAt >= this.opts.stableAfterMs;
+    if (stable)
+      this.failures = 0;
+    this.connectedAt = void 0;
     this.stopConnectionTimers();
     this.attempt = void 0;
     for (const pending of [...this.sends.values()]) {
@@ -671,29 +711,26 @@ var Switchboard = class extends Emitter {
         this.failSend(pending, "connection_lost", "the connection ended before the reply");
     }
     let cls = refusal !== void 0 ? refusalClass(refusal.status) : closeClass(code);
-    if (unseen !== void 0 && refusal === void 0 && this.opts.getToken !== void 0)
+    if (hiddenRefusal && this.opts.getToken !== void 0)
       this.needToken = true;
     if (cls === "token" && this.opts.getToken === void 0)
       cls = "terminal";
-    const now = Date.now();
-    this.abandoned = this.abandoned.filter((at) => now - at < STALE_ATTEMPT_WINDOW_MS);
-    if (code === 4009 && this.abandoned.length > 0) {
-      this.abandoned.shift();
-      cls = "reconnect";
-      reason = `${reason} (by an attempt of ours that timed out: reconnecting)`;
-    }
     if (cls === "terminal") {
       this.finish(code, reason, refusal?.status);
       return;
     }
     if (cls === "token")
       this.needToken = true;
-    this.retry(cls, code, reason, refusal?.status, refusal?.retryAfter);
+    this.retry(cls, code, reason, refusal?.status, refusal?.retryAfter, stable);
   }
-  retry(cls, code, reason, status, retryAfter) {
-    let delay = cls === "token" && status === void 0 ? 0 : backoffDelay(this.failures, this.opts.backoffBaseMs, this.opts.backoffCapMs);
+  /** Schedules the next attempt. `stable`: the connection that ended was
+   * (a 4001 then reconnects at once). */
+  retry(cls, code, reason, status, retryAfter, stable) {
+    const atOnce = cls === "token" && status === void 0 && stable;
+    let delay = atOnce ? 0 : backoffDelay(this.failures, this.opts.backoffBaseMs, this.opts.backoffCapMs);
     delay += retryAfterMs(retryAfter) ?? 0;
-    this.failures += 1;
+    if (!atOnce)
+      this.failures += 1;
     const gen = ++this.generation;
     const change = { state: "reconnecting", code, reason, delayMs: delay };
     if (status !== void 0)
@@ -701,7 +738,7 @@ var Switchboard = class extends Emitter {
     this.setState(change);
     this.retryTimer = setTimeout(() => {
       if (gen === this.generation)
-        void this.startAttempt();
+        this.launchAttempt();
     }, delay);
   }
   /** Ends for good: state `closed`, every send rejected. */
@@ -710,6 +747,7 @@ var Switchboard = class extends Emitter {
     this.stopConnectionTimers();
     clearTimeout(this.retryTimer);
     this.attempt = void 0;
+    this.connectedAt = void 0;
     for (const pending of [...this.sends.values()])
       this.failSend(pending, "closed", `the client closed: ${code} ${reason}`);
     const change = { state: "closed", code, reason };
@@ -717,37 +755,66 @@ var Switchboard = class extends Emitter {
       change.status = status;
     this.setState(change);
     const waiters = this.waiters.splice(0);
-    for (const w of waiters)
-      w.reject(new Error(`closed before connecting: ${code} ${reason}`));
+    for (const w of waiters) {
+      w.reject(new SwitchboardError(code, `closed before connecting: ${code} ${reason}`, null, status));
+    }
   }
   settleWaiters(data) {
     for (const w of this.waiters.splice(0))
       w.resolve(data);
   }
   // ---- heartbeats ----
+  /** Every `heartbeatSec` a heartbeat; the connection is dead when no frame
+   * at all came within `heartbeatTimeoutMs` of the oldest heartbeat sent
+   * since the last frame: found at most interval + timeout after it died,
+   * whatever the two are. Checked at each heartbeat and by a timer. */
   startHeartbeats(gen, heartbeatSec) {
     const everyMs = Math.max(1, heartbeatSec) * 1e3;
+    this.unansweredSince = void 0;
     this.heartbeatTimer = setInterval(() => {
       if (gen !== this.generation || this.attempt === void 0)
         return;
-      const sentAt = Date.now();
-      this.attempt.send(encodeClientFrame({ mode: 1, msgId: this.newMsgId() }));
-      if (this.deadTimer !== void 0)
+      if (this.checkDead(gen))
         return;
-      this.deadTimer = setTimeout(() => {
-        this.deadTimer = void 0;
-        if (gen !== this.generation || this.lastFrameAt >= sentAt)
-          return;
-        this.attempt?.abandon();
-        this.connectionLost(1006, "heartbeat timeout: no reply in time", void 0, void 0);
-      }, this.opts.heartbeatTimeoutMs);
+      this.unansweredSince ?? (this.unansweredSince = monotonicNow());
+      try {
+        this.attempt.send(encodeClientFrame({ mode: 1, msgId: this.newMsgId() }));
+      } catch {
+      }
+      this.armDeadTimer(gen);
     }, everyMs);
+  }
+  /** A timer for the dead check, due when the oldest unanswered heartbeat
+   * times out (re-armed if a later one is then the oldest). */
+  armDeadTimer(gen) {
+    if (this.deadTimer !== void 0 || this.unansweredSince === void 0)
+      return;
+    const due = Math.max(0, this.unansweredSince + this.opts.heartbeatTimeoutMs - monotonicNow());
+    this.deadTimer = setTimeout(() => {
+      this.deadTimer = void 0;
+      if (gen !== this.generation)
+        return;
+      if (!this.checkDead(gen))
+        this.armDeadTimer(gen);
+    }, Math.ceil(due));
+  }
+  /** Ends the connection if it is dead (see startHeartbeats); whether it did. */
+  checkDead(gen) {
+    if (gen !== this.generation || this.unansweredSince === void 0)
+      return false;
+    const silentMs = monotonicNow() - this.unansweredSince;
+    if (silentMs < this.opts.heartbeatTimeoutMs)
+      return false;
+    this.attempt?.abandon();
+    this.connectionLost(1006, `heartbeat timeout: no frame for ${Math.round(silentMs)} ms`, void 0, false);
+    return true;
   }
   stopConnectionTimers() {
     clearTimeout(this.connectTimer);
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.deadTimer);
     this.deadTimer = void 0;
+    this.unansweredSince = void 0;
   }
   // ---- sends ----
   newMsgId() {
@@ -773,6 +840,17 @@ var Switchboard = class extends Emitter {
     pending.reject(new SwitchboardError(code, why, pending.msgId));
   }
 };
+function badUrl(url) {
+  try {
+    new URL(url);
+    return void 0;
+  } catch (e) {
+    return `invalid url ${JSON.stringify(url.slice(0, 100))}: ${errorText(e)}`;
+  }
+}
+function errorText(e) {
+  return e instanceof Error ? e.message : String(e);
+}
 export {
   CloseCode,
   FrameError,

@@ -36,19 +36,26 @@ export interface SwitchboardOptions {
   /** A fixed token (`token=`). */
   token?: string;
   /** Gets a token: before the first connect, after a 4001 (token expired), a
-   * 401 refusal, and (where refusals cannot be seen, in browsers) after an
-   * attempt that failed before the upgrade. Wins over `token`. */
+   * 401 refusal, and (where refusals cannot be seen: browsers, Node's global
+   * WebSocket) after an attempt that failed before the upgrade. Wins over
+   * `token`. It counts against `connectTimeoutMs`. */
   getToken?: () => Promise<string>;
   /** Reconnect with `recover`/`epoch` to get what was sent meanwhile
    * (SPEC §7). Default true. */
   recover?: boolean;
   /** A heartbeat goes out every `heartbeatSec` of the welcome; when nothing
-   * at all arrives within this long after one, the connection is taken as
-   * dead and replaced. Default 10000. */
+   * at all arrives within this long after the oldest heartbeat not followed
+   * by any frame, the connection is taken as dead and replaced. Default
+   * 10000. */
   heartbeatTimeoutMs?: number;
-  /** An attempt that has no welcome this long after it started is given up
-   * (and retried). Default 10000. */
+  /** An attempt that has no welcome this long after it started (`getToken`
+   * included) is given up (and retried). Default 10000. */
   connectTimeoutMs?: number;
+  /** A connection that stays up this long is stable: only then is the
+   * backoff reset, and only a stable connection's 4001 reconnects at once
+   * (an earlier one backs off), so a gateway that closes every connection
+   * soon after its welcome is not hammered. Default 10000. */
+  stableAfterMs?: number;
   /** A send not answered this long after the call rejects with `timeout`.
    * Default 15000. */
   sendTimeoutMs?: number;
@@ -140,14 +147,17 @@ interface PendingSend {
   written: boolean;
 }
 
-/** How long after an attempt of ours was abandoned unanswered a 4009 may be
- * that attempt's doing (see {@link Switchboard}'s `connectionLost`). */
-const STALE_ATTEMPT_WINDOW_MS = 60_000;
+/** A monotonic clock in ms (wall-clock jumps do not fake a dead or a stable
+ * connection). */
+function monotonicNow(): number {
+  return typeof performance !== 'undefined' ? performance.now() : Date.now();
+}
 
 const DEFAULTS = {
   recover: true,
   heartbeatTimeoutMs: 10_000,
   connectTimeoutMs: 10_000,
+  stableAfterMs: 10_000,
   sendTimeoutMs: 15_000,
   queueLimit: 100,
   backoffBaseMs: 1_000,
@@ -176,8 +186,13 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   private position: { epoch: string; seq: number } | undefined;
   /** Whether a welcome was ever received (later ones are reconnects). */
   private welcomedOnce = false;
-  /** Failed attempts since the last welcome (the backoff exponent). */
+  /** Failed attempts and connections since the last stable connection (or
+   * `connect()`): the backoff exponent. */
   private failures = 0;
+  /** Attempts since the last welcome (the `connecting` event's `attempt`). */
+  private attemptsSinceWelcome = 0;
+  /** When the current connection's welcome came (monotonic ms). */
+  private connectedAt: number | undefined;
   private token: string | undefined;
   private needToken = true;
   private readonly sends = new Map<string, PendingSend>();
@@ -188,13 +203,12 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setInterval> | undefined;
   private deadTimer: ReturnType<typeof setTimeout> | undefined;
-  private lastFrameAt = 0;
-  /** When attempts were given up before their welcome (connect timeout),
-   * within the last STALE_ATTEMPT_WINDOW_MS. */
-  private abandoned: number[] = [];
+  /** When the oldest heartbeat not followed by any frame went out
+   * (monotonic ms); undefined when every heartbeat was. */
+  private unansweredSince: number | undefined;
   /** A number per attempt: async steps of an older one stop. */
   private generation = 0;
-  private waiters: { resolve(w: WelcomeData): void; reject(e: Error): void }[] = [];
+  private waiters: { resolve(w: WelcomeData): void; reject(e: SwitchboardError): void }[] = [];
 
   constructor(options: SwitchboardOptions) {
     super();
@@ -229,7 +243,9 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   /**
    * Connects (and from then on stays connected until {@link close} or a
    * terminal close). Resolves with the first welcome's data; rejects when
-   * the client ends closed before one.
+   * the client ends closed before one, with a {@link SwitchboardError} whose
+   * `code` is the close code (1006 for a refused handshake, a bad `url`, …)
+   * and `status` the refusal's HTTP status where the platform shows it.
    */
   connect(): Promise<WelcomeData> {
     const p = new Promise<WelcomeData>((resolve, reject) => this.waiters.push({ resolve, reject }));
@@ -237,7 +253,8 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
       this.settleWaiters(this.welcomeData);
     } else if (this.currentState === 'idle' || this.currentState === 'closed') {
       this.failures = 0;
-      void this.startAttempt();
+      this.attemptsSinceWelcome = 0;
+      this.launchAttempt();
     }
     return p;
   }
@@ -304,16 +321,47 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     this.emit('state', change);
   }
 
+  /** Starts an attempt; whatever goes wrong in it ends it, never as an
+   * unhandled rejection. */
+  private launchAttempt(): void {
+    this.startAttempt().catch((e: unknown) => {
+      // Not expected (every step has its own handling): end for good rather
+      // than hang in `connecting`.
+      this.finish(1006, `internal error: ${errorText(e)}`, undefined);
+    });
+  }
+
   private async startAttempt(): Promise<void> {
     const gen = ++this.generation;
-    this.setState({ state: 'connecting', attempt: this.failures + 1 });
+    this.attemptsSinceWelcome += 1;
+    this.setState({ state: 'connecting', attempt: this.attemptsSinceWelcome });
+    // A bad url can never succeed: terminal.
+    const bad = badUrl(this.opts.url);
+    if (bad !== undefined) {
+      this.finish(1006, bad, undefined);
+      return;
+    }
+    // The whole attempt, getToken included, has connectTimeoutMs.
+    this.connectTimer = setTimeout(() => {
+      if (gen !== this.generation) return;
+      const waitingForToken = this.attempt === undefined && this.opts.getToken !== undefined;
+      this.attempt?.abandon();
+      this.connectionLost(
+        1006,
+        waitingForToken ? 'connect timeout: getToken did not answer in time' : 'connect timeout: no welcome in time',
+        undefined,
+        false,
+      );
+    }, this.opts.connectTimeoutMs);
     let ctor: WebSocketConstructor;
     try {
       ctor = this.opts.WebSocket ?? (await platformWebSocket());
     } catch (e) {
-      if (gen === this.generation) this.finish(1006, (e as Error).message, undefined);
+      if (gen === this.generation) this.finish(1006, errorText(e), undefined);
       return;
     }
+    // close() (or the connect timeout) while the module loaded.
+    if (gen !== this.generation) return;
     if (this.opts.getToken !== undefined && this.needToken) {
       try {
         const t = await this.opts.getToken();
@@ -322,23 +370,28 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
         this.needToken = false;
       } catch (e) {
         if (gen !== this.generation) return;
-        this.retry('reconnect', 1006, `getToken failed: ${(e as Error).message}`, undefined, undefined);
+        clearTimeout(this.connectTimer);
+        this.retry('reconnect', 1006, `getToken failed: ${errorText(e)}`, undefined, undefined, false);
         return;
       }
     }
     if (gen !== this.generation) return;
-    const url = this.url();
-    this.attempt = new Attempt(ctor, url, {
-      message: (text) => this.onFrame(gen, text),
-      close: (code, reason, opened) => this.onClose(gen, code, reason, opened),
-      refused: (r) => this.onRefused(gen, r),
-    });
-    this.connectTimer = setTimeout(() => {
-      if (gen !== this.generation) return;
-      this.attempt?.abandon();
-      this.abandoned.push(Date.now());
-      this.connectionLost(1006, 'connect timeout: no welcome in time', undefined, undefined);
-    }, this.opts.connectTimeoutMs);
+    try {
+      this.attempt = new Attempt(ctor, this.url(), {
+        message: (text) => this.onFrame(gen, text),
+        close: (code, reason, opened) => this.onClose(gen, code, reason, opened),
+        refused: (r) => this.onRefused(gen, r),
+      });
+    } catch (e) {
+      // A SyntaxError is the WebSocket refusing the url itself (its scheme,
+      // a fragment): it would refuse it again. Anything else counts as a
+      // network error.
+      if ((e as { name?: unknown } | null)?.name === 'SyntaxError') {
+        this.finish(1006, `invalid url: ${errorText(e)}`, undefined);
+      } else {
+        this.connectionLost(1006, `WebSocket failed: ${errorText(e)}`, undefined, false);
+      }
+    }
   }
 
   private url(): string {
@@ -357,7 +410,8 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
 
   private onFrame(gen: number, text: string): void {
     if (gen !== this.generation) return;
-    this.lastFrameAt = Date.now();
+    // Any frame shows the connection alive: every heartbeat so far answered.
+    this.unansweredSince = undefined;
     let frame;
     try {
       frame = decodeServerFrame(text);
@@ -404,7 +458,10 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     const reconnect = this.welcomedOnce;
     const asked = this.opts.recover && this.position !== undefined;
     this.welcomedOnce = true;
-    this.failures = 0;
+    // The backoff is reset only once this connection proves stable (see
+    // connectionLost): a gateway closing right after each welcome backs off.
+    this.attemptsSinceWelcome = 0;
+    this.connectedAt = monotonicNow();
     this.welcomeData = data;
     this.id = data.clientId;
     const recovered = asked && data.recovered === true;
@@ -426,56 +483,65 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
 
   private onClose(gen: number, code: number, reason: string, opened: boolean): void {
     if (gen !== this.generation) return;
-    this.connectionLost(code, reason, undefined, opened ? undefined : 'unseen');
+    // Failed before the upgrade, on a platform that hides refusals (a
+    // browser, Node's global WebSocket): it may have been a 401.
+    const hidden = !opened && this.attempt?.showsRefusals !== true;
+    this.connectionLost(code, reason, undefined, hidden);
   }
 
   private onRefused(gen: number, r: Refusal): void {
     if (gen !== this.generation) return;
-    this.connectionLost(1006, r.msg, r, undefined);
+    this.connectionLost(1006, r.msg, r, false);
   }
 
-  /** The connection (or attempt) ended: reconnect or stop, by its class. */
-  private connectionLost(code: number, reason: string, refusal: Refusal | undefined, unseen: 'unseen' | undefined): void {
+  /** The connection (or attempt) ended: reconnect or stop, by its class.
+   * `hiddenRefusal`: it failed before the upgrade where a refusal's status
+   * cannot be seen. */
+  private connectionLost(code: number, reason: string, refusal: Refusal | undefined, hiddenRefusal: boolean): void {
+    const stable = this.connectedAt !== undefined && monotonicNow() - this.connectedAt >= this.opts.stableAfterMs;
+    if (stable) this.failures = 0;
+    this.connectedAt = undefined;
     this.stopConnectionTimers();
     this.attempt = undefined;
     for (const pending of [...this.sends.values()]) {
       if (pending.written) this.failSend(pending, 'connection_lost', 'the connection ended before the reply');
     }
     let cls: CloseClass = refusal !== undefined ? refusalClass(refusal.status) : closeClass(code);
-    // A browser cannot see why an upgrade failed (it may have been a 401):
-    // with getToken, the next attempt takes a fresh token.
-    if (unseen !== undefined && refusal === undefined && this.opts.getToken !== undefined) this.needToken = true;
+    // Where a refusal is invisible it may have been a 401: with getToken,
+    // the next attempt takes a fresh token. (Where it is visible, only a 401
+    // or a 4001 asks for one: a network error does not.)
+    if (hiddenRefusal && this.opts.getToken !== undefined) this.needToken = true;
     if (cls === 'token' && this.opts.getToken === undefined) cls = 'terminal';
-    // An attempt we gave up on may still reach the gateway later (it sat in
-    // a stalled server's accept queue) and replace our newer connection:
-    // that 4009 is our own doing, not another device's. Once per abandoned
-    // attempt, it reconnects instead of ending.
-    const now = Date.now();
-    this.abandoned = this.abandoned.filter((at) => now - at < STALE_ATTEMPT_WINDOW_MS);
-    if (code === 4009 && this.abandoned.length > 0) {
-      this.abandoned.shift();
-      cls = 'reconnect';
-      reason = `${reason} (by an attempt of ours that timed out: reconnecting)`;
-    }
     if (cls === 'terminal') {
       this.finish(code, reason, refusal?.status);
       return;
     }
     if (cls === 'token') this.needToken = true;
-    this.retry(cls, code, reason, refusal?.status, refusal?.retryAfter);
+    this.retry(cls, code, reason, refusal?.status, refusal?.retryAfter, stable);
   }
 
-  private retry(cls: CloseClass, code: number, reason: string, status: number | undefined, retryAfter: string | undefined): void {
-    // A 4001 reconnects at once with its fresh token; a 401 refusal backs off.
-    let delay = cls === 'token' && status === undefined ? 0 : backoffDelay(this.failures, this.opts.backoffBaseMs, this.opts.backoffCapMs);
+  /** Schedules the next attempt. `stable`: the connection that ended was
+   * (a 4001 then reconnects at once). */
+  private retry(
+    cls: CloseClass,
+    code: number,
+    reason: string,
+    status: number | undefined,
+    retryAfter: string | undefined,
+    stable: boolean,
+  ): void {
+    // A stable connection's 4001 reconnects at once with its fresh token; a
+    // 401 refusal, or a 4001 soon after the welcome, backs off.
+    const atOnce = cls === 'token' && status === undefined && stable;
+    let delay = atOnce ? 0 : backoffDelay(this.failures, this.opts.backoffBaseMs, this.opts.backoffCapMs);
     delay += retryAfterMs(retryAfter) ?? 0;
-    this.failures += 1;
+    if (!atOnce) this.failures += 1;
     const gen = ++this.generation;
     const change: StateChange = { state: 'reconnecting', code, reason, delayMs: delay };
     if (status !== undefined) change.status = status;
     this.setState(change);
     this.retryTimer = setTimeout(() => {
-      if (gen === this.generation) void this.startAttempt();
+      if (gen === this.generation) this.launchAttempt();
     }, delay);
   }
 
@@ -485,12 +551,15 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     this.stopConnectionTimers();
     clearTimeout(this.retryTimer);
     this.attempt = undefined;
+    this.connectedAt = undefined;
     for (const pending of [...this.sends.values()]) this.failSend(pending, 'closed', `the client closed: ${code} ${reason}`);
     const change: StateChange = { state: 'closed', code, reason };
     if (status !== undefined) change.status = status;
     this.setState(change);
     const waiters = this.waiters.splice(0);
-    for (const w of waiters) w.reject(new Error(`closed before connecting: ${code} ${reason}`));
+    for (const w of waiters) {
+      w.reject(new SwitchboardError(code, `closed before connecting: ${code} ${reason}`, null, status));
+    }
   }
 
   private settleWaiters(data: WelcomeData): void {
@@ -499,20 +568,46 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
 
   // ---- heartbeats ----
 
+  /** Every `heartbeatSec` a heartbeat; the connection is dead when no frame
+   * at all came within `heartbeatTimeoutMs` of the oldest heartbeat sent
+   * since the last frame: found at most interval + timeout after it died,
+   * whatever the two are. Checked at each heartbeat and by a timer. */
   private startHeartbeats(gen: number, heartbeatSec: number): void {
     const everyMs = Math.max(1, heartbeatSec) * 1000;
+    this.unansweredSince = undefined;
     this.heartbeatTimer = setInterval(() => {
       if (gen !== this.generation || this.attempt === undefined) return;
-      const sentAt = Date.now();
-      this.attempt.send(encodeClientFrame({ mode: 1, msgId: this.newMsgId() }));
-      if (this.deadTimer !== undefined) return;
-      this.deadTimer = setTimeout(() => {
-        this.deadTimer = undefined;
-        if (gen !== this.generation || this.lastFrameAt >= sentAt) return;
-        this.attempt?.abandon();
-        this.connectionLost(1006, 'heartbeat timeout: no reply in time', undefined, undefined);
-      }, this.opts.heartbeatTimeoutMs);
+      if (this.checkDead(gen)) return;
+      this.unansweredSince ??= monotonicNow();
+      try {
+        this.attempt.send(encodeClientFrame({ mode: 1, msgId: this.newMsgId() }));
+      } catch {
+        // The socket is closing: its close ends the connection.
+      }
+      this.armDeadTimer(gen);
     }, everyMs);
+  }
+
+  /** A timer for the dead check, due when the oldest unanswered heartbeat
+   * times out (re-armed if a later one is then the oldest). */
+  private armDeadTimer(gen: number): void {
+    if (this.deadTimer !== undefined || this.unansweredSince === undefined) return;
+    const due = Math.max(0, this.unansweredSince + this.opts.heartbeatTimeoutMs - monotonicNow());
+    this.deadTimer = setTimeout(() => {
+      this.deadTimer = undefined;
+      if (gen !== this.generation) return;
+      if (!this.checkDead(gen)) this.armDeadTimer(gen);
+    }, Math.ceil(due));
+  }
+
+  /** Ends the connection if it is dead (see startHeartbeats); whether it did. */
+  private checkDead(gen: number): boolean {
+    if (gen !== this.generation || this.unansweredSince === undefined) return false;
+    const silentMs = monotonicNow() - this.unansweredSince;
+    if (silentMs < this.opts.heartbeatTimeoutMs) return false;
+    this.attempt?.abandon();
+    this.connectionLost(1006, `heartbeat timeout: no frame for ${Math.round(silentMs)} ms`, undefined, false);
+    return true;
   }
 
   private stopConnectionTimers(): void {
@@ -520,6 +615,7 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.deadTimer);
     this.deadTimer = undefined;
+    this.unansweredSince = undefined;
   }
 
   // ---- sends ----
@@ -549,4 +645,18 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     this.forget(pending);
     pending.reject(new SwitchboardError(code, why, pending.msgId));
   }
+}
+
+/** Why `url` can never be connected to, or undefined when it may. */
+function badUrl(url: string): string | undefined {
+  try {
+    new URL(url);
+    return undefined;
+  } catch (e) {
+    return `invalid url ${JSON.stringify(url.slice(0, 100))}: ${errorText(e)}`;
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }

@@ -1,4 +1,4 @@
-// The one error type a send rejects with.
+// The one error type a send or a connect() rejects with.
 
 /**
  * Why a send failed where the gateway did not answer:
@@ -11,17 +11,24 @@
 export type LocalCode = 'queue_full' | 'closed' | 'connection_lost' | 'timeout';
 
 /** A failed send: `code` is the gateway's reply code (1001–1007, 1500; see
- * `ReplyCode`) or a {@link LocalCode}. */
+ * `ReplyCode`) or a {@link LocalCode}. A failed `connect()`: `code` is the
+ * close code that ended the client (see `CloseCode`; 1006 for a refused
+ * handshake or a bad url) and `status` the refusal's HTTP status where the
+ * platform shows it. */
 export class SwitchboardError extends Error {
-  /** The gateway's reply code, or why the SDK gave up on the send. */
+  /** The gateway's reply code, why the SDK gave up on the send, or the
+   * close code that ended a `connect()`. */
   readonly code: number | LocalCode;
-  /** The send's `msgId`. */
+  /** The send's `msgId` (null for `connect()`). */
   readonly msgId: string | null;
+  /** `connect()`: the HTTP status of a refused handshake, where visible. */
+  readonly status: number | undefined;
 
-  constructor(code: number | LocalCode, message: string, msgId: string | null = null) {
+  constructor(code: number | LocalCode, message: string, msgId: string | null = null, status?: number) {
     super(message);
     this.name = 'SwitchboardError';
     this.code = code;
     this.msgId = msgId;
+    this.status = status;
   }
 }

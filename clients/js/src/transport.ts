@@ -78,10 +78,17 @@ export class Attempt {
   private readonly socket: SocketLike;
   private live = true;
   private opened = false;
+  /** Whether a refused handshake shows as `refused` with its status (`ws`);
+   * elsewhere (browsers, Node's global WebSocket) it is a close 1006 before
+   * the upgrade, like a network error. */
+  readonly showsRefusals: boolean;
 
+  /** @throws whatever the WebSocket constructor throws (a `SyntaxError` for
+   * a url it does not take). */
   constructor(ctor: WebSocketConstructor, url: string, handlers: AttemptHandlers) {
     this.socket = new ctor(url);
     const s = this.socket;
+    this.showsRefusals = typeof s.on === 'function';
     s.onopen = () => {
       if (this.live) this.opened = true;
     };

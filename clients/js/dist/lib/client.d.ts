@@ -25,19 +25,26 @@ export interface SwitchboardOptions {
     /** A fixed token (`token=`). */
     token?: string;
     /** Gets a token: before the first connect, after a 4001 (token expired), a
-     * 401 refusal, and (where refusals cannot be seen, in browsers) after an
-     * attempt that failed before the upgrade. Wins over `token`. */
+     * 401 refusal, and (where refusals cannot be seen: browsers, Node's global
+     * WebSocket) after an attempt that failed before the upgrade. Wins over
+     * `token`. It counts against `connectTimeoutMs`. */
     getToken?: () => Promise<string>;
     /** Reconnect with `recover`/`epoch` to get what was sent meanwhile
      * (SPEC §7). Default true. */
     recover?: boolean;
     /** A heartbeat goes out every `heartbeatSec` of the welcome; when nothing
-     * at all arrives within this long after one, the connection is taken as
-     * dead and replaced. Default 10000. */
+     * at all arrives within this long after the oldest heartbeat not followed
+     * by any frame, the connection is taken as dead and replaced. Default
+     * 10000. */
     heartbeatTimeoutMs?: number;
-    /** An attempt that has no welcome this long after it started is given up
-     * (and retried). Default 10000. */
+    /** An attempt that has no welcome this long after it started (`getToken`
+     * included) is given up (and retried). Default 10000. */
     connectTimeoutMs?: number;
+    /** A connection that stays up this long is stable: only then is the
+     * backoff reset, and only a stable connection's 4001 reconnects at once
+     * (an earlier one backs off), so a gateway that closes every connection
+     * soon after its welcome is not hammered. Default 10000. */
+    stableAfterMs?: number;
     /** A send not answered this long after the call rejects with `timeout`.
      * Default 15000. */
     sendTimeoutMs?: number;
@@ -132,8 +139,13 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
     private position;
     /** Whether a welcome was ever received (later ones are reconnects). */
     private welcomedOnce;
-    /** Failed attempts since the last welcome (the backoff exponent). */
+    /** Failed attempts and connections since the last stable connection (or
+     * `connect()`): the backoff exponent. */
     private failures;
+    /** Attempts since the last welcome (the `connecting` event's `attempt`). */
+    private attemptsSinceWelcome;
+    /** When the current connection's welcome came (monotonic ms). */
+    private connectedAt;
     private token;
     private needToken;
     private readonly sends;
@@ -144,10 +156,9 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
     private connectTimer;
     private heartbeatTimer;
     private deadTimer;
-    private lastFrameAt;
-    /** When attempts were given up before their welcome (connect timeout),
-     * within the last STALE_ATTEMPT_WINDOW_MS. */
-    private abandoned;
+    /** When the oldest heartbeat not followed by any frame went out
+     * (monotonic ms); undefined when every heartbeat was. */
+    private unansweredSince;
     /** A number per attempt: async steps of an older one stop. */
     private generation;
     private waiters;
@@ -166,7 +177,9 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
     /**
      * Connects (and from then on stays connected until {@link close} or a
      * terminal close). Resolves with the first welcome's data; rejects when
-     * the client ends closed before one.
+     * the client ends closed before one, with a {@link SwitchboardError} whose
+     * `code` is the close code (1006 for a refused handshake, a bad `url`, …)
+     * and `status` the refusal's HTTP status where the platform shows it.
      */
     connect(): Promise<WelcomeData>;
     /** Closes with 1000 and stops reconnecting. Sends waiting for a reply or in
@@ -181,19 +194,35 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
         msgId?: string;
     }): Promise<SendResult>;
     private setState;
+    /** Starts an attempt; whatever goes wrong in it ends it, never as an
+     * unhandled rejection. */
+    private launchAttempt;
     private startAttempt;
     private url;
     private onFrame;
     private onWelcome;
     private onClose;
     private onRefused;
-    /** The connection (or attempt) ended: reconnect or stop, by its class. */
+    /** The connection (or attempt) ended: reconnect or stop, by its class.
+     * `hiddenRefusal`: it failed before the upgrade where a refusal's status
+     * cannot be seen. */
     private connectionLost;
+    /** Schedules the next attempt. `stable`: the connection that ended was
+     * (a 4001 then reconnects at once). */
     private retry;
     /** Ends for good: state `closed`, every send rejected. */
     private finish;
     private settleWaiters;
+    /** Every `heartbeatSec` a heartbeat; the connection is dead when no frame
+     * at all came within `heartbeatTimeoutMs` of the oldest heartbeat sent
+     * since the last frame: found at most interval + timeout after it died,
+     * whatever the two are. Checked at each heartbeat and by a timer. */
     private startHeartbeats;
+    /** A timer for the dead check, due when the oldest unanswered heartbeat
+     * times out (re-armed if a later one is then the oldest). */
+    private armDeadTimer;
+    /** Ends the connection if it is dead (see startHeartbeats); whether it did. */
+    private checkDead;
     private stopConnectionTimers;
     private newMsgId;
     private write;

@@ -46,6 +46,12 @@ export declare class Attempt {
     private readonly socket;
     private live;
     private opened;
+    /** Whether a refused handshake shows as `refused` with its status (`ws`);
+     * elsewhere (browsers, Node's global WebSocket) it is a close 1006 before
+     * the upgrade, like a network error. */
+    readonly showsRefusals: boolean;
+    /** @throws whatever the WebSocket constructor throws (a `SyntaxError` for
+     * a url it does not take). */
     constructor(ctor: WebSocketConstructor, url: string, handlers: AttemptHandlers);
     /** Writes a text frame. */
     send(text: string): void;

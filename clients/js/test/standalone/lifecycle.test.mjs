@@ -4,6 +4,7 @@
 // queued (bounded) until the reconnect, which recovers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { SwitchboardError } from '../../dist/switchboard.js';
 import { api, client, env, sleep, uniqueBiz, waitFor, within, withContent } from '../support.mjs';
 
 const url = env('SB_WS_URL');
@@ -52,7 +53,10 @@ test('1009: a frame over the hard limit closes for good; its send fails', async 
 
 test('a handshake refused with 400 is terminal; connect() rejects', async () => {
   const a = client({ url, bizCode: 'not a valid bizCode', backoffBaseMs: 50 });
-  await assert.rejects(a.sb.connect(), /closed before connecting/);
+  const err = await a.sb.connect().catch((e) => e);
+  assert.ok(err instanceof SwitchboardError, String(err));
+  assert.match(err.message, /closed before connecting/);
+  assert.deepEqual([err.code, err.status], [1006, 400]);
   const closed = a.log.states.at(-1);
   assert.deepEqual([closed.state, closed.code, closed.status], ['closed', 1006, 400]);
   assert.match(closed.reason, /bizCode/);
@@ -85,6 +89,8 @@ test('a gateway that stops answering is found dead by the heartbeat timeout; que
     backoffBaseMs: 200,
     backoffCapMs: 800,
     queueLimit: 2,
+    // The queued sends below wait for the gateway's return (up to ~20 s).
+    sendTimeoutMs: 60000,
   });
   await a.sb.connect();
   let queued;
@@ -95,8 +101,9 @@ test('a gateway that stops answering is found dead by the heartbeat timeout; que
     const took = lost.at - stopped;
     assert.equal(lost.code, 1006);
     assert.match(lost.reason, /heartbeat timeout/);
-    // The next heartbeat within 1 s (heartbeatSec), then 1.5 s without reply.
-    assert.ok(took >= 1400 && took < 3500, `found dead after ${took} ms`);
+    // The next heartbeat within 1 s (heartbeatSec), then 1.5 s without a
+    // frame: at most 2.5 s (plus scheduling).
+    assert.ok(took >= 1400 && took < 3200, `found dead after ${took} ms`);
     // Sends wait (up to queueLimit); one more is refused at once.
     queued = [a.sb.send({ clientId: 'a' }, 'queued 1'), a.sb.send({ clientId: 'a' }, 'queued 2')].map((p) =>
       p.catch((e) => e),
@@ -105,11 +112,11 @@ test('a gateway that stops answering is found dead by the heartbeat timeout; que
     assert.equal(over.code, 'queue_full');
     // Attempts keep failing while the gateway is stopped (connect timeout).
     await waitFor(() => a.log.states.filter((s) => s.state === 'connecting').length >= 3, 'retries', 8000);
-    // Resume the gateway while the client waits long enough for the
-    // gateway to drain the attempts it gave up on from its accept queue
-    // (each would replace the live connection with 4009 and fail the sends
-    // flushed on it: the client reconnects after such a 4009, but the sends'
-    // outcome is then unknown).
+    // Resume the gateway while the client waits between attempts, so that
+    // the gateway first works through the attempts the client gave up on
+    // (still in its accept queue). Each of those must be dropped by the
+    // gateway, not registered: a 4009 from one would be terminal (SPEC §2)
+    // and fail this test.
     const longWait = new Promise((resolve) => {
       const off = a.sb.on('state', (s) => {
         if (s.state === 'reconnecting' && s.delayMs >= 400) {

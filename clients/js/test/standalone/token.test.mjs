@@ -21,15 +21,17 @@ test('4001: a fresh token from getToken, reconnected, and what was sent meanwhil
       const res = await api(http, biz, 'send_to_client', { clientId: 'u1', sendUserId: 'bank', ...away });
       assert.equal(res.status, 200, JSON.stringify(res.body));
     }
-    return jwt({ sub: 'u1', biz, exp: now() + (calls === 1 ? 2 : 3600) }, secret);
+    return jwt({ sub: 'u1', biz, exp: now() + (calls === 1 ? 3 : 3600) }, secret);
   };
-  const u = client({ url, bizCode: biz, clientId: 'u1', getToken });
+  // The first connection lives 2-3 s, longer than stableAfterMs: its 4001
+  // reconnects at once.
+  const u = client({ url, bizCode: biz, clientId: 'u1', getToken, stableAfterMs: 1000 });
   const w = await u.sb.connect();
   assert.equal(w.clientId, 'u1');
   const before = { code: 0, msg: 'before', data: null };
   assert.equal((await api(http, biz, 'send_to_client', { clientId: 'u1', sendUserId: 'bank', ...before })).status, 200);
 
-  const expired = await waitFor(() => u.log.states.find((s) => s.state === 'reconnecting'), 'the 4001', 8000);
+  const expired = await waitFor(() => u.log.states.find((s) => s.state === 'reconnecting'), 'the 4001', 8000, u.log);
   assert.equal(expired.code, 4001);
   assert.equal(expired.delayMs, 0, 'a fresh token, then at once');
   await waitFor(() => u.log.recovered.length === 1, 'the reconnect');
@@ -58,10 +60,11 @@ test('401: a refused token is replaced by a fresh one from getToken', async () =
 
 test('4001 without getToken is terminal', async () => {
   const biz = uniqueBiz();
-  const token = jwt({ sub: 'u3', biz, exp: now() + 1 }, secret);
+  // Not yet expired at the handshake (leeway 0), whatever the clock's phase.
+  const token = jwt({ sub: 'u3', biz, exp: now() + 3 }, secret);
   const u = client({ url, bizCode: biz, clientId: 'u3', token, backoffBaseMs: 50 });
   await u.sb.connect();
-  const closed = await waitFor(() => u.log.states.find((s) => s.state === 'closed'), 'the 4001', 8000);
+  const closed = await waitFor(() => u.log.states.find((s) => s.state === 'closed'), 'the 4001', 8000, u.log);
   assert.equal(closed.code, 4001);
   await sleep(500);
   assert.equal(u.log.states.filter((s) => s.state === 'connecting').length, 1);

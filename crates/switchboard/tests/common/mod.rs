@@ -312,33 +312,68 @@ pub fn npm_ci(dir: &Path) -> Result<(), String> {
     std::fs::write(&stamp, &lock).map_err(|e| format!("node_modules stamp: {e}"))
 }
 
-/// Runs `node --test` (one file at a time, the spec reporter) on `paths`
-/// in `dir`, with `env` and the test API key in `SB_API_KEY`; prints its
-/// output and panics if a test failed or it ran longer than `patience`.
+/// The node test files `paths` name, relative to `dir`: a file as given, a
+/// directory's `*.test.mjs` files (not its subdirectories), sorted. Node
+/// takes no directory from 21 on (its arguments became globs), so files
+/// are always named.
+fn node_test_files(dir: &Path, paths: &[&str]) -> Vec<String> {
+    let mut files = Vec::new();
+    for path in paths {
+        let full = dir.join(path);
+        if !full.is_dir() {
+            files.push((*path).to_owned());
+            continue;
+        }
+        let entries = std::fs::read_dir(&full).unwrap_or_else(|e| panic!("cannot list {}: {e}", full.display()));
+        let mut found: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".test.mjs"))
+            .map(|name| format!("{}/{name}", path.trim_end_matches('/')))
+            .collect();
+        assert!(!found.is_empty(), "no *.test.mjs in {}", full.display());
+        found.sort();
+        files.extend(found);
+    }
+    files
+}
+
+/// Runs `node --test` (the spec reporter) on the test files of `paths`
+/// (see [`node_test_files`]) in `dir`, one file per run, one run at a time
+/// (so it needs no `--test-concurrency`, which Node 18 lacks), with `env`
+/// and the test API key in `SB_API_KEY`; prints each run's output and
+/// panics if a test failed or all of them took longer than `patience`.
 pub async fn run_node_tests(dir: &Path, paths: &[&str], env: &[(&str, String)], patience: std::time::Duration) {
     let started = std::time::Instant::now();
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg("--test")
-        .arg("--test-concurrency=1")
-        .arg("--test-reporter=spec")
-        .args(paths)
-        .current_dir(dir)
-        .env("SB_API_KEY", API_KEY)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = match tokio::time::timeout(patience, cmd.output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("cannot run node (install Node.js >= 18: scripts/setup.sh): {e}"),
-        Err(_) => panic!("node --test {paths:?} ran longer than {patience:?}"),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The spec reporter's lines: each test with its time, the diagnostics,
-    // and the failures in full.
-    eprintln!("node --test {paths:?} took {:?}:\n{text}", started.elapsed());
-    assert!(out.status.success(), "node --test {paths:?} failed (output above)");
+    let mut failed = Vec::new();
+    for file in node_test_files(dir, paths) {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg("--test")
+            .arg("--test-reporter=spec")
+            .arg(&file)
+            .current_dir(dir)
+            .env("SB_API_KEY", API_KEY)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let file_started = std::time::Instant::now();
+        let left = patience.saturating_sub(started.elapsed());
+        let out = match tokio::time::timeout(left, cmd.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => panic!("cannot run node (install Node.js >= 18: scripts/setup.sh): {e}"),
+            Err(_) => panic!("node --test {paths:?} ran longer than {patience:?} (at {file})"),
+        };
+        // The spec reporter's lines: each test with its time, the
+        // diagnostics, and the failures in full.
+        eprintln!(
+            "node --test {file} took {:?}:\n{}{}",
+            file_started.elapsed(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            failed.push(file);
+        }
+    }
+    assert!(failed.is_empty(), "node --test failed in {failed:?} (output above)");
 }
