@@ -326,11 +326,21 @@ async fn register(
 /// being frozen. Registering it would replace the client's newer
 /// connection (SPEC §2: the newest connection of a clientId wins, 4009),
 /// which the client cannot tell from a real replacement.
-fn peer_gone(rd: &mut OwnedReadHalf) -> bool {
-    let mut byte = [0u8; 1];
-    let mut buf = tokio::io::ReadBuf::new(&mut byte);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    matches!(rd.poll_peek(&mut cx, &mut buf), std::task::Poll::Ready(Ok(0) | Err(_)))
+///
+/// Asks the kernel directly (a non-blocking `recv` with `MSG_PEEK`): the
+/// runtime's cached readiness may not have seen the close yet, e.g. right
+/// after a frozen process resumes.
+fn peer_gone(rd: &OwnedReadHalf) -> bool {
+    let tcp: &tokio::net::TcpStream = rd.as_ref();
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(tcp).peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+        ),
+    }
 }
 
 /// How long a connect answered 1500 is tried again: a history
