@@ -91,7 +91,14 @@ async function refresh() {
     ]);
     const failed = [online, groups, nodes].find((a) => a.code !== 0);
     if (failed) {
-      setStatus(`${failed.status || 'network'}: ${failed.msg}`, 'warn');
+      // A wrong key (401) or bizCode outside its scope (403) will not get
+      // better by asking again every 2 s: auto-refresh stops.
+      const refused = failed.status === 401 || failed.status === 403;
+      if (refused && $('auto').checked) {
+        $('auto').checked = false;
+        schedule();
+      }
+      setStatus(`${failed.status || 'network'}: ${failed.msg}${refused ? ' (auto-refresh stopped)' : ''}`, 'warn');
       return;
     }
     setStatus(`${$('biz').value.trim()} · ${clock()}`, 'ok');
