@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::Client;
+use async_nats::{Client, RequestErrorKind};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use switchboard_protocol::envelope::{self, PartReply, PartRequest};
@@ -59,7 +59,13 @@ impl OwnerLink for NatsOwners {
                     Ok(reply) => return Ok(reply),
                     Err(e) => return Err(EdgeError(format!("undecodable answer of partition {p}'s owner: {e}"))),
                 },
-                Ok(Err(e)) => e.to_string(),
+                // Nobody subscribed: no owner yet (a takeover), ask again.
+                Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => e.to_string(),
+                // Asked but not answered: the owner may have applied it (a
+                // logged send appended). Asking again could store it twice
+                // (issue 13: group sends delivered three times after a NATS
+                // server was lost), so the outcome is reported unknown.
+                Ok(Err(e)) => return Err(EdgeError(format!("partition {p}'s owner did not answer: {e}"))),
                 Err(_) => return Err(EdgeError(format!("partition {p}'s owner did not answer in time"))),
             };
             if tokio::time::Instant::now() + wait > deadline {
