@@ -123,7 +123,7 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     edge.registry().insert(conn.clone());
     edge.metrics().connections.inc();
     // Boxed: what registration needs is not kept for the session's life.
-    let registration = Box::pin(register(&edge, &conn, recover.as_deref(), &mut socket.rd)).await;
+    let registration = Box::pin(register(&edge, &conn, recover.as_deref(), &socket.rd)).await;
     let registered = registration == Registration::Registered;
 
     // Once closing, the connection leaves the registry and presence at
@@ -258,7 +258,7 @@ async fn register(
     edge: &Arc<EdgeInner>,
     conn: &Arc<Conn>,
     recover: Option<&Recover>,
-    rd: &mut OwnedReadHalf,
+    rd: &OwnedReadHalf,
 ) -> Registration {
     let info = conn.info(edge.node_id());
     let id = conn.id;
@@ -355,7 +355,7 @@ const CONNECT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(7)
 async fn connect_retrying(
     edge: &EdgeInner,
     info: &switchboard_protocol::envelope::ConnInfo,
-    rd: &mut OwnedReadHalf,
+    rd: &OwnedReadHalf,
 ) -> Result<switchboard_protocol::envelope::ConnectedReply, crate::link::LinkError> {
     let deadline = tokio::time::Instant::now() + CONNECT_RETRY_FOR;
     // Full-jitter exponential backoff from 250 ms: an overloaded cluster
