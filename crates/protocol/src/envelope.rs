@@ -156,6 +156,13 @@ pub struct LoggedSend {
     pub target: SendTarget,
     /// `content` as JSON text.
     pub content: String,
+    /// The entry's `Nats-Msg-Id`, chosen by the router that forwards it,
+    /// so that asking again (the owner's answer lost, a second subscriber
+    /// answering "not the owner" first) stores it once: the log's
+    /// duplicate window answers the first append. `None` from older
+    /// routers: the owner picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
 }
 
 /// A question to a history partition's owner.
@@ -176,6 +183,9 @@ pub enum PartRequest {
         msg_id: String,
         /// `content` as JSON text.
         content: String,
+        /// The entry's `Nats-Msg-Id` (see [`LoggedSend::log_id`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_id: Option<String>,
     },
     /// Index this presence entry between two planned entries and answer
     /// where its connection joins the log (a connect, a bind, an unbind).

@@ -28,6 +28,7 @@ mod route;
 mod testing;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -128,6 +129,11 @@ struct Inner {
     /// Presence writes whose outcome is unknown, being watched
     /// ([`Router::check_late_write`]).
     late_checks: std::sync::atomic::AtomicUsize,
+    /// Whether the presence watch feeding `index` is caught up; while it
+    /// is re-created (false), unicasts are located in the store: a stale
+    /// index would route them to a connection that is gone (issue 13:
+    /// acknowledged unicasts lost after a JetStream quorum came back).
+    index_live: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -154,6 +160,7 @@ impl Router {
                 nodes: Mutex::new(HashMap::new()),
                 limits: limits::LimitsCache::default(),
                 late_checks: std::sync::atomic::AtomicUsize::new(0),
+                index_live: std::sync::atomic::AtomicBool::new(true),
                 metrics,
             }),
         }
@@ -197,9 +204,14 @@ impl Router {
                 }
             }
             WatchEvent::Ready => {
+                self.inner.index_live.store(true, Ordering::Release);
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(());
                 }
+            }
+            WatchEvent::Lagging => {
+                tracing::warn!("presence watch lagging: unicasts are located in the store until it caught up");
+                self.inner.index_live.store(false, Ordering::Release);
             }
         }
     }

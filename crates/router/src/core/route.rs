@@ -186,8 +186,10 @@ impl Router {
     /// Where a client is: the index, or the store when the index has not
     /// seen it yet (its watch may lag a connect handled by another router).
     async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
-        if let Some(e) = self.inner.index.lock().get(biz, client) {
-            return Ok(Some((e.node.clone(), e.conn)));
+        if self.inner.index_live.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(e) = self.inner.index.lock().get(biz, client) {
+                return Ok(Some((e.node.clone(), e.conn)));
+            }
         }
         let v = self.inner.store.get(&presence_key(biz, client)).await?;
         Ok(v.map(|v| (Arc::from(v.value.node.as_str()), v.value.conn)))
