@@ -156,6 +156,10 @@ pub struct LoggedSend {
     pub target: SendTarget,
     /// `content` as JSON text.
     pub content: String,
+    /// The delivery asks its recipients for an acknowledgement
+    /// (`"ack":true`, delivery receipts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack: bool,
 }
 
 /// A question to a history partition's owner.
@@ -176,6 +180,9 @@ pub enum PartRequest {
         msg_id: String,
         /// `content` as JSON text.
         content: String,
+        /// The delivery asks for acknowledgements (`"ack":true`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ack: bool,
     },
     /// Index this presence entry between two planned entries and answer
     /// where its connection joins the log (a connect, a bind, an unbind).
@@ -301,6 +308,27 @@ pub struct Route {
     pub target: SendTarget,
     /// `content` as JSON text.
     pub content: String,
+    /// A unicast with `"ack":true`: how long (ms, at most
+    /// [`MAX_ACK_TIMEOUT_MS`](crate::frame::MAX_ACK_TIMEOUT_MS)) the router
+    /// waits for the recipient's acknowledgement before it sends the
+    /// sender's connection its receipt (mode 4); 0: no receipt. Absent
+    /// from older edges.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ack_timeout_ms: u32,
+}
+
+/// A client's acknowledgement of a delivery (mode 3), stamped by its edge
+/// with the connection's authenticated bizCode and clientId (a client acks
+/// only for itself). Published to every router (no queue group): whichever
+/// router waits for it finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// bizCode of the acknowledging connection.
+    pub biz: String,
+    /// clientId of the acknowledging connection.
+    pub client: String,
+    /// The delivery's `msgId`.
+    pub msg_id: String,
 }
 
 /// Answer to a route.
@@ -629,6 +657,7 @@ mod tests {
             msg_id: Some("m".into()),
             target: SendTarget::Client("c2".into()),
             content: "1".into(),
+            ack_timeout_ms: 0,
         };
         let bytes = encode(&r).expect("encode");
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
