@@ -732,12 +732,13 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
     ) -> Option<Result<u32, RouterError>> {
         let h = self.history()?;
         match h.lock(biz).await {
             Err(e) => Some(Err(e)),
             Ok(Lock::Mine(mut part)) => {
-                self.clients_here(h, &mut part, biz, clients, from, msg_id, content)
+                self.clients_here(h, &mut part, biz, clients, from, msg_id, content, ack)
                     .await
             }
             Ok(Lock::Theirs(p)) => {
@@ -752,6 +753,7 @@ impl Router {
                     from: from.to_owned(),
                     msg_id: msg_id.to_owned(),
                     content: content.to_owned(),
+                    ack,
                 };
                 Some(match h.ask(p, &req).await {
                     Ok(PartReply::Sent(replies)) => replies.first().map_or(Ok(0), from_reply),
@@ -772,6 +774,7 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
     ) -> Option<Result<u32, RouterError>> {
         match self.settings_in(part.open(), biz).await {
             Ok(s) if !h.on(s) => return None,
@@ -786,6 +789,7 @@ impl Router {
             from,
             content,
             now_ms(),
+            ack,
             Some(seq),
         ));
         let (out, n) = match self.clients_by_node(biz, clients, &frame, Some(seq)).await {
@@ -1084,10 +1088,11 @@ impl Router {
                 from,
                 msg_id,
                 content,
+                ack,
             } => {
                 let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
                 let result = self
-                    .clients_here(h, &mut part, &biz, &clients, &from, &msg_id, &content)
+                    .clients_here(h, &mut part, &biz, &clients, &from, &msg_id, &content, ack)
                     .await;
                 PartReply::Sent(vec![send_reply(result)])
             }
@@ -1223,6 +1228,7 @@ fn logged_send(send: &Outbound<'_>) -> LoggedSend {
         msg_id: send.msg_id.map(str::to_owned),
         target: send.target.clone(),
         content: send.content.to_owned(),
+        ack: send.ack,
     }
 }
 
@@ -1235,6 +1241,7 @@ fn outbound(s: &LoggedSend) -> Outbound<'_> {
         msg_id: s.msg_id.as_deref(),
         target: &s.target,
         content: &s.content,
+        ack: s.ack,
     }
 }
 

@@ -1,0 +1,344 @@
+//! Delivery receipts: a send whose delivery asks its recipients for an
+//! acknowledgement (`"ack":true`) registers a [`Wait`] here *before* it is
+//! delivered; each client's mode-3 ack, stamped by its edge with the
+//! connection's authenticated bizCode and clientId, reaches every router
+//! ([`Router::ack`]) and completes the waits that expect that client.
+//!
+//! Whoever holds the wait decides what to do with its [`Outcome`]: the
+//! HTTP API adds `acked`/`unacked` to its reply; a client's send with
+//! `"ack":true` ([`Router::route_sends`]) gets its sender's connection a
+//! receipt frame (mode 4) once all acked or the timeout passed.
+//!
+//! Acks are matched on (bizCode, msgId, clientId): a client can only
+//! complete its own part of a wait of its own bizCode. An ack that matches
+//! nothing (unknown or finished msgId, a client that was not asked) is
+//! dropped silently.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_protocol::envelope::{Ack, DeliverTo, NodeCommand, Route};
+use switchboard_protocol::frame::{self, SendTarget};
+use switchboard_runtime::metrics::Metrics;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Router;
+use crate::error::RouterError;
+use crate::outbound::Outbound;
+
+/// Default of `router.max_receipt_waits`: most receipt waits of client
+/// sends one router holds at once.
+pub const DEFAULT_MAX_CLIENT_RECEIPT_WAITS: usize = 100_000;
+
+/// Who is expected to ack one message, and who did.
+struct Pending {
+    /// Which wait this is (several may share a bizCode and msgId: client
+    /// msgIds are chosen by clients).
+    id: u64,
+    /// The recipients asked, distinct, in the order the caller gave.
+    expected: Vec<String>,
+    /// `acked[i]`: `expected[i]` acked.
+    acked: Vec<bool>,
+    /// Recipients still to ack.
+    missing: usize,
+    /// Fired when `missing` reaches 0.
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// The waits of one router.
+pub(crate) struct Receipts {
+    /// (bizCode, msgId) → the waits for it.
+    pending: Mutex<HashMap<(String, String), Vec<Pending>>>,
+    next_id: AtomicU64,
+    /// Waits of client sends held now, capped at `max_client_waits`.
+    client_waits: AtomicUsize,
+    max_client_waits: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// What became of a wait: the recipients that acked in time and those that
+/// did not, each in the order they were asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Acked before the deadline.
+    pub acked: Vec<String>,
+    /// Not acked before the deadline.
+    pub unacked: Vec<String>,
+}
+
+/// A registered wait; dropping it unregisters it.
+pub struct Wait {
+    receipts: Arc<Receipts>,
+    key: (String, String),
+    id: u64,
+    deadline: Instant,
+    done: Option<oneshot::Receiver<()>>,
+    /// Counted in `client_waits`.
+    client: bool,
+}
+
+impl Receipts {
+    pub(crate) fn new(max_client_waits: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            client_waits: AtomicUsize::new(0),
+            max_client_waits,
+            metrics,
+        }
+    }
+
+    fn register(self: &Arc<Self>, biz: &str, msg_id: &str, clients: &[&str], timeout: Duration, client: bool) -> Wait {
+        let mut expected: Vec<String> = Vec::with_capacity(clients.len());
+        for c in clients {
+            if !expected.iter().any(|e| e == c) {
+                expected.push((*c).to_owned());
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let key = (biz.to_owned(), msg_id.to_owned());
+        let missing = expected.len();
+        let pending = Pending {
+            id,
+            acked: vec![false; missing],
+            expected,
+            missing,
+            done: Some(tx),
+        };
+        self.pending.lock().entry(key.clone()).or_default().push(pending);
+        self.metrics.receipt_waits.inc();
+        Wait {
+            receipts: self.clone(),
+            key,
+            id,
+            deadline: Instant::now() + timeout,
+            done: Some(rx),
+            client,
+        }
+    }
+
+    /// A wait for a client's send, unless `max_client_waits` are held.
+    fn register_client(self: &Arc<Self>, biz: &str, msg_id: &str, to: &str, timeout: Duration) -> Option<Wait> {
+        let held = self.client_waits.fetch_add(1, Ordering::Relaxed);
+        if held >= self.max_client_waits {
+            self.client_waits.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.receipt_refusals.inc();
+            return None;
+        }
+        Some(self.register(biz, msg_id, &[to], timeout, true))
+    }
+
+    /// Marks `a.client`'s ack in every wait for (`a.biz`, `a.msg_id`) that
+    /// expects it; completes those it was the last one missing from.
+    fn ack(&self, a: &Ack) {
+        let mut pending = self.pending.lock();
+        let Some(waits) = pending.get_mut(&(a.biz.clone(), a.msg_id.clone())) else {
+            return;
+        };
+        for p in waits {
+            let Some(i) = p.expected.iter().position(|c| *c == a.client) else {
+                continue;
+            };
+            if !p.acked[i] {
+                p.acked[i] = true;
+                p.missing -= 1;
+                if p.missing == 0 {
+                    if let Some(done) = p.done.take() {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unregisters wait `id` and answers who acked.
+    fn take(&self, key: &(String, String), id: u64) -> Option<Outcome> {
+        let mut pending = self.pending.lock();
+        let waits = pending.get_mut(key)?;
+        let i = waits.iter().position(|p| p.id == id)?;
+        let p = waits.swap_remove(i);
+        if waits.is_empty() {
+            pending.remove(key);
+        }
+        drop(pending);
+        let mut out = Outcome::default();
+        for (client, acked) in p.expected.into_iter().zip(p.acked) {
+            if acked {
+                out.acked.push(client);
+            } else {
+                out.unacked.push(client);
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Wait {
+    /// Waits until every recipient acked or the deadline passed, then
+    /// unregisters and answers who acked.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the wait, which unregisters.
+    pub async fn finish(mut self) -> Outcome {
+        if let Some(done) = self.done.take() {
+            let _ = tokio::time::timeout_at(self.deadline, done).await;
+        }
+        let out = self.receipts.take(&self.key, self.id).unwrap_or_default();
+        let m = &self.receipts.metrics;
+        m.receipts_acked.inc_by(out.acked.len() as u64);
+        m.receipts_unacked.inc_by(out.unacked.len() as u64);
+        out
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        // Already taken by `finish`, or dropped unfinished (a failed send,
+        // a cancelled API call): gone either way.
+        let _ = self.receipts.take(&self.key, self.id);
+        self.receipts.metrics.receipt_waits.dec();
+        if self.client {
+            self.receipts.client_waits.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Router {
+    /// Registers a wait for the acks of `clients` to the delivery `msg_id`
+    /// of `biz`, for at most `timeout`. Register before delivering: an ack
+    /// that arrives before its wait is dropped. Callers cap how many they
+    /// hold (the HTTP API per key and per process).
+    pub fn expect_acks(&self, biz: &str, msg_id: &str, clients: &[&str], timeout: Duration) -> Wait {
+        self.inner.receipts.register(biz, msg_id, clients, timeout, false)
+    }
+
+    /// A client's ack (mode 3), as its edge stamped it: completes its part
+    /// of the waits for that delivery here, if any (no answer: an ack for
+    /// nothing this router waits for is dropped).
+    pub fn ack(&self, a: &Ack) {
+        self.inner.receipts.ack(a);
+    }
+
+    /// Routes client sends (an edge's batch, in order), as
+    /// [`Router::route`]; a unicast with `ack_timeout_ms` first registers
+    /// its receipt wait (1005 when `router.max_receipt_waits` are held, and
+    /// it is not routed), and once routed, its sender's connection gets a
+    /// receipt frame (mode 4) when the recipient acked or the timeout
+    /// passed. A send that fails gets no receipt (its mode-2 reply says
+    /// why).
+    pub async fn route_sends(&self, routes: &[Route]) -> Vec<Result<u32, RouterError>> {
+        let mut waits: Vec<Option<Wait>> = Vec::with_capacity(routes.len());
+        let mut refused = vec![false; routes.len()];
+        for (i, r) in routes.iter().enumerate() {
+            let wait = match (&r.target, r.msg_id.as_deref(), r.ack_timeout_ms) {
+                (SendTarget::Client(to), Some(msg_id), ms) if ms > 0 => {
+                    let ms = ms.min(frame::MAX_ACK_TIMEOUT_MS);
+                    let w =
+                        self.inner
+                            .receipts
+                            .register_client(&r.biz, msg_id, to, Duration::from_millis(u64::from(ms)));
+                    refused[i] = w.is_none();
+                    w
+                }
+                _ => None,
+            };
+            waits.push(wait);
+        }
+        let sends: Vec<Outbound<'_>> = routes
+            .iter()
+            .zip(&refused)
+            .filter(|(_, refused)| !**refused)
+            .map(|(r, _)| Outbound::from(r))
+            .collect();
+        let mut routed = self.route(&sends).await.into_iter();
+        let mut replies = Vec::with_capacity(routes.len());
+        for ((r, refused), wait) in routes.iter().zip(refused).zip(waits) {
+            if refused {
+                replies.push(Err(RouterError::Busy));
+                continue;
+            }
+            let reply = routed.next().unwrap_or(Ok(0));
+            if let (Ok(_), Some(wait)) = (&reply, wait) {
+                self.spawn_receipt(r, wait);
+            }
+            replies.push(reply);
+        }
+        replies
+    }
+
+    /// Sends the sender of `r` its receipt once `wait` finishes.
+    fn spawn_receipt(&self, r: &Route, wait: Wait) {
+        let router = self.clone();
+        let (node, conn, msg_id) = (r.node.clone(), r.conn, r.msg_id.clone().unwrap_or_default());
+        tokio::spawn(async move {
+            let out = wait.finish().await;
+            let cmd = NodeCommand::Deliver {
+                mode: frame::MODE_RECEIPT,
+                to: DeliverTo::Conns(vec![conn]),
+                frame: Bytes::from(frame::receipt(&msg_id, &out.acked, &out.unacked)),
+                seq: None,
+                order: None,
+            };
+            if let Err(e) = router.inner.edges.send(&node, cmd).await {
+                tracing::debug!(node_id = %node, conn_id = conn, error = %e, "receipt not delivered");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(biz: &str, client: &str, msg_id: &str) -> Ack {
+        Ack {
+            biz: biz.into(),
+            client: client.into(),
+            msg_id: msg_id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_all_acked_and_only_their_own_acks_count() {
+        let r = Arc::new(Receipts::new(10, Arc::new(Metrics::new())));
+        let w = r.register("b", "m", &["c1", "c2", "c1"], Duration::from_secs(30), false);
+        r.ack(&ack("other-biz", "c1", "m"));
+        r.ack(&ack("b", "c3", "m"));
+        r.ack(&ack("b", "c1", "other-msg"));
+        r.ack(&ack("b", "c1", "m"));
+        r.ack(&ack("b", "c1", "m"));
+        r.ack(&ack("b", "c2", "m"));
+        let out = tokio::time::timeout(Duration::from_secs(1), w.finish())
+            .await
+            .expect("done before the deadline");
+        assert_eq!(out.acked, vec!["c1", "c2"]);
+        assert!(out.unacked.is_empty());
+        assert!(r.pending.lock().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_times_out_with_the_missing_ones_unacked() {
+        let r = Arc::new(Receipts::new(10, Arc::new(Metrics::new())));
+        let w = r.register("b", "m", &["c1", "c2"], Duration::from_millis(500), false);
+        r.ack(&ack("b", "c2", "m"));
+        let out = w.finish().await;
+        assert_eq!((out.acked, out.unacked), (vec!["c2".to_owned()], vec!["c1".to_owned()]));
+    }
+
+    #[tokio::test]
+    async fn client_waits_are_capped_and_dropping_a_wait_frees_it() {
+        let r = Arc::new(Receipts::new(1, Arc::new(Metrics::new())));
+        let first = r.register_client("b", "m", "c1", Duration::from_secs(1));
+        assert!(first.is_some());
+        assert!(r.register_client("b", "m2", "c1", Duration::from_secs(1)).is_none());
+        drop(first);
+        assert!(r.pending.lock().is_empty());
+        assert!(r.register_client("b", "m2", "c1", Duration::from_secs(1)).is_some());
+    }
+}
