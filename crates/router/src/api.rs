@@ -237,17 +237,32 @@ impl Api {
     async fn route(&self, biz: &str, target: SendTarget, m: &Body) -> Result<Response, ApiError> {
         let content = m.content()?;
         let message_id = new_message_id();
+        let recipients = self
+            .route_as(biz, &target, m.from(), &message_id, &content, false)
+            .await?;
+        Ok(ok(json!({"messageId": message_id, "recipients": recipients})))
+    }
+
+    /// Routes one API send; `ack`: its delivery asks for acks.
+    async fn route_as(
+        &self,
+        biz: &str,
+        target: &SendTarget,
+        from: &str,
+        msg_id: &str,
+        content: &str,
+        ack: bool,
+    ) -> Result<u32, ApiError> {
         let send = Outbound {
             origin: None,
             biz,
-            from: m.from(),
-            msg_id: Some(&message_id),
-            target: &target,
-            content: &content,
-            ack: false,
+            from,
+            msg_id: Some(msg_id),
+            target,
+            content,
+            ack,
         };
-        let recipients = self.router.route_one(send).await?;
-        Ok(ok(json!({"messageId": message_id, "recipients": recipients})))
+        Ok(self.router.route_one(send).await?)
     }
 
     /// `send_to_client` (one client) or `send_to_clients`; with
@@ -273,16 +288,8 @@ impl Api {
         let recipients = match (one, clients) {
             (true, [client]) => {
                 let target = SendTarget::Client(client.clone());
-                let send = Outbound {
-                    origin: None,
-                    biz,
-                    from: m.from(),
-                    msg_id: Some(&message_id),
-                    target: &target,
-                    content: &content,
-                    ack,
-                };
-                self.router.route_one(send).await?
+                self.route_as(biz, &target, m.from(), &message_id, &content, ack)
+                    .await?
             }
             _ => {
                 self.router

@@ -782,16 +782,7 @@ impl Router {
             Err(e) => return Some(Err(e)),
         }
         let seq = part.open().last + 1;
-        let target = SendTarget::Client(String::new());
-        let frame = Bytes::from(frame::logged_delivery(
-            &target,
-            Some(msg_id),
-            from,
-            content,
-            now_ms(),
-            ack,
-            Some(seq),
-        ));
+        let frame = super::route::render_clients(msg_id, from, content, ack, Some(seq));
         let (out, n) = match self.clients_by_node(biz, clients, &frame, Some(seq)).await {
             Ok(planned) => planned,
             Err(e) => return Some(Err(e)),

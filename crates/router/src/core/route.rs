@@ -177,6 +177,20 @@ pub(super) fn render(send: &Outbound<'_>, seq: Option<u64>) -> Bytes {
     ))
 }
 
+/// The delivery frame (mode 100) of a `send_to_clients`, stamped now.
+pub(super) fn render_clients(msg_id: &str, from: &str, content: &str, ack: bool, seq: Option<u64>) -> Bytes {
+    let target = SendTarget::Client(String::new());
+    Bytes::from(frame::logged_delivery(
+        &target,
+        Some(msg_id),
+        from,
+        content,
+        now_ms(),
+        ack,
+        seq,
+    ))
+}
+
 /// Logs a failed presence lookup once, where it happened.
 fn lookup_failed(e: StoreError) -> RouterError {
     tracing::warn!(error = %e, "presence lookup failed");
@@ -365,16 +379,7 @@ impl Router {
         {
             return reply;
         }
-        let target = SendTarget::Client(String::new());
-        let frame = Bytes::from(frame::logged_delivery(
-            &target,
-            Some(msg_id),
-            from,
-            content,
-            now_ms(),
-            ack,
-            None,
-        ));
+        let frame = render_clients(msg_id, from, content, ack, None);
         let (out, n) = self.clients_by_node(biz, &clients, &frame, None).await?;
         let mut reply = [Ok(n)];
         self.hand_over(out, &mut reply).await;
