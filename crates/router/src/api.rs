@@ -300,6 +300,10 @@ impl Api {
         let Some(wait) = wait else {
             return Ok(ok(json!({"messageId": message_id, "recipients": recipients})));
         };
+        if (recipients as usize) < clients.len() {
+            // Some are not online: wait only for those that may recover.
+            self.router.forgo_unreachable(&wait, biz, clients).await;
+        }
         let out = wait.finish().await;
         drop(slot);
         Ok(ok(json!({

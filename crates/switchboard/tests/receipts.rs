@@ -112,6 +112,18 @@ async fn receipts(s: &Setup) {
     assert_eq!(reply["data"]["recipients"], 2);
     assert_eq!(reply["data"]["acked"], json!(["a"]));
     assert_eq!(reply["data"]["unacked"], json!(["b", "ghost"]));
+    // Nobody to wait for (never seen): answered at once, all unacked.
+    let started = Instant::now();
+    let (status, reply) = api(
+        api0,
+        "rc",
+        "send_to_clients",
+        json!({"clientIds": ["nobody", "ghost"], "data": 1, "ackTimeoutMs": 20000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"]["unacked"], json!(["nobody", "ghost"]));
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     // A late ack, a repeated one, one for an unknown msgId: silently
     // ignored (no error frame); a malformed one gets the usual 1001.
     ack(&mut b, &id).await;

@@ -858,7 +858,7 @@ impl Router {
 
     /// Whether a client that is not online left less than `history.ttl`
     /// ago (its unicasts are then stored for its recovery).
-    async fn recently_offline(&self, biz: &str, client: &str) -> Result<bool, RouterError> {
+    pub(super) async fn recently_offline(&self, biz: &str, client: &str) -> Result<bool, RouterError> {
         let Some(h) = self.history() else {
             return Ok(false);
         };

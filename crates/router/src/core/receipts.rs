@@ -157,6 +157,27 @@ impl Receipts {
         }
     }
 
+    /// Stops wait `id` waiting for `clients` (they stay unacked); completes
+    /// it if nobody else is missing.
+    fn forgo(&self, key: &(String, String), id: u64, clients: &[&str]) {
+        let mut pending = self.pending.lock();
+        let Some(p) = pending.get_mut(key).and_then(|w| w.iter_mut().find(|p| p.id == id)) else {
+            return;
+        };
+        for c in clients {
+            if let Some(i) = p.expected.iter().position(|e| e == c) {
+                if !p.acked[i] && p.missing > 0 {
+                    p.missing -= 1;
+                }
+            }
+        }
+        if p.missing == 0 {
+            if let Some(done) = p.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
     /// Unregisters wait `id` and answers who acked.
     fn take(&self, key: &(String, String), id: u64) -> Option<Outcome> {
         let mut pending = self.pending.lock();
@@ -216,6 +237,25 @@ impl Router {
     /// hold (the HTTP API per key and per process).
     pub fn expect_acks(&self, biz: &str, msg_id: &str, clients: &[&str], timeout: Duration) -> Wait {
         self.inner.receipts.register(biz, msg_id, clients, timeout, false)
+    }
+
+    /// Stops `wait` waiting for those of `clients` that cannot get the
+    /// delivery any more: neither online nor (history on) offline for less
+    /// than `history.ttl` (a client that may still recover). They are
+    /// unacked at once, so a send to clients that are all gone answers
+    /// without waiting out its timeout. A failed lookup keeps waiting.
+    pub async fn forgo_unreachable(&self, wait: &Wait, biz: &str, clients: &[String]) {
+        let logged = self.history_on(biz).await.unwrap_or(true);
+        let mut gone = Vec::new();
+        for c in clients {
+            let online = self.locate(biz, c).await.is_ok_and(|l| l.is_some());
+            if !online && (!logged || matches!(self.recently_offline(biz, c).await, Ok(false))) {
+                gone.push(c.as_str());
+            }
+        }
+        if !gone.is_empty() {
+            self.inner.receipts.forgo(&wait.key, wait.id, &gone);
+        }
     }
 
     /// A client's ack (mode 3), as its edge stamped it: completes its part

@@ -200,7 +200,7 @@ fn lookup_failed(e: StoreError) -> RouterError {
 impl Router {
     /// Where a client is: the index, or the store when the index has not
     /// seen it yet (its watch may lag a connect handled by another router).
-    async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
+    pub(super) async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
         if let Some(e) = self.inner.index.lock().get(biz, client) {
             return Ok(Some((e.node.clone(), e.conn)));
         }
