@@ -104,12 +104,19 @@ impl Receipts {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (biz.to_owned(), msg_id.to_owned());
         let missing = expected.len();
+        // Nobody to wait for (an empty list): done at once.
+        let done = if missing == 0 {
+            let _ = tx.send(());
+            None
+        } else {
+            Some(tx)
+        };
         let pending = Pending {
             id,
             acked: vec![false; missing],
             expected,
             missing,
-            done: Some(tx),
+            done,
         };
         self.pending.lock().entry(key.clone()).or_default().push(pending);
         self.metrics.receipt_waits.inc();
@@ -360,6 +367,11 @@ mod tests {
         assert_eq!(out.acked, vec!["c1", "c2"]);
         assert!(out.unacked.is_empty());
         assert!(r.pending.lock().is_empty());
+        let nobody = r.register("b", "m", &[], Duration::from_secs(30), false);
+        let out = tokio::time::timeout(Duration::from_secs(1), nobody.finish())
+            .await
+            .expect("nobody to wait for");
+        assert_eq!(out, Outcome::default());
     }
 
     #[tokio::test(start_paused = true)]
