@@ -7,7 +7,8 @@
 //! the caps refuse with 429/1005 (API) and 1005 (client). The same
 //! scenario runs against a cluster (real NATS with the chart's
 //! permissions, two edges, two routers: the ack reaches the waiting router
-//! whichever edge the client is on) and against `standalone`.
+//! whichever edge the client is on; there a recipient's edge is also
+//! killed before it acks) and against `standalone`.
 
 mod common;
 
@@ -272,11 +273,36 @@ async fn receipts_standalone() {
 #[tokio::test]
 async fn cluster_receipts_across_edges_and_routers() {
     let started = Instant::now();
-    let c = Cluster::start(2, 2, ENV).await;
-    receipts(&Setup {
+    let mut c = Cluster::start(2, 2, ENV).await;
+    let s = Setup {
         ws: Target::cluster(&c),
         apis: vec![c.router_addr(0), c.router_addr(1)],
-    })
-    .await;
+    };
+    receipts(&s).await;
+
+    // The recipient's edge is killed (kill -9) before it acks: it
+    // recovers on the other edge within the timeout and acks there.
+    let (mut k, welcome) = s.ws.join(0, "bizCode=rc&clientId=k").await;
+    let from = format!(
+        "recover={}&epoch={}",
+        welcome["data"]["seq"].as_u64().unwrap_or_default(),
+        welcome["data"]["epoch"].as_str().unwrap_or_default()
+    );
+    let call = api_in_background(
+        &s.apis[0],
+        "rc",
+        "send_to_client",
+        json!({"clientId": "k", "data": "outlive your edge", "ackTimeoutMs": 20000}),
+    );
+    let (_, id) = delivery_with_ack(&mut k).await;
+    c.edges[0].kill9();
+    drop(k);
+    let (mut k, welcome) = s.ws.join(1, &format!("bizCode=rc&clientId=k&{from}")).await;
+    assert_eq!(welcome["data"]["recovered"], true, "{welcome}");
+    let (_, again) = delivery_with_ack(&mut k).await;
+    assert_eq!(again, id);
+    ack(&mut k, &id).await;
+    let (status, reply) = joined(call).await;
+    assert_eq!((status, &reply["data"]["acked"]), (200, &json!(["k"])), "{reply}");
     eprintln!("cluster_receipts_across_edges_and_routers took {:?}", started.elapsed());
 }

@@ -393,4 +393,67 @@ mod tests {
         assert!(r.pending.lock().is_empty());
         assert!(r.register_client("b", "m2", "c1", Duration::from_secs(1)).is_some());
     }
+
+    /// The frames of the Delivers sent to `node` with `mode`.
+    fn frames(sent: &[(String, NodeCommand)], node: &str, want: u16) -> Vec<String> {
+        fn of(cmd: &NodeCommand, want: u16, out: &mut Vec<String>) {
+            match cmd {
+                NodeCommand::Deliver { mode, frame, .. } if *mode == want => {
+                    out.push(String::from_utf8_lossy(frame).into_owned());
+                }
+                NodeCommand::Batch(cmds) => cmds.iter().for_each(|c| of(c, want, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for (_, cmd) in sent.iter().filter(|(n, _)| n == node) {
+            of(cmd, want, &mut out);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_client_unicast_with_ack_is_delivered_asking_for_one_and_its_sender_gets_the_receipt() {
+        let (router, edges, _) = crate::core::testing::router();
+        router
+            .connect(crate::core::testing::info("n1", 1, "a"))
+            .await
+            .expect("connect a");
+        router
+            .connect(crate::core::testing::info("n2", 2, "b"))
+            .await
+            .expect("connect b");
+        let route = |msg_id: &str, ack_timeout_ms| Route {
+            node: "n1".into(),
+            conn: 1,
+            biz: "b".into(),
+            from: "a".into(),
+            msg_id: Some(msg_id.into()),
+            target: SendTarget::Client("b".into()),
+            content: "1".into(),
+            ack_timeout_ms,
+        };
+        let replies = router.route_sends(&[route("m1", 10_000), route("m2", 0)]).await;
+        assert!(matches!(replies[..], [Ok(1), Ok(1)]), "{replies:?}");
+        let delivered = frames(&edges.sent.lock(), "n2", frame::MODE_UNICAST);
+        assert!(delivered[0].contains(r#""ack":true"#), "{delivered:?}");
+        assert!(!delivered[1].contains("ack"), "{delivered:?}");
+        // b's ack, stamped by its edge; a's for b's message does not count.
+        router.ack(&ack("b", "a", "m1"));
+        router.ack(&ack("b", "b", "m1"));
+        let mut receipt = Vec::new();
+        for _ in 0..100 {
+            receipt = frames(&edges.sent.lock(), "n1", frame::MODE_RECEIPT);
+            if !receipt.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(receipt, vec![r#"{"mode":4,"msgId":"m1","acked":["b"],"unacked":[]}"#]);
+        assert!(
+            matches!(&edges.sent.lock().iter().rev().find(|(n, _)| n == "n1").map(|(_, c)| c),
+                Some(NodeCommand::Deliver { to: DeliverTo::Conns(c), .. }) if c == &vec![1]),
+            "the receipt goes to the sending connection"
+        );
+    }
 }
