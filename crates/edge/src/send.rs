@@ -51,10 +51,12 @@ struct AckState {
 const RECEIPT_GRACE: Duration = Duration::from_secs(5);
 
 impl AckState {
-    fn get(slot: &mut Option<Box<Self>>, burst: f64) -> &mut Self {
+    /// The state in `slot`, made with a full ack bucket for `rate` on first
+    /// use.
+    fn get(slot: &mut Option<Box<Self>>, rate: u32) -> &mut Self {
         slot.get_or_insert_with(|| {
             Box::new(Self {
-                tokens: burst,
+                tokens: Self::burst(rate),
                 last: Instant::now(),
                 in_flight: VecDeque::new(),
                 receipts_seen: 0,
@@ -62,11 +64,16 @@ impl AckState {
         })
     }
 
+    /// Acks allowed at once: two seconds' worth.
+    fn burst(rate: u32) -> f64 {
+        f64::from(rate) * 2.0
+    }
+
     /// Takes an ack token; `false` past the rate.
     fn allow_ack(&mut self, rate: u32) -> bool {
         let now = Instant::now();
-        let burst = f64::from(rate) * 2.0;
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * f64::from(rate)).min(burst);
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(rate);
+        self.tokens = (self.tokens + refill).min(Self::burst(rate));
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -80,11 +87,10 @@ impl AckState {
     /// `max` are in flight (after freeing those whose receipt came, per
     /// `receipts`, and those past their deadline).
     fn start(&mut self, receipts: u32, max: u32, deadline: Instant) -> bool {
-        let arrived = receipts.wrapping_sub(self.receipts_seen);
+        let arrived = receipts.wrapping_sub(self.receipts_seen) as usize;
         self.receipts_seen = receipts;
-        for _ in 0..arrived {
-            self.in_flight.pop_front();
-        }
+        let freed = arrived.min(self.in_flight.len());
+        self.in_flight.drain(..freed);
         let now = Instant::now();
         while self.in_flight.front().is_some_and(|d| *d <= now) {
             self.in_flight.pop_front();
@@ -94,6 +100,12 @@ impl AckState {
         }
         self.in_flight.push_back(deadline);
         true
+    }
+
+    /// Gives back the slot [`AckState::start`] just took: the send failed
+    /// and gets no receipt.
+    fn give_back(&mut self) {
+        self.in_flight.pop_back();
     }
 }
 
@@ -146,7 +158,8 @@ pub(crate) async fn handle_text(
         Ok(ClientFrame::Ack { msg_id }) => {
             edge.metrics().frames_received.get(frame::MODE_ACK).inc();
             let rate = edge.config().ack_rate_per_sec;
-            if !AckState::get(&mut limiter.acks, f64::from(rate) * 2.0).allow_ack(rate) {
+            if !AckState::get(&mut limiter.acks, rate).allow_ack(rate) {
+                edge.metrics().acks_dropped.inc();
                 return;
             }
             // Stamped with the connection's own identity: a client acks
@@ -157,6 +170,7 @@ pub(crate) async fn handle_text(
                 msg_id,
             };
             if let Err(e) = edge.router().ack(ack).await {
+                edge.metrics().acks_dropped.inc();
                 tracing::debug!(conn_id = conn.id, error = %e, "ack not forwarded");
             }
             return;
@@ -206,7 +220,7 @@ pub(crate) async fn handle_text(
     }
     let ack_timeout = edge.config().ack_timeout;
     if send.ack {
-        let state = AckState::get(&mut limiter.acks, f64::from(edge.config().ack_rate_per_sec) * 2.0);
+        let state = AckState::get(&mut limiter.acks, edge.config().ack_rate_per_sec);
         let receipts = conn.receipts.load(Ordering::Relaxed);
         if !state.start(
             receipts,
@@ -240,16 +254,24 @@ pub(crate) async fn handle_text(
         content: send.content,
     };
     let msg_id = route.msg_id.clone();
-    match edge.router().route(route).await {
+    let code = match edge.router().route(route).await {
         Ok(r) => {
             edge.metrics().send_duration.observe(started.elapsed().as_secs_f64());
             let code = ErrorCode::from_u16(r.code).unwrap_or(ErrorCode::Internal);
             let recipients = (code == ErrorCode::Ok).then_some(r.recipients);
             edge.reply(conn, msg_id.as_deref(), code, code.message(), recipients);
+            code
         }
         Err(e) => {
             tracing::warn!(conn_id = conn.id, error = %e, "route failed");
             refuse(edge, conn, msg_id.as_deref(), ErrorCode::Internal);
+            ErrorCode::Internal
+        }
+    };
+    if send.ack && code != ErrorCode::Ok {
+        // A failed send gets no receipt: its slot is free at once.
+        if let Some(state) = limiter.acks.as_mut() {
+            state.give_back();
         }
     }
 }
@@ -266,7 +288,7 @@ mod tests {
     #[test]
     fn sends_with_ack_in_flight_are_capped_until_receipts_or_deadlines_free_them() {
         let mut slot = None;
-        let s = AckState::get(&mut slot, 4.0);
+        let s = AckState::get(&mut slot, 2);
         let later = Instant::now() + Duration::from_secs(60);
         assert!(s.start(0, 2, later) && s.start(0, 2, later));
         assert!(!s.start(0, 2, later), "two in flight");
@@ -274,7 +296,7 @@ mod tests {
         assert!(!s.start(1, 2, later));
         let past = Instant::now();
         let mut slot = None;
-        let s = AckState::get(&mut slot, 4.0);
+        let s = AckState::get(&mut slot, 2);
         assert!(s.start(0, 1, past));
         assert!(s.start(0, 1, later), "the first one's deadline passed");
         assert!(s.allow_ack(2) && s.allow_ack(2) && s.allow_ack(2) && s.allow_ack(2));

@@ -114,6 +114,9 @@ pub struct Metrics {
     /// `api.max_receipt_waits` or `api.max_receipt_waits_per_key`, client
     /// sends (1005) over `edge.max_acks_in_flight` or the router's cap.
     pub receipt_refusals: Counter,
+    /// Edge: client acks (mode 3) not forwarded to the routers (over
+    /// `edge.ack_rate_per_sec`, or the bus refused the publish).
+    pub acks_dropped: Counter,
     api_requests: Family<Labels, Counter>,
     api_duration: Family<Labels, Histogram>,
 }
@@ -258,6 +261,12 @@ impl Metrics {
             "Sends with a receipt refused (429 or 1005) by a cap on receipt waits",
             receipt_refusals.clone(),
         );
+        let acks_dropped = Counter::default();
+        registry.register(
+            "acks_dropped",
+            "Edge: client acks (mode 3) not forwarded: over edge.ack_rate_per_sec or refused by the bus",
+            acks_dropped.clone(),
+        );
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "api_requests",
@@ -304,6 +313,7 @@ impl Metrics {
             receipts_unacked: outcome("unacked"),
             receipt_waits,
             receipt_refusals,
+            acks_dropped,
         }
     }
 

@@ -154,6 +154,20 @@ async fn receipts(s: &Setup) {
         json!({"mode": 4, "msgId": "m1", "acked": ["b"], "unacked": []})
     );
 
+    // A send with ack that fails (1004) gets no receipt and frees its slot.
+    a.send(&send_frame(
+        100,
+        "m0",
+        json!({"targetClientId": "nobody", "content": 0, "ack": true}),
+    ))
+    .await;
+    let r = a.recv_mode(2).await;
+    assert_eq!(
+        (r["msgId"].as_str(), r["code"].as_u64()),
+        (Some("m0"), Some(1004)),
+        "{r}"
+    );
+
     // ... or once edge.ack_timeout (1.5 s here) passed; meanwhile a second
     // send with ack is over this connection's cap (1) and gets 1005, while
     // a send without ack goes as ever.
