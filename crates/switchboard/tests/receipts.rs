@@ -53,6 +53,21 @@ async fn ack(ws: &mut Ws, msg_id: &str) {
     ws.send(&json!({"mode": 3, "msgId": msg_id})).await;
 }
 
+/// A unicast from `ws` to `to` (with `"ack":true` when `ack`); answers
+/// its mode-2 reply's (msgId, code).
+async fn unicast(ws: &mut Ws, msg_id: &str, to: &str, content: Value, ack: bool) -> (String, u64) {
+    let mut frame = send_frame(100, msg_id, json!({"targetClientId": to, "content": content}));
+    if ack {
+        frame["ack"] = json!(true);
+    }
+    ws.send(&frame).await;
+    let r = ws.recv_mode(2).await;
+    (
+        r["msgId"].as_str().unwrap_or_default().to_owned(),
+        r["code"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
 async fn joined(ack_result: tokio::task::JoinHandle<(u16, Value)>) -> (u16, Value) {
     ack_result.await.unwrap_or_else(|e| panic!("API task: {e}"))
 }
@@ -137,14 +152,10 @@ async fn receipts(s: &Setup) {
 
     // A client's unicast with ack: the mode-2 reply at once, the receipt
     // (mode 4) once the recipient acked...
-    a.send(&send_frame(
-        100,
-        "m1",
-        json!({"targetClientId": "b", "content": "got it?", "ack": true}),
-    ))
-    .await;
-    let r = a.recv_mode(2).await;
-    assert_eq!((r["msgId"].as_str(), r["code"].as_u64()), (Some("m1"), Some(0)), "{r}");
+    assert_eq!(
+        unicast(&mut a, "m1", "b", json!("got it?"), true).await,
+        ("m1".to_owned(), 0)
+    );
     let (d, id) = delivery_with_ack(&mut b).await;
     assert_eq!((id.as_str(), d["from"].as_str()), ("m1", Some("a")));
     ack(&mut b, "m1").await;
@@ -155,57 +166,27 @@ async fn receipts(s: &Setup) {
     );
 
     // A send with ack that fails (1004) gets no receipt and frees its slot.
-    a.send(&send_frame(
-        100,
-        "m0",
-        json!({"targetClientId": "nobody", "content": 0, "ack": true}),
-    ))
-    .await;
-    let r = a.recv_mode(2).await;
     assert_eq!(
-        (r["msgId"].as_str(), r["code"].as_u64()),
-        (Some("m0"), Some(1004)),
-        "{r}"
+        unicast(&mut a, "m0", "nobody", json!(0), true).await,
+        ("m0".to_owned(), 1004)
     );
 
     // ... or once edge.ack_timeout (1.5 s here) passed; meanwhile a second
     // send with ack is over this connection's cap (1) and gets 1005, while
     // a send without ack goes as ever.
-    a.send(&send_frame(
-        100,
-        "m2",
-        json!({"targetClientId": "b", "content": 2, "ack": true}),
-    ))
-    .await;
-    assert_eq!(a.recv_mode(2).await["code"], 0);
-    a.send(&send_frame(
-        100,
-        "m3",
-        json!({"targetClientId": "b", "content": 3, "ack": true}),
-    ))
-    .await;
-    let r = a.recv_mode(2).await;
+    assert_eq!(unicast(&mut a, "m2", "b", json!(2), true).await, ("m2".to_owned(), 0));
     assert_eq!(
-        (r["msgId"].as_str(), r["code"].as_u64()),
-        (Some("m3"), Some(1005)),
-        "{r}"
+        unicast(&mut a, "m3", "b", json!(3), true).await,
+        ("m3".to_owned(), 1005)
     );
-    a.send(&send_frame(100, "m4", json!({"targetClientId": "b", "content": 4})))
-        .await;
-    assert_eq!(a.recv_mode(2).await["code"], 0);
+    assert_eq!(unicast(&mut a, "m4", "b", json!(4), false).await, ("m4".to_owned(), 0));
     let receipt = a.recv_mode(4).await;
     assert_eq!(
         receipt,
         json!({"mode": 4, "msgId": "m2", "acked": [], "unacked": ["b"]})
     );
     // The receipt freed the slot.
-    a.send(&send_frame(
-        100,
-        "m5",
-        json!({"targetClientId": "b", "content": 5, "ack": true}),
-    ))
-    .await;
-    assert_eq!(a.recv_mode(2).await["code"], 0);
+    assert_eq!(unicast(&mut a, "m5", "b", json!(5), true).await, ("m5".to_owned(), 0));
     for (want, asks) in [("m2", true), ("m4", false), ("m5", true)] {
         let d = b.recv_mode(100).await;
         assert_eq!((d["msgId"].as_str(), d["ack"] == true), (Some(want), asks), "{d}");
