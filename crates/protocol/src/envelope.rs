@@ -646,6 +646,45 @@ mod tests {
         assert!(ConnRange { from: 3, to: 9 }.contains(3) && !ConnRange { from: 3, to: 9 }.contains(9));
     }
 
+    /// Delivery receipts add optional fields only: an older peer's route
+    /// and logged send read as "no receipt", and without one the bytes are
+    /// what they were (the golden test below).
+    #[test]
+    fn receipt_fields_are_optional_both_ways() {
+        #[derive(Serialize, Deserialize)]
+        struct OldLoggedSend {
+            origin: Option<(String, u64)>,
+            biz: String,
+            from: String,
+            msg_id: Option<String>,
+            target: SendTarget,
+            content: String,
+        }
+        let old = OldLoggedSend {
+            origin: None,
+            biz: "d1".into(),
+            from: "".into(),
+            msg_id: Some("m".into()),
+            target: SendTarget::Client("c".into()),
+            content: "1".into(),
+        };
+        let new: LoggedSend = decode(&encode(&old).expect("encode")).expect("decode old");
+        assert!(!new.ack);
+        let asking = LoggedSend { ack: true, ..new };
+        let back: OldLoggedSend = decode(&encode(&asking).expect("encode")).expect("an old owner decodes it");
+        assert_eq!(back.msg_id.as_deref(), Some("m"));
+        assert_eq!(
+            decode::<LoggedSend>(&encode(&asking).expect("encode")).expect("round trip"),
+            asking
+        );
+        let ack = Ack {
+            biz: "d1".into(),
+            client: "c".into(),
+            msg_id: "m".into(),
+        };
+        assert_eq!(decode::<Ack>(&encode(&ack).expect("encode")).expect("round trip"), ack);
+    }
+
     /// Golden: a format change shows up as a diff here.
     #[test]
     fn route_golden_bytes() {
