@@ -221,11 +221,7 @@ pub async fn serve(
 
     let (stop, ack_router) = (shutdown.clone(), router.clone());
     tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                () = stop.cancelled() => break,
-                m = acks.next() => match m { Some(m) => m, None => break },
-            };
+        while let Some(msg) = next_or_stop(&mut acks, &stop).await {
             match envelope::decode::<envelope::Ack>(&msg.payload) {
                 Ok(a) => ack_router.ack(&a),
                 Err(e) => tracing::debug!(error = %e, "bad ack ignored"),
@@ -234,11 +230,7 @@ pub async fn serve(
     });
     let (stop, client) = (shutdown.clone(), client.clone());
     tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                () = stop.cancelled() => break,
-                m = heartbeat.next() => match m { Some(m) => m, None => break },
-            };
+        while let Some(msg) = next_or_stop(&mut heartbeat, &stop).await {
             match envelope::decode::<Heartbeat>(&msg.payload) {
                 Ok(hb) => {
                     // Heard: the edge learns from the answer that it was
@@ -256,6 +248,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// The next message of `sub`; `None` once `stop` is cancelled or the
+/// subscription ended.
+///
+/// # Cancel safety
+/// Cancel safe: a subscription's `next` is.
+async fn next_or_stop(sub: &mut async_nats::Subscriber, stop: &CancellationToken) -> Option<Message> {
+    tokio::select! {
+        () = stop.cancelled() => None,
+        m = sub.next() => m,
+    }
+}
+
 fn spawn_handler<Q, A, F, Fut>(
     mut sub: async_nats::Subscriber,
     (client, tasks, shutdown, router): (&Client, &TaskTracker, &CancellationToken, &Router),
@@ -268,11 +272,7 @@ fn spawn_handler<Q, A, F, Fut>(
 {
     let (client, tasks2, stop, router) = (client.clone(), tasks.clone(), shutdown.clone(), router.clone());
     tasks.spawn(async move {
-        loop {
-            let msg: Message = tokio::select! {
-                () = stop.cancelled() => break,
-                m = sub.next() => match m { Some(m) => m, None => break },
-            };
+        while let Some(msg) = next_or_stop(&mut sub, &stop).await {
             let q: Q = match envelope::decode(&msg.payload) {
                 Ok(q) => q,
                 Err(e) => {
