@@ -12,7 +12,8 @@
 //! - `limits`: each bizCode's own limits on the edges (noisy tenants);
 //! - `history`: logged sends, joins and the history calls (SPEC §7);
 //! - `members`: durable group membership (bound groups restored on
-//!   connect, offline stamps, the sweeper).
+//!   connect, offline stamps, the sweeper);
+//! - `receipts`: delivery receipts (waits for the recipients' acks).
 //!
 //! The children import from here, never the other way round.
 
@@ -22,6 +23,7 @@ mod limits;
 mod liveness;
 mod members;
 mod presence;
+mod receipts;
 mod resync;
 mod route;
 #[cfg(test)]
@@ -41,6 +43,7 @@ use tokio::sync::oneshot;
 
 pub use self::history::{History, HistoryPage, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 pub use self::limits::LIMITS_CACHE_TTL;
+pub use self::receipts::{Outcome, Wait, DEFAULT_MAX_CLIENT_RECEIPT_WAITS};
 use crate::config::RouterConfig;
 use crate::index::Index;
 use crate::link::EdgeLink;
@@ -134,6 +137,8 @@ struct Inner {
     /// index would route them to a connection that is gone (issue 13:
     /// acknowledged unicasts lost after a JetStream quorum came back).
     index_live: std::sync::atomic::AtomicBool,
+    /// Sends waiting for their recipients' acks (delivery receipts).
+    receipts: Arc<receipts::Receipts>,
     metrics: Arc<Metrics>,
 }
 
@@ -148,8 +153,10 @@ impl Router {
         history: Option<Arc<History>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let receipts = Arc::new(receipts::Receipts::new(config.max_receipt_waits, metrics.clone()));
         Self {
             inner: Arc::new(Inner {
+                receipts,
                 config,
                 store,
                 registry,

@@ -747,12 +747,13 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
     ) -> Option<Result<u32, RouterError>> {
         let h = self.history()?;
         match h.lock(biz).await {
             Err(e) => Some(Err(e)),
             Ok(Lock::Mine(mut part)) => {
-                self.clients_here(h, &mut part, biz, clients, from, msg_id, content, None)
+                self.clients_here(h, &mut part, biz, clients, from, msg_id, content, ack, None)
                     .await
             }
             Ok(Lock::Theirs(p)) => {
@@ -768,6 +769,7 @@ impl Router {
                     msg_id: msg_id.to_owned(),
                     content: content.to_owned(),
                     log_id: Some(h.msg_id()),
+                    ack,
                 };
                 Some(match h.ask(p, &req).await {
                     Ok(PartReply::Sent(replies)) => replies.first().map_or(Ok(0), from_reply),
@@ -788,6 +790,7 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
         log_id: Option<&str>,
     ) -> Option<Result<u32, RouterError>> {
         match self.settings_in(part.open(), biz).await {
@@ -796,15 +799,7 @@ impl Router {
             Err(e) => return Some(Err(e)),
         }
         let seq = part.open().last + 1;
-        let target = SendTarget::Client(String::new());
-        let frame = Bytes::from(frame::logged_delivery(
-            &target,
-            Some(msg_id),
-            from,
-            content,
-            now_ms(),
-            Some(seq),
-        ));
+        let frame = super::route::render_clients(msg_id, from, content, ack, Some(seq));
         let (out, n) = match self.clients_by_node(biz, clients, &frame, Some(seq)).await {
             Ok(planned) => planned,
             Err(e) => return Some(Err(e)),
@@ -882,7 +877,7 @@ impl Router {
 
     /// Whether a client that is not online left less than `history.ttl`
     /// ago (its unicasts are then stored for its recovery).
-    async fn recently_offline(&self, biz: &str, client: &str) -> Result<bool, RouterError> {
+    pub(super) async fn recently_offline(&self, biz: &str, client: &str) -> Result<bool, RouterError> {
         let Some(h) = self.history() else {
             return Ok(false);
         };
@@ -1104,6 +1099,7 @@ impl Router {
                 from,
                 msg_id,
                 content,
+                ack,
                 log_id,
             } => {
                 let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
@@ -1116,6 +1112,7 @@ impl Router {
                         &from,
                         &msg_id,
                         &content,
+                        ack,
                         log_id.as_deref(),
                     )
                     .await;
@@ -1262,6 +1259,7 @@ fn logged_send(send: &Outbound<'_>, log_id: String) -> LoggedSend {
         msg_id: send.msg_id.map(str::to_owned),
         target: send.target.clone(),
         content: send.content.to_owned(),
+        ack: send.ack,
     }
 }
 
@@ -1274,6 +1272,7 @@ fn outbound(s: &LoggedSend) -> Outbound<'_> {
         msg_id: s.msg_id.as_deref(),
         target: &s.target,
         content: &s.content,
+        ack: s.ack,
     }
 }
 
@@ -1342,6 +1341,7 @@ mod tests {
             target: SendTarget::Client("x".into()),
             content: "1".into(),
             log_id: Some(log_id.into()),
+            ack: false,
         };
         let p = partition_of("b", config.partitions);
         for _ in 0..3 {
