@@ -103,6 +103,27 @@ pub struct Metrics {
     pub api_rate_limited: Counter,
     api_requests: Family<Labels, Counter>,
     api_duration: Family<Labels, Histogram>,
+    /// Router/standalone: webhook events by outcome
+    /// (`switchboard_webhook_events_total{outcome}`).
+    pub webhook_events: WebhookEvents,
+    webhook_requests: Family<Labels, Counter>,
+    webhook_duration: Histogram,
+}
+
+/// Webhook events by outcome: each event counts once per attempt that
+/// failed (`retried`), and once at its end (`delivered`, `dead_letter`
+/// once `webhooks.max_attempts` failed, or `dropped` when `standalone`'s
+/// queue of its bizCode was full).
+#[derive(Debug)]
+pub struct WebhookEvents {
+    /// Delivered: the endpoint answered 2xx.
+    pub delivered: Counter,
+    /// An attempt failed; the event will be tried again.
+    pub retried: Counter,
+    /// Every attempt failed: given up.
+    pub dead_letter: Counter,
+    /// Not queued (`standalone`: the bizCode's queue was full).
+    pub dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -240,7 +261,34 @@ impl Metrics {
             "HTTP API latency by call",
             api_duration.clone(),
         );
+        let webhook_events = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_events",
+            "Webhook events by outcome: delivered, retried (an attempt failed), dead_letter (every attempt failed), dropped (standalone queue full)",
+            webhook_events.clone(),
+        );
+        let outcome = |o: &str| webhook_events.get_or_create_owned(&vec![("outcome", o.to_owned())]);
+        let webhook_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook calls by result: 2xx, 3xx (redirects are not followed), 4xx, 5xx, timeout, error",
+            webhook_requests.clone(),
+        );
+        let webhook_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Time of one webhook call, to the end of its response or failure",
+            webhook_duration.clone(),
+        );
         Self {
+            webhook_events: WebhookEvents {
+                delivered: outcome("delivered"),
+                retried: outcome("retried"),
+                dead_letter: outcome("dead_letter"),
+                dropped: outcome("dropped"),
+            },
+            webhook_requests,
+            webhook_duration,
             api_requests,
             api_duration,
             frames_received: ByMode::new(&received),
@@ -279,6 +327,14 @@ impl Metrics {
         self.api_duration
             .get_or_create(&vec![("call", call.to_owned())])
             .observe(seconds);
+    }
+
+    /// Records one webhook call: its result class and duration.
+    pub fn webhook_request(&self, result: &'static str, seconds: f64) {
+        self.webhook_requests
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        self.webhook_duration.observe(seconds);
     }
 
     /// The Prometheus/OpenMetrics text exposition.
@@ -323,5 +379,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("switchboard_api_rate_limited_total 0"), "{text}");
+        m.webhook_events.dead_letter.inc();
+        m.webhook_request("5xx", 0.01);
+        let text = m.render();
+        for line in [
+            r#"switchboard_webhook_events_total{outcome="dead_letter"} 1"#,
+            r#"switchboard_webhook_events_total{outcome="delivered"} 0"#,
+            r#"switchboard_webhook_requests_total{result="5xx"} 1"#,
+            "switchboard_webhook_request_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }
