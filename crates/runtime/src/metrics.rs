@@ -101,6 +101,13 @@ pub struct Metrics {
     /// Router: API calls refused (429/1005) by the rate limit per API key
     /// and bizCode (`api.rate_per_sec`).
     pub api_rate_limited: Counter,
+    /// Connection events stored (JetStream PubAck, or taken by the
+    /// in-memory consumer in `standalone`).
+    pub events_published: Counter,
+    /// Connection events dropped because the publish queue was full.
+    pub events_dropped: Counter,
+    /// Connection events whose publish failed or timed out.
+    pub events_failed: Counter,
     api_requests: Family<Labels, Counter>,
     api_duration: Family<Labels, Histogram>,
     /// Router/standalone: webhook events by outcome
@@ -247,6 +254,24 @@ impl Metrics {
             "API calls refused with 429/1005 by the rate limit per API key and bizCode",
             api_rate_limited.clone(),
         );
+        let events_published = Counter::default();
+        registry.register(
+            "events_published",
+            "Connection events stored (JetStream PubAck, or handed to the in-process consumer in standalone)",
+            events_published.clone(),
+        );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Connection events dropped because the publish queue (events.queue) was full",
+            events_dropped.clone(),
+        );
+        let events_failed = Counter::default();
+        registry.register(
+            "events_failed",
+            "Connection events whose publish failed or was not acknowledged in time",
+            events_failed.clone(),
+        );
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "api_requests",
@@ -316,6 +341,9 @@ impl Metrics {
             biz_connection_refusals: kind("connections"),
             biz_send_refusals: kind("sends"),
             api_rate_limited,
+            events_published,
+            events_dropped,
+            events_failed,
         }
     }
 
