@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use switchboard_protocol::event::EventKind;
 use switchboard_runtime::metrics::Metrics;
 
 use crate::store::{BizRegistry, BizSettings, StoreError};
@@ -37,16 +38,10 @@ pub mod sign;
 
 pub use config::{WebhooksConfig, MAX_ATTEMPTS, MAX_BATCH};
 
-/// The event kinds a webhook may ask for (the event contract).
-pub const KINDS: [&str; 7] = [
-    "connected",
-    "disconnected",
-    "online",
-    "offline",
-    "bound",
-    "unbound",
-    "upstream",
-];
+/// Every event kind's name, as a webhook lists them.
+fn all_kinds() -> Vec<String> {
+    EventKind::ALL.iter().map(|k| k.as_str().to_owned()).collect()
+}
 
 /// Longest webhook URL.
 pub const MAX_URL_LEN: usize = 2048;
@@ -97,17 +92,6 @@ impl WebhookSettings {
         }
         s
     }
-}
-
-/// What an event says about itself, for routing it (unknown fields
-/// ignored, as the event contract asks of readers).
-#[derive(Debug, Deserialize)]
-pub(crate) struct EventHead {
-    /// Its kind.
-    pub(crate) kind: String,
-    /// Its tenant.
-    #[serde(rename = "bizCode")]
-    pub(crate) biz: String,
 }
 
 /// The body of one call: `{"events":[...]}` around events already
@@ -189,7 +173,7 @@ impl WebhookView {
         Self {
             url: w.url.clone(),
             kinds: if w.kinds.is_empty() {
-                KINDS.iter().map(|k| (*k).to_owned()).collect()
+                all_kinds()
             } else {
                 w.kinds.clone()
             },
@@ -379,17 +363,17 @@ impl Webhooks {
 fn check_kinds(kinds: Vec<String>) -> Result<Vec<String>, WebhookError> {
     let mut out: Vec<String> = Vec::new();
     for k in kinds {
-        if !KINDS.contains(&k.as_str()) {
+        if EventKind::parse(&k).is_none() {
             return Err(WebhookError::Invalid(format!(
                 "unknown event kind {k:?} (kinds: {})",
-                KINDS.join(", ")
+                all_kinds().join(", ")
             )));
         }
         if !out.contains(&k) {
             out.push(k);
         }
     }
-    if out.len() == KINDS.len() {
+    if out.len() == EventKind::ALL.len() {
         out.clear();
     }
     Ok(out)
@@ -432,7 +416,7 @@ mod tests {
         let first = first.ok().flatten().expect("set");
         let secret = first.secret.clone().expect("issued");
         assert!(secret.starts_with("whsec_") && secret.len() == 70, "{secret}");
-        assert_eq!(first.kinds.len(), KINDS.len());
+        assert_eq!(first.kinds, all_kinds());
 
         let mut c = change("https://hooks.example.com/other");
         c.kinds = Some(vec!["online".into(), "offline".into(), "online".into()]);

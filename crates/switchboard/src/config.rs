@@ -1,5 +1,5 @@
 //! The whole configuration: `[log]`, `[nats]`, `[edge]`, `[router]`,
-//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`. See `deploy/switchboard.example.toml` for every key.
+//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`, `[webhooks]`. See `deploy/switchboard.example.toml` for every key.
 
 use std::net::SocketAddr;
 
@@ -8,6 +8,7 @@ use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
 use switchboard_log::HistoryConfig;
 use switchboard_router::config::MembershipConfig;
 use switchboard_router::config::{ApiConfig, ApiKey};
+use switchboard_router::webhook::WebhooksConfig;
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
 use switchboard_runtime::http::HttpConfig;
@@ -27,6 +28,7 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "auth",
     "api_key",
     "http",
+    "webhooks",
 ];
 
 /// Keys whose `SWITCHBOARD_*` variables are read as written (secrets).
@@ -89,6 +91,8 @@ pub(crate) struct Config {
     pub(crate) api_key: Option<String>,
     /// The HTTP server's limits on connections not (yet) upgraded.
     pub(crate) http: HttpConfig,
+    /// Webhooks: the allow-list, timeouts, retries (router, standalone).
+    pub(crate) webhooks: WebhooksConfig,
 }
 
 impl Config {
@@ -152,5 +156,6 @@ impl Validate for Config {
         self.api.validate(problems);
         self.auth.validate(problems);
         self.http.validate(problems);
+        self.webhooks.validate(problems);
     }
 }

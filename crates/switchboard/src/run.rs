@@ -24,6 +24,7 @@ use crate::local::{LocalEdges, LocalRouter};
 
 mod router;
 mod setup;
+mod webhooks;
 
 pub(crate) use router::router;
 use setup::{api_config, bind};

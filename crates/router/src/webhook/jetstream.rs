@@ -26,16 +26,14 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind, Message};
 use futures_util::{StreamExt, TryStreamExt};
-use switchboard_protocol::ids;
+use switchboard_protocol::event::EventKind;
+use switchboard_protocol::{ids, subject};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::post::Outcome;
 use super::{batch_body, Dispatch};
-
-/// The events stream (the contract).
-pub const EVENTS_STREAM: &str = "sb-events";
 
 /// Prefix of the webhook consumers' names.
 const CONSUMER_PREFIX: &str = "wh-";
@@ -55,11 +53,11 @@ pub fn consumer_name(biz: &str) -> String {
 /// The subjects `biz`'s webhook reads: one per kind, or all of its
 /// events when `kinds` is empty.
 pub fn filter_subjects(biz: &str, kinds: &[String]) -> Vec<String> {
-    let enc = ids::encode(biz);
+    let kinds: Vec<EventKind> = kinds.iter().filter_map(|k| EventKind::parse(k)).collect();
     if kinds.is_empty() {
-        vec![format!("sb.events.{enc}.>")]
+        vec![subject::events_of_biz(biz)]
     } else {
-        kinds.iter().map(|k| format!("sb.events.{enc}.{k}")).collect()
+        kinds.into_iter().map(|k| subject::event(biz, k)).collect()
     }
 }
 
@@ -77,7 +75,7 @@ pub struct Consumers {
 }
 
 impl Consumers {
-    /// The consumers on `stream` (normally [`EVENTS_STREAM`]).
+    /// The consumers on `stream` (normally [`subject::EVENTS_STREAM`]).
     pub fn new(js: jetstream::Context, stream: &str, config: &super::WebhooksConfig) -> Self {
         Self {
             js,

@@ -13,19 +13,16 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde::Serialize;
+use switchboard_protocol::event::Event;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::post::Outcome;
-use super::{batch_body, Dispatch, EventHead};
+use super::{batch_body, Dispatch};
 
 /// Delivers the events `events` yields until it closes or `shutdown`.
-pub fn spawn<E>(mut events: mpsc::Receiver<E>, dispatch: Dispatch, shutdown: CancellationToken) -> JoinHandle<()>
-where
-    E: Serialize + Send + 'static,
-{
+pub fn spawn(mut events: mpsc::Receiver<Event>, dispatch: Dispatch, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut queues: HashMap<String, mpsc::Sender<Bytes>> = HashMap::new();
         loop {
@@ -34,21 +31,10 @@ where
                 () = shutdown.cancelled() => None,
             };
             let Some(event) = event else { break };
-            let json = match serde_json::to_vec(&event) {
-                Ok(j) => Bytes::from(j),
+            let wanted = match dispatch.hook(&event.biz).await {
+                Ok(h) => h.is_some_and(|h| h.wants(event.kind.as_str())),
                 Err(e) => {
-                    tracing::warn!(error = %e, "an event that cannot be encoded: dropped");
-                    continue;
-                }
-            };
-            let Ok(head) = serde_json::from_slice::<EventHead>(&json) else {
-                tracing::warn!("an event without kind or bizCode: dropped");
-                continue;
-            };
-            let wanted = match dispatch.hook(&head.biz).await {
-                Ok(h) => h.is_some_and(|h| h.wants(&head.kind)),
-                Err(e) => {
-                    tracing::warn!(biz = %head.biz, error = %e, "webhook settings not read");
+                    tracing::warn!(biz = %event.biz, error = %e, "webhook settings not read");
                     false
                 }
             };
@@ -56,11 +42,11 @@ where
                 continue;
             }
             let queue = queues
-                .entry(head.biz.clone())
-                .or_insert_with(|| start(&head.biz, &dispatch, &shutdown));
-            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(json) {
+                .entry(event.biz.clone())
+                .or_insert_with(|| start(&event.biz, &dispatch, &shutdown));
+            if let Err(mpsc::error::TrySendError::Full(_)) = queue.try_send(Bytes::from(event.to_json())) {
                 dispatch.metrics.webhook_events.dropped.inc();
-                tracing::debug!(biz = %head.biz, "webhook queue full: event dropped");
+                tracing::debug!(biz = %event.biz, "webhook queue full: event dropped");
             }
         }
     })
