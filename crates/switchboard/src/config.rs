@@ -1,5 +1,5 @@
 //! The whole configuration: `[log]`, `[nats]`, `[edge]`, `[router]`,
-//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`. See `deploy/switchboard.example.toml` for every key.
+//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`, `[events]`. See `deploy/switchboard.example.toml` for every key.
 
 use std::net::SocketAddr;
 
@@ -10,6 +10,7 @@ use switchboard_router::config::MembershipConfig;
 use switchboard_router::config::{ApiConfig, ApiKey};
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
+use switchboard_runtime::events::EventsConfig;
 use switchboard_runtime::http::HttpConfig;
 use switchboard_runtime::nats::NatsConfig;
 use switchboard_runtime::telemetry::LogConfig;
@@ -27,6 +28,7 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "auth",
     "api_key",
     "http",
+    "events",
 ];
 
 /// Keys whose `SWITCHBOARD_*` variables are read as written (secrets).
@@ -89,6 +91,8 @@ pub(crate) struct Config {
     pub(crate) api_key: Option<String>,
     /// The HTTP server's limits on connections not (yet) upgraded.
     pub(crate) http: HttpConfig,
+    /// Connection events for backends (edge, router, standalone).
+    pub(crate) events: EventsConfig,
 }
 
 impl Config {
@@ -152,5 +156,6 @@ impl Validate for Config {
         self.api.validate(problems);
         self.auth.validate(problems);
         self.http.validate(problems);
+        self.events.validate(problems);
     }
 }

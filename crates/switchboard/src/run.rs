@@ -12,6 +12,7 @@ use switchboard_log::{JetStreamLog, MemoryLog, PartitionLog};
 use switchboard_protocol::subject;
 use switchboard_router::api::Api;
 use switchboard_router::{History, MemoryRegistry, MemoryStore, Router};
+use switchboard_runtime::events::{Events, JetStreamSink, MemorySink};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
@@ -75,6 +76,16 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
         Arc::new(JetStreamLog::new(js, config.history.log_config())),
         &config.history,
     );
+    // Connection events (README "Connection events"); routers create the
+    // stream, an edge only publishes to it.
+    let publisher = if config.events.enabled {
+        let js = async_nats::jetstream::new(client.clone());
+        let (sink, publisher) = JetStreamSink::spawn(js, &config.events, metrics.clone());
+        edge.set_events(Events::new(Arc::new(sink), &node));
+        Some(publisher)
+    } else {
+        None
+    };
     let listener = bind(config.edge.listen, config.edge.listen_backlog)?;
     let addr = listener.local_addr()?;
     let stop_http = CancellationToken::new();
@@ -105,6 +116,9 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     stop_http.cancel();
     let _ = server.await;
     bus_tasks.shutdown(config.edge.close_grace).await;
+    if let Some(p) = publisher {
+        p.close(config.edge.close_grace).await;
+    }
     let _ = client.drain().await;
     tracing::info!(node_id = %node, "edge stopped");
     result
@@ -132,6 +146,19 @@ fn verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> {
     let v = Verifier::new(&config.auth, pem.as_deref()).map_err(|e| anyhow::anyhow!(e))?;
     tracing::info!(algorithm = %config.auth.algorithm, "client authentication: JWT");
     Ok(Some(Arc::new(v)))
+}
+
+/// `standalone`'s event sink: a bounded in-process channel whose consumer
+/// logs each event (`switchboard::events` at debug level; the webhook
+/// dispatcher takes this place when webhooks are configured).
+fn local_events(config: &Config, metrics: Arc<Metrics>) -> MemorySink {
+    let (sink, mut rx) = MemorySink::new(config.events.queue, config.events.store_timeout, metrics);
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            tracing::debug!(target: "switchboard::events", event = %String::from_utf8_lossy(&event.to_json()), "event");
+        }
+    });
+    sink
 }
 
 /// `standalone`'s HTTP side: the API, then the edge (WebSocket and ops).
@@ -182,6 +209,11 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         health.clone(),
     );
     edge.set_history(log, &config.history);
+    if config.events.enabled {
+        let events = Events::new(Arc::new(local_events(&config, metrics.clone())), &node);
+        router.set_events(events.clone());
+        edge.set_events(events);
+    }
     if edges.edge.set(edge.clone()).is_err() {
         anyhow::bail!("edge wired twice");
     }
