@@ -75,8 +75,8 @@ pub struct Api {
     rate: Arc<ApiRate>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    /// `set_webhook`/`get_webhook`; `None`: webhooks are not served here
-    /// (the calls answer 400).
+    /// `set_webhook`/`get_webhook`; `None` with events off (the calls
+    /// answer 400).
     webhooks: Option<Webhooks>,
 }
 
@@ -341,10 +341,9 @@ impl Api {
     /// `set_webhook` / `get_webhook`: `{"webhook": {...}|null}`, with
     /// `secret` when one was issued.
     async fn webhook(&self, op: Op, biz: &str, b: Body) -> Result<Response, ApiError> {
-        let hooks = self
-            .webhooks
-            .as_ref()
-            .ok_or_else(|| ApiError::bad("webhooks are not served by this process"))?;
+        let hooks = self.webhooks.as_ref().ok_or_else(|| {
+            ApiError::bad("webhooks are off here: they deliver connection events (events.enabled = false)")
+        })?;
         let view = if op == Op::SetWebhook {
             let change = WebhookChange {
                 url: b.url,

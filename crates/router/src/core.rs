@@ -11,12 +11,15 @@
 //! - `admin`: the operations behind the HTTP API;
 //! - `limits`: each bizCode's own limits on the edges (noisy tenants);
 //! - `history`: logged sends, joins and the history calls (SPEC §7);
+//! - `events`: connection events for backends (online/offline, crash
+//!   purges, bound/unbound);
 //! - `members`: durable group membership (bound groups restored on
 //!   connect, offline stamps, the sweeper).
 //!
 //! The children import from here, never the other way round.
 
 mod admin;
+mod events;
 mod history;
 mod limits;
 mod liveness;
@@ -128,6 +131,8 @@ struct Inner {
     /// Presence writes whose outcome is unknown, being watched
     /// ([`Router::check_late_write`]).
     late_checks: std::sync::atomic::AtomicUsize,
+    /// Where connection events go, once set (`events`).
+    events: std::sync::OnceLock<switchboard_runtime::events::Events>,
     metrics: Arc<Metrics>,
 }
 
@@ -154,6 +159,7 @@ impl Router {
                 nodes: Mutex::new(HashMap::new()),
                 limits: limits::LimitsCache::default(),
                 late_checks: std::sync::atomic::AtomicUsize::new(0),
+                events: std::sync::OnceLock::new(),
                 metrics,
             }),
         }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::event::{Event, EventKind};
 use switchboard_protocol::subject::{EVENTS_ALL, EVENTS_STREAM};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
@@ -302,16 +303,35 @@ pub struct JetStreamSink {
 }
 
 impl JetStreamSink {
-    /// Starts the publisher on `js`; it ends when every sink clone is
-    /// dropped and what was queued is published.
-    pub fn spawn(js: jetstream::Context, config: &EventsConfig, metrics: Arc<Metrics>) -> Self {
+    /// Starts the publisher on `js`. It runs until [`Publisher::close`]
+    /// (or until every sink clone is dropped).
+    pub fn spawn(js: jetstream::Context, config: &EventsConfig, metrics: Arc<Metrics>) -> (Self, Publisher) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        tokio::spawn(publish(js, rx, metrics.clone()));
-        Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(publish(js, rx, metrics.clone(), stop.clone()));
+        let sink = Self {
             tx,
             metrics,
             store_timeout: config.store_timeout,
-        }
+        };
+        (sink, Publisher { stop, task })
+    }
+}
+
+/// The publisher task of a [`JetStreamSink`], to stop it at shutdown.
+#[derive(Debug)]
+pub struct Publisher {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Stops taking events and publishes what is queued, waiting at most
+    /// `grace` for it and its PubAcks (call it before draining NATS: a
+    /// drained edge's last `disconnected` events are in that queue).
+    pub async fn close(self, grace: Duration) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(grace, self.task).await;
     }
 }
 
@@ -351,9 +371,21 @@ impl EventSink for JetStreamSink {
 
 /// The publisher loop: publishes in queue order, awaits PubAcks
 /// concurrently, counts and answers.
-async fn publish(js: jetstream::Context, mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>) {
+async fn publish(js: jetstream::Context, mut rx: mpsc::Receiver<Item>, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut acks = tokio::task::JoinSet::new();
-    while let Some(item) = rx.recv().await {
+    loop {
+        // Cancel safety: `recv` and `cancelled` both are; once stopped the
+        // channel is closed and what it holds is still received.
+        let item = tokio::select! {
+            item = rx.recv() => item,
+            () = stop.cancelled(), if !rx.is_closed() => {
+                rx.close();
+                continue;
+            }
+        };
+        let Some(item) = item else {
+            break;
+        };
         while acks.len() >= MAX_IN_FLIGHT {
             acks.join_next().await;
         }

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, String)>;
 
 /// Modes with their own counter; anything else counts as `other`.
-const MODES: [u16; 7] = [0, 1, 2, 100, 200, 300, 400];
+const MODES: [u16; 8] = [0, 1, 2, 100, 200, 300, 400, 500];
 
 /// Counters per frame mode.
 #[derive(Debug)]

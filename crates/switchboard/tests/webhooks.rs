@@ -253,6 +253,35 @@ async fn only_operators_set_webhooks_and_only_to_allowed_hosts() {
     let (_, removed) = api(&addr, "d1", "set_webhook", json!({"url": null})).await;
     assert_eq!(removed["data"], json!({"webhook": null}), "{removed}");
     assert!(!s.proc.log().contains(new), "the secret is never logged");
+
+    // standalone delivers from its in-process events: a client's life.
+    let endpoint = Endpoint::start(0, Duration::ZERO).await;
+    set_webhook(&addr, "d1", &endpoint, json!(["connected", "online", "offline"])).await;
+    let (ws, _) = Ws::join(&s.url("bizCode=d1&clientId=u1")).await;
+    // Another tenant's client is not d1's business.
+    let (other, _) = Ws::join(&s.url("bizCode=d2&clientId=u2")).await;
+    drop(ws);
+    drop(other);
+    let kinds = || -> Vec<String> {
+        endpoint
+            .calls()
+            .iter()
+            .flat_map(|c| c.events.clone())
+            .map(|e| {
+                format!(
+                    "{}:{}:{}",
+                    e["kind"].as_str().unwrap_or("?"),
+                    e["bizCode"].as_str().unwrap_or("?"),
+                    e["clientId"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    };
+    eventually!(kinds().len() == 3, "a client's life at the webhook: {:?}", kinds());
+    let mut got = kinds();
+    got.sort();
+    assert_eq!(got, ["connected:d1:u1", "offline:d1:u1", "online:d1:u1"]);
+    assert!(endpoint.calls().iter().all(|c| c.signed), "{:?}", endpoint.calls());
 }
 
 /// On a cluster (two routers sharing each bizCode's consumer, the chart's

@@ -31,6 +31,7 @@ pub fn spawn(mut events: mpsc::Receiver<Event>, dispatch: Dispatch, shutdown: Ca
                 () = shutdown.cancelled() => None,
             };
             let Some(event) = event else { break };
+            tracing::debug!(target: "switchboard::events", event = %String::from_utf8_lossy(&event.to_json()), "event");
             let wanted = match dispatch.hook(&event.biz).await {
                 Ok(h) => h.is_some_and(|h| h.wants(event.kind.as_str())),
                 Err(e) => {
