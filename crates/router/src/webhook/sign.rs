@@ -78,12 +78,12 @@ pub fn verify(header: &str, secret: &str, body: &[u8], now: u64, window_secs: u6
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [h, l] => Some((char::from(*h).to_digit(16)? * 16 + char::from(*l).to_digit(16)?) as u8),
+            _ => None,
+        })
         .collect()
 }
 
