@@ -299,6 +299,10 @@ impl Metrics {
             "Webhook calls by result: 2xx, 3xx (redirects are not followed), 4xx, 5xx, timeout, error",
             webhook_requests.clone(),
         );
+        // Every result exists from the start (dashboards query them).
+        for result in ["2xx", "3xx", "4xx", "5xx", "timeout", "error"] {
+            webhook_requests.get_or_create(&vec![("result", result.to_owned())]);
+        }
         let webhook_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "webhook_request_duration_seconds",
