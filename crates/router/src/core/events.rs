@@ -88,7 +88,10 @@ mod tests {
         rx
     }
 
-    fn kinds(rx: &mut mpsc::Receiver<Event>) -> Vec<(EventKind, Option<String>, Option<u64>, Option<Cause>)> {
+    /// What a test compares of an event: kind, edge, connId, cause.
+    type Seen = (EventKind, Option<String>, Option<u64>, Option<Cause>);
+
+    fn kinds(rx: &mut mpsc::Receiver<Event>) -> Vec<Seen> {
         let mut out = Vec::new();
         while let Ok(e) = rx.try_recv() {
             out.push((e.kind, e.edge, e.conn, e.cause));
