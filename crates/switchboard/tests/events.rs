@@ -215,13 +215,15 @@ fn switchboard_ms() -> u64 {
 /// that names another bizCode or clientId still becomes an event of its
 /// own connection's. Upstream messages obey the sends' limits: a frame
 /// over `edge.max_frame_bytes` gets 1003, over the rate 1005, and neither
-/// is stored; one not in `edge.send_modes`-allowed modes gets 1006.
+/// is stored. A draining edge publishes its connections' `disconnected`
+/// (cause `drain`) before it exits, and the router their `offline`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_stay_in_their_tenant_and_upstream_obeys_the_limits() {
-    let c = Cluster::start(
+    let mut c = Cluster::start(
         1,
         1,
         &[
+            ("SWITCHBOARD_EDGE__DRAIN_WINDOW", "200ms"),
             ("SWITCHBOARD_EDGE__RATE_PER_SEC", "1"),
             ("SWITCHBOARD_EDGE__RATE_BURST", "3"),
             ("SWITCHBOARD_EDGE__MAX_FRAME_BYTES", "1024"),
@@ -275,6 +277,18 @@ async fn events_stay_in_their_tenant_and_upstream_obeys_the_limits() {
     let d2_seen = d2.drain(Duration::from_millis(200)).await;
     assert!(d2_seen.iter().all(|e| e.biz == "d2" && e.client == "b"), "{d2_seen:#?}");
     assert!(d2_seen.iter().all(|e| e.kind != EventKind::Upstream), "{d2_seen:#?}");
+
+    // The edge drains (SIGTERM): its last events are published before it
+    // exits, with cause `drain`.
+    c.edges[0].signal("TERM");
+    assert_eq!(a.closed().await.code, 1012);
+    let gone = d1.until("disconnected (drain)", is(EventKind::Disconnected, "a")).await;
+    assert_eq!((gone.code, gone.cause), (Some(1012), Some(Cause::Drain)));
+    let offline = d1.until("offline (drain)", is(EventKind::Offline, "a")).await;
+    assert_eq!(offline.cause, Some(Cause::Drain));
+    assert!(c.edges[0]
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
 }
 
 /// `events.enabled = false`: no stream is created, nothing is published,
