@@ -259,6 +259,8 @@ impl Webhooks {
     /// credentials, or names a host off the allow-list, and for unknown
     /// kinds; the others if the change could not be stored.
     pub async fn set(&self, biz: &str, change: WebhookChange) -> Result<Option<WebhookView>, WebhookError> {
+        // Checked even for a removal: a wrong request is refused whole.
+        let kinds = check_kinds(change.kinds.unwrap_or_default())?;
         let url = change.url.filter(|u| !u.is_empty());
         let Some(url) = url else {
             self.write(biz, |_| None).await?;
@@ -269,7 +271,6 @@ impl Webhooks {
             return Ok(None);
         };
         let url = self.check_url(&url)?;
-        let kinds = check_kinds(change.kinds.unwrap_or_default())?;
         if let Some(c) = &self.consumers {
             c.ensure(biz, &kinds).await.map_err(|()| WebhookError::Bus)?;
         }

@@ -301,7 +301,7 @@ impl Metrics {
         );
         // Every result exists from the start (dashboards query them).
         for result in ["2xx", "3xx", "4xx", "5xx", "timeout", "error"] {
-            webhook_requests.get_or_create(&vec![("result", result.to_owned())]);
+            let _ = webhook_requests.get_or_create_owned(&vec![("result", result.to_owned())]);
         }
         let webhook_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
