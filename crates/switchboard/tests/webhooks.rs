@@ -371,6 +371,24 @@ async fn cluster_delivers_signed_events_at_least_once_per_biz() {
             });
     assert!(attempts.values().all(|&n| n == 3), "{attempts:?}");
 
+    // Edges' credentials cannot read a bizCode's webhook events (only
+    // routers may use the consumers).
+    let edge = c.nats.connect_as(EDGE_USER).await.expect("edge login");
+    let mut edge_js = async_nats::jetstream::new(edge);
+    edge_js.set_timeout(Duration::from_millis(500));
+    let denied = async {
+        let stream = edge_js
+            .get_stream(subject::EVENTS_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("wh-ZDE")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(denied.await.is_err(), "an edge reached the webhook consumers");
+
     // Removing a webhook removes its consumer.
     let (status, _) = api(&routers[0], "fast", "set_webhook", json!({"url": ""})).await;
     assert_eq!(status, 200);
