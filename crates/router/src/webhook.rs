@@ -453,12 +453,14 @@ mod tests {
     #[tokio::test]
     async fn urls_off_the_allow_list_and_bad_kinds_are_refused() {
         let h = hooks(&["hooks.example.com", "*.shop.example"]);
+        let long = format!("https://hooks.example.com/{}", "x".repeat(MAX_URL_LEN));
         for (url, why) in [
             ("https://evil.example/in", "not allowed"),
             ("https://169.254.169.254/latest", "not allowed"),
             ("ftp://hooks.example.com/in", "http or https"),
             ("https://user:pw@hooks.example.com/in", "credentials"),
             ("not a url", "not a URL"),
+            (long.as_str(), "longer than 2048"),
         ] {
             match h.set("d1", change(url)).await {
                 Err(WebhookError::Invalid(m)) => assert!(m.contains(why), "{url}: {m}"),

@@ -32,6 +32,7 @@ const SCOPED_KEY: &str = "d1-backend-key-0123456789";
 const ENV: &[(&str, &str)] = &[
     ("SWITCHBOARD_WEBHOOKS__ALLOWED_HOSTS", r#"["127.0.0.1"]"#),
     ("SWITCHBOARD_WEBHOOKS__MAX_ATTEMPTS", "3"),
+    ("SWITCHBOARD_WEBHOOKS__MAX_BATCH", "2"),
     ("SWITCHBOARD_WEBHOOKS__BACKOFF_INITIAL", "200ms"),
     ("SWITCHBOARD_WEBHOOKS__BACKOFF_MAX", "400ms"),
     ("SWITCHBOARD_WEBHOOKS__REFRESH", "300ms"),
@@ -397,4 +398,51 @@ async fn cluster_delivers_signed_events_at_least_once_per_biz() {
         .await
         .expect("names");
     assert_eq!(names.len(), 3, "{names:?}");
+}
+
+/// `standalone`'s bounds: a call longer than `webhooks.timeout` is a failed
+/// attempt, at most `webhooks.max_batch` events go in one call, and past
+/// `webhooks.queue` waiting events a bizCode's new ones are dropped and
+/// counted, while another bizCode's webhook is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_bounds_batches_calls_and_queues() {
+    let mut env = ENV.to_vec();
+    env.extend([
+        ("SWITCHBOARD_WEBHOOKS__QUEUE", "2"),
+        ("SWITCHBOARD_WEBHOOKS__TIMEOUT", "1s"),
+    ]);
+    let s = Standalone::start(&env).await;
+    let addr = s.addr();
+    let stuck = Endpoint::start(0, Duration::from_secs(30)).await;
+    let fine = Endpoint::start(0, Duration::ZERO).await;
+    set_webhook(&addr, "d1", &stuck, json!(["connected"])).await;
+    set_webhook(&addr, "d2", &fine, json!(["connected"])).await;
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(Ws::join(&s.url(&format!("bizCode=d1&clientId=u{i}"))).await.0);
+    }
+    // d2's clients come one at a time: its queue never fills.
+    for i in 0..5 {
+        clients.push(Ws::join(&s.url(&format!("bizCode=d2&clientId=v{i}"))).await.0);
+        let id = format!("v{i}");
+        eventually!(
+            fine.calls()
+                .iter()
+                .flat_map(|c| &c.events)
+                .any(|e| e["clientId"] == id.as_str()),
+            "{id} delivered while d1's endpoint is stuck"
+        );
+    }
+    let addrs = [addr.clone()];
+    eventually!(
+        counter(&addrs, r#"switchboard_webhook_events_total{outcome="dropped"} "#).await >= 1,
+        "a full queue drops"
+    );
+    eventually!(
+        counter(&addrs, r#"switchboard_webhook_requests_total{result="timeout"} "#).await >= 1,
+        "a call over webhooks.timeout fails"
+    );
+    assert_eq!(fine.delivered().1, 0, "each of d2's events once");
+    assert!(fine.calls().iter().all(|c| c.events.len() <= 2), "{:?}", fine.calls());
+    drop(clients);
 }

@@ -319,3 +319,21 @@ async fn next_batch(consumer: &Consumer<pull::Config>, max: usize) -> Result<Vec
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumers_are_named_and_filtered_per_biz_code() {
+        // bizCodes may hold `.`: one token, encoded as every subject token.
+        assert_eq!(consumer_name("d1"), "wh-ZDE");
+        assert!(!consumer_name("a.b:c@d").contains(['.', '*', '>']));
+        assert_eq!(filter_subjects("d1", &[]), ["sb.events.ZDE.>"]);
+        let kinds = ["online".to_owned(), "offline".to_owned()];
+        assert_eq!(
+            filter_subjects("d1", &kinds),
+            ["sb.events.ZDE.online", "sb.events.ZDE.offline"]
+        );
+    }
+}
