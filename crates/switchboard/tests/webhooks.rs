@@ -390,6 +390,24 @@ async fn cluster_delivers_signed_events_at_least_once_per_biz() {
     };
     assert!(denied.await.is_err(), "an edge reached the webhook consumers");
 
+    // Changing the kinds changes the consumer's filter (the secret stays).
+    let (status, changed) = api(
+        &routers[1],
+        "fast",
+        "set_webhook",
+        json!({"url": fast.url(), "kinds": ["online", "offline"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert!(changed["data"]["webhook"]["secret"].is_null(), "{changed}");
+    let offline = publish(&js, "fast", EventKind::Offline, 1).await;
+    eventually!(
+        offline.is_subset(&fast.delivered().0),
+        "an offline event after the change: {:?}",
+        fast.calls()
+    );
+    assert!(fast.calls().iter().all(|c| c.signed));
+
     // Removing a webhook removes its consumer.
     let (status, _) = api(&routers[0], "fast", "set_webhook", json!({"url": ""})).await;
     assert_eq!(status, 200);
