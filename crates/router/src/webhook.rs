@@ -83,6 +83,12 @@ impl WebhookSettings {
         self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind)
     }
 
+    /// The URL without its query (which may carry a token of the
+    /// receiver's): what logs show.
+    pub fn log_url(&self) -> &str {
+        self.url.split(['?', '#']).next().unwrap_or_default()
+    }
+
     /// The secrets that sign a call made at `now_ms`: the current one, and
     /// the rotated-out one while it overlaps.
     pub fn signing_secrets(&self, now_ms: u64) -> Vec<&str> {
@@ -307,7 +313,9 @@ impl Webhooks {
                 Some(w)
             })
             .await?;
-        tracing::info!(biz, url = %url, kinds = ?kinds, rotated = change.rotate_secret, "webhook set");
+        if let Some(w) = &stored {
+            tracing::info!(biz, url = %w.log_url(), kinds = ?kinds, rotated = change.rotate_secret, "webhook set");
+        }
         Ok(stored.map(|w| WebhookView::of(&w, issued, now)))
     }
 
@@ -445,6 +453,9 @@ mod tests {
         let stored = stored.expect("stored");
         assert_eq!(stored.signing_secrets(switchboard_runtime::now_ms()).len(), 2);
         assert!(!format!("{stored:?}").contains("whsec_"), "Debug redacts");
+        let mut q = stored.clone();
+        q.url = "https://hooks.example.com/in?token=t0p#x".into();
+        assert_eq!(q.log_url(), "https://hooks.example.com/in");
 
         assert!(matches!(h.set("d1", WebhookChange::default()).await, Ok(None)));
         assert!(matches!(h.get("d1").await, Ok(None)));

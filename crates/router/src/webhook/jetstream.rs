@@ -277,7 +277,7 @@ async fn work(consumers: Consumers, dispatch: Dispatch, name: String, biz: Strin
                         let _ = m.ack_with(AckKind::Nak(Some(config.backoff(attempt)))).await;
                     }
                 }
-                tracing::warn!(biz, url = %hook.url, reason, events = events.len(), dead, "webhook call failed");
+                tracing::warn!(biz, url = %hook.log_url(), reason, events = events.len(), dead, "webhook call failed");
                 tokio::select! {
                     () = tokio::time::sleep(config.backoff(failures)) => {}
                     () = stop.cancelled() => return,

@@ -101,12 +101,12 @@ async fn deliver(biz: String, mut queue: mpsc::Receiver<Bytes>, dispatch: Dispat
                 }
                 Outcome::Failed(reason) if attempt >= config.max_attempts => {
                     metrics.webhook_events.dead_letter.inc_by(n);
-                    tracing::warn!(biz, url = %hook.url, reason, events = n, "webhook call failed: events given up");
+                    tracing::warn!(biz, url = %hook.log_url(), reason, events = n, "webhook call failed: events given up");
                     break;
                 }
                 Outcome::Failed(reason) => {
                     metrics.webhook_events.retried.inc_by(n);
-                    tracing::warn!(biz, url = %hook.url, reason, attempt, "webhook call failed");
+                    tracing::warn!(biz, url = %hook.log_url(), reason, attempt, "webhook call failed");
                     tokio::select! {
                         () = tokio::time::sleep(config.backoff(attempt)) => {}
                         () = shutdown.cancelled() => return,

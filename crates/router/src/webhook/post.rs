@@ -100,7 +100,8 @@ impl Poster {
                 (class, outcome)
             }
             Err(e) if e.is_timeout() => ("timeout", Outcome::Failed("timed out".into())),
-            Err(e) => ("error", Outcome::Failed(error_chain(&e))),
+            // Without the URL: logs show it without its query.
+            Err(e) => ("error", Outcome::Failed(error_chain(&e.without_url()))),
         };
         self.metrics.webhook_request(result, started.elapsed().as_secs_f64());
         outcome
