@@ -219,10 +219,15 @@ def probe(port, env_file, ca):
     expect("wrong password", session("sb-edge", router), denied)
     expect("no credentials", session(None, None), denied)
     expect("edge publishes to its routers", session("sb-edge", edge, ["PUB sb.router.x 0\r\n"]), ["PONG"])
-    for subject in ["sb.node.other-edge", "$KV.sb-presence.x", "$JS.API.STREAM.DELETE.KV_sb-presence"]:
+    expect("edge publishes an event", session("sb-edge", edge, ["PUB sb.events.ZDE.connected 0\r\n"]), ["PONG"])
+    for subject in ["sb.node.other-edge", "$KV.sb-presence.x", "$JS.API.STREAM.DELETE.KV_sb-presence",
+                    "$JS.API.STREAM.DELETE.sb-events", "$JS.API.STREAM.PURGE.sb-events"]:
         expect(f"edge publishes to {subject}", session("sb-edge", edge, [f"PUB {subject} 0\r\n"]),
                [f"-ERR 'Permissions Violation for Publish to \"{subject}\"'", "PONG"])
     expect("router publishes to a node", session("sb-router", router, ["PUB sb.node.x 0\r\n"]), ["PONG"])
+    expect("router publishes an event", session("sb-router", router, ["PUB sb.events.ZDE.online 0\r\n"]), ["PONG"])
+    expect("router deletes the events stream", session("sb-router", router, ["PUB $JS.API.STREAM.DELETE.sb-events 0\r\n"]),
+           ["-ERR 'Permissions Violation for Publish to \"$JS.API.STREAM.DELETE.sb-events\"'", "PONG"])
 
 if __name__ == "__main__":
     cmd = sys.argv[1]

@@ -141,7 +141,8 @@ var Mode = {
   Unicast: 100,
   Group: 200,
   Broadcast: 300,
-  Presence: 400
+  Presence: 400,
+  Upstream: 500
 };
 var FrameError = class extends Error {
   constructor(message) {
@@ -167,6 +168,8 @@ function encodeClientFrame(frame) {
       return JSON.stringify({ mode: 200, msgId: frame.msgId, group: frame.group, content: frame.content });
     case 300:
       return JSON.stringify({ mode: 300, msgId: frame.msgId, content: frame.content });
+    case 500:
+      return JSON.stringify({ mode: 500, msgId: frame.msgId, content: frame.content });
   }
 }
 function isObj(v) {
@@ -297,6 +300,8 @@ function decodeClientFrame(text) {
       return { mode: 200, msgId, group: field(o, "group", "a string", isStr), content: field(o, "content", "present", isPresent) };
     case 300:
       return { mode: 300, msgId, content: field(o, "content", "present", isPresent) };
+    case 500:
+      return { mode: 500, msgId, content: field(o, "content", "present", isPresent) };
     default:
       throw new FrameError(`unknown mode ${JSON.stringify(o.mode)}`);
   }
@@ -524,6 +529,24 @@ var Switchboard = class extends Emitter {
       frame = { mode: 200, msgId, group: target.group, content };
     else
       frame = { mode: 300, msgId, content };
+    return this.request(frame, ack);
+  }
+  /**
+   * Sends `content` to the backend (mode 500): an `upstream` connection
+   * event of this client. Resolves with `{msgId}` once the gateway stored
+   * it; rejects like {@link send} (1005 rate limited, 1006 upstream
+   * messages off, 1500 not stored, …).
+   */
+  upstream(content, options = {}) {
+    const msgId = options.msgId ?? this.newMsgId();
+    if (content === void 0)
+      return Promise.reject(new TypeError("content is required"));
+    return this.request({ mode: 500, msgId, content }).then((r) => ({ msgId: r.msgId }));
+  }
+  /** Writes `frame` (or queues it while reconnecting) and waits for its
+   * mode-2 reply; with `ack`, the result also carries the receipt. */
+  request(frame, ack = false) {
+    const msgId = frame.msgId;
     const text = encodeClientFrame(frame);
     const bytes = new TextEncoder().encode(text).length;
     if (bytes > this.opts.maxFrameBytes) {

@@ -324,6 +324,25 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
       if (ack) frame.ack = true;
     } else if ('group' in target) frame = { mode: 200, msgId, group: target.group, content };
     else frame = { mode: 300, msgId, content };
+    return this.request(frame, ack);
+  }
+
+  /**
+   * Sends `content` to the backend (mode 500): an `upstream` connection
+   * event of this client. Resolves with `{msgId}` once the gateway stored
+   * it; rejects like {@link send} (1005 rate limited, 1006 upstream
+   * messages off, 1500 not stored, …).
+   */
+  upstream(content: Json, options: { msgId?: string } = {}): Promise<{ msgId: string }> {
+    const msgId = options.msgId ?? this.newMsgId();
+    if (content === undefined) return Promise.reject(new TypeError('content is required'));
+    return this.request({ mode: 500, msgId, content }).then((r) => ({ msgId: r.msgId }));
+  }
+
+  /** Writes `frame` (or queues it while reconnecting) and waits for its
+   * mode-2 reply; with `ack`, the result also carries the receipt. */
+  private request(frame: Exclude<ClientFrame, { mode: 1 | 3 }>, ack = false): Promise<SendResult> {
+    const msgId = frame.msgId;
     const text = encodeClientFrame(frame);
     const bytes = new TextEncoder().encode(text).length;
     if (bytes > this.opts.maxFrameBytes) {

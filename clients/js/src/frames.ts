@@ -17,6 +17,7 @@ export const Mode = {
   Group: 200,
   Broadcast: 300,
   Presence: 400,
+  Upstream: 500,
 } as const;
 
 // ---- client → gateway ----
@@ -59,8 +60,16 @@ export interface BroadcastFrame {
   content: Json;
 }
 
+/** Mode 500: a message for the backend (an `upstream` connection event);
+ * the mode-2 reply comes once it is stored. */
+export interface UpstreamFrame {
+  mode: 500;
+  msgId: string;
+  content: Json;
+}
+
 /** What a client sends. */
-export type ClientFrame = HeartbeatFrame | AckFrame | UnicastFrame | GroupFrame | BroadcastFrame;
+export type ClientFrame = HeartbeatFrame | AckFrame | UnicastFrame | GroupFrame | BroadcastFrame | UpstreamFrame;
 
 // ---- gateway → client ----
 
@@ -166,6 +175,8 @@ export function encodeClientFrame(frame: ClientFrame): string {
       return JSON.stringify({ mode: 200, msgId: frame.msgId, group: frame.group, content: frame.content });
     case 300:
       return JSON.stringify({ mode: 300, msgId: frame.msgId, content: frame.content });
+    case 500:
+      return JSON.stringify({ mode: 500, msgId: frame.msgId, content: frame.content });
   }
 }
 
@@ -315,6 +326,8 @@ export function decodeClientFrame(text: string): ClientFrame {
       return { mode: 200, msgId, group: field(o, 'group', 'a string', isStr), content: field(o, 'content', 'present', isPresent) };
     case 300:
       return { mode: 300, msgId, content: field(o, 'content', 'present', isPresent) };
+    case 500:
+      return { mode: 500, msgId, content: field(o, 'content', 'present', isPresent) };
     default:
       throw new FrameError(`unknown mode ${JSON.stringify(o.mode)}`);
   }

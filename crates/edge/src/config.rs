@@ -42,8 +42,8 @@ pub struct EdgeConfig {
     pub abuse_limit: u32,
     /// Most groups one connection may join at the handshake. Default 64.
     pub max_groups: usize,
-    /// Client send modes this deployment allows (of 100, 200, 300); others
-    /// get code 1006. Default all three.
+    /// Client send modes this deployment allows (of 100, 200, 300 and 500,
+    /// the upstream message); others get code 1006. Default all four.
     pub send_modes: Vec<u16>,
     /// Whether a group send (200) requires the sender to be a member of the
     /// group (else 1006). Default false.
@@ -132,7 +132,7 @@ impl Default for EdgeConfig {
             rate_burst: 100,
             abuse_limit: 100,
             max_groups: 64,
-            send_modes: vec![100, 200, 300],
+            send_modes: vec![100, 200, 300, 500],
             allowed_origins: Vec::new(),
             require_registration: false,
             group_send_requires_membership: false,
@@ -182,8 +182,8 @@ impl EdgeConfig {
         if self.abuse_limit == 0 {
             problems.push("edge.abuse_limit must be positive".into());
         }
-        if self.send_modes.iter().any(|m| ![100, 200, 300].contains(m)) {
-            problems.push("edge.send_modes may only contain 100, 200 and 300".into());
+        if self.send_modes.iter().any(|m| ![100, 200, 300, 500].contains(m)) {
+            problems.push("edge.send_modes may only contain 100, 200, 300 and 500".into());
         }
         if self.ack_timeout < Duration::from_millis(100)
             || self.ack_timeout > Duration::from_millis(u64::from(switchboard_protocol::frame::MAX_ACK_TIMEOUT_MS))

@@ -20,6 +20,7 @@ use switchboard_log::{HistoryConfig, PartitionLog};
 use switchboard_protocol::envelope::Disconnect;
 use switchboard_protocol::frame;
 use switchboard_protocol::ErrorCode;
+use switchboard_runtime::events::Events;
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
 use tokio_util::task::TaskTracker;
@@ -88,6 +89,8 @@ pub(crate) struct EdgeInner {
     heard: Heard,
     /// Where a resync's hold stands ([`crate::resync::ResyncHold`]).
     resync_hold: ResyncHold,
+    /// Where connection events go, once set ([`crate::events`]).
+    events: OnceLock<Events>,
 }
 
 /// What the edge reads clients' recoveries from.
@@ -131,6 +134,7 @@ impl Edge {
                 orders: Mutex::new(HashMap::new()),
                 heard: Heard::new(config.node_heartbeat, SUSPECT_AFTER_BEATS),
                 resync_hold: ResyncHold::default(),
+                events: OnceLock::new(),
                 config,
             }),
         }
@@ -144,6 +148,13 @@ impl Edge {
             max_replay: config.max_replay,
             max_scan: config.max_scan(),
         });
+    }
+
+    /// Publishes connection events to `events` and accepts upstream
+    /// messages (mode 500) from now on. Set once; later calls change
+    /// nothing. Without it nothing is published and mode 500 gets 1006.
+    pub fn set_events(&self, events: Events) {
+        let _ = self.inner.events.set(events);
     }
 
     /// This node's id.
@@ -171,6 +182,16 @@ impl EdgeInner {
     /// The logs clients recover from, if any.
     pub(crate) fn history(&self) -> Option<&EdgeHistory> {
         self.history.get()
+    }
+
+    /// Where connection events go, when they are on.
+    pub(crate) fn events(&self) -> Option<&Events> {
+        crate::events::of(self.events.get())
+    }
+
+    /// Whether this node is draining (its presence was dropped).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.presence_dropped.load(Ordering::Acquire)
     }
 
     /// Per history partition: the newest owner token heard and how many of

@@ -23,6 +23,8 @@
 //! - `session`: one task per connection: the reader, and a writer for what
 //!   a direct write left (`writer`).
 //! - `send`: what a client's text message does (heartbeat, send, limits).
+//! - `events`: the connection events this edge observes (connected,
+//!   disconnected, upstream).
 //! - `wsread`: a lean RFC 6455 frame reader (small buffer while idle).
 //! - `message`: frames → messages (fragmentation, UTF-8, close frames).
 //! - [`outbox`]: each connection's bounded send queue and direct writes.
@@ -44,6 +46,7 @@ mod admit;
 pub mod auth;
 pub mod config;
 mod edge;
+mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;

@@ -63,6 +63,8 @@ struct State {
     head_partial: bool,
     /// The queue's last frame is a pong (a newer pong may replace it).
     tail_pong: bool,
+    /// The close code queued, if any (the `disconnected` event's).
+    close_code: Option<CloseCode>,
 }
 
 /// The send queue of one connection.
@@ -211,11 +213,20 @@ impl Outbox {
             return false;
         }
         s.closing = true;
+        if let Out::Close(code) = last {
+            s.close_code = Some(code);
+        }
         s.queue.push_back(last);
         s.tail_pong = false;
         drop(s);
         self.notify.notify_one();
         true
+    }
+
+    /// The close code queued, if a close frame was (not after
+    /// [`stop`](Self::stop)).
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.state.lock().close_code
     }
 
     /// Whether a close has been queued.
@@ -330,6 +341,7 @@ impl State {
         self.bytes = 0;
         self.closing = true;
         self.tail_pong = false;
+        self.close_code = Some(CloseCode::SlowConsumer);
         self.queue.push_back(Out::Close(CloseCode::SlowConsumer));
     }
 }

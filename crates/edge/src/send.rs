@@ -3,7 +3,9 @@
 //! handed to the routers (no reply); a send (mode 100, 200, 300) is
 //! checked (size, ids, send policy, the connection's rate, then its
 //! bizCode's, and for a unicast with `"ack":true` its receipts in flight)
-//! and asked of a router, and its mode-2 reply says how it went.
+//! and asked of a router, and its mode-2 reply says how it went. An
+//! upstream message (mode 500) passes the same size, policy and rate
+//! checks and is stored as an event ([`crate::events`]).
 //!
 //! Sends of one connection are routed one at a time, in order: the reader
 //! awaits each before it reads the next frame.
@@ -176,6 +178,18 @@ pub(crate) async fn handle_text(
             return;
         }
         Ok(ClientFrame::Send(send)) => send,
+        Ok(ClientFrame::Upstream(up)) => {
+            edge.metrics().frames_received.get(frame::MODE_UPSTREAM).inc();
+            let msg_id = up.msg_id.as_deref();
+            if !edge.config().send_modes.contains(&frame::MODE_UPSTREAM) {
+                refuse(edge, conn, msg_id, ErrorCode::Forbidden);
+            } else if let Some(code) = over_rate(edge, limiter, tenant) {
+                refuse(edge, conn, msg_id, code);
+            } else {
+                Box::pin(crate::events::upstream(edge, conn, up)).await;
+            }
+            return;
+        }
         Err(e) => {
             edge.metrics().frames_received.get(u16::MAX).inc();
             edge.reply(conn, e.msg_id.as_deref(), e.code, e.detail, None);
@@ -207,15 +221,8 @@ pub(crate) async fn handle_text(
         refuse(edge, conn, msg_id.as_deref(), ErrorCode::Forbidden);
         return;
     }
-    if !limiter.allow(edge.config().rate_per_sec, edge.config().rate_burst) {
-        refuse(edge, conn, msg_id.as_deref(), ErrorCode::RateLimited);
-        return;
-    }
-    // The bizCode's own sends limit, shared by its connections here. Not
-    // the connection's fault: it does not count toward `abuse_limit`.
-    if tenant.is_some_and(|t| !t.allow_send()) {
-        edge.metrics().biz_send_refusals.inc();
-        refuse(edge, conn, msg_id.as_deref(), ErrorCode::RateLimited);
+    if let Some(code) = over_rate(edge, limiter, tenant) {
+        refuse(edge, conn, msg_id.as_deref(), code);
         return;
     }
     let ack_timeout = edge.config().ack_timeout;
@@ -274,6 +281,21 @@ pub(crate) async fn handle_text(
             state.give_back();
         }
     }
+}
+
+/// The connection's rate, then its bizCode's: `Some(1005)` when a send
+/// (or an upstream message) is over either.
+fn over_rate(edge: &EdgeInner, limiter: &mut Limiter, tenant: Option<&Tenant>) -> Option<ErrorCode> {
+    if !limiter.allow(edge.config().rate_per_sec, edge.config().rate_burst) {
+        return Some(ErrorCode::RateLimited);
+    }
+    // The bizCode's own sends limit, shared by its connections here. Not
+    // the connection's fault: it does not count toward `abuse_limit`.
+    if tenant.is_some_and(|t| !t.allow_send()) {
+        edge.metrics().biz_send_refusals.inc();
+        return Some(ErrorCode::RateLimited);
+    }
+    None
 }
 
 /// Replies to a send with `code` and its standard message.

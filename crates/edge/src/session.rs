@@ -131,6 +131,9 @@ pub(crate) async fn run(edge: Arc<EdgeInner>, io: Io, a: Admission) {
     // no online list may show it.
     let over = || {
         edge.registry().remove(id);
+        if registration == Registration::Registered {
+            crate::events::disconnected(&edge, &conn);
+        }
         if registration != Registration::Refused {
             edge.spawn_disconnect(Disconnect {
                 node: edge.node_id().to_owned(),
@@ -295,6 +298,7 @@ async fn register(
         }
     };
     if registered == Registration::Registered {
+        crate::events::connected(edge, conn);
         let start = recovery::start(edge, conn, joined.as_ref(), recover).await;
         let welcome = frame::welcome(
             &info.client,

@@ -31,6 +31,8 @@ pub const MODE_RECEIPT: u16 = 4;
 /// Longest delivery receipt wait (ms) a send may ask for: the API's
 /// `ackTimeoutMs` and the edge's `edge.ack_timeout` are at most this.
 pub const MAX_ACK_TIMEOUT_MS: u32 = 30_000;
+/// Upstream message: a client tells its backend (an `upstream` event).
+pub const MODE_UPSTREAM: u16 = 500;
 
 /// A parsed client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,18 @@ pub enum ClientFrame {
         /// The delivery's `msgId`.
         msg_id: String,
     },
+    /// Mode 500: a message for the backend, stored as an `upstream`
+    /// connection event.
+    Upstream(Upstream),
+}
+
+/// A client's message to its backend (mode 500).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The client's message id, echoed in the reply and the event.
+    pub msg_id: Option<String>,
+    /// The `content` JSON text, exactly as the client sent it.
+    pub content: String,
 }
 
 /// A client send (mode 100/200/300).
@@ -161,6 +175,15 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
             None => return Err(invalid(msg_id, "group is missing")),
         },
         300 => SendTarget::Biz,
+        500 => {
+            let Some(content) = raw.content else {
+                return Err(invalid(msg_id, "content is missing"));
+            };
+            return Ok(ClientFrame::Upstream(Upstream {
+                msg_id,
+                content: content.get().to_owned(),
+            }));
+        }
         _ => {
             return Err(FrameError {
                 code: ErrorCode::UnknownMode,
@@ -355,6 +378,19 @@ pub fn logged_delivery(
         o.raw(r#","seq":"#).num(seq);
     }
     o.raw("}");
+    o.done()
+}
+
+/// An upstream message (mode 500) as a client writes it: what
+/// [`parse_client_frame`] reads back. `content` is JSON text, spliced in
+/// as is.
+pub fn client_upstream(up: &Upstream) -> Vec<u8> {
+    let mut o = Out::with_capacity(48 + up.content.len());
+    o.raw(r#"{"mode":500,"msgId":"#)
+        .opt_str(up.msg_id.as_deref())
+        .raw(r#","content":"#)
+        .raw(&up.content)
+        .raw("}");
     o.done()
 }
 

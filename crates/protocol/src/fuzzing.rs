@@ -74,6 +74,16 @@ pub fn client_frame(data: &[u8]) {
             let r = head(&frame::reply(s.msg_id.as_deref(), ErrorCode::Ok, "success", Some(1)));
             assert_eq!(r, (frame::MODE_REPLY, s.msg_id.clone()));
         }
+        ClientFrame::Upstream(u) => {
+            // What the edge stores: an event whose JSON keeps the content.
+            let event = crate::event::Event::new("f".into(), crate::event::EventKind::Upstream, "d1", "c1", "n", 1)
+                .with_upstream(u.msg_id.clone(), &u.content)
+                .unwrap_or_else(|e| panic!("accepted content {:?} is not JSON: {e}", u.content));
+            let bytes = event.to_json();
+            let d: Rendered<'_> = json(&bytes);
+            assert_eq!(d.msg_id, u.msg_id);
+            assert_eq!(d.content.map(RawValue::get), Some(u.content.as_str()));
+        }
     }
     let written = write_client_frame(&parsed);
     let again = frame::parse_client_frame(&written)
@@ -124,6 +134,7 @@ fn write_client_frame(f: &ClientFrame) -> Vec<u8> {
             (frame::MODE_ACK, &ack_id)
         }
         ClientFrame::Send(s) => (s.target.mode(), &s.msg_id),
+        ClientFrame::Upstream(u) => (frame::MODE_UPSTREAM, &u.msg_id),
     };
     let mut out = format!(r#"{{"mode":{mode}"#);
     if let Some(id) = msg_id {
@@ -139,6 +150,9 @@ fn write_client_frame(f: &ClientFrame) -> Vec<u8> {
         if s.ack {
             out.push_str(r#","ack":true"#);
         }
+    }
+    if let ClientFrame::Upstream(u) = f {
+        out.push_str(&format!(r#","content":{}"#, u.content));
     }
     out.push('}');
     out.into_bytes()

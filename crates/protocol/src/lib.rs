@@ -7,6 +7,7 @@
 //!   into subject tokens and KV keys.
 //! - [`codes`]: reply codes (mode 2 `code`) and WebSocket close codes.
 //! - [`frame`]: client → gateway frame parsing, gateway → client frame rendering.
+//! - [`event`]: connection events for backends (the `sb-events` stream).
 //! - [`envelope`]: msgpack bus messages between edges and routers.
 //! - [`subject`]: NATS subject and KV key builders.
 //! - `fuzzing`: entry points of the fuzz targets (`fuzz/`) and the corpus
@@ -14,6 +15,7 @@
 
 pub mod codes;
 pub mod envelope;
+pub mod event;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,6 +1,7 @@
 //! NATS subjects and KV keys. Built here, never by `format!` at call sites;
 //! every token that comes from user input goes through [`ids::encode`].
 
+use crate::event::EventKind;
 use crate::ids;
 
 /// Queue group shared by all routers.
@@ -64,6 +65,40 @@ pub fn is_router_reply(reply: &str) -> bool {
         .is_some_and(|r| r.starts_with('.'))
 }
 
+/// The JetStream stream of connection events (README "Connection events").
+pub const EVENTS_STREAM: &str = "sb-events";
+/// Every subject of [`EVENTS_STREAM`]: `sb.events.<b64(biz)>.<kind>`.
+pub const EVENTS_ALL: &str = "sb.events.>";
+
+/// The subject of one event: `sb.events.<b64(biz)>.<kind>`.
+pub fn event(biz: &str, kind: EventKind) -> String {
+    let mut s = events_prefix(biz);
+    s.push_str(kind.as_str());
+    s
+}
+
+/// A filter for every event of one bizCode: `sb.events.<b64(biz)>.>`
+/// (what a per-bizCode consumer or subscriber uses).
+pub fn events_of_biz(biz: &str) -> String {
+    let mut s = events_prefix(biz);
+    s.push('>');
+    s
+}
+
+fn events_prefix(biz: &str) -> String {
+    let mut s = String::from("sb.events.");
+    s.push_str(&ids::encode(biz));
+    s.push('.');
+    s
+}
+
+/// Splits an event subject back into (bizCode, kind).
+pub fn parse_event(subject: &str) -> Option<(String, EventKind)> {
+    let rest = subject.strip_prefix("sb.events.")?;
+    let (b, k) = rest.split_once('.')?;
+    Some((ids::decode(b)?, EventKind::parse(k)?))
+}
+
 /// The inbox subject of one edge node.
 pub fn node_inbox(node_id: &str) -> String {
     let mut s = String::from("sb.node.");
@@ -97,5 +132,15 @@ mod tests {
         assert_ne!(presence_key("d1.c1", "x"), presence_key("d1", "c1.x"));
         let s = node_inbox("edge.*.>");
         assert!(!s["sb.node.".len()..].contains(['.', '*', '>']));
+    }
+
+    #[test]
+    fn event_subjects_are_one_token_per_id() {
+        let s = event("d1.>", EventKind::Upstream);
+        assert_eq!(s.matches('.').count(), 3);
+        assert!(s.ends_with(".upstream"));
+        assert_eq!(parse_event(&s), Some(("d1.>".to_owned(), EventKind::Upstream)));
+        assert_eq!(events_of_biz("d1"), format!("sb.events.{}.>", ids::encode("d1")));
+        assert_eq!(parse_event("sb.events.x.nope"), None);
     }
 }

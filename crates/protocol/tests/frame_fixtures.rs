@@ -210,6 +210,10 @@ fn reparse_client_frame(name: &str, mode: u16, raw: &RawValue) -> Vec<u8> {
             assert_eq!(send.target.mode(), mode, "{name}");
             frame::client_send(&send)
         }
+        ClientFrame::Upstream(up) => {
+            assert_eq!(mode, frame::MODE_UPSTREAM, "{name}");
+            frame::client_upstream(&up)
+        }
     }
 }
 
@@ -248,6 +252,7 @@ fn every_frame_kind_has_a_fixture() {
         frame::MODE_UNICAST,
         frame::MODE_GROUP,
         frame::MODE_BROADCAST,
+        frame::MODE_UPSTREAM,
     ];
     let gateway = [
         frame::MODE_WELCOME,

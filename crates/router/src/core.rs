@@ -11,6 +11,8 @@
 //! - `admin`: the operations behind the HTTP API;
 //! - `limits`: each bizCode's own limits on the edges (noisy tenants);
 //! - `history`: logged sends, joins and the history calls (SPEC §7);
+//! - `events`: connection events for backends (online/offline, crash
+//!   purges, bound/unbound);
 //! - `members`: durable group membership (bound groups restored on
 //!   connect, offline stamps, the sweeper);
 //! - `receipts`: delivery receipts (waits for the recipients' acks).
@@ -18,6 +20,7 @@
 //! The children import from here, never the other way round.
 
 mod admin;
+mod events;
 mod history;
 mod limits;
 mod liveness;
@@ -139,6 +142,8 @@ struct Inner {
     index_live: std::sync::atomic::AtomicBool,
     /// Sends waiting for their recipients' acks (delivery receipts).
     receipts: Arc<receipts::Receipts>,
+    /// Where connection events go, once set (`events`).
+    events: std::sync::OnceLock<switchboard_runtime::events::Events>,
     metrics: Arc<Metrics>,
 }
 
@@ -168,6 +173,7 @@ impl Router {
                 limits: limits::LimitsCache::default(),
                 late_checks: std::sync::atomic::AtomicUsize::new(0),
                 index_live: std::sync::atomic::AtomicBool::new(true),
+                events: std::sync::OnceLock::new(),
                 metrics,
             }),
         }

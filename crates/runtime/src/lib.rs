@@ -10,9 +10,12 @@
 //! - [`http`]: a hyper 1 accept loop with upgrades, and JSON replies.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`nats`]: NATS connection settings and connect with liveness events.
+//! - [`events`]: the connection event sink seam (JetStream, in-memory,
+//!   disabled) and the `sb-events` stream.
 //! - [`metrics`]: the Prometheus metrics every process exports.
 
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod nats;

@@ -1,5 +1,6 @@
 //! The whole configuration: `[log]`, `[nats]`, `[edge]`, `[router]`,
-//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`. See `deploy/switchboard.example.toml` for every key.
+//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`, `[events]`,
+//! `[webhooks]`. See `deploy/switchboard.example.toml` for every key.
 
 use std::net::SocketAddr;
 
@@ -8,8 +9,10 @@ use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
 use switchboard_log::HistoryConfig;
 use switchboard_router::config::MembershipConfig;
 use switchboard_router::config::{ApiConfig, ApiKey};
+use switchboard_router::webhook::WebhooksConfig;
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
+use switchboard_runtime::events::EventsConfig;
 use switchboard_runtime::http::HttpConfig;
 use switchboard_runtime::nats::NatsConfig;
 use switchboard_runtime::telemetry::LogConfig;
@@ -27,6 +30,8 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "auth",
     "api_key",
     "http",
+    "events",
+    "webhooks",
 ];
 
 /// Keys whose `SWITCHBOARD_*` variables are read as written (secrets).
@@ -89,6 +94,10 @@ pub(crate) struct Config {
     pub(crate) api_key: Option<String>,
     /// The HTTP server's limits on connections not (yet) upgraded.
     pub(crate) http: HttpConfig,
+    /// Connection events for backends (edge, router, standalone).
+    pub(crate) events: EventsConfig,
+    /// Webhooks: the allow-list, timeouts, retries (router, standalone).
+    pub(crate) webhooks: WebhooksConfig,
 }
 
 impl Config {
@@ -152,5 +161,7 @@ impl Validate for Config {
         self.api.validate(problems);
         self.auth.validate(problems);
         self.http.validate(problems);
+        self.events.validate(problems);
+        self.webhooks.validate(problems);
     }
 }

@@ -11,7 +11,8 @@ use switchboard_edge::{AuthMode, Edge, Verifier};
 use switchboard_log::{JetStreamLog, MemoryLog, PartitionLog};
 use switchboard_protocol::subject;
 use switchboard_router::api::Api;
-use switchboard_router::{History, MemoryRegistry, MemoryStore, Router};
+use switchboard_router::{BizRegistry, History, MemoryRegistry, MemoryStore, Router};
+use switchboard_runtime::events::{Events, JetStreamSink, MemorySink};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
@@ -24,6 +25,7 @@ use crate::local::{LocalEdges, LocalRouter};
 
 mod router;
 mod setup;
+mod webhooks;
 
 pub(crate) use router::router;
 use setup::{api_config, bind};
@@ -75,6 +77,16 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
         Arc::new(JetStreamLog::new(js, config.history.log_config())),
         &config.history,
     );
+    // Connection events (README "Connection events"); routers create the
+    // stream, an edge only publishes to it.
+    let publisher = if config.events.enabled {
+        let js = async_nats::jetstream::new(client.clone());
+        let (sink, publisher) = JetStreamSink::spawn(js, &config.events, metrics.clone());
+        edge.set_events(Events::new(Arc::new(sink), &node));
+        Some(publisher)
+    } else {
+        None
+    };
     let listener = bind(config.edge.listen, config.edge.listen_backlog)?;
     let addr = listener.local_addr()?;
     let stop_http = CancellationToken::new();
@@ -105,6 +117,9 @@ pub(crate) async fn edge(config: Config) -> anyhow::Result<()> {
     stop_http.cancel();
     let _ = server.await;
     bus_tasks.shutdown(config.edge.close_grace).await;
+    if let Some(p) = publisher {
+        p.close(config.edge.close_grace).await;
+    }
     let _ = client.drain().await;
     tracing::info!(node_id = %node, "edge stopped");
     result
@@ -164,10 +179,11 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         config.history.standalone_max_bytes,
     ));
     let history = History::new(log.clone(), config.history.clone(), &node);
+    let registry: Arc<dyn BizRegistry> = Arc::new(MemoryRegistry::default());
     let router = Router::new(
         config.router_config(),
         Arc::new(MemoryStore::default()),
-        Arc::new(MemoryRegistry::default()),
+        registry.clone(),
         Arc::new(switchboard_router::store::MemoryMembers::default()),
         Arc::new(edges.clone()),
         Some(Arc::new(history)),
@@ -182,6 +198,16 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         health.clone(),
     );
     edge.set_history(log, &config.history);
+    // Events go through a bounded in-process channel to the webhook
+    // dispatcher (which logs each at debug level, `switchboard::events`).
+    let mut hooks = None;
+    if config.events.enabled {
+        let (sink, rx) = MemorySink::new(config.events.queue, config.events.store_timeout, metrics.clone());
+        let events = Events::new(Arc::new(sink), &node);
+        router.set_events(events.clone());
+        edge.set_events(events);
+        hooks = Some(webhooks::standalone(&config, rx, registry, metrics.clone(), &shutdown)?);
+    }
     if edges.edge.set(edge.clone()).is_err() {
         anyhow::bail!("edge wired twice");
     }
@@ -190,12 +216,15 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     edge.spawn_sweeper(shutdown.clone());
     let listener = bind(config.standalone.listen, config.standalone.listen_backlog)?;
     let addr = listener.local_addr()?;
-    let api = Api::new(
+    let mut api = Api::new(
         router.clone(),
         api_config(&config, true),
         health.clone(),
         metrics.clone(),
     );
+    if let Some(hooks) = hooks {
+        api = api.with_webhooks(hooks);
+    }
     health.set_ready();
     tracing::info!(node_id = %node, %addr, "standalone listening: ws://{addr}/ws?bizCode=d1&clientId=c1");
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use switchboard_protocol::envelope::{self, DeliverTo, NodeCommand};
+use switchboard_protocol::event::EventKind;
 use switchboard_protocol::subject;
 use switchboard_testkit::NatsUser;
 use tokio::sync::mpsc;
@@ -98,6 +99,7 @@ async fn each_nats_user_is_limited_to_its_own_subjects() {
         "sb.router.route",
         "_INBOX.sb-router.>",
         "$KV.sb-presence.>",
+        "sb.events.>",
     ] {
         let _sub = edge.subscribe(s).await.expect("subscribe call");
         edge.flush().await.expect("flush");
@@ -108,6 +110,9 @@ async fn each_nats_user_is_limited_to_its_own_subjects() {
         "$JS.API.STREAM.PURGE.KV_sb-presence",
         "$KV.sb-presence.ZDE.dmljdGlt",
         "sb.node.someone-else",
+        "$JS.API.STREAM.DELETE.sb-events",
+        "$JS.API.STREAM.PURGE.sb-events",
+        "$JS.API.STREAM.CREATE.sb-events",
     ] {
         edge.publish(s, "x".into()).await.expect("publish call");
         edge.flush().await.expect("flush");
@@ -124,6 +129,8 @@ async fn each_nats_user_is_limited_to_its_own_subjects() {
         "$JS.API.STREAM.DELETE.KV_sb-presence",
         "$JS.API.STREAM.CREATE.OTHER",
         "sb.router.route",
+        "$JS.API.STREAM.DELETE.sb-events",
+        "$JS.API.STREAM.PURGE.sb-events",
     ] {
         router.publish(s, "x".into()).await.expect("publish call");
         router.flush().await.expect("flush");
@@ -141,6 +148,17 @@ async fn each_nats_user_is_limited_to_its_own_subjects() {
     js.get_key_value("sb-presence")
         .await
         .expect("the presence bucket is still there");
+    // Both users publish connection events with their permissions: the
+    // edge's `connected` of the sender, the router's `online`.
+    let mut stream = js.get_stream(subject::EVENTS_STREAM).await.expect("the events stream");
+    let of = |kind| subject::event("d1", kind);
+    for kind in [EventKind::Connected, EventKind::Online] {
+        eventually!(
+            stream.info().await.is_ok_and(|i| i.state.messages > 0)
+                && stream.get_last_raw_message_by_subject(&of(kind)).await.is_ok(),
+            "no {kind:?} event in the stream"
+        );
+    }
 }
 
 /// Reads /readyz until it answers `want` (the process may not listen yet).

@@ -44,6 +44,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ include "switchboard.natsUrl" . | quote }}
 - name: SWITCHBOARD_NATS__REPLICAS
   value: {{ .Values.nats.kvReplicas | quote }}
+- name: SWITCHBOARD_EVENTS__REPLICAS
+  value: {{ .Values.nats.kvReplicas | quote }}
 - name: SWITCHBOARD_AUTH__SECRET
   valueFrom:
     secretKeyRef:

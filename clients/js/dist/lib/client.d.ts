@@ -225,6 +225,20 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
         msgId?: string;
         ack?: boolean;
     }): Promise<SendResult>;
+    /**
+     * Sends `content` to the backend (mode 500): an `upstream` connection
+     * event of this client. Resolves with `{msgId}` once the gateway stored
+     * it; rejects like {@link send} (1005 rate limited, 1006 upstream
+     * messages off, 1500 not stored, …).
+     */
+    upstream(content: Json, options?: {
+        msgId?: string;
+    }): Promise<{
+        msgId: string;
+    }>;
+    /** Writes `frame` (or queues it while reconnecting) and waits for its
+     * mode-2 reply; with `ack`, the result also carries the receipt. */
+    private request;
     private setState;
     /** Starts an attempt; whatever goes wrong in it ends it, never as an
      * unhandled rejection. */

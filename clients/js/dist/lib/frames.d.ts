@@ -13,6 +13,7 @@ export declare const Mode: {
     readonly Group: 200;
     readonly Broadcast: 300;
     readonly Presence: 400;
+    readonly Upstream: 500;
 };
 /** Mode 1: heartbeat; the gateway answers with a mode-1 reply. */
 export interface HeartbeatFrame {
@@ -47,8 +48,15 @@ export interface BroadcastFrame {
     msgId: string;
     content: Json;
 }
+/** Mode 500: a message for the backend (an `upstream` connection event);
+ * the mode-2 reply comes once it is stored. */
+export interface UpstreamFrame {
+    mode: 500;
+    msgId: string;
+    content: Json;
+}
 /** What a client sends. */
-export type ClientFrame = HeartbeatFrame | AckFrame | UnicastFrame | GroupFrame | BroadcastFrame;
+export type ClientFrame = HeartbeatFrame | AckFrame | UnicastFrame | GroupFrame | BroadcastFrame | UpstreamFrame;
 /** The welcome's `data`. `epoch`/`seq` only with history on (SPEC §7),
  * `recovered` only when the client asked to recover. */
 export interface WelcomeData {

@@ -13,6 +13,15 @@ test('every mode, from clients and from the API, reaches exactly who it should',
   await checkEveryMode([url, url, url], http, 1);
 });
 
+test('upstream() resolves once the gateway stored the message for the backend', async () => {
+  const a = client({ url, bizCode: uniqueBiz(), clientId: 'a' });
+  await a.sb.connect();
+  assert.deepEqual(await a.sb.upstream({ typing: true }, { msgId: 'u1' }), { msgId: 'u1' });
+  const big = await a.sb.upstream('x'.repeat(70000)).catch((e) => e);
+  assert.equal(big.code, 1003);
+  a.sb.close();
+});
+
 test('refused sends reject with a typed error carrying the code', async () => {
   const biz = uniqueBiz();
   const a = client({ url, bizCode: biz, clientId: 'a' });

@@ -2,6 +2,7 @@
 //! closing clients, online lists.
 
 use switchboard_protocol::envelope::NodeCommand;
+use switchboard_protocol::event::Cause;
 use switchboard_protocol::frame::PresenceEvent;
 use switchboard_protocol::subject::presence_key;
 use switchboard_protocol::CloseCode;
@@ -110,6 +111,9 @@ impl Router {
             // connection that replaced it meanwhile gets it too.
             Ok(r) if r.found => {
                 self.set_bound(biz, client, group, join).await?;
+                if written.is_some() {
+                    self.emit_membership(biz, client, group, join);
+                }
                 self.recheck_bind(biz, client, group, join, (&node, conn)).await;
                 // With history on, the partition's writer indexes the change
                 // between two planned entries before the call is answered:
@@ -125,6 +129,9 @@ impl Router {
             // group, also for a connection that replaced it.
             Ok(_) if !join => {
                 let result = self.unbind_offline(biz, client, group).await;
+                if result.is_ok() && written.is_some() {
+                    self.emit_membership(biz, client, group, false);
+                }
                 self.recheck_bind(biz, client, group, false, (&node, conn)).await;
                 result
             }
@@ -160,6 +167,7 @@ impl Router {
         };
         if self.inner.store.delete(&key, v.revision).await.is_ok() {
             self.index_delete(biz, client, v.revision);
+            self.emit_offline(biz, client, &v.value.node, v.value.conn, Some(Cause::ApiClose));
             let groups = &v.value.groups;
             self.notify(PresenceEvent::Offline, biz, client, groups, None).await;
             if !v.value.bound.is_empty() || self.history_on(biz).await.unwrap_or(false) {

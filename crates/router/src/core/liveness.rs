@@ -185,6 +185,7 @@ impl Router {
                 Ok(()) => {
                     purged += 1;
                     self.index_delete(&biz, &client, entry.revision);
+                    self.emit_purged(&biz, &client, node, entry.conn);
                     self.notify(PresenceEvent::Offline, &biz, &client, &entry.groups, None)
                         .await;
                     // Unicasts to it are stored from now on (SPEC §7).

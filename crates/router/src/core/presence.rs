@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use switchboard_protocol::envelope::{ConnInfo, Disconnect, NodeCommand, PresenceValue, Resync};
+use switchboard_protocol::event::Cause;
 use switchboard_protocol::frame::PresenceEvent;
 use switchboard_protocol::subject::presence_key;
 use switchboard_protocol::CloseCode;
@@ -113,6 +114,9 @@ impl Router {
                 }
             }
         };
+        // A first connection: the store held no entry before (a
+        // replacement updated it, and is neither offline nor online).
+        let first = current.is_none();
         let old = self.index_replace(&value, revision, current);
         if let Some(old) = old {
             if !(*old.node == *info.node && old.conn == info.conn) {
@@ -150,6 +154,9 @@ impl Router {
                 return Err(e);
             }
         };
+        if first {
+            self.emit_online(&info.biz, &info.client, &info.node, info.conn);
+        }
         Ok(Connected { groups: bound, history })
     }
 
@@ -194,6 +201,12 @@ impl Router {
     /// [`RouterError::Store`] if the store fails, [`RouterError::Contended`]
     /// if the entry kept changing.
     pub async fn disconnect(&self, d: Disconnect) -> Result<(), RouterError> {
+        self.disconnect_for(d, None).await
+    }
+
+    /// [`disconnect`](Self::disconnect), its `offline` event saying
+    /// `cause` when the router knows it.
+    async fn disconnect_for(&self, d: Disconnect, cause: Option<Cause>) -> Result<(), RouterError> {
         let key = presence_key(&d.biz, &d.client);
         for _ in 0..CAS_ATTEMPTS {
             let current = match self.inner.store.get(&key).await {
@@ -212,6 +225,7 @@ impl Router {
             match self.inner.store.delete(&key, v.revision).await {
                 Ok(()) => {
                     self.index_delete(&d.biz, &d.client, v.revision);
+                    self.emit_offline(&d.biz, &d.client, &d.node, d.conn, cause);
                     let groups = &v.value.groups;
                     self.notify(PresenceEvent::Offline, &d.biz, &d.client, groups, None)
                         .await;
@@ -245,7 +259,7 @@ impl Router {
                 biz: c.biz,
                 client: c.client,
             };
-            if let Err(e) = self.disconnect(d).await {
+            if let Err(e) = self.disconnect_for(d, Some(Cause::Drain)).await {
                 result = Err(e);
             }
         }

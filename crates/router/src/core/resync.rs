@@ -149,6 +149,7 @@ impl Router {
                                 // An edge from before reconciling.
                                 *recreated += 1;
                                 self.notify_online(info).await;
+                                self.emit_online(&info.biz, &info.client, &info.node, info.conn);
                             }
                         }
                         Err(StoreError::WrongRevision) => {}
@@ -204,6 +205,7 @@ impl Router {
             if held.contains(&c.info.conn) {
                 *recreated += 1;
                 self.notify_online(&c.info).await;
+                self.emit_online(&c.info.biz, &c.info.client, &c.info.node, c.info.conn);
             } else {
                 tracing::info!(node_id = %r.node, conn_id = c.info.conn, biz = %c.info.biz, client_id = %c.info.client, "resync asserted a connection its node no longer holds; withdrawn");
                 self.withdraw(c).await;
@@ -238,6 +240,7 @@ impl Router {
             Ok(()) => {
                 tracing::info!(node_id = %node, conn_id = entry.conn, biz = %biz, client_id = %client, "stale presence entry removed");
                 self.index_delete(biz, client, entry.revision);
+                self.emit_offline(biz, client, node, entry.conn, None);
                 self.notify(PresenceEvent::Offline, biz, client, &entry.groups, None)
                     .await;
             }

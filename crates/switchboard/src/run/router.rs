@@ -16,7 +16,9 @@ use switchboard_router::api::{Api, RouterHttp};
 use switchboard_router::nats::NatsOwners;
 use switchboard_router::owner::{LeaseConfig, Leases};
 use switchboard_router::store::{KvMembers, StoreError};
-use switchboard_router::{History, KvRegistry, KvStore, Router};
+use switchboard_router::webhook::Webhooks;
+use switchboard_router::{BizRegistry, History, KvRegistry, KvStore, Router};
+use switchboard_runtime::events::{ensure_stream, Events, JetStreamSink, Publisher};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::Health;
@@ -137,8 +139,11 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     };
     let mut result = Ok(());
     match started {
-        Some(Ok((router, stop_requests, tasks))) => {
-            let api = Api::new(router, api_config(&config, false), health.clone(), metrics.clone());
+        Some(Ok((router, webhooks, stop_requests, tasks, publisher))) => {
+            let mut api = Api::new(router, api_config(&config, false), health.clone(), metrics.clone());
+            if let Some(hooks) = webhooks {
+                api = api.with_webhooks(hooks);
+            }
             let _ = http.api.set(RouterHttp { api });
             health.set_ready();
             tracing::info!(%addr, "router listening");
@@ -147,6 +152,9 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
             stop_requests.cancel();
             tasks.close();
             let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+            if let Some(p) = publisher {
+                p.close(Duration::from_secs(2)).await;
+            }
         }
         Some(Err(e)) => result = Err(e),
         None => tracing::info!("stopped before NATS was reached"),
@@ -166,7 +174,13 @@ async fn start_router(
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Router, CancellationToken, TaskTracker)> {
+) -> anyhow::Result<(
+    Router,
+    Option<Webhooks>,
+    CancellationToken,
+    TaskTracker,
+    Option<Publisher>,
+)> {
     let js = async_nats::jetstream::new(client.clone());
     let (store, registry, members) = open_store(&js, config, health).await?;
     let store = store.with_link(link.clone());
@@ -203,16 +217,37 @@ async fn start_router(
         .max(Duration::from_millis(100));
     let owners = Arc::new(NatsOwners::new(client.clone(), patience));
     let history = History::leased(log.clone(), config.history.clone(), &node, owners);
+    let registry: Arc<dyn BizRegistry> = Arc::new(registry);
+    // Webhooks deliver events: none without them.
+    let webhooks = if config.events.enabled {
+        Some(super::webhooks::cluster(
+            config,
+            &js,
+            registry.clone(),
+            metrics.clone(),
+            shutdown,
+        )?)
+    } else {
+        None
+    };
     let router = Router::new(
         config.router_config(),
         Arc::new(store),
-        Arc::new(registry),
+        registry,
         Arc::new(members),
         edges,
         Some(Arc::new(history)),
         metrics.clone(),
     );
     router.start_watch().await.context("cannot watch the presence bucket")?;
+    let publisher = if config.events.enabled {
+        open_events(&js, config).await?;
+        let (sink, publisher) = JetStreamSink::spawn(js.clone(), &config.events, metrics.clone());
+        router.set_events(Events::new(Arc::new(sink), &node));
+        Some(publisher)
+    } else {
+        None
+    };
     let tasks = TaskTracker::new();
     let stop_requests = CancellationToken::new();
     switchboard_router::nats::serve(router.clone(), client.clone(), tasks.clone(), stop_requests.clone())
@@ -245,5 +280,27 @@ async fn start_router(
     tracing::info!(node_id = %node, partitions = config.history.partitions, "partition leases started");
     router.spawn_liveness(shutdown.clone(), link);
     router.spawn_member_sweeper(shutdown.clone());
-    Ok((router, stop_requests, tasks))
+    Ok((router, webhooks, stop_requests, tasks, publisher))
+}
+
+/// Creates or updates the `sb-events` stream, retried like the presence
+/// buckets (a replicated stream can time out while a NATS cluster forms).
+async fn open_events(js: &async_nats::jetstream::Context, config: &Config) -> anyhow::Result<()> {
+    let mut attempt = 0;
+    loop {
+        match ensure_stream(js, &config.events).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::warn!(error = %e, "events stream not available yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot create the {} stream (events.replicas at most the JetStream servers; events.enabled = false turns events off): {e}",
+                    subject::EVENTS_STREAM
+                ))
+            }
+        }
+    }
 }
