@@ -134,11 +134,13 @@ pub async fn serve(
             // Every request start re-arms the deadline: a connection must
             // start its next request (or upgrade) within the timeout of the
             // previous one, whatever it does in between (a slow body, a
-            // response it does not read).
-            let started = Arc::new(Notify::new());
-            let on_start = started.clone();
-            let svc = service_fn(move |req| {
-                on_start.notify_one();
+            // response it does not read). A handler that knowingly waits
+            // before it answers extends it (`RequestDeadline`).
+            let request_deadline = RequestDeadline::new(config.handshake_timeout);
+            let on_start = request_deadline.clone();
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                on_start.restart();
+                req.extensions_mut().insert(on_start.clone());
                 let fut = handler.call(req, peer);
                 async move { Ok::<_, Infallible>(fut.await) }
             });
@@ -161,8 +163,8 @@ pub async fn serve(
                         }
                         return;
                     }
-                    () = started.notified() => {
-                        deadline.as_mut().reset(tokio::time::Instant::now() + config.handshake_timeout);
+                    () = request_deadline.0.changed.notified() => {
+                        deadline.as_mut().reset(request_deadline.at());
                     }
                     () = &mut deadline => {
                         metrics.http_timeouts.inc();
@@ -177,6 +179,57 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// The deadline of the request in progress on a connection, found in the
+/// request's extensions: `http.handshake_timeout` from the request's start,
+/// unless its handler extends it because it knowingly waits before it
+/// answers (an API send waiting up to `ackTimeoutMs` for its delivery
+/// receipts).
+#[derive(Debug, Clone)]
+pub struct RequestDeadline(Arc<DeadlineState>);
+
+#[derive(Debug)]
+struct DeadlineState {
+    at: std::sync::Mutex<tokio::time::Instant>,
+    changed: Notify,
+    timeout: Duration,
+}
+
+impl RequestDeadline {
+    fn new(timeout: Duration) -> Self {
+        Self(Arc::new(DeadlineState {
+            at: std::sync::Mutex::new(tokio::time::Instant::now() + timeout),
+            changed: Notify::new(),
+            timeout,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, tokio::time::Instant> {
+        self.0.at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new request starts: `http.handshake_timeout` from now.
+    fn restart(&self) {
+        *self.lock() = tokio::time::Instant::now() + self.0.timeout;
+        self.0.changed.notify_one();
+    }
+
+    /// Gives the request in progress `extra` time beyond
+    /// `http.handshake_timeout`, from now (never shortens it).
+    pub fn extend(&self, extra: Duration) {
+        let at = tokio::time::Instant::now() + self.0.timeout + extra;
+        let mut cur = self.lock();
+        if at > *cur {
+            *cur = at;
+            drop(cur);
+            self.0.changed.notify_one();
+        }
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        *self.lock()
     }
 }
 

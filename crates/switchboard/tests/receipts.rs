@@ -301,3 +301,31 @@ async fn cluster_receipts_across_edges_and_routers() {
     assert_eq!((status, &reply["data"]["acked"]), (200, &json!(["k"])), "{reply}");
     eprintln!("cluster_receipts_across_edges_and_routers took {:?}", started.elapsed());
 }
+
+/// An API send waits for its receipts up to its `ackTimeoutMs` (at most
+/// 30 s), longer than `http.handshake_timeout` (15 s by default) allows any
+/// other request: the connection is not closed under the waiting reply.
+#[tokio::test]
+async fn an_api_receipt_wait_outlasts_the_http_request_deadline() {
+    let s = Standalone::start(&[
+        ("SWITCHBOARD_HTTP__HEADER_READ_TIMEOUT", "500ms"),
+        ("SWITCHBOARD_HTTP__HANDSHAKE_TIMEOUT", "1s"),
+    ])
+    .await;
+    let (_slow, _) = Target::standalone(&s, 1).join(0, "bizCode=rc&clientId=slow").await;
+    let started = Instant::now();
+    let (status, reply) = api(
+        &s.addr(),
+        "rc",
+        "send_to_client",
+        json!({"clientId": "slow", "data": "never acked", "ackTimeoutMs": 2500}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"]["unacked"], json!(["slow"]), "{reply}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+}
