@@ -329,3 +329,54 @@ async fn an_api_receipt_wait_outlasts_the_http_request_deadline() {
         started.elapsed()
     );
 }
+
+/// The resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A send waiting for its receipts holds its clientIds, not its request
+/// body nor its content: waits are capped by count
+/// (`api.max_receipt_waits`), each body may be 1 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_api_send_does_not_hold_its_body() {
+    const WAITS: usize = 40;
+    const DATA: usize = 700 * 1000;
+    let s = Standalone::start(&[("SWITCHBOARD_HISTORY__STANDALONE_MAX_BYTES", "1048576")]).await;
+    // Gone moments ago: a send to it is stored and waits its whole timeout.
+    let (gone, _) = Target::standalone(&s, 1).join(0, "bizCode=rc&clientId=gone").await;
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Warm up (allocator, history), then measure.
+    let data = "x".repeat(DATA);
+    let body = json!({"clientId": "gone", "data": data, "ackTimeoutMs": 1});
+    for _ in 0..3 {
+        let (status, reply) = api(&s.addr(), "rc", "send_to_client", body.clone()).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let before = rss_bytes(s.proc.pid());
+    let body = json!({"clientId": "gone", "data": data, "ackTimeoutMs": 6000});
+    // One after the other (each then waits): what grows is what they hold
+    // while they wait, not the buffers of parsing them all at once.
+    let mut calls = Vec::new();
+    for _ in 0..WAITS {
+        calls.push(api_in_background(&s.addr(), "rc", "send_to_client", body.clone()));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_bytes(s.proc.pid()).saturating_sub(before);
+    eprintln!("{WAITS} waiting sends of {DATA} bytes: the process grew by {grown} bytes");
+    for call in calls {
+        let (status, reply) = joined(call).await;
+        assert_eq!((status, &reply["data"]["unacked"]), (200, &json!(["gone"])), "{reply}");
+    }
+    assert!(
+        grown < (WAITS * DATA) as u64,
+        "{WAITS} waiting sends of {DATA} bytes grew the process by {grown} bytes"
+    );
+}
