@@ -380,3 +380,28 @@ async fn a_waiting_api_send_does_not_hold_its_body() {
         "{WAITS} waiting sends of {DATA} bytes grew the process by {grown} bytes"
     );
 }
+
+/// API sends waiting for their receipts (capped by
+/// `api.max_receipt_waits`) do not count toward
+/// `http.max_pending_connections`: they must not lock clients, other API
+/// calls and health checks out of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_api_sends_do_not_hold_the_pending_connection_cap() {
+    const PENDING: usize = 4;
+    let s = Standalone::start(&[("SWITCHBOARD_HTTP__MAX_PENDING_CONNECTIONS", "4")]).await;
+    let target = Target::standalone(&s, 1);
+    let (_w, _) = target.join(0, "bizCode=rc&clientId=w").await;
+    let body = json!({"clientId": "w", "data": "wait", "ackTimeoutMs": 3000});
+    let calls: Vec<_> = (0..PENDING)
+        .map(|_| api_in_background(&s.addr(), "rc", "send_to_client", body.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, reply) = api(&s.addr(), "rc", "get_online_list", json!({})).await;
+    assert_eq!(status, 200, "another call while {PENDING} sends wait: {reply}");
+    let (_z, welcome) = target.join(0, "bizCode=rc&clientId=z").await;
+    assert_eq!(welcome["mode"], 0, "{welcome}");
+    for call in calls {
+        let (status, reply) = joined(call).await;
+        assert_eq!((status, &reply["data"]["unacked"]), (200, &json!(["w"])), "{reply}");
+    }
+}
