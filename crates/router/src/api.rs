@@ -36,7 +36,7 @@ use switchboard_protocol::envelope::BizLimits;
 use switchboard_protocol::frame::SendTarget;
 use switchboard_protocol::ids::IdKind;
 use switchboard_protocol::{ErrorCode, RefusalCode};
-use switchboard_runtime::http::{self as h, Handler, Response, ResponseFuture};
+use switchboard_runtime::http::{self as h, Handler, RequestDeadline, Response, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
 use switchboard_runtime::ops::{self, Health};
 
@@ -166,6 +166,7 @@ impl Api {
             return Err(ErrorCode::Internal.into());
         }
         let tenant = tenant(req.headers())?;
+        let deadline = req.extensions().get::<RequestDeadline>().cloned();
         let limit = self.config.max_body_bytes;
         let declared = req
             .headers()
@@ -196,7 +197,7 @@ impl Api {
         if self.config.require_registration && !self.router.is_registered(&biz).await? {
             return Err(ErrorCode::UnknownBiz.into());
         }
-        self.dispatch(op, caller, &biz, &body).await
+        self.dispatch(op, caller, &biz, body, deadline.as_ref()).await
     }
 
     async fn register(&self, caller: Caller<'_>, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
@@ -287,11 +288,22 @@ impl Api {
         biz: &str,
         clients: &[String],
         one: bool,
-        m: &Body,
+        m: Body,
+        deadline: Option<&RequestDeadline>,
     ) -> Result<Response, ApiError> {
         let content = m.content()?;
         let timeout = m.ack_timeout()?;
+        let from = m.from().to_owned();
+        // Neither the body nor the content is kept while the reply waits
+        // for receipts (up to 30 s, up to `api.max_receipt_waits` of them):
+        // a waiting send holds its clientIds, not its megabyte of data.
+        drop(m);
         let slot = self.receipt_slot(caller, timeout)?;
+        if let (Some(t), Some(d)) = (timeout, deadline) {
+            // The reply may wait up to the timeout: the connection's
+            // deadline (`http.handshake_timeout`) must not cut it short.
+            d.extend(t);
+        }
         let message_id = new_message_id();
         let wait = timeout.map(|t| {
             let to: Vec<&str> = clients.iter().map(String::as_str).collect();
@@ -301,15 +313,15 @@ impl Api {
         let recipients = match (one, clients) {
             (true, [client]) => {
                 let target = SendTarget::Client(client.clone());
-                self.route_as(biz, &target, m.from(), &message_id, &content, ack)
-                    .await?
+                self.route_as(biz, &target, &from, &message_id, &content, ack).await?
             }
             _ => {
                 self.router
-                    .send_clients(biz, clients, m.from(), &message_id, &content, ack)
+                    .send_clients(biz, clients, &from, &message_id, &content, ack)
                     .await?
             }
         };
+        drop(content);
         let Some(wait) = wait else {
             return Ok(ok(json!({"messageId": message_id, "recipients": recipients})));
         };
@@ -327,27 +339,38 @@ impl Api {
         })))
     }
 
-    async fn dispatch(&self, op: Op, caller: Caller<'_>, biz: &str, body: &Bytes) -> Result<Response, ApiError> {
-        let b: Body = parse(body)?;
+    /// Serves one tenant call; `deadline`: the request's, extended by a
+    /// send that waits for its receipts.
+    async fn dispatch(
+        &self,
+        op: Op,
+        caller: Caller<'_>,
+        biz: &str,
+        body: Bytes,
+        deadline: Option<&RequestDeadline>,
+    ) -> Result<Response, ApiError> {
+        let b: Body = parse(&body)?;
+        // Not kept: a send may wait up to 30 s for its receipts.
+        drop(body);
         same_tenant(b.system_id.as_deref(), biz)?;
         match op {
             Op::SendToClient => {
                 let client = required(b.client_id.clone(), "clientId")?;
                 check_id(IdKind::Client, &client)?;
-                self.send_to_clients(caller, biz, &[client], true, &b).await
+                self.send_to_clients(caller, biz, &[client], true, b, deadline).await
             }
             Op::SendToClients => {
-                let clients = required(b.client_ids.as_ref(), "clientIds")?;
+                let clients = required(b.client_ids.clone(), "clientIds")?;
                 if clients.len() > self.config.max_clients_per_send {
                     return Err(ApiError::bad(format!(
                         "at most {} clientIds per call",
                         self.config.max_clients_per_send
                     )));
                 }
-                for c in clients {
+                for c in &clients {
                     check_id(IdKind::Client, c)?;
                 }
-                self.send_to_clients(caller, biz, clients, false, &b).await
+                self.send_to_clients(caller, biz, &clients, false, b, deadline).await
             }
             Op::SendToGroup => {
                 let group = required(b.group_name.clone(), "groupName")?;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::codes::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -126,21 +126,33 @@ pub async fn serve(
             continue;
         };
         let handler = handler.clone();
+        let pending = pending.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         let config = config.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             // Every request start re-arms the deadline: a connection must
             // start its next request (or upgrade) within the timeout of the
             // previous one, whatever it does in between (a slow body, a
-            // response it does not read).
-            let started = Arc::new(Notify::new());
-            let on_start = started.clone();
-            let svc = service_fn(move |req| {
-                on_start.notify_one();
+            // response it does not read). A handler that knowingly waits
+            // before it answers extends it (`RequestDeadline`).
+            let request_deadline = RequestDeadline::new(config.handshake_timeout, pending, permit);
+            let on_start = request_deadline.clone();
+            let svc = service_fn(move |mut req: Request<Incoming>| {
+                on_start.restart();
+                req.extensions_mut().insert(on_start.clone());
                 let fut = handler.call(req, peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+                let on_done = on_start.clone();
+                async move {
+                    let mut res = fut.await;
+                    if !on_done.reclaim() {
+                        // Its pending slot went to another connection
+                        // while it waited: this one ends with its answer.
+                        res.headers_mut()
+                            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(res)
+                }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -161,8 +173,8 @@ pub async fn serve(
                         }
                         return;
                     }
-                    () = started.notified() => {
-                        deadline.as_mut().reset(tokio::time::Instant::now() + config.handshake_timeout);
+                    () = request_deadline.0.changed.notified() => {
+                        deadline.as_mut().reset(request_deadline.at());
                     }
                     () = &mut deadline => {
                         metrics.http_timeouts.inc();
@@ -177,6 +189,82 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// The deadline of the request in progress on a connection, found in the
+/// request's extensions: `http.handshake_timeout` from the request's start,
+/// unless its handler extends it because it knowingly waits before it
+/// answers (an API send waiting up to `ackTimeoutMs` for its delivery
+/// receipts). Such a request does not count toward
+/// `http.max_pending_connections` while it waits (its own cap bounds it):
+/// waiting sends must not lock new connections out.
+#[derive(Debug, Clone)]
+pub struct RequestDeadline(Arc<DeadlineState>);
+
+#[derive(Debug)]
+struct DeadlineState {
+    at: std::sync::Mutex<tokio::time::Instant>,
+    changed: Notify,
+    timeout: Duration,
+    /// The connection's slot in `http.max_pending_connections`: given
+    /// back while an extended request waits, taken again after it.
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    pending: Arc<Semaphore>,
+}
+
+impl RequestDeadline {
+    fn new(timeout: Duration, pending: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+        Self(Arc::new(DeadlineState {
+            at: std::sync::Mutex::new(tokio::time::Instant::now() + timeout),
+            changed: Notify::new(),
+            timeout,
+            permit: std::sync::Mutex::new(Some(permit)),
+            pending,
+        }))
+    }
+
+    /// Takes the connection's pending slot back after an extended request;
+    /// `false` when none is free (the connection should then close).
+    fn reclaim(&self) -> bool {
+        let mut permit = self.0.permit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if permit.is_none() {
+            *permit = self.0.pending.clone().try_acquire_owned().ok();
+        }
+        permit.is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, tokio::time::Instant> {
+        self.0.at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new request starts: `http.handshake_timeout` from now.
+    fn restart(&self) {
+        *self.lock() = tokio::time::Instant::now() + self.0.timeout;
+        self.0.changed.notify_one();
+    }
+
+    /// Gives the request in progress `extra` time beyond
+    /// `http.handshake_timeout`, from now (never shortens it).
+    pub fn extend(&self, extra: Duration) {
+        drop(
+            self.0
+                .permit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+        let at = tokio::time::Instant::now() + self.0.timeout + extra;
+        let mut cur = self.lock();
+        if at > *cur {
+            *cur = at;
+            drop(cur);
+            self.0.changed.notify_one();
+        }
+    }
+
+    fn at(&self) -> tokio::time::Instant {
+        *self.lock()
     }
 }
 

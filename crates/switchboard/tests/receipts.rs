@@ -301,3 +301,107 @@ async fn cluster_receipts_across_edges_and_routers() {
     assert_eq!((status, &reply["data"]["acked"]), (200, &json!(["k"])), "{reply}");
     eprintln!("cluster_receipts_across_edges_and_routers took {:?}", started.elapsed());
 }
+
+/// An API send waits for its receipts up to its `ackTimeoutMs` (at most
+/// 30 s), longer than `http.handshake_timeout` (15 s by default) allows any
+/// other request: the connection is not closed under the waiting reply.
+#[tokio::test]
+async fn an_api_receipt_wait_outlasts_the_http_request_deadline() {
+    let s = Standalone::start(&[
+        ("SWITCHBOARD_HTTP__HEADER_READ_TIMEOUT", "500ms"),
+        ("SWITCHBOARD_HTTP__HANDSHAKE_TIMEOUT", "1s"),
+    ])
+    .await;
+    let (_slow, _) = Target::standalone(&s, 1).join(0, "bizCode=rc&clientId=slow").await;
+    let started = Instant::now();
+    let (status, reply) = api(
+        &s.addr(),
+        "rc",
+        "send_to_client",
+        json!({"clientId": "slow", "data": "never acked", "ackTimeoutMs": 2500}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["data"]["unacked"], json!(["slow"]), "{reply}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A send waiting for its receipts holds its clientIds, not its request
+/// body nor its content: waits are capped by count
+/// (`api.max_receipt_waits`), each body may be 1 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_api_send_does_not_hold_its_body() {
+    const WAITS: usize = 40;
+    const DATA: usize = 700 * 1000;
+    let s = Standalone::start(&[("SWITCHBOARD_HISTORY__STANDALONE_MAX_BYTES", "1048576")]).await;
+    // Gone moments ago: a send to it is stored and waits its whole timeout.
+    let (gone, _) = Target::standalone(&s, 1).join(0, "bizCode=rc&clientId=gone").await;
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Warm up (allocator, history), then measure.
+    let data = "x".repeat(DATA);
+    let body = json!({"clientId": "gone", "data": data, "ackTimeoutMs": 1});
+    for _ in 0..3 {
+        let (status, reply) = api(&s.addr(), "rc", "send_to_client", body.clone()).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let before = rss_bytes(s.proc.pid());
+    let body = json!({"clientId": "gone", "data": data, "ackTimeoutMs": 6000});
+    // One after the other (each then waits): what grows is what they hold
+    // while they wait, not the buffers of parsing them all at once.
+    let mut calls = Vec::new();
+    for _ in 0..WAITS {
+        calls.push(api_in_background(&s.addr(), "rc", "send_to_client", body.clone()));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss_bytes(s.proc.pid()).saturating_sub(before);
+    eprintln!("{WAITS} waiting sends of {DATA} bytes: the process grew by {grown} bytes");
+    for call in calls {
+        let (status, reply) = joined(call).await;
+        assert_eq!((status, &reply["data"]["unacked"]), (200, &json!(["gone"])), "{reply}");
+    }
+    assert!(
+        grown < (WAITS * DATA) as u64,
+        "{WAITS} waiting sends of {DATA} bytes grew the process by {grown} bytes"
+    );
+}
+
+/// API sends waiting for their receipts (capped by
+/// `api.max_receipt_waits`) do not count toward
+/// `http.max_pending_connections`: they must not lock clients, other API
+/// calls and health checks out of the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_api_sends_do_not_hold_the_pending_connection_cap() {
+    const PENDING: usize = 4;
+    let s = Standalone::start(&[("SWITCHBOARD_HTTP__MAX_PENDING_CONNECTIONS", "4")]).await;
+    let target = Target::standalone(&s, 1);
+    let (_w, _) = target.join(0, "bizCode=rc&clientId=w").await;
+    let body = json!({"clientId": "w", "data": "wait", "ackTimeoutMs": 3000});
+    let calls: Vec<_> = (0..PENDING)
+        .map(|_| api_in_background(&s.addr(), "rc", "send_to_client", body.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, reply) = api(&s.addr(), "rc", "get_online_list", json!({})).await;
+    assert_eq!(status, 200, "another call while {PENDING} sends wait: {reply}");
+    let (_z, welcome) = target.join(0, "bizCode=rc&clientId=z").await;
+    assert_eq!(welcome["mode"], 0, "{welcome}");
+    for call in calls {
+        let (status, reply) = joined(call).await;
+        assert_eq!((status, &reply["data"]["unacked"]), (200, &json!(["w"])), "{reply}");
+    }
+}
