@@ -15,7 +15,7 @@ let busy = false;
 
 /** `POST /api/websocket/<call>` on this origin; the `{code,msg,data}` answer
  * with the HTTP status. Every call is logged; refreshes only when they fail. */
-async function api(call, body = {}, quiet = false) {
+async function api(call, body = {}, quiet = false, waitMs = 0) {
   const url = new URL(`../api/websocket/${call}`, location.href);
   let status = 0;
   let answer;
@@ -30,7 +30,7 @@ async function api(call, body = {}, quiet = false) {
       body: JSON.stringify(body),
       credentials: 'omit',
       cache: 'no-store',
-      signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+      signal: AbortSignal.timeout(CALL_TIMEOUT_MS + waitMs),
     });
     status = res.status;
     answer = await res.json().catch((e) =>
@@ -148,6 +148,8 @@ function onKindChange() {
   const label = $('target-label');
   label.hidden = k === 'send_to_system';
   label.firstChild.textContent = k === 'send_to_group' ? 'groupName ' : 'clientId ';
+  // Delivery receipts are for sends to clients.
+  $('ack-label').hidden = k !== 'send_to_client';
 }
 
 async function send(ev) {
@@ -164,7 +166,10 @@ async function send(ev) {
   }
   if (k === 'send_to_client') body.clientId = $('target').value.trim();
   if (k === 'send_to_group') body.groupName = $('target').value.trim();
-  await api(k, body);
+  // The answer waits for the receipt: up to ackTimeoutMs more.
+  const ackMs = k === 'send_to_client' ? Number($('ack-timeout').value || 0) : 0;
+  if (ackMs > 0) body.ackTimeoutMs = ackMs;
+  await api(k, body, false, ackMs);
 }
 
 function load() {

@@ -1,12 +1,14 @@
 // The console's client view: one Switchboard client (the JS SDK) in a
 // page, connected to this origin's /ws. It shows every frame with its
 // mode, presence notices, the connection's states and whether a reconnect
-// recovered what was sent meanwhile (SPEC §7).
+// recovered what was sent meanwhile (SPEC §7), and delivery receipts: a
+// delivery that asks for an ack gets an "ack" button (or is acked at once
+// with auto-ack), a unicast may ask for a receipt, receipts are listed.
 
 import { Switchboard } from './switchboard.js';
 import { $, Log, clock, content, el, list, param, show } from './ui.js';
 
-const MODES = { 0: 'welcome', 2: 'reply', 100: 'unicast', 200: 'group', 300: 'broadcast', 400: 'presence' };
+const MODES = { 0: 'welcome', 2: 'reply', 3: 'ack', 4: 'receipt', 100: 'unicast', 200: 'group', 300: 'broadcast', 400: 'presence' };
 
 const frames = new Log($('frames'));
 const timeline = new Log($('timeline'), 100);
@@ -25,7 +27,7 @@ function defaultUrl() {
   return u.href;
 }
 
-function frame(mode, who, group, body, seq, cls) {
+function frame(mode, who, group, body, seq, cls, extra = null) {
   const name = MODES[mode] ?? String(mode);
   frames.add(
     el(
@@ -35,10 +37,15 @@ function frame(mode, who, group, body, seq, cls) {
       el('td', {}, el('span', { class: `mode mode-${mode}` }, `${mode} ${name}`)),
       el('td', {}, who ?? ''),
       el('td', {}, group ?? ''),
-      el('td', { class: 'content' }, body),
+      el('td', { class: 'content' }, body, extra ? ' ' : null, extra),
       el('td', { class: 'seq' }, seq ?? ''),
     ),
   );
+}
+
+/** Logs the ack (mode 3) this page sends for `msgId`. */
+function acked(msgId, how) {
+  frame(3, `→ gateway`, '', `ack ${msgId}${how}`, '', 'ack');
 }
 
 function moment(state, text) {
@@ -54,7 +61,7 @@ function setState(state, extra = '') {
   $('connect').disabled = live;
   $('disconnect').disabled = !live;
   $('send').disabled = !live;
-  for (const id of ['biz', 'client-id', 'groups', 'token']) $(id).disabled = live;
+  for (const id of ['biz', 'client-id', 'groups', 'token', 'auto-ack']) $(id).disabled = live;
 }
 
 function showPeers() {
@@ -121,7 +128,28 @@ function onRecovered(r) {
 
 function onMessage(m) {
   const sentAt = m.ts ? ` (sent ${clock(m.ts)})` : '';
-  frame(m.mode, m.from, m.group ?? '', show(m.content) + sentAt, m.seq, 'delivery');
+  let button = null;
+  if (m.ack !== undefined) {
+    if ($('auto-ack').checked) {
+      // The SDK acks once the listeners returned (autoAck).
+      acked(m.msgId, ' (auto)');
+    } else {
+      button = el('button', { type: 'button', class: 'small ack', dataset: { msgId: m.msgId ?? '' } }, 'ack');
+      button.addEventListener('click', () => {
+        m.ack();
+        button.disabled = true;
+        button.textContent = 'acked';
+        acked(m.msgId, '');
+      });
+    }
+  }
+  const asks = m.ack !== undefined ? ' · asks for an ack' : '';
+  frame(m.mode, m.from, m.group ?? '', show(m.content) + sentAt + asks, m.seq, 'delivery', button);
+}
+
+function onReceipt(r) {
+  const who = [...r.acked, ...r.unacked].join(', ');
+  frame(4, `← ${who}`, '', `receipt ${r.msgId}: acked [${r.acked.join(', ')}], unacked [${r.unacked.join(', ')}]`, '', 'receipt');
 }
 
 function onPresence(p) {
@@ -142,6 +170,7 @@ function connect() {
     clientId: $('client-id').value.trim() || undefined,
     groups,
     token: token === '' ? undefined : token,
+    autoAck: $('auto-ack').checked,
   });
   peers.clear();
   welcomed = false;
@@ -151,6 +180,7 @@ function connect() {
   sb.on('recovered', onRecovered);
   sb.on('message', onMessage);
   sb.on('presence', onPresence);
+  sb.on('receipt', onReceipt);
   sb.connect().catch((e) => moment('closed', `connect failed: ${e.message ?? e}`));
 }
 
@@ -167,6 +197,8 @@ function onModeChange() {
   const label = $('target-label');
   label.hidden = m === 300;
   label.firstChild.textContent = m === 200 ? 'to group ' : 'to clientId ';
+  // A receipt is for a unicast only.
+  $('receipt-label').hidden = m !== 100;
 }
 
 async function send(ev) {
@@ -178,8 +210,9 @@ async function send(ev) {
   const body = content($('content').value);
   const msgId = `console-${Date.now().toString(36)}-${++sent}`;
   const where = m === 300 ? 'everyone' : to;
+  const ack = m === 100 && $('want-receipt').checked;
   try {
-    const r = await sb.send(target, body, { msgId });
+    const r = await sb.send(target, body, { msgId, ack });
     frame(2, `→ ${where}`, m === 200 ? to : '', `${MODES[m]} ${show(body)}: delivered to ${r.recipients}`, '', 'reply ok');
   } catch (e) {
     frame(2, `→ ${where}`, m === 200 ? to : '', `${MODES[m]} ${show(body)}: refused ${e.code ?? ''} ${e.message ?? e}`, '', 'reply error');

@@ -3,9 +3,11 @@
 // in front of the first two (SB_NGINX; its process group SB_NGINX_GROUP).
 //
 // alice opens the client view through nginx, bob on the third edge; they
-// chat; the admin view shows both; then nginx is stalled, alice's edge
-// killed and three messages sent to her; nginx goes on and alice's page
-// shows reconnecting → connected → recovered, with the three messages.
+// chat; the admin view shows both; bob acks (with its ack button) a unicast
+// asking for a receipt and an API send with ackTimeoutMs, and alice's page
+// and the admin view show the receipts; then nginx is stalled, alice's
+// edge killed and three messages sent to her; nginx goes on and alice's
+// page shows reconnecting → connected → recovered, with the three messages.
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -86,6 +88,36 @@ test('the admin view shows both online, per group and per node, and sends throug
   for (const p of [alice, bob]) assert.match(await frame(p, 200, 'maintenance at 22:00'), /console/);
   await shot(admin, '03-admin-both-online');
   noProblems(admin);
+});
+
+test('delivery receipts: bob acks alice\'s unicast with its ack button, and an API send with ackTimeoutMs', async () => {
+  await alice.check('input[name="mode"][value="100"]');
+  await alice.check('#want-receipt');
+  assert.match(await send(alice, 100, 'bob', 'please confirm, bob'), /delivered to 1/);
+  await alice.uncheck('#want-receipt');
+  const asked = bob.locator('#frames tr[data-mode="100"]', { hasText: 'please confirm, bob' }).first();
+  await asked.waitFor();
+  assert.match(await asked.innerText(), /asks for an ack/);
+  await asked.locator('button.ack').click();
+  assert.match(await frame(bob, 3, 'ack'), /ack console-/);
+  assert.match(await frame(alice, 4, 'acked [bob]'), /unacked \[\]/);
+
+  await admin.check('input[name="kind"][value="send_to_client"]');
+  await admin.fill('#target', 'bob');
+  await admin.fill('#msg', 'did you read the terms?');
+  await admin.fill('#ack-timeout', '10000');
+  await admin.click('#send');
+  const fromApi = bob.locator('#frames tr[data-mode="100"]', { hasText: 'did you read the terms?' }).first();
+  await fromApi.waitFor();
+  await fromApi.locator('button.ack').click();
+  const call = admin.locator('#calls tr[data-call="send_to_client"]', { hasText: 'acked' }).first();
+  await call.waitFor();
+  assert.match(await call.innerText(), /"acked":\["bob"\],"unacked":\[\]/);
+  await admin.fill('#ack-timeout', '');
+  await shot(alice, '03b-alice-receipt');
+  await shot(bob, '03b-bob-acked');
+  await shot(admin, '03b-admin-acked');
+  noProblems(admin, alice, bob);
 });
 
 test('alice\'s edge dies; her page reconnects to another edge and recovers what was sent meanwhile', async () => {

@@ -136,6 +136,8 @@ var Mode = {
   Welcome: 0,
   Heartbeat: 1,
   Reply: 2,
+  Ack: 3,
+  Receipt: 4,
   Unicast: 100,
   Group: 200,
   Broadcast: 300,
@@ -152,12 +154,15 @@ function encodeClientFrame(frame) {
   switch (frame.mode) {
     case 1:
       return JSON.stringify({ mode: 1, msgId: frame.msgId });
+    case 3:
+      return JSON.stringify({ mode: 3, msgId: frame.msgId });
     case 100:
       return JSON.stringify({
         mode: 100,
         msgId: frame.msgId,
         targetClientId: frame.targetClientId,
-        content: frame.content
+        content: frame.content,
+        ...frame.ack === true ? { ack: true } : {}
       });
     case 200:
       return JSON.stringify({ mode: 200, msgId: frame.msgId, group: frame.group, content: frame.content });
@@ -249,9 +254,17 @@ function decodeServerFrame(text) {
       };
       if (o.mode === 200)
         out.group = field(o, "group", "a string", isStr);
+      put(out, "ack", optional(o, "ack", "a boolean", isBool));
       put(out, "seq", optional(o, "seq", "an integer", isInt));
       return out;
     }
+    case 4:
+      return {
+        mode: 4,
+        msgId: field(o, "msgId", "a string", isStr),
+        acked: field(o, "acked", "a list of strings", isStrList),
+        unacked: field(o, "unacked", "a list of strings", isStrList)
+      };
     case 400:
       return {
         mode: 400,
@@ -270,13 +283,19 @@ function decodeClientFrame(text) {
   switch (o.mode) {
     case 1:
       return { mode: 1, msgId };
-    case 100:
-      return {
+    case 3:
+      return { mode: 3, msgId };
+    case 100: {
+      const out = {
         mode: 100,
         msgId,
         targetClientId: field(o, "targetClientId", "a string", isStr),
         content: field(o, "content", "present", isPresent)
       };
+      if (optional(o, "ack", "a boolean", isBool) === true)
+        out.ack = true;
+      return out;
+    }
     case 200:
       return { mode: 200, msgId, group: field(o, "group", "a string", isStr), content: field(o, "content", "present", isPresent) };
     case 300:
@@ -413,7 +432,9 @@ var DEFAULTS = {
   queueLimit: 100,
   backoffBaseMs: 1e3,
   backoffCapMs: 3e4,
-  maxFrameBytes: 65536
+  maxFrameBytes: 65536,
+  autoAck: false,
+  receiptTimeoutMs: 35e3
 };
 var Switchboard = class extends Emitter {
   constructor(options) {
@@ -424,6 +445,7 @@ var Switchboard = class extends Emitter {
     this.attemptsSinceWelcome = 0;
     this.needToken = true;
     this.sends = /* @__PURE__ */ new Map();
+    this.receipts = /* @__PURE__ */ new Map();
     this.queue = [];
     this.nextId = 0;
     this.idPrefix = Math.random().toString(36).slice(2, 10);
@@ -483,20 +505,31 @@ var Switchboard = class extends Emitter {
   /**
    * Sends `content` to `target`; resolves with the reply's `recipients`, or
    * rejects with a {@link SwitchboardError} whose `code` is the reply's
-   * (1004 target offline, 1005 rate limited, …) or a local one.
+   * (1004 target offline, 1005 rate limited, …) or a local one. With
+   * `ack: true` (a unicast only) the recipient is asked to acknowledge it,
+   * and the result's `receipt` settles with the receipt (also emitted as a
+   * `receipt` event).
    */
   send(target, content, options = {}) {
     const msgId = options.msgId ?? this.newMsgId();
     if (content === void 0)
       return Promise.reject(new TypeError("content is required"));
+    const ack = options.ack === true;
+    if (ack && !("clientId" in target))
+      return Promise.reject(new TypeError("ack is for sends to one client only"));
+    if (ack && this.receipts.has(msgId)) {
+      return Promise.reject(new TypeError(`msgId ${msgId} is already waiting for its receipt`));
+    }
     let frame;
-    if ("clientId" in target)
+    if ("clientId" in target) {
       frame = { mode: 100, msgId, targetClientId: target.clientId, content };
-    else if ("group" in target)
+      if (ack)
+        frame.ack = true;
+    } else if ("group" in target)
       frame = { mode: 200, msgId, group: target.group, content };
     else
       frame = { mode: 300, msgId, content };
-    return this.request(frame);
+    return this.request(frame, ack);
   }
   /**
    * Sends `content` to the backend (mode 500): an `upstream` connection
@@ -511,8 +544,8 @@ var Switchboard = class extends Emitter {
     return this.request({ mode: 500, msgId, content }).then((r) => ({ msgId: r.msgId }));
   }
   /** Writes `frame` (or queues it while reconnecting) and waits for its
-   * mode-2 reply. */
-  request(frame) {
+   * mode-2 reply (and, with `ack`, the delivery receipt). */
+  request(frame, ack = false) {
     const msgId = frame.msgId;
     const text = encodeClientFrame(frame);
     const bytes = new TextEncoder().encode(text).length;
@@ -533,11 +566,16 @@ var Switchboard = class extends Emitter {
         reject(new SwitchboardError("queue_full", `${this.queue.length} sends already wait for a connection`, msgId));
         return;
       }
+      const receipt = ack ? this.expectReceipt(msgId) : void 0;
       const pending = {
         msgId,
         text,
-        resolve,
-        reject,
+        resolve: (r) => resolve(receipt === void 0 ? r : { ...r, receipt }),
+        reject: (e) => {
+          if (receipt !== void 0)
+            this.settleReceipt(msgId, e);
+          reject(e);
+        },
         written: false,
         timer: setTimeout(() => this.failSend(pending, "timeout", "no reply in time"), this.opts.sendTimeoutMs)
       };
@@ -660,6 +698,12 @@ var Switchboard = class extends Emitter {
           pending.reject(new SwitchboardError(frame.code, frame.msg, pending.msgId));
         return;
       }
+      case 4: {
+        const r = { msgId: frame.msgId, acked: frame.acked, unacked: frame.unacked };
+        this.settleReceipt(frame.msgId, r);
+        this.emit("receipt", r);
+        return;
+      }
       case 100:
       case 200:
       case 300: {
@@ -668,7 +712,19 @@ var Switchboard = class extends Emitter {
           m.group = frame.group;
         if (frame.seq !== void 0)
           m.seq = frame.seq;
+        const ackId = frame.ack === true ? frame.msgId : null;
+        if (ackId !== null) {
+          let acked = false;
+          m.ack = () => {
+            if (acked || gen !== this.generation)
+              return;
+            acked = true;
+            this.sendFrame({ mode: 3, msgId: ackId });
+          };
+        }
         this.emit("message", m);
+        if (this.opts.autoAck)
+          m.ack?.();
         if (frame.seq !== void 0 && this.position !== void 0 && frame.seq > this.position.seq) {
           this.position.seq = frame.seq;
         }
@@ -733,6 +789,11 @@ var Switchboard = class extends Emitter {
       if (pending.written)
         this.failSend(pending, "connection_lost", "the connection ended before the reply");
     }
+    for (const msgId of [...this.receipts.keys()]) {
+      if (this.sends.get(msgId)?.written === false)
+        continue;
+      this.settleReceipt(msgId, new SwitchboardError("connection_lost", "the connection ended before the receipt", msgId));
+    }
     let cls = refusal !== void 0 ? refusalClass(refusal.status) : closeClass(code);
     if (hiddenRefusal && this.opts.getToken !== void 0)
       this.needToken = true;
@@ -773,6 +834,9 @@ var Switchboard = class extends Emitter {
     this.connectedAt = void 0;
     for (const pending of [...this.sends.values()])
       this.failSend(pending, "closed", `the client closed: ${code} ${reason}`);
+    for (const msgId of [...this.receipts.keys()]) {
+      this.settleReceipt(msgId, new SwitchboardError("closed", `the client closed: ${code} ${reason}`, msgId));
+    }
     const change = { state: "closed", code, reason };
     if (status !== void 0)
       change.status = status;
@@ -843,6 +907,41 @@ var Switchboard = class extends Emitter {
   newMsgId() {
     this.nextId += 1;
     return `${this.idPrefix}-${this.nextId}`;
+  }
+  /** A receipt promise for `msgId`, settled by its mode-4 frame, the
+   * receipt timeout, or the end of the client or connection. */
+  expectReceipt(msgId) {
+    let settle;
+    const promise = new Promise((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    promise.catch(() => {
+    });
+    const timer = setTimeout(() => this.settleReceipt(msgId, new SwitchboardError("timeout", "no receipt in time", msgId)), this.opts.receiptTimeoutMs);
+    if (settle !== void 0)
+      this.receipts.set(msgId, { ...settle, timer });
+    return promise;
+  }
+  settleReceipt(msgId, outcome) {
+    const entry = this.receipts.get(msgId);
+    if (entry === void 0)
+      return;
+    this.receipts.delete(msgId);
+    clearTimeout(entry.timer);
+    if (outcome instanceof SwitchboardError)
+      entry.reject(outcome);
+    else
+      entry.resolve(outcome);
+  }
+  /** Writes a frame that expects no reply (an ack) on the current
+   * connection, if there is one. */
+  sendFrame(frame) {
+    if (this.currentState !== "connected")
+      return;
+    try {
+      this.attempt?.send(encodeClientFrame(frame));
+    } catch {
+    }
   }
   write(pending) {
     pending.written = true;

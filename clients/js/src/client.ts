@@ -72,6 +72,14 @@ export interface SwitchboardOptions {
    * cannot name the send (it carries no `msgId`). Set it to the gateway's
    * `edge.max_frame_bytes`. Default 65536. */
   maxFrameBytes?: number;
+  /** Delivery receipts: acknowledge every delivery that asks for it
+   * (`"ack": true`) as soon as the `message` listeners returned. Off: call
+   * the message's `ack()` when the app has handled it. Default false. */
+  autoAck?: boolean;
+  /** A send with `ack: true` whose receipt (mode 4) has not come this long
+   * after the call: its `receipt` promise rejects with `timeout` (the
+   * gateway's `edge.ack_timeout` is at most 30 s). Default 35000. */
+  receiptTimeoutMs?: number;
   /** The WebSocket constructor; default the global one, else `ws`. */
   WebSocket?: WebSocketConstructor;
 }
@@ -102,8 +110,19 @@ export interface StateChange {
 /** A delivery (mode 100 unicast, 200 group, 300 broadcast): `from` is the
  * sender's clientId or the API's `sendUserId`, `group` is on 200 only, `ts`
  * is when the gateway took the send (ms since the epoch), `seq` the entry's
- * position in the bizCode's log (history on). */
-export type Message = DeliveryFrame;
+ * position in the bizCode's log (history on). `ack` is there only when the
+ * sender asked for a delivery receipt: call it once the app has handled the
+ * message (it sends `{"mode":3,"msgId":..}`; later calls do nothing). */
+export type Message = Omit<DeliveryFrame, 'ack'> & { ack?: () => void };
+
+/** A delivery receipt (mode 4) of a unicast sent with `ack: true`. */
+export interface Receipt {
+  msgId: string;
+  /** The recipient, if it acknowledged the message in time. */
+  acked: string[];
+  /** The recipient, if it did not (offline, gone, or too slow). */
+  unacked: string[];
+}
 
 /** A presence notice (mode 400). */
 export interface Presence {
@@ -128,6 +147,7 @@ export interface SwitchboardEvents {
   presence: Presence;
   state: StateChange;
   recovered: Recovered;
+  receipt: Receipt;
 }
 
 /** What a successful send resolves to (the mode-2 reply's data). */
@@ -135,6 +155,17 @@ export interface SendResult {
   msgId: string;
   /** Connections the message was addressed to. */
   recipients: number;
+  /** Sent with `ack: true`: settles with the receipt (mode 4), or rejects
+   * with `timeout` after `receiptTimeoutMs`, `closed` when the client
+   * closes, `connection_lost` when the connection ends first (the receipt
+   * goes to the sending connection only). */
+  receipt?: Promise<Receipt>;
+}
+
+interface PendingReceipt {
+  resolve(r: Receipt): void;
+  reject(e: SwitchboardError): void;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 interface PendingSend {
@@ -163,6 +194,8 @@ const DEFAULTS = {
   backoffBaseMs: 1_000,
   backoffCapMs: 30_000,
   maxFrameBytes: 65_536,
+  autoAck: false,
+  receiptTimeoutMs: 35_000,
 };
 
 /**
@@ -196,6 +229,8 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   private token: string | undefined;
   private needToken = true;
   private readonly sends = new Map<string, PendingSend>();
+  /** Sends with `ack: true` waiting for their receipt, by msgId. */
+  private readonly receipts = new Map<string, PendingReceipt>();
   private readonly queue: PendingSend[] = [];
   private nextId = 0;
   private readonly idPrefix = Math.random().toString(36).slice(2, 10);
@@ -270,16 +305,26 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   /**
    * Sends `content` to `target`; resolves with the reply's `recipients`, or
    * rejects with a {@link SwitchboardError} whose `code` is the reply's
-   * (1004 target offline, 1005 rate limited, …) or a local one.
+   * (1004 target offline, 1005 rate limited, …) or a local one. With
+   * `ack: true` (a unicast only) the recipient is asked to acknowledge it,
+   * and the result's `receipt` settles with the receipt (also emitted as a
+   * `receipt` event).
    */
-  send(target: Target, content: Json, options: { msgId?: string } = {}): Promise<SendResult> {
+  send(target: Target, content: Json, options: { msgId?: string; ack?: boolean } = {}): Promise<SendResult> {
     const msgId = options.msgId ?? this.newMsgId();
     if (content === undefined) return Promise.reject(new TypeError('content is required'));
+    const ack = options.ack === true;
+    if (ack && !('clientId' in target)) return Promise.reject(new TypeError('ack is for sends to one client only'));
+    if (ack && this.receipts.has(msgId)) {
+      return Promise.reject(new TypeError(`msgId ${msgId} is already waiting for its receipt`));
+    }
     let frame: ClientFrame;
-    if ('clientId' in target) frame = { mode: 100, msgId, targetClientId: target.clientId, content };
-    else if ('group' in target) frame = { mode: 200, msgId, group: target.group, content };
+    if ('clientId' in target) {
+      frame = { mode: 100, msgId, targetClientId: target.clientId, content };
+      if (ack) frame.ack = true;
+    } else if ('group' in target) frame = { mode: 200, msgId, group: target.group, content };
     else frame = { mode: 300, msgId, content };
-    return this.request(frame);
+    return this.request(frame, ack);
   }
 
   /**
@@ -295,8 +340,8 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   }
 
   /** Writes `frame` (or queues it while reconnecting) and waits for its
-   * mode-2 reply. */
-  private request(frame: Exclude<ClientFrame, { mode: 1 }>): Promise<SendResult> {
+   * mode-2 reply (and, with `ack`, the delivery receipt). */
+  private request(frame: Exclude<ClientFrame, { mode: 1 | 3 }>, ack = false): Promise<SendResult> {
     const msgId = frame.msgId;
     const text = encodeClientFrame(frame);
     const bytes = new TextEncoder().encode(text).length;
@@ -319,11 +364,17 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
         reject(new SwitchboardError('queue_full', `${this.queue.length} sends already wait for a connection`, msgId));
         return;
       }
+      // Registered before the frame goes out: a receipt may come before
+      // the reply.
+      const receipt = ack ? this.expectReceipt(msgId) : undefined;
       const pending: PendingSend = {
         msgId,
         text,
-        resolve,
-        reject,
+        resolve: (r) => resolve(receipt === undefined ? r : { ...r, receipt }),
+        reject: (e) => {
+          if (receipt !== undefined) this.settleReceipt(msgId, e);
+          reject(e);
+        },
         written: false,
         timer: setTimeout(() => this.failSend(pending, 'timeout', 'no reply in time'), this.opts.sendTimeoutMs),
       };
@@ -451,13 +502,29 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
         else pending.reject(new SwitchboardError(frame.code, frame.msg, pending.msgId));
         return;
       }
+      case 4: {
+        const r: Receipt = { msgId: frame.msgId, acked: frame.acked, unacked: frame.unacked };
+        this.settleReceipt(frame.msgId, r);
+        this.emit('receipt', r);
+        return;
+      }
       case 100:
       case 200:
       case 300: {
         const m: Message = { mode: frame.mode, msgId: frame.msgId, from: frame.from, content: frame.content, ts: frame.ts };
         if (frame.group !== undefined) m.group = frame.group;
         if (frame.seq !== undefined) m.seq = frame.seq;
+        const ackId = frame.ack === true ? frame.msgId : null;
+        if (ackId !== null) {
+          let acked = false;
+          m.ack = () => {
+            if (acked || gen !== this.generation) return;
+            acked = true;
+            this.sendFrame({ mode: 3, msgId: ackId });
+          };
+        }
         this.emit('message', m);
+        if (this.opts.autoAck) m.ack?.();
         // Processed: a reconnect from here on asks for what comes after it.
         if (frame.seq !== undefined && this.position !== undefined && frame.seq > this.position.seq) {
           this.position.seq = frame.seq;
@@ -525,6 +592,12 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     for (const pending of [...this.sends.values()]) {
       if (pending.written) this.failSend(pending, 'connection_lost', 'the connection ended before the reply');
     }
+    for (const msgId of [...this.receipts.keys()]) {
+      // Those still queued (not written) keep waiting: they go out on the
+      // next connection, whose receipt they get.
+      if (this.sends.get(msgId)?.written === false) continue;
+      this.settleReceipt(msgId, new SwitchboardError('connection_lost', 'the connection ended before the receipt', msgId));
+    }
     let cls: CloseClass = refusal !== undefined ? refusalClass(refusal.status) : closeClass(code);
     // Where a refusal is invisible it may have been a 401: with getToken,
     // the next attempt takes a fresh token. (Where it is visible, only a 401
@@ -572,6 +645,9 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
     this.attempt = undefined;
     this.connectedAt = undefined;
     for (const pending of [...this.sends.values()]) this.failSend(pending, 'closed', `the client closed: ${code} ${reason}`);
+    for (const msgId of [...this.receipts.keys()]) {
+      this.settleReceipt(msgId, new SwitchboardError('closed', `the client closed: ${code} ${reason}`, msgId));
+    }
     const change: StateChange = { state: 'closed', code, reason };
     if (status !== undefined) change.status = status;
     this.setState(change);
@@ -642,6 +718,44 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   private newMsgId(): string {
     this.nextId += 1;
     return `${this.idPrefix}-${this.nextId}`;
+  }
+
+  /** A receipt promise for `msgId`, settled by its mode-4 frame, the
+   * receipt timeout, or the end of the client or connection. */
+  private expectReceipt(msgId: string): Promise<Receipt> {
+    let settle: Pick<PendingReceipt, 'resolve' | 'reject'> | undefined;
+    const promise = new Promise<Receipt>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    // An app that never looks at the receipt must not see an unhandled
+    // rejection; one that awaits it still gets the error.
+    promise.catch(() => {});
+    const timer = setTimeout(
+      () => this.settleReceipt(msgId, new SwitchboardError('timeout', 'no receipt in time', msgId)),
+      this.opts.receiptTimeoutMs,
+    );
+    if (settle !== undefined) this.receipts.set(msgId, { ...settle, timer });
+    return promise;
+  }
+
+  private settleReceipt(msgId: string, outcome: Receipt | SwitchboardError): void {
+    const entry = this.receipts.get(msgId);
+    if (entry === undefined) return;
+    this.receipts.delete(msgId);
+    clearTimeout(entry.timer);
+    if (outcome instanceof SwitchboardError) entry.reject(outcome);
+    else entry.resolve(outcome);
+  }
+
+  /** Writes a frame that expects no reply (an ack) on the current
+   * connection, if there is one. */
+  private sendFrame(frame: ClientFrame): void {
+    if (this.currentState !== 'connected') return;
+    try {
+      this.attempt?.send(encodeClientFrame(frame));
+    } catch {
+      // The socket is closing: the ack is lost (the receipt says unacked).
+    }
   }
 
   private write(pending: PendingSend): void {

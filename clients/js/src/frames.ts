@@ -11,6 +11,8 @@ export const Mode = {
   Welcome: 0,
   Heartbeat: 1,
   Reply: 2,
+  Ack: 3,
+  Receipt: 4,
   Unicast: 100,
   Group: 200,
   Broadcast: 300,
@@ -26,12 +28,21 @@ export interface HeartbeatFrame {
   msgId: string;
 }
 
-/** Mode 100: to one client of the same bizCode. */
+/** Mode 3: acknowledges the delivery `msgId` that carried `"ack": true`
+ * (delivery receipts); the gateway does not answer it. */
+export interface AckFrame {
+  mode: 3;
+  msgId: string;
+}
+
+/** Mode 100: to one client of the same bizCode; with `ack: true` the sender
+ * later gets a receipt (mode 4). */
 export interface UnicastFrame {
   mode: 100;
   msgId: string;
   targetClientId: string;
   content: Json;
+  ack?: true;
 }
 
 /** Mode 200: to every other member of a group of the same bizCode. */
@@ -58,7 +69,7 @@ export interface UpstreamFrame {
 }
 
 /** What a client sends. */
-export type ClientFrame = HeartbeatFrame | UnicastFrame | GroupFrame | BroadcastFrame | UpstreamFrame;
+export type ClientFrame = HeartbeatFrame | AckFrame | UnicastFrame | GroupFrame | BroadcastFrame | UpstreamFrame;
 
 // ---- gateway → client ----
 
@@ -100,7 +111,8 @@ export interface ReplyFrame {
 }
 
 /** Modes 100/200/300 from the gateway: a delivery. `group` on 200 only;
- * `seq` with history on. */
+ * `ack: true` when the sender wants a receipt (answer with mode 3); `seq`
+ * with history on. */
 export interface DeliveryFrame {
   mode: 100 | 200 | 300;
   msgId: string | null;
@@ -108,7 +120,17 @@ export interface DeliveryFrame {
   group?: string;
   content: Json;
   ts: number;
+  ack?: boolean;
   seq?: number;
+}
+
+/** Mode 4: the receipt of a unicast sent with `ack: true`: whether the
+ * recipient acknowledged it in time. */
+export interface ReceiptFrame {
+  mode: 4;
+  msgId: string;
+  acked: string[];
+  unacked: string[];
 }
 
 /** Mode 400: a presence notice; `group` is null for bizCode-wide notices. */
@@ -120,7 +142,7 @@ export interface PresenceFrame {
 }
 
 /** What the gateway sends. */
-export type ServerFrame = WelcomeFrame | HeartbeatReplyFrame | ReplyFrame | DeliveryFrame | PresenceFrame;
+export type ServerFrame = WelcomeFrame | HeartbeatReplyFrame | ReplyFrame | DeliveryFrame | ReceiptFrame | PresenceFrame;
 
 /** A frame that is not what SPEC §2 describes. */
 export class FrameError extends Error {
@@ -139,12 +161,15 @@ export function encodeClientFrame(frame: ClientFrame): string {
   switch (frame.mode) {
     case 1:
       return JSON.stringify({ mode: 1, msgId: frame.msgId });
+    case 3:
+      return JSON.stringify({ mode: 3, msgId: frame.msgId });
     case 100:
       return JSON.stringify({
         mode: 100,
         msgId: frame.msgId,
         targetClientId: frame.targetClientId,
         content: frame.content,
+        ...(frame.ack === true ? { ack: true } : {}),
       });
     case 200:
       return JSON.stringify({ mode: 200, msgId: frame.msgId, group: frame.group, content: frame.content });
@@ -248,9 +273,17 @@ export function decodeServerFrame(text: string): ServerFrame {
         ts: field(o, 'ts', 'an integer', isInt),
       };
       if (o.mode === 200) out.group = field(o, 'group', 'a string', isStr);
+      put(out, 'ack', optional(o, 'ack', 'a boolean', isBool));
       put(out, 'seq', optional(o, 'seq', 'an integer', isInt));
       return out;
     }
+    case 4:
+      return {
+        mode: 4,
+        msgId: field(o, 'msgId', 'a string', isStr),
+        acked: field(o, 'acked', 'a list of strings', isStrList),
+        unacked: field(o, 'unacked', 'a list of strings', isStrList),
+      };
     case 400:
       return {
         mode: 400,
@@ -277,13 +310,18 @@ export function decodeClientFrame(text: string): ClientFrame {
   switch (o.mode) {
     case 1:
       return { mode: 1, msgId };
-    case 100:
-      return {
+    case 3:
+      return { mode: 3, msgId };
+    case 100: {
+      const out: UnicastFrame = {
         mode: 100,
         msgId,
         targetClientId: field(o, 'targetClientId', 'a string', isStr),
         content: field(o, 'content', 'present', isPresent),
       };
+      if (optional(o, 'ack', 'a boolean', isBool) === true) out.ack = true;
+      return out;
+    }
     case 200:
       return { mode: 200, msgId, group: field(o, 'group', 'a string', isStr), content: field(o, 'content', 'present', isPresent) };
     case 300:

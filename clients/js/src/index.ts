@@ -10,6 +10,7 @@ export { Switchboard } from './client.js';
 export type {
   Message,
   Presence,
+  Receipt,
   Recovered,
   SendResult,
   State,
@@ -24,6 +25,7 @@ export { SwitchboardError } from './errors.js';
 export type { LocalCode } from './errors.js';
 export { FrameError, Mode, decodeClientFrame, decodeServerFrame, encodeClientFrame } from './frames.js';
 export type {
+  AckFrame,
   BroadcastFrame,
   ClientFrame,
   DeliveryFrame,
@@ -32,6 +34,7 @@ export type {
   HeartbeatReplyFrame,
   Json,
   PresenceFrame,
+  ReceiptFrame,
   ReplyFrame,
   ServerFrame,
   UnicastFrame,

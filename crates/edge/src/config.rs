@@ -101,6 +101,20 @@ pub struct EdgeConfig {
     /// its first handshake is admitted. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub biz_limits_refresh: Duration,
+    /// Delivery receipts: how long a client's unicast with `"ack":true`
+    /// waits for the recipient's ack before its sender gets the receipt
+    /// (mode 4) with the recipient in `unacked`. Default `10s`; between
+    /// 100ms and 30s.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Most unicasts with `"ack":true` of one connection waiting for their
+    /// receipts at once; past it such a send gets a mode-2 reply 1005.
+    /// Default 100.
+    pub max_acks_in_flight: u32,
+    /// Acks (mode 3) per second per connection (burst: twice as many) the
+    /// edge forwards to the routers; past it they are dropped silently.
+    /// Default 500.
+    pub ack_rate_per_sec: u32,
 }
 
 impl Default for EdgeConfig {
@@ -131,6 +145,9 @@ impl Default for EdgeConfig {
             trusted_proxies: Vec::new(),
             max_connections_per_biz: 0,
             biz_limits_refresh: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(10),
+            max_acks_in_flight: 100,
+            ack_rate_per_sec: 500,
         }
     }
 }
@@ -167,6 +184,14 @@ impl EdgeConfig {
         }
         if self.send_modes.iter().any(|m| ![100, 200, 300, 500].contains(m)) {
             problems.push("edge.send_modes may only contain 100, 200, 300 and 500".into());
+        }
+        if self.ack_timeout < Duration::from_millis(100)
+            || self.ack_timeout > Duration::from_millis(u64::from(switchboard_protocol::frame::MAX_ACK_TIMEOUT_MS))
+        {
+            problems.push("edge.ack_timeout must be between 100ms and 30s".into());
+        }
+        if self.max_acks_in_flight == 0 || self.ack_rate_per_sec == 0 {
+            problems.push("edge.max_acks_in_flight and edge.ack_rate_per_sec must be positive".into());
         }
         if self.max_groups == 0 {
             problems.push("edge.max_groups must be positive".into());

@@ -7,8 +7,8 @@
 //! [`CloseCode`] here, at the edge of the crate, and a number that is not
 //! one of ours is refused with a log line.
 
-use switchboard_protocol::envelope::{CommandReply, HeldReply, NodeCommand};
-use switchboard_protocol::CloseCode;
+use switchboard_protocol::envelope::{CommandReply, DeliverTo, HeldReply, NodeCommand};
+use switchboard_protocol::{frame, CloseCode};
 
 use crate::edge::Edge;
 use crate::outbox;
@@ -44,6 +44,13 @@ impl Edge {
                 if let Some(o) = order {
                     if !inner.check_order(o) || o.tick {
                         return None;
+                    }
+                }
+                if mode == frame::MODE_RECEIPT {
+                    if let DeliverTo::Conns(conns) = &to {
+                        for c in conns.iter().filter_map(|&id| inner.registry().get(id)) {
+                            c.receipts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
                 }
                 let framed = outbox::text_frame(&frame);

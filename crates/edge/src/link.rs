@@ -3,7 +3,7 @@
 //! binary implements it with direct calls into the router.
 
 use async_trait::async_trait;
-use switchboard_protocol::envelope::{BizLimits, ConnInfo, ConnectedReply, Disconnect, Resync, Route, RouteReply};
+use switchboard_protocol::envelope::{Ack, BizLimits, ConnInfo, ConnectedReply, Disconnect, Resync, Route, RouteReply};
 
 /// Why the router could not be asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,5 +45,14 @@ pub trait RouterLink: Send + Sync + 'static {
     async fn biz_limits(&self, bizs: Vec<String>) -> Result<Vec<BizLimits>, LinkError> {
         let _ = bizs;
         Err(LinkError::Unavailable("this link cannot ask for limits".into()))
+    }
+    /// Hands a client's ack (mode 3), stamped with its connection's
+    /// bizCode and clientId, to every router (fire and forget: no answer;
+    /// the router waiting for it completes the receipt). A link that
+    /// cannot answers an error and the ack is lost (the receipt then says
+    /// `unacked`).
+    async fn ack(&self, a: Ack) -> Result<(), LinkError> {
+        let _ = a;
+        Err(LinkError::Unavailable("this link cannot forward acks".into()))
     }
 }

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
 use switchboard_protocol::envelope::{
-    self, BizLimits, BizQuery, ConnInfo, ConnectReply, ConnectedReply, Disconnect, Heartbeat, LimitsQuery, LimitsReply,
-    NodeCommand, Resync, Route, RouteBatch, RouteBatchReply, RouteReply,
+    self, Ack, BizLimits, BizQuery, ConnInfo, ConnectReply, ConnectedReply, Disconnect, Heartbeat, LimitsQuery,
+    LimitsReply, NodeCommand, Resync, Route, RouteBatch, RouteBatchReply, RouteReply,
 };
 use switchboard_protocol::{subject, ErrorCode};
 use switchboard_runtime::nats::LinkState;
@@ -189,6 +189,13 @@ fn retry_on_internal(code: u16, what: &str) -> Result<(), LinkError> {
 impl RouterLink for NatsRouter {
     async fn connect(&self, info: ConnInfo) -> Result<ConnectedReply, LinkError> {
         self.request(subject::ROUTER_CONNECT, &info).await
+    }
+    async fn ack(&self, a: Ack) -> Result<(), LinkError> {
+        let payload = envelope::encode(&a).map_err(|e| LinkError::BadAnswer(e.to_string()))?;
+        self.client
+            .publish(subject::ROUTER_ACK, payload)
+            .await
+            .map_err(|e| LinkError::Unavailable(e.to_string()))
     }
     async fn disconnect(&self, d: Disconnect) -> Result<(), LinkError> {
         // 1500: the router's store failed (e.g. no JetStream quorum) and the

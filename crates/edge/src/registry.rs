@@ -48,6 +48,10 @@ pub struct Conn {
     /// Logged deliveries (history on, SPEC §7): the highest `seq` queued,
     /// and those held back until the welcome and any replay are out.
     log: Mutex<LogState>,
+    /// Delivery receipts (mode 4) delivered to this connection so far: its
+    /// reader frees that many of its sends with `"ack":true` in flight
+    /// (`edge.max_acks_in_flight`).
+    pub receipts: AtomicU32,
 }
 
 /// Where a connection stands in its bizCode's log.
@@ -132,6 +136,7 @@ impl Conn {
             outbox: Outbox::default(),
             last_seen: AtomicU64::new(now),
             phase: AtomicU32::new(REGISTERING),
+            receipts: AtomicU32::new(0),
             log: Mutex::new(LogState {
                 last: 0,
                 joined: None,

@@ -1,16 +1,20 @@
-//! What a client's text message does: a heartbeat is answered at once; a
-//! send (mode 100, 200, 300) is checked (size, ids, send policy, the
-//! connection's rate, then its bizCode's) and asked of a router, and its
-//! mode-2 reply says how it went. An upstream message (mode 500) passes
-//! the same size, policy and rate checks and is stored as an event
-//! ([`crate::events`]).
+//! What a client's text message does: a heartbeat is answered at once; an
+//! ack (mode 3) is stamped with the connection's bizCode and clientId and
+//! handed to the routers (no reply); a send (mode 100, 200, 300) is
+//! checked (size, ids, send policy, the connection's rate, then its
+//! bizCode's, and for a unicast with `"ack":true` its receipts in flight)
+//! and asked of a router, and its mode-2 reply says how it went. An
+//! upstream message (mode 500) passes the same size, policy and rate
+//! checks and is stored as an event ([`crate::events`]).
 //!
 //! Sends of one connection are routed one at a time, in order: the reader
 //! awaits each before it reads the next frame.
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use switchboard_protocol::envelope::Route;
+use switchboard_protocol::envelope::{Ack, Route};
 use switchboard_protocol::frame::{self, ClientFrame, SendTarget};
 use switchboard_protocol::ids::{self, IdKind};
 use switchboard_protocol::ErrorCode;
@@ -26,6 +30,85 @@ pub(crate) struct Limiter {
     /// Sends refused in a row by the rate limit (`edge.abuse_limit`
     /// closes the connection with 1008).
     pub(crate) refused_in_a_row: u32,
+    /// Delivery receipt state, made on the connection's first ack or send
+    /// with `"ack":true` (an idle connection pays nothing for it).
+    acks: Option<Box<AckState>>,
+}
+
+/// A connection's acks and sends with `"ack":true`.
+struct AckState {
+    /// Acks forwarded: a token bucket of `edge.ack_rate_per_sec`.
+    tokens: f64,
+    last: Instant,
+    /// When each send with `"ack":true` in flight stops counting (its
+    /// receipt's deadline, plus a grace), oldest first; a receipt that
+    /// arrives frees the oldest.
+    in_flight: VecDeque<Instant>,
+    /// `Conn::receipts` as last read.
+    receipts_seen: u32,
+}
+
+/// How long past its ack timeout a send with `"ack":true` still counts as
+/// in flight when its receipt never came (a router that died holding it).
+const RECEIPT_GRACE: Duration = Duration::from_secs(5);
+
+impl AckState {
+    /// The state in `slot`, made with a full ack bucket for `rate` on first
+    /// use.
+    fn get(slot: &mut Option<Box<Self>>, rate: u32) -> &mut Self {
+        slot.get_or_insert_with(|| {
+            Box::new(Self {
+                tokens: Self::burst(rate),
+                last: Instant::now(),
+                in_flight: VecDeque::new(),
+                receipts_seen: 0,
+            })
+        })
+    }
+
+    /// Acks allowed at once: two seconds' worth.
+    fn burst(rate: u32) -> f64 {
+        f64::from(rate) * 2.0
+    }
+
+    /// Takes an ack token; `false` past the rate.
+    fn allow_ack(&mut self, rate: u32) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * f64::from(rate);
+        self.tokens = (self.tokens + refill).min(Self::burst(rate));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Counts a send with `"ack":true` that ends by `deadline`, unless
+    /// `max` are in flight (after freeing those whose receipt came, per
+    /// `receipts`, and those past their deadline).
+    fn start(&mut self, receipts: u32, max: u32, deadline: Instant) -> bool {
+        let arrived = receipts.wrapping_sub(self.receipts_seen) as usize;
+        self.receipts_seen = receipts;
+        let freed = arrived.min(self.in_flight.len());
+        self.in_flight.drain(..freed);
+        let now = Instant::now();
+        while self.in_flight.front().is_some_and(|d| *d <= now) {
+            self.in_flight.pop_front();
+        }
+        if self.in_flight.len() >= max as usize {
+            return false;
+        }
+        self.in_flight.push_back(deadline);
+        true
+    }
+
+    /// Gives back the slot [`AckState::start`] just took: the send failed
+    /// and gets no receipt.
+    fn give_back(&mut self) {
+        self.in_flight.pop_back();
+    }
 }
 
 impl Limiter {
@@ -34,6 +117,7 @@ impl Limiter {
             tokens: f64::from(burst),
             last: Instant::now(),
             refused_in_a_row: 0,
+            acks: None,
         }
     }
 
@@ -71,6 +155,26 @@ pub(crate) async fn handle_text(
             edge.metrics().frames_received.get(frame::MODE_HEARTBEAT).inc();
             let reply = frame::heartbeat_reply(msg_id.as_deref(), switchboard_runtime::now_ms());
             edge.push(conn, frame::MODE_HEARTBEAT, &reply);
+            return;
+        }
+        Ok(ClientFrame::Ack { msg_id }) => {
+            edge.metrics().frames_received.get(frame::MODE_ACK).inc();
+            let rate = edge.config().ack_rate_per_sec;
+            if !AckState::get(&mut limiter.acks, rate).allow_ack(rate) {
+                edge.metrics().acks_dropped.inc();
+                return;
+            }
+            // Stamped with the connection's own identity: a client acks
+            // only for itself, within its bizCode.
+            let ack = Ack {
+                biz: conn.biz.to_string(),
+                client: conn.client.to_string(),
+                msg_id,
+            };
+            if let Err(e) = edge.router().ack(ack).await {
+                edge.metrics().acks_dropped.inc();
+                tracing::debug!(conn_id = conn.id, error = %e, "ack not forwarded");
+            }
             return;
         }
         Ok(ClientFrame::Send(send)) => send,
@@ -121,8 +225,33 @@ pub(crate) async fn handle_text(
         refuse(edge, conn, msg_id.as_deref(), code);
         return;
     }
+    let ack_timeout = edge.config().ack_timeout;
+    if send.ack {
+        let state = AckState::get(&mut limiter.acks, edge.config().ack_rate_per_sec);
+        let receipts = conn.receipts.load(Ordering::Relaxed);
+        if !state.start(
+            receipts,
+            edge.config().max_acks_in_flight,
+            Instant::now() + ack_timeout + RECEIPT_GRACE,
+        ) {
+            edge.metrics().receipt_refusals.inc();
+            edge.reply(
+                conn,
+                msg_id.as_deref(),
+                ErrorCode::RateLimited,
+                "too many sends with ack are waiting for their receipts",
+                None,
+            );
+            return;
+        }
+    }
     let started = Instant::now();
     let route = Route {
+        ack_timeout_ms: if send.ack {
+            u32::try_from(ack_timeout.as_millis()).unwrap_or(frame::MAX_ACK_TIMEOUT_MS)
+        } else {
+            0
+        },
         node: edge.node_id().to_owned(),
         conn: conn.id,
         biz: conn.biz.to_string(),
@@ -132,16 +261,24 @@ pub(crate) async fn handle_text(
         content: send.content,
     };
     let msg_id = route.msg_id.clone();
-    match edge.router().route(route).await {
+    let code = match edge.router().route(route).await {
         Ok(r) => {
             edge.metrics().send_duration.observe(started.elapsed().as_secs_f64());
             let code = ErrorCode::from_u16(r.code).unwrap_or(ErrorCode::Internal);
             let recipients = (code == ErrorCode::Ok).then_some(r.recipients);
             edge.reply(conn, msg_id.as_deref(), code, code.message(), recipients);
+            code
         }
         Err(e) => {
             tracing::warn!(conn_id = conn.id, error = %e, "route failed");
             refuse(edge, conn, msg_id.as_deref(), ErrorCode::Internal);
+            ErrorCode::Internal
+        }
+    };
+    if send.ack && code != ErrorCode::Ok {
+        // A failed send gets no receipt: its slot is free at once.
+        if let Some(state) = limiter.acks.as_mut() {
+            state.give_back();
         }
     }
 }
@@ -169,6 +306,24 @@ fn refuse(edge: &EdgeInner, conn: &Conn, msg_id: Option<&str>, code: ErrorCode) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sends_with_ack_in_flight_are_capped_until_receipts_or_deadlines_free_them() {
+        let mut slot = None;
+        let s = AckState::get(&mut slot, 2);
+        let later = Instant::now() + Duration::from_secs(60);
+        assert!(s.start(0, 2, later) && s.start(0, 2, later));
+        assert!(!s.start(0, 2, later), "two in flight");
+        assert!(s.start(1, 2, later), "a receipt came: one freed");
+        assert!(!s.start(1, 2, later));
+        let past = Instant::now();
+        let mut slot = None;
+        let s = AckState::get(&mut slot, 2);
+        assert!(s.start(0, 1, past));
+        assert!(s.start(0, 1, later), "the first one's deadline passed");
+        assert!(s.allow_ack(2) && s.allow_ack(2) && s.allow_ack(2) && s.allow_ack(2));
+        assert!(!s.allow_ack(2), "burst of twice the rate");
+    }
 
     #[test]
     fn limiter_allows_burst_then_refuses() {

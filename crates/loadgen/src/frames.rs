@@ -21,6 +21,7 @@ pub(crate) fn send(target: SendTarget, msg_id: String, content: String) -> Messa
         msg_id: Some(msg_id),
         target,
         content,
+        ack: false,
     });
     // Rendered from `String`s by a JSON writer: always UTF-8, no copy.
     let text = String::from_utf8(text).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());

@@ -156,6 +156,17 @@ pub struct LoggedSend {
     pub target: SendTarget,
     /// `content` as JSON text.
     pub content: String,
+    /// The entry's `Nats-Msg-Id`, chosen by the router that forwards it,
+    /// so that asking again (the owner's answer lost, a second subscriber
+    /// answering "not the owner" first) stores it once: the log's
+    /// duplicate window answers the first append. `None` from older
+    /// routers: the owner picks one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_id: Option<String>,
+    /// The delivery asks its recipients for an acknowledgement
+    /// (`"ack":true`, delivery receipts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ack: bool,
 }
 
 /// A question to a history partition's owner.
@@ -176,6 +187,12 @@ pub enum PartRequest {
         msg_id: String,
         /// `content` as JSON text.
         content: String,
+        /// The entry's `Nats-Msg-Id` (see [`LoggedSend::log_id`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_id: Option<String>,
+        /// The delivery asks for acknowledgements (`"ack":true`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ack: bool,
     },
     /// Index this presence entry between two planned entries and answer
     /// where its connection joins the log (a connect, a bind, an unbind).
@@ -301,6 +318,27 @@ pub struct Route {
     pub target: SendTarget,
     /// `content` as JSON text.
     pub content: String,
+    /// A unicast with `"ack":true`: how long (ms, at most
+    /// [`MAX_ACK_TIMEOUT_MS`](crate::frame::MAX_ACK_TIMEOUT_MS)) the router
+    /// waits for the recipient's acknowledgement before it sends the
+    /// sender's connection its receipt (mode 4); 0: no receipt. Absent
+    /// from older edges.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ack_timeout_ms: u32,
+}
+
+/// A client's acknowledgement of a delivery (mode 3), stamped by its edge
+/// with the connection's authenticated bizCode and clientId (a client acks
+/// only for itself). Published to every router (no queue group): whichever
+/// router waits for it finds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// bizCode of the acknowledging connection.
+    pub biz: String,
+    /// clientId of the acknowledging connection.
+    pub client: String,
+    /// The delivery's `msgId`.
+    pub msg_id: String,
 }
 
 /// Answer to a route.
@@ -618,6 +656,45 @@ mod tests {
         assert!(ConnRange { from: 3, to: 9 }.contains(3) && !ConnRange { from: 3, to: 9 }.contains(9));
     }
 
+    /// Delivery receipts add optional fields only: an older peer's route
+    /// and logged send read as "no receipt", and without one the bytes are
+    /// what they were (the golden test below).
+    #[test]
+    fn receipt_fields_are_optional_both_ways() {
+        #[derive(Serialize, Deserialize)]
+        struct OldLoggedSend {
+            origin: Option<(String, u64)>,
+            biz: String,
+            from: String,
+            msg_id: Option<String>,
+            target: SendTarget,
+            content: String,
+        }
+        let old = OldLoggedSend {
+            origin: None,
+            biz: "d1".into(),
+            from: "".into(),
+            msg_id: Some("m".into()),
+            target: SendTarget::Client("c".into()),
+            content: "1".into(),
+        };
+        let new: LoggedSend = decode(&encode(&old).expect("encode")).expect("decode old");
+        assert!(!new.ack);
+        let asking = LoggedSend { ack: true, ..new };
+        let back: OldLoggedSend = decode(&encode(&asking).expect("encode")).expect("an old owner decodes it");
+        assert_eq!(back.msg_id.as_deref(), Some("m"));
+        assert_eq!(
+            decode::<LoggedSend>(&encode(&asking).expect("encode")).expect("round trip"),
+            asking
+        );
+        let ack = Ack {
+            biz: "d1".into(),
+            client: "c".into(),
+            msg_id: "m".into(),
+        };
+        assert_eq!(decode::<Ack>(&encode(&ack).expect("encode")).expect("round trip"), ack);
+    }
+
     /// Golden: a format change shows up as a diff here.
     #[test]
     fn route_golden_bytes() {
@@ -629,6 +706,7 @@ mod tests {
             msg_id: Some("m".into()),
             target: SendTarget::Client("c2".into()),
             content: "1".into(),
+            ack_timeout_ms: 0,
         };
         let bytes = encode(&r).expect("encode");
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

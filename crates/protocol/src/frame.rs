@@ -21,6 +21,16 @@ pub const MODE_GROUP: u16 = 200;
 pub const MODE_BROADCAST: u16 = 300;
 /// Presence notice.
 pub const MODE_PRESENCE: u16 = 400;
+/// A client's acknowledgement of a delivery that asked for one
+/// (`"ack":true`): `{"mode":3,"msgId":..}`.
+pub const MODE_ACK: u16 = 3;
+/// A delivery receipt to the sender of a client send with `"ack":true`:
+/// `{"mode":4,"msgId":..,"acked":[..],"unacked":[..]}`.
+pub const MODE_RECEIPT: u16 = 4;
+
+/// Longest delivery receipt wait (ms) a send may ask for: the API's
+/// `ackTimeoutMs` and the edge's `edge.ack_timeout` are at most this.
+pub const MAX_ACK_TIMEOUT_MS: u32 = 30_000;
 /// Upstream message: a client tells its backend (an `upstream` event).
 pub const MODE_UPSTREAM: u16 = 500;
 
@@ -34,6 +44,11 @@ pub enum ClientFrame {
     },
     /// Mode 100, 200 or 300.
     Send(Send),
+    /// Mode 3: the client acknowledges the delivery with this `msgId`.
+    Ack {
+        /// The delivery's `msgId`.
+        msg_id: String,
+    },
     /// Mode 500: a message for the backend, stored as an `upstream`
     /// connection event.
     Upstream(Upstream),
@@ -57,6 +72,10 @@ pub struct Send {
     pub target: SendTarget,
     /// The `content` JSON text, exactly as the client sent it.
     pub content: String,
+    /// `"ack": true` on a unicast (mode 100): the sender wants a delivery
+    /// receipt (mode 4) once the recipient acknowledged it or the edge's
+    /// ack timeout passed. Always `false` for modes 200 and 300.
+    pub ack: bool,
 }
 
 /// The recipients of a send.
@@ -104,6 +123,8 @@ struct RawFrame<'a> {
     group: Option<&'a RawValue>,
     #[serde(borrow)]
     content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ack: Option<&'a RawValue>,
 }
 
 /// Parses one client text frame.
@@ -137,6 +158,12 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
     };
     let target = match mode {
         1 => return Ok(ClientFrame::Heartbeat { msg_id }),
+        3 => {
+            return match msg_id {
+                Some(msg_id) => Ok(ClientFrame::Ack { msg_id }),
+                None => Err(invalid(None, "msgId is missing")),
+            }
+        }
         100 => match raw.target.map(|v| serde_json::from_str::<String>(v.get())) {
             Some(Ok(t)) => SendTarget::Client(t),
             Some(Err(_)) => return Err(invalid(msg_id, "targetClientId must be a string")),
@@ -168,8 +195,20 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
     let Some(content) = raw.content else {
         return Err(invalid(msg_id, "content is missing"));
     };
+    let ack = match raw.ack.map(|v| v.get()) {
+        None | Some("false" | "null") => false,
+        Some("true") => true,
+        Some(_) => return Err(invalid(msg_id, "ack must be a boolean")),
+    };
+    // A receipt is for a unicast only; on a group send or broadcast the
+    // flag is ignored.
+    let ack = ack && matches!(target, SendTarget::Client(_));
+    if ack && msg_id.is_none() {
+        return Err(invalid(None, "a send with ack needs a msgId"));
+    }
     Ok(ClientFrame::Send(Send {
         msg_id,
+        ack,
         target,
         content: content.get().to_owned(),
     }))
@@ -305,17 +344,20 @@ pub fn reply(msg_id: Option<&str>, code: ErrorCode, msg: &str, recipients: Optio
 
 /// A delivery (mode 100/200/300). `content` is JSON text, spliced in as is.
 pub fn delivery(target: &SendTarget, msg_id: Option<&str>, from: &str, content: &str, ts_ms: u64) -> Vec<u8> {
-    logged_delivery(target, msg_id, from, content, ts_ms, None)
+    logged_delivery(target, msg_id, from, content, ts_ms, false, None)
 }
 
 /// A delivery that is an entry of its bizCode's log: [`delivery`] with
-/// `"seq"` last (SPEC §7) when `seq` is `Some`.
+/// `"ack":true` after `ts` when the sender wants a receipt (the recipient
+/// answers with a mode-3 frame), and `"seq"` last (SPEC §7) when `seq` is
+/// `Some`.
 pub fn logged_delivery(
     target: &SendTarget,
     msg_id: Option<&str>,
     from: &str,
     content: &str,
     ts_ms: u64,
+    ack: bool,
     seq: Option<u64>,
 ) -> Vec<u8> {
     let mut o = Out::with_capacity(100 + content.len());
@@ -329,6 +371,9 @@ pub fn logged_delivery(
         o.raw(r#","group":"#).str(g);
     }
     o.raw(r#","content":"#).raw(content).raw(r#","ts":"#).num(ts_ms);
+    if ack {
+        o.raw(r#","ack":true"#);
+    }
     if let Some(seq) = seq {
         o.raw(r#","seq":"#).num(seq);
     }
@@ -368,7 +413,43 @@ pub fn client_send(send: &Send) -> Vec<u8> {
         }
         SendTarget::Biz => {}
     }
-    o.raw(r#","content":"#).raw(&send.content).raw("}");
+    o.raw(r#","content":"#).raw(&send.content);
+    if send.ack {
+        o.raw(r#","ack":true"#);
+    }
+    o.raw("}");
+    o.done()
+}
+
+/// A client's acknowledgement (mode 3) as a client writes it: what
+/// [`parse_client_frame`] reads back as [`ClientFrame::Ack`]. The gateway
+/// never sends it; client tools use it.
+pub fn client_ack(msg_id: &str) -> Vec<u8> {
+    let mut o = Out::with_capacity(32 + msg_id.len());
+    o.raw(r#"{"mode":3,"msgId":"#).str(msg_id).raw("}");
+    o.done()
+}
+
+/// A delivery receipt (mode 4) to the sender of a client send with
+/// `"ack":true`: which recipients acknowledged the delivery in time and
+/// which did not.
+pub fn receipt<A: AsRef<str>, U: AsRef<str>>(msg_id: &str, acked: &[A], unacked: &[U]) -> Vec<u8> {
+    fn list<S: AsRef<str>>(o: &mut Out, ids: &[S]) {
+        o.raw("[");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                o.raw(",");
+            }
+            o.str(id.as_ref());
+        }
+        o.raw("]");
+    }
+    let mut o = Out::with_capacity(64 + msg_id.len());
+    o.raw(r#"{"mode":4,"msgId":"#).str(msg_id).raw(r#","acked":"#);
+    list(&mut o, acked);
+    o.raw(r#","unacked":"#);
+    list(&mut o, unacked);
+    o.raw("}");
     o.done()
 }
 
@@ -418,6 +499,7 @@ mod tests {
                 msg_id: Some(" 10001".into()),
                 target: SendTarget::Client("c2".into()),
                 content: r#""你好，c2""#.into(),
+                ack: false,
             })
         );
         let f = parse_client_frame(br#"{"msgId":"10004","mode":1}"#).expect("valid");
@@ -434,6 +516,7 @@ mod tests {
                 msg_id: Some("7".into()),
                 target: SendTarget::Group("g1".into()),
                 content: r#"{"a":[1]}"#.into(),
+                ack: false,
             })
         );
         let f = parse_client_frame(br#"{"mode":300,"content":1,"extra":true}"#).expect("valid");
@@ -487,16 +570,19 @@ mod tests {
                 msg_id: Some("m\"1".into()),
                 target: SendTarget::Client("c2".into()),
                 content: r#"{"t":1,"p":"x"}"#.into(),
+                ack: false,
             },
             Send {
                 msg_id: None,
                 target: SendTarget::Group("g1".into()),
                 content: "7".into(),
+                ack: false,
             },
             Send {
                 msg_id: Some("3".into()),
                 target: SendTarget::Biz,
                 content: r#""hi""#.into(),
+                ack: false,
             },
         ];
         for send in sends {
@@ -513,6 +599,7 @@ mod tests {
                 msg_id: Some("1".into()),
                 target: SendTarget::Client("c2".into()),
                 content: r#"{"a":1}"#.into(),
+                ack: false,
             })),
             json!({"mode":100,"msgId":"1","targetClientId":"c2","content":{"a":1}})
         );
@@ -568,6 +655,7 @@ mod tests {
                 "",
                 "1",
                 9,
+                false,
                 Some(1_700_000_000_000_123)
             )),
             json!({"mode":300,"msgId":null,"from":"","content":1,"ts":9,"seq":1_700_000_000_000_123_u64})
@@ -595,5 +683,58 @@ mod tests {
             None,
             "recovered only when the client asked to recover"
         );
+    }
+
+    #[test]
+    fn receipts_ack_frames_and_ack_flags() {
+        assert_eq!(
+            parse_client_frame(br#"{"mode":3,"msgId":"m1"}"#),
+            Ok(ClientFrame::Ack { msg_id: "m1".into() })
+        );
+        assert_eq!(
+            parse_client_frame(br#"{"mode":3,"msgId":17}"#),
+            Ok(ClientFrame::Ack { msg_id: "17".into() })
+        );
+        for bad in [
+            &br#"{"mode":3}"#[..],
+            br#"{"mode":3,"msgId":null}"#,
+            br#"{"mode":3,"msgId":[]}"#,
+        ] {
+            let e = parse_client_frame(bad).expect_err("no msgId");
+            assert_eq!(e.code, ErrorCode::InvalidFrame, "{}", String::from_utf8_lossy(bad));
+        }
+        let Ok(ClientFrame::Send(s)) =
+            parse_client_frame(br#"{"mode":100,"msgId":"a","targetClientId":"c2","content":1,"ack":true}"#)
+        else {
+            panic!("a unicast with ack")
+        };
+        assert!(s.ack);
+        let e =
+            parse_client_frame(br#"{"mode":100,"targetClientId":"c2","content":1,"ack":true}"#).expect_err("no msgId");
+        assert_eq!(e.code, ErrorCode::InvalidFrame);
+        let e = parse_client_frame(br#"{"mode":100,"msgId":"a","targetClientId":"c2","content":1,"ack":1}"#)
+            .expect_err("not a boolean");
+        assert_eq!((e.code, e.msg_id.as_deref()), (ErrorCode::InvalidFrame, Some("a")));
+        let Ok(ClientFrame::Send(s)) = parse_client_frame(br#"{"mode":300,"content":1,"ack":true}"#) else {
+            panic!("a broadcast")
+        };
+        assert!(!s.ack, "ack is for unicasts only");
+        assert_eq!(
+            v(&receipt("m1", &["c2"], &["c3", "c\"4"])),
+            json!({"mode":4,"msgId":"m1","acked":["c2"],"unacked":["c3","c\"4"]})
+        );
+        assert_eq!(
+            v(&logged_delivery(
+                &SendTarget::Client("c2".into()),
+                Some("m1"),
+                "c1",
+                "1",
+                9,
+                true,
+                Some(5)
+            )),
+            json!({"mode":100,"msgId":"m1","from":"c1","content":1,"ts":9,"ack":true,"seq":5})
+        );
+        assert_eq!(v(&client_ack("m\"1")), json!({"mode":3,"msgId":"m\"1"}));
     }
 }

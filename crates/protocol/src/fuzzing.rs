@@ -51,6 +51,10 @@ pub fn client_frame(data: &[u8]) {
             let r = head(&frame::heartbeat_reply(msg_id.as_deref(), 1));
             assert_eq!(r, (frame::MODE_HEARTBEAT, msg_id.clone()));
         }
+        ClientFrame::Ack { msg_id } => {
+            let r = head(&frame::receipt(msg_id, &[msg_id.as_str()], &[] as &[&str]));
+            assert_eq!(r, (frame::MODE_RECEIPT, Some(msg_id.clone())));
+        }
         ClientFrame::Send(s) => {
             let _: IgnoredAny = serde_json::from_str(&s.content)
                 .unwrap_or_else(|e| panic!("accepted content {:?} is not JSON: {e}", s.content));
@@ -122,8 +126,13 @@ fn head(bytes: &[u8]) -> (u16, Option<String>) {
 /// A client frame as a client library would write it.
 fn write_client_frame(f: &ClientFrame) -> Vec<u8> {
     let str = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let ack_id;
     let (mode, msg_id) = match f {
         ClientFrame::Heartbeat { msg_id } => (frame::MODE_HEARTBEAT, msg_id),
+        ClientFrame::Ack { msg_id } => {
+            ack_id = Some(msg_id.clone());
+            (frame::MODE_ACK, &ack_id)
+        }
         ClientFrame::Send(s) => (s.target.mode(), &s.msg_id),
         ClientFrame::Upstream(u) => (frame::MODE_UPSTREAM, &u.msg_id),
     };
@@ -138,6 +147,9 @@ fn write_client_frame(f: &ClientFrame) -> Vec<u8> {
             SendTarget::Biz => {}
         }
         out.push_str(&format!(r#","content":{}"#, s.content));
+        if s.ack {
+            out.push_str(r#","ack":true"#);
+        }
     }
     if let ClientFrame::Upstream(u) = f {
         out.push_str(&format!(r#","content":{}"#, u.content));
@@ -156,6 +168,7 @@ pub fn bus_envelope(data: &[u8]) {
     round_trip::<ConnectReply>(data);
     round_trip::<Disconnect>(data);
     round_trip::<Route>(data);
+    round_trip::<envelope::Ack>(data);
     round_trip::<RouteReply>(data);
     round_trip::<RouteBatch>(data);
     round_trip::<RouteBatchReply>(data);
@@ -223,6 +236,7 @@ pub fn bus_envelope_seeds() -> Vec<Vec<u8>> {
         msg_id: Some(" 10001".into()),
         target: SendTarget::Group("g1".into()),
         content: r#""你好""#.into(),
+        ack_timeout_ms: 0,
     };
     let deliver = NodeCommand::Deliver {
         mode: 200,

@@ -29,6 +29,10 @@ pub const ROUTER_CHECK_BIZ: &str = "sb.router.check_biz";
 pub const ROUTER_BIZ_LIMITS: &str = "sb.router.biz_limits";
 /// Edge → every router: node heartbeat (plain publish, no queue group).
 pub const ROUTER_HEARTBEAT: &str = "sb.router.heartbeat";
+/// Edge → every router: a client's acknowledgement of a delivery
+/// ([`Ack`](crate::envelope::Ack); plain publish, no queue group): the
+/// router waiting for it may be any of them.
+pub const ROUTER_ACK: &str = "sb.router.ack";
 
 /// Router → the router that owns history partition `p` (request/reply,
 /// only the owner subscribes): logged sends, joins and history changes

@@ -79,7 +79,17 @@ struct Delivery<'a> {
     #[serde(borrow)]
     content: &'a RawValue,
     ts: u64,
+    ack: Option<bool>,
     seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Receipt {
+    mode: u16,
+    msg_id: String,
+    acked: Vec<String>,
+    unacked: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -157,7 +167,9 @@ fn render_gateway_frame(name: &str, mode: u16, raw: &RawValue) -> Vec<u8> {
                 (frame::MODE_BROADCAST, None) => SendTarget::Biz,
                 _ => panic!("{name}: group belongs to mode 200 only: {}", raw.get()),
             };
-            frame::logged_delivery(&target, d.msg_id.as_deref(), &d.from, d.content.get(), d.ts, d.seq)
+            assert_ne!(d.ack, Some(false), "{name}: ack is absent or true");
+            let ack = d.ack == Some(true);
+            frame::logged_delivery(&target, d.msg_id.as_deref(), &d.from, d.content.get(), d.ts, ack, d.seq)
         }
         frame::MODE_PRESENCE => {
             let p: Presence = parse(name, raw);
@@ -168,6 +180,11 @@ fn render_gateway_frame(name: &str, mode: u16, raw: &RawValue) -> Vec<u8> {
                 other => panic!("{name}: unknown event {other}"),
             };
             frame::presence_notice(event, &p.client_id, p.group.as_deref())
+        }
+        frame::MODE_RECEIPT => {
+            let r: Receipt = parse(name, raw);
+            assert_eq!(r.mode, mode, "{name}");
+            frame::receipt(&r.msg_id, &r.acked, &r.unacked)
         }
         other => panic!("{name}: no gateway frame of mode {other}"),
     }
@@ -184,6 +201,10 @@ fn reparse_client_frame(name: &str, mode: u16, raw: &RawValue) -> Vec<u8> {
             serde_json::json!({"mode": frame::MODE_HEARTBEAT, "msgId": msg_id})
                 .to_string()
                 .into_bytes()
+        }
+        ClientFrame::Ack { msg_id } => {
+            assert_eq!(mode, frame::MODE_ACK, "{name}");
+            frame::client_ack(&msg_id)
         }
         ClientFrame::Send(send) => {
             assert_eq!(send.target.mode(), mode, "{name}");
@@ -227,6 +248,7 @@ fn every_frame_kind_has_a_fixture() {
     let have: BTreeSet<(String, u16)> = fixtures().into_iter().map(|(_, f)| (f.direction, f.mode)).collect();
     let client = [
         frame::MODE_HEARTBEAT,
+        frame::MODE_ACK,
         frame::MODE_UNICAST,
         frame::MODE_GROUP,
         frame::MODE_BROADCAST,
@@ -240,6 +262,7 @@ fn every_frame_kind_has_a_fixture() {
         frame::MODE_GROUP,
         frame::MODE_BROADCAST,
         frame::MODE_PRESENCE,
+        frame::MODE_RECEIPT,
     ];
     let want: BTreeSet<(String, u16)> = client
         .iter()

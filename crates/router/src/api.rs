@@ -16,6 +16,7 @@
 //! - `call`: the calls, parsed once from the path;
 //! - `keys`: which key is calling and what it may serve;
 //! - `rate`: the rate limit per API key and bizCode;
+//! - `waits`: the cap on sends waiting for delivery receipts;
 //! - `body`: the request body, the tenant headers, their checks;
 //! - `error`: every refusal, mapped to status + `{code,msg}` in one place.
 //!
@@ -23,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, StatusCode};
@@ -51,12 +52,14 @@ mod error;
 pub mod fuzzing;
 mod keys;
 mod rate;
+mod waits;
 
 use body::{check_id, parse, required, same_tenant, tenant, Body};
 use call::{Call, Op};
 use error::{ok, ApiError};
 use keys::{matching_key, Caller};
 use rate::ApiRate;
+use waits::{ApiWaits, Slot};
 
 /// The path prefix of every call.
 pub const PREFIX: &str = "/api/websocket/";
@@ -71,6 +74,8 @@ pub struct Api {
     config: Arc<ApiConfig>,
     /// Calls per (API key, bizCode).
     rate: Arc<ApiRate>,
+    /// Sends waiting for receipts, per API key and in total.
+    waits: Arc<ApiWaits>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 }
@@ -99,6 +104,10 @@ impl Api {
         Self {
             router,
             rate: Arc::new(ApiRate::new(config.rate_per_sec, config.rate_burst)),
+            waits: Arc::new(ApiWaits::new(
+                config.max_receipt_waits,
+                config.max_receipt_waits_per_key,
+            )),
             config: Arc::new(config),
             health,
             metrics,
@@ -174,7 +183,7 @@ impl Api {
         if self.config.require_registration && !self.router.is_registered(&biz).await? {
             return Err(ErrorCode::UnknownBiz.into());
         }
-        self.dispatch(op, &biz, &body).await
+        self.dispatch(op, caller, &biz, &body).await
     }
 
     async fn register(&self, caller: Caller<'_>, tenant: Option<String>, body: &Bytes) -> Result<Response, ApiError> {
@@ -208,30 +217,111 @@ impl Api {
         }
     }
 
+    /// A slot for a send that waits `timeout` for its receipt (429/1005
+    /// past `api.max_receipt_waits` or `api.max_receipt_waits_per_key`);
+    /// `None` without a timeout.
+    fn receipt_slot(&self, caller: Caller<'_>, timeout: Option<Duration>) -> Result<Option<Slot>, ApiError> {
+        if timeout.is_none() {
+            return Ok(None);
+        }
+        match self.waits.take(caller.id(&self.config.keys)) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                self.metrics.receipt_refusals.inc();
+                Err(ApiError::TooManyWaits)
+            }
+        }
+    }
+
     /// A send through the router (no origin: every member is a recipient).
     async fn route(&self, biz: &str, target: SendTarget, m: &Body) -> Result<Response, ApiError> {
         let content = m.content()?;
         let message_id = new_message_id();
-        let send = Outbound {
-            origin: None,
-            biz,
-            from: m.from(),
-            msg_id: Some(&message_id),
-            target: &target,
-            content: &content,
-        };
-        let recipients = self.router.route_one(send).await?;
+        let recipients = self
+            .route_as(biz, &target, m.from(), &message_id, &content, false)
+            .await?;
         Ok(ok(json!({"messageId": message_id, "recipients": recipients})))
     }
 
-    async fn dispatch(&self, op: Op, biz: &str, body: &Bytes) -> Result<Response, ApiError> {
+    /// Routes one API send; `ack`: its delivery asks for acks.
+    async fn route_as(
+        &self,
+        biz: &str,
+        target: &SendTarget,
+        from: &str,
+        msg_id: &str,
+        content: &str,
+        ack: bool,
+    ) -> Result<u32, ApiError> {
+        let send = Outbound {
+            origin: None,
+            biz,
+            from,
+            msg_id: Some(msg_id),
+            target,
+            content,
+            ack,
+        };
+        Ok(self.router.route_one(send).await?)
+    }
+
+    /// `send_to_client` (one client) or `send_to_clients`; with
+    /// `ackTimeoutMs` the delivery asks for acks, and the reply waits for
+    /// them (or the timeout) and adds `acked` and `unacked`.
+    async fn send_to_clients(
+        &self,
+        caller: Caller<'_>,
+        biz: &str,
+        clients: &[String],
+        one: bool,
+        m: &Body,
+    ) -> Result<Response, ApiError> {
+        let content = m.content()?;
+        let timeout = m.ack_timeout()?;
+        let slot = self.receipt_slot(caller, timeout)?;
+        let message_id = new_message_id();
+        let wait = timeout.map(|t| {
+            let to: Vec<&str> = clients.iter().map(String::as_str).collect();
+            self.router.expect_acks(biz, &message_id, &to, t)
+        });
+        let ack = wait.is_some();
+        let recipients = match (one, clients) {
+            (true, [client]) => {
+                let target = SendTarget::Client(client.clone());
+                self.route_as(biz, &target, m.from(), &message_id, &content, ack)
+                    .await?
+            }
+            _ => {
+                self.router
+                    .send_clients(biz, clients, m.from(), &message_id, &content, ack)
+                    .await?
+            }
+        };
+        let Some(wait) = wait else {
+            return Ok(ok(json!({"messageId": message_id, "recipients": recipients})));
+        };
+        if (recipients as usize) < clients.len() {
+            // Some are not online: wait only for those that may recover.
+            self.router.forgo_unreachable(&wait, biz, clients).await;
+        }
+        let out = wait.finish().await;
+        drop(slot);
+        Ok(ok(json!({
+            "messageId": message_id,
+            "recipients": recipients,
+            "acked": out.acked,
+            "unacked": out.unacked,
+        })))
+    }
+
+    async fn dispatch(&self, op: Op, caller: Caller<'_>, biz: &str, body: &Bytes) -> Result<Response, ApiError> {
         let b: Body = parse(body)?;
         same_tenant(b.system_id.as_deref(), biz)?;
         match op {
             Op::SendToClient => {
                 let client = required(b.client_id.clone(), "clientId")?;
                 check_id(IdKind::Client, &client)?;
-                self.route(biz, SendTarget::Client(client), &b).await
+                self.send_to_clients(caller, biz, &[client], true, &b).await
             }
             Op::SendToClients => {
                 let clients = required(b.client_ids.as_ref(), "clientIds")?;
@@ -244,13 +334,7 @@ impl Api {
                 for c in clients {
                     check_id(IdKind::Client, c)?;
                 }
-                let content = b.content()?;
-                let message_id = new_message_id();
-                let n = self
-                    .router
-                    .send_clients(biz, clients, b.from(), &message_id, &content)
-                    .await?;
-                Ok(ok(json!({"messageId": message_id, "recipients": n})))
+                self.send_to_clients(caller, biz, clients, false, &b).await
             }
             Op::SendToGroup => {
                 let group = required(b.group_name.clone(), "groupName")?;

@@ -50,6 +50,13 @@ pub struct ApiConfig {
     pub rate_per_sec: u32,
     /// Calls allowed at once above `rate_per_sec`. Default 2000.
     pub rate_burst: u32,
+    /// Most API sends with `ackTimeoutMs` waiting for their receipts at
+    /// once on this process; past it 429/1005 with `Retry-After`. Default
+    /// 10000.
+    pub max_receipt_waits: usize,
+    /// Most API sends with `ackTimeoutMs` waiting at once per API key on
+    /// this process; past it 429/1005. Default 1000.
+    pub max_receipt_waits_per_key: usize,
 }
 
 impl Default for ApiConfig {
@@ -62,6 +69,8 @@ impl Default for ApiConfig {
             require_registration: false,
             rate_per_sec: 1000,
             rate_burst: 2000,
+            max_receipt_waits: 10_000,
+            max_receipt_waits_per_key: 1_000,
         }
     }
 }
@@ -83,6 +92,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("require_registration", &self.require_registration)
             .field("rate_per_sec", &self.rate_per_sec)
             .field("rate_burst", &self.rate_burst)
+            .field("max_receipt_waits", &self.max_receipt_waits)
+            .field("max_receipt_waits_per_key", &self.max_receipt_waits_per_key)
             .finish()
     }
 }
@@ -120,6 +131,9 @@ impl ApiConfig {
         }
         if self.max_clients_per_send == 0 {
             problems.push("api.max_clients_per_send must be positive".into());
+        }
+        if self.max_receipt_waits == 0 || self.max_receipt_waits_per_key == 0 {
+            problems.push("api.max_receipt_waits and api.max_receipt_waits_per_key must be positive".into());
         }
         if self.rate_per_sec > 0 && self.rate_burst == 0 {
             problems.push("api.rate_burst must be positive when api.rate_per_sec is on (above 0)".into());
@@ -335,6 +349,10 @@ pub struct RouterConfig {
     /// view calls this router's own API with an API key the user types).
     /// Default false (`standalone` has its own `standalone.console`).
     pub console: bool,
+    /// Most delivery receipt waits of client sends (`"ack":true`) this
+    /// router holds at once; past it such a send is refused with 1005.
+    /// Default 100000.
+    pub max_receipt_waits: usize,
     /// Durable membership (the top-level `[membership]` section, copied
     /// here by the binary).
     #[serde(skip)]
@@ -379,6 +397,7 @@ impl Default for RouterConfig {
             notice_max_members: 500,
             delete_marker_ttl: Duration::from_secs(60),
             console: false,
+            max_receipt_waits: crate::core::DEFAULT_MAX_CLIENT_RECEIPT_WAITS,
             membership: MembershipConfig::default(),
         }
     }
@@ -392,6 +411,9 @@ impl RouterConfig {
             problems.push(
                 "router.node_timeout must be between 1s and 9s (SPEC: a dead edge leaves presence within 10s)".into(),
             );
+        }
+        if self.max_receipt_waits == 0 {
+            problems.push("router.max_receipt_waits must be positive".into());
         }
         if self.delete_marker_ttl < Duration::from_secs(1) {
             problems.push("router.delete_marker_ttl must be at least 1s".into());

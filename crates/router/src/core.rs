@@ -14,7 +14,8 @@
 //! - `events`: connection events for backends (online/offline, crash
 //!   purges, bound/unbound);
 //! - `members`: durable group membership (bound groups restored on
-//!   connect, offline stamps, the sweeper).
+//!   connect, offline stamps, the sweeper);
+//! - `receipts`: delivery receipts (waits for the recipients' acks).
 //!
 //! The children import from here, never the other way round.
 
@@ -25,12 +26,14 @@ mod limits;
 mod liveness;
 mod members;
 mod presence;
+mod receipts;
 mod resync;
 mod route;
 #[cfg(test)]
 mod testing;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +46,7 @@ use tokio::sync::oneshot;
 
 pub use self::history::{History, HistoryPage, HistoryQuery, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
 pub use self::limits::LIMITS_CACHE_TTL;
+pub use self::receipts::{Outcome, Wait, DEFAULT_MAX_CLIENT_RECEIPT_WAITS};
 use crate::config::RouterConfig;
 use crate::index::Index;
 use crate::link::EdgeLink;
@@ -131,6 +135,13 @@ struct Inner {
     /// Presence writes whose outcome is unknown, being watched
     /// ([`Router::check_late_write`]).
     late_checks: std::sync::atomic::AtomicUsize,
+    /// Whether the presence watch feeding `index` is caught up; while it
+    /// is re-created (false), unicasts are located in the store: a stale
+    /// index would route them to a connection that is gone (issue 13:
+    /// acknowledged unicasts lost after a JetStream quorum came back).
+    index_live: std::sync::atomic::AtomicBool,
+    /// Sends waiting for their recipients' acks (delivery receipts).
+    receipts: Arc<receipts::Receipts>,
     /// Where connection events go, once set (`events`).
     events: std::sync::OnceLock<switchboard_runtime::events::Events>,
     metrics: Arc<Metrics>,
@@ -147,8 +158,10 @@ impl Router {
         history: Option<Arc<History>>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let receipts = Arc::new(receipts::Receipts::new(config.max_receipt_waits, metrics.clone()));
         Self {
             inner: Arc::new(Inner {
+                receipts,
                 config,
                 store,
                 registry,
@@ -159,6 +172,7 @@ impl Router {
                 nodes: Mutex::new(HashMap::new()),
                 limits: limits::LimitsCache::default(),
                 late_checks: std::sync::atomic::AtomicUsize::new(0),
+                index_live: std::sync::atomic::AtomicBool::new(true),
                 events: std::sync::OnceLock::new(),
                 metrics,
             }),
@@ -203,9 +217,14 @@ impl Router {
                 }
             }
             WatchEvent::Ready => {
+                self.inner.index_live.store(true, Ordering::Release);
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(());
                 }
+            }
+            WatchEvent::Lagging => {
+                tracing::warn!("presence watch lagging: unicasts are located in the store until it caught up");
+                self.inner.index_live.store(false, Ordering::Release);
             }
         }
     }

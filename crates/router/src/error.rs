@@ -41,6 +41,10 @@ pub enum RouterError {
     /// A history call for a bizCode with history off.
     #[error("history is off for this bizCode")]
     HistoryOff,
+    /// Too many delivery receipt waits are held: the send is refused
+    /// (1005), not routed.
+    #[error("too many delivery receipt waits")]
+    Busy,
     /// The partition's owner (another router) answered with this wire code.
     #[error("the partition owner answered {0}")]
     Forwarded(u16),
@@ -54,6 +58,7 @@ impl RouterError {
             Self::Offline => ErrorCode::Offline,
             Self::TooManyGroups(_) => ErrorCode::InvalidFrame,
             Self::HistoryOff => ErrorCode::InvalidFrame,
+            Self::Busy => ErrorCode::RateLimited,
             Self::Forwarded(code) => ErrorCode::from_u16(*code).unwrap_or(ErrorCode::Internal),
             Self::Store(_) | Self::Contended(_) | Self::Node(_) | Self::Log(_) => ErrorCode::Internal,
         }

@@ -32,7 +32,6 @@ pub use owners::{serve_partitions, NatsOwners};
 
 use crate::core::Router;
 use crate::link::{EdgeError, EdgeLink};
-use crate::outbound::Outbound;
 use crate::settle::Settle;
 use crate::wire;
 
@@ -188,6 +187,8 @@ pub async fn serve(
     let drain = sub(subject::ROUTER_DRAIN).await?;
     let biz_limits = sub(subject::ROUTER_BIZ_LIMITS).await?;
     let mut heartbeat = client.subscribe(subject::ROUTER_HEARTBEAT).await?;
+    // Every router hears every ack: the one waiting for it may be any.
+    let mut acks = client.subscribe(subject::ROUTER_ACK).await?;
     client.flush().await?;
 
     let ctx = (&client, &tasks, &shutdown, &router);
@@ -198,8 +199,7 @@ pub async fn serve(
         wire::connect_reply(&r.disconnect(m).await)
     });
     spawn_handler(route_batch, ctx, |r, b: RouteBatch| async move {
-        let sends: Vec<Outbound<'_>> = b.routes.iter().map(Outbound::from).collect();
-        let replies = r.route(&sends).await.iter().map(wire::route_reply).collect();
+        let replies = r.route_sends(&b.routes).await.iter().map(wire::route_reply).collect();
         RouteBatchReply { replies }
     });
     spawn_handler(resync, ctx, |r, m| async move {
@@ -219,13 +219,18 @@ pub async fn serve(
         wire::limits_reply(r.biz_limits(&q.bizs).await)
     });
 
+    let (stop, ack_router) = (shutdown.clone(), router.clone());
+    tokio::spawn(async move {
+        while let Some(msg) = next_or_stop(&mut acks, &stop).await {
+            match envelope::decode::<envelope::Ack>(&msg.payload) {
+                Ok(a) => ack_router.ack(&a),
+                Err(e) => tracing::debug!(error = %e, "bad ack ignored"),
+            }
+        }
+    });
     let (stop, client) = (shutdown.clone(), client.clone());
     tokio::spawn(async move {
-        loop {
-            let msg = tokio::select! {
-                () = stop.cancelled() => break,
-                m = heartbeat.next() => match m { Some(m) => m, None => break },
-            };
+        while let Some(msg) = next_or_stop(&mut heartbeat, &stop).await {
             match envelope::decode::<Heartbeat>(&msg.payload) {
                 Ok(hb) => {
                     // Heard: the edge learns from the answer that it was
@@ -243,6 +248,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// The next message of `sub`; `None` once `stop` is cancelled or the
+/// subscription ended.
+///
+/// # Cancel safety
+/// Cancel safe: a subscription's `next` is.
+async fn next_or_stop(sub: &mut async_nats::Subscriber, stop: &CancellationToken) -> Option<Message> {
+    tokio::select! {
+        () = stop.cancelled() => None,
+        m = sub.next() => m,
+    }
+}
+
 fn spawn_handler<Q, A, F, Fut>(
     mut sub: async_nats::Subscriber,
     (client, tasks, shutdown, router): (&Client, &TaskTracker, &CancellationToken, &Router),
@@ -255,11 +272,7 @@ fn spawn_handler<Q, A, F, Fut>(
 {
     let (client, tasks2, stop, router) = (client.clone(), tasks.clone(), shutdown.clone(), router.clone());
     tasks.spawn(async move {
-        loop {
-            let msg: Message = tokio::select! {
-                () = stop.cancelled() => break,
-                m = sub.next() => match m { Some(m) => m, None => break },
-            };
+        while let Some(msg) = next_or_stop(&mut sub, &stop).await {
             let q: Q = match envelope::decode(&msg.payload) {
                 Ok(q) => q,
                 Err(e) => {

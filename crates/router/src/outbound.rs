@@ -42,6 +42,9 @@ pub struct Outbound<'a> {
     pub target: &'a SendTarget,
     /// `content` as JSON text.
     pub content: &'a str,
+    /// The delivery asks its recipients to acknowledge it (`"ack":true`,
+    /// delivery receipts); whoever routes it has registered the wait.
+    pub ack: bool,
 }
 
 impl<'a> From<&'a Route> for Outbound<'a> {
@@ -57,6 +60,7 @@ impl<'a> From<&'a Route> for Outbound<'a> {
             msg_id: r.msg_id.as_deref(),
             target: &r.target,
             content: &r.content,
+            ack: r.ack_timeout_ms > 0 && matches!(r.target, SendTarget::Client(_)),
         }
     }
 }

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 type Labels = Vec<(&'static str, String)>;
 
 /// Modes with their own counter; anything else counts as `other`.
-const MODES: [u16; 8] = [0, 1, 2, 100, 200, 300, 400, 500];
+const MODES: [u16; 10] = [0, 1, 2, 3, 4, 100, 200, 300, 400, 500];
 
 /// Counters per frame mode.
 #[derive(Debug)]
@@ -101,6 +101,22 @@ pub struct Metrics {
     /// Router: API calls refused (429/1005) by the rate limit per API key
     /// and bizCode (`api.rate_per_sec`).
     pub api_rate_limited: Counter,
+    /// Router: recipients that acknowledged a delivery with a receipt in
+    /// time.
+    pub receipts_acked: Counter,
+    /// Router: recipients that did not acknowledge a delivery with a
+    /// receipt before its timeout.
+    pub receipts_unacked: Counter,
+    /// Router: receipt waits in flight (API sends and client sends with
+    /// `ack`).
+    pub receipt_waits: Gauge,
+    /// Receipt waits refused by a cap: API sends (429/1005) over
+    /// `api.max_receipt_waits` or `api.max_receipt_waits_per_key`, client
+    /// sends (1005) over `edge.max_acks_in_flight` or the router's cap.
+    pub receipt_refusals: Counter,
+    /// Edge: client acks (mode 3) not forwarded to the routers (over
+    /// `edge.ack_rate_per_sec`, or the bus refused the publish).
+    pub acks_dropped: Counter,
     /// Connection events stored (JetStream PubAck, or taken by the
     /// in-memory consumer in `standalone`).
     pub events_published: Counter,
@@ -233,6 +249,31 @@ impl Metrics {
             "API calls refused with 429/1005 by the rate limit per API key and bizCode",
             api_rate_limited.clone(),
         );
+        let receipts = Family::<Labels, Counter>::default();
+        registry.register(
+            "receipts",
+            "Router: recipients of deliveries with a receipt, by outcome (acked in time, unacked at the timeout)",
+            receipts.clone(),
+        );
+        let outcome = |k: &str| receipts.get_or_create_owned(&vec![("outcome", k.to_owned())]);
+        let receipt_waits = Gauge::default();
+        registry.register(
+            "receipt_waits",
+            "Router: delivery receipt waits in flight",
+            receipt_waits.clone(),
+        );
+        let receipt_refusals = Counter::default();
+        registry.register(
+            "receipt_refusals",
+            "Sends with a receipt refused (429 or 1005) by a cap on receipt waits",
+            receipt_refusals.clone(),
+        );
+        let acks_dropped = Counter::default();
+        registry.register(
+            "acks_dropped",
+            "Edge: client acks (mode 3) not forwarded: over edge.ack_rate_per_sec or refused by the bus",
+            acks_dropped.clone(),
+        );
         let events_published = Counter::default();
         registry.register(
             "events_published",
@@ -293,6 +334,11 @@ impl Metrics {
             biz_connection_refusals: kind("connections"),
             biz_send_refusals: kind("sends"),
             api_rate_limited,
+            receipts_acked: outcome("acked"),
+            receipts_unacked: outcome("unacked"),
+            receipt_waits,
+            receipt_refusals,
+            acks_dropped,
             events_published,
             events_dropped,
             events_failed,

@@ -6,10 +6,10 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 use switchboard_edge::{Edge, LinkError, RouterLink};
 use switchboard_protocol::envelope::{
-    BizLimits, CommandReply, ConnInfo, ConnectedReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
+    Ack, BizLimits, CommandReply, ConnInfo, ConnectedReply, Disconnect, NodeCommand, Resync, Route, RouteReply,
 };
 use switchboard_router::wire::{connected_reply, route_reply};
-use switchboard_router::{EdgeError, EdgeLink, Outbound, Router};
+use switchboard_router::{EdgeError, EdgeLink, Router};
 
 /// Edge → router, in process: answers as the router's NATS service does
 /// ([`switchboard_router::wire`]).
@@ -25,7 +25,14 @@ impl RouterLink for LocalRouter {
         Ok(())
     }
     async fn route(&self, r: Route) -> Result<RouteReply, LinkError> {
-        Ok(route_reply(&self.0.route_one(Outbound::from(&r)).await))
+        let replies = self.0.route_sends(std::slice::from_ref(&r)).await;
+        Ok(replies
+            .first()
+            .map_or(RouteReply { code: 0, recipients: 0 }, route_reply))
+    }
+    async fn ack(&self, a: Ack) -> Result<(), LinkError> {
+        self.0.ack(&a);
+        Ok(())
     }
     async fn resync(&self, r: Resync) -> Result<u32, LinkError> {
         Ok(self.0.resync_counted(r).await.1)

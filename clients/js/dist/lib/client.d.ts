@@ -61,6 +61,14 @@ export interface SwitchboardOptions {
      * cannot name the send (it carries no `msgId`). Set it to the gateway's
      * `edge.max_frame_bytes`. Default 65536. */
     maxFrameBytes?: number;
+    /** Delivery receipts: acknowledge every delivery that asks for it
+     * (`"ack": true`) as soon as the `message` listeners returned. Off: call
+     * the message's `ack()` when the app has handled it. Default false. */
+    autoAck?: boolean;
+    /** A send with `ack: true` whose receipt (mode 4) has not come this long
+     * after the call: its `receipt` promise rejects with `timeout` (the
+     * gateway's `edge.ack_timeout` is at most 30 s). Default 35000. */
+    receiptTimeoutMs?: number;
     /** The WebSocket constructor; default the global one, else `ws`. */
     WebSocket?: WebSocketConstructor;
 }
@@ -88,8 +96,20 @@ export interface StateChange {
 /** A delivery (mode 100 unicast, 200 group, 300 broadcast): `from` is the
  * sender's clientId or the API's `sendUserId`, `group` is on 200 only, `ts`
  * is when the gateway took the send (ms since the epoch), `seq` the entry's
- * position in the bizCode's log (history on). */
-export type Message = DeliveryFrame;
+ * position in the bizCode's log (history on). `ack` is there only when the
+ * sender asked for a delivery receipt: call it once the app has handled the
+ * message (it sends `{"mode":3,"msgId":..}`; later calls do nothing). */
+export type Message = Omit<DeliveryFrame, 'ack'> & {
+    ack?: () => void;
+};
+/** A delivery receipt (mode 4) of a unicast sent with `ack: true`. */
+export interface Receipt {
+    msgId: string;
+    /** The recipient, if it acknowledged the message in time. */
+    acked: string[];
+    /** The recipient, if it did not (offline, gone, or too slow). */
+    unacked: string[];
+}
 /** A presence notice (mode 400). */
 export interface Presence {
     event: 'online' | 'offline';
@@ -111,12 +131,18 @@ export interface SwitchboardEvents {
     presence: Presence;
     state: StateChange;
     recovered: Recovered;
+    receipt: Receipt;
 }
 /** What a successful send resolves to (the mode-2 reply's data). */
 export interface SendResult {
     msgId: string;
     /** Connections the message was addressed to. */
     recipients: number;
+    /** Sent with `ack: true`: settles with the receipt (mode 4), or rejects
+     * with `timeout` after `receiptTimeoutMs`, `closed` when the client
+     * closes, `connection_lost` when the connection ends first (the receipt
+     * goes to the sending connection only). */
+    receipt?: Promise<Receipt>;
 }
 /**
  * A Switchboard client.
@@ -149,6 +175,8 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
     private token;
     private needToken;
     private readonly sends;
+    /** Sends with `ack: true` waiting for their receipt, by msgId. */
+    private readonly receipts;
     private readonly queue;
     private nextId;
     private readonly idPrefix;
@@ -188,10 +216,14 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
     /**
      * Sends `content` to `target`; resolves with the reply's `recipients`, or
      * rejects with a {@link SwitchboardError} whose `code` is the reply's
-     * (1004 target offline, 1005 rate limited, …) or a local one.
+     * (1004 target offline, 1005 rate limited, …) or a local one. With
+     * `ack: true` (a unicast only) the recipient is asked to acknowledge it,
+     * and the result's `receipt` settles with the receipt (also emitted as a
+     * `receipt` event).
      */
     send(target: Target, content: Json, options?: {
         msgId?: string;
+        ack?: boolean;
     }): Promise<SendResult>;
     /**
      * Sends `content` to the backend (mode 500): an `upstream` connection
@@ -205,7 +237,7 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
         msgId: string;
     }>;
     /** Writes `frame` (or queues it while reconnecting) and waits for its
-     * mode-2 reply. */
+     * mode-2 reply (and, with `ack`, the delivery receipt). */
     private request;
     private setState;
     /** Starts an attempt; whatever goes wrong in it ends it, never as an
@@ -239,6 +271,13 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
     private checkDead;
     private stopConnectionTimers;
     private newMsgId;
+    /** A receipt promise for `msgId`, settled by its mode-4 frame, the
+     * receipt timeout, or the end of the client or connection. */
+    private expectReceipt;
+    private settleReceipt;
+    /** Writes a frame that expects no reply (an ack) on the current
+     * connection, if there is one. */
+    private sendFrame;
     private write;
     private forget;
     private failSend;

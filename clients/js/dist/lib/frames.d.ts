@@ -7,6 +7,8 @@ export declare const Mode: {
     readonly Welcome: 0;
     readonly Heartbeat: 1;
     readonly Reply: 2;
+    readonly Ack: 3;
+    readonly Receipt: 4;
     readonly Unicast: 100;
     readonly Group: 200;
     readonly Broadcast: 300;
@@ -18,12 +20,20 @@ export interface HeartbeatFrame {
     mode: 1;
     msgId: string;
 }
-/** Mode 100: to one client of the same bizCode. */
+/** Mode 3: acknowledges the delivery `msgId` that carried `"ack": true`
+ * (delivery receipts); the gateway does not answer it. */
+export interface AckFrame {
+    mode: 3;
+    msgId: string;
+}
+/** Mode 100: to one client of the same bizCode; with `ack: true` the sender
+ * later gets a receipt (mode 4). */
 export interface UnicastFrame {
     mode: 100;
     msgId: string;
     targetClientId: string;
     content: Json;
+    ack?: true;
 }
 /** Mode 200: to every other member of a group of the same bizCode. */
 export interface GroupFrame {
@@ -46,7 +56,7 @@ export interface UpstreamFrame {
     content: Json;
 }
 /** What a client sends. */
-export type ClientFrame = HeartbeatFrame | UnicastFrame | GroupFrame | BroadcastFrame | UpstreamFrame;
+export type ClientFrame = HeartbeatFrame | AckFrame | UnicastFrame | GroupFrame | BroadcastFrame | UpstreamFrame;
 /** The welcome's `data`. `epoch`/`seq` only with history on (SPEC §7),
  * `recovered` only when the client asked to recover. */
 export interface WelcomeData {
@@ -83,7 +93,8 @@ export interface ReplyFrame {
     } | null;
 }
 /** Modes 100/200/300 from the gateway: a delivery. `group` on 200 only;
- * `seq` with history on. */
+ * `ack: true` when the sender wants a receipt (answer with mode 3); `seq`
+ * with history on. */
 export interface DeliveryFrame {
     mode: 100 | 200 | 300;
     msgId: string | null;
@@ -91,7 +102,16 @@ export interface DeliveryFrame {
     group?: string;
     content: Json;
     ts: number;
+    ack?: boolean;
     seq?: number;
+}
+/** Mode 4: the receipt of a unicast sent with `ack: true`: whether the
+ * recipient acknowledged it in time. */
+export interface ReceiptFrame {
+    mode: 4;
+    msgId: string;
+    acked: string[];
+    unacked: string[];
 }
 /** Mode 400: a presence notice; `group` is null for bizCode-wide notices. */
 export interface PresenceFrame {
@@ -101,7 +121,7 @@ export interface PresenceFrame {
     group: string | null;
 }
 /** What the gateway sends. */
-export type ServerFrame = WelcomeFrame | HeartbeatReplyFrame | ReplyFrame | DeliveryFrame | PresenceFrame;
+export type ServerFrame = WelcomeFrame | HeartbeatReplyFrame | ReplyFrame | DeliveryFrame | ReceiptFrame | PresenceFrame;
 /** A frame that is not what SPEC §2 describes. */
 export declare class FrameError extends Error {
     constructor(message: string);

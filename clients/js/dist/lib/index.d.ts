@@ -1,10 +1,10 @@
 export { Switchboard } from './client.js';
-export type { Message, Presence, Recovered, SendResult, State, StateChange, SwitchboardEvents, SwitchboardOptions, Target, } from './client.js';
+export type { Message, Presence, Receipt, Recovered, SendResult, State, StateChange, SwitchboardEvents, SwitchboardOptions, Target, } from './client.js';
 export { CloseCode, ReplyCode, closeClass, refusalClass } from './codes.js';
 export type { CloseClass } from './codes.js';
 export { SwitchboardError } from './errors.js';
 export type { LocalCode } from './errors.js';
 export { FrameError, Mode, decodeClientFrame, decodeServerFrame, encodeClientFrame } from './frames.js';
-export type { BroadcastFrame, ClientFrame, DeliveryFrame, GroupFrame, HeartbeatFrame, HeartbeatReplyFrame, Json, PresenceFrame, ReplyFrame, ServerFrame, UnicastFrame, WelcomeData, WelcomeFrame, } from './frames.js';
+export type { AckFrame, BroadcastFrame, ClientFrame, DeliveryFrame, GroupFrame, HeartbeatFrame, HeartbeatReplyFrame, Json, PresenceFrame, ReceiptFrame, ReplyFrame, ServerFrame, UnicastFrame, WelcomeData, WelcomeFrame, } from './frames.js';
 export { backoffDelay, retryAfterMs } from './backoff.js';
 export type { SocketLike, WebSocketConstructor } from './transport.js';

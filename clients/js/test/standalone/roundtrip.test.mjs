@@ -1,10 +1,10 @@
 // Round trips of every mode against a real standalone: client sends (100,
 // 200, 300) with their replies and deliveries, API sends, presence notices,
-// heartbeats, and the typed errors of refused sends.
+// heartbeats, the typed errors of refused sends, and delivery receipts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SwitchboardError } from '../../dist/switchboard.js';
-import { checkEveryMode, client, env, uniqueBiz } from '../support.mjs';
+import { api, checkEveryMode, client, env, uniqueBiz } from '../support.mjs';
 
 const url = env('SB_WS_URL');
 const http = env('SB_API');
@@ -48,4 +48,27 @@ test('refused sends reject with a typed error carrying the code', async () => {
   a.sb.close();
   const closed = await a.sb.send({ broadcast: true }, 1).catch((e) => e);
   assert.equal(closed.code, 'closed');
+});
+
+test('delivery receipts: message.ack() answers an API send with ackTimeoutMs, autoAck a client send with ack', async () => {
+  const biz = uniqueBiz();
+  const a = client({ url, bizCode: biz, clientId: 'a' });
+  const b = client({ url, bizCode: biz, clientId: 'b', autoAck: true });
+  await a.sb.connect();
+  await b.sb.connect();
+
+  // The app acks once it has handled the message.
+  a.sb.once('message', (m) => m.ack?.());
+  const call = await api(http, biz, 'send_to_client', { clientId: 'a', msg: 'confirm', ackTimeoutMs: 10000 });
+  assert.equal(call.status, 200, JSON.stringify(call.body));
+  assert.deepEqual([call.body.data.acked, call.body.data.unacked], [['a'], []]);
+
+  // b acks by itself; a gets the receipt.
+  const receipts = [];
+  a.sb.on('receipt', (r) => receipts.push(r));
+  const sent = await a.sb.send({ clientId: 'b' }, 'got it?', { ack: true });
+  assert.equal(sent.recipients, 1);
+  const receipt = await sent.receipt;
+  assert.deepEqual(receipt, { msgId: sent.msgId, acked: ['b'], unacked: [] });
+  assert.deepEqual(receipts, [receipt]);
 });

@@ -30,8 +30,8 @@ function fixtures() {
 
 test('every frame kind of both directions has a fixture', () => {
   const have = new Set(fixtures().map((f) => `${f.direction}/${f.mode}`));
-  const client = [Mode.Heartbeat, Mode.Unicast, Mode.Group, Mode.Broadcast, Mode.Upstream].map((m) => `client-to-gateway/${m}`);
-  const gateway = [Mode.Welcome, Mode.Heartbeat, Mode.Reply, Mode.Unicast, Mode.Group, Mode.Broadcast, Mode.Presence].map(
+  const client = [Mode.Heartbeat, Mode.Ack, Mode.Unicast, Mode.Group, Mode.Broadcast, Mode.Upstream].map((m) => `client-to-gateway/${m}`);
+  const gateway = [Mode.Welcome, Mode.Heartbeat, Mode.Reply, Mode.Unicast, Mode.Group, Mode.Broadcast, Mode.Presence, Mode.Receipt].map(
     (m) => `gateway-to-client/${m}`,
   );
   assert.deepEqual([...have].sort(), [...client, ...gateway].sort());

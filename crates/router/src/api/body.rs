@@ -32,6 +32,9 @@ pub(crate) struct Body {
     code: Option<i64>,
     msg: Option<String>,
     data: Option<Box<RawValue>>,
+    /// `send_to_client(s)`: wait up to this many ms for the recipients'
+    /// acks (delivery receipts); 0 or absent: no receipt.
+    pub(crate) ack_timeout_ms: Option<u64>,
     /// `register`: turns history on or off for the bizCode (SPEC §7).
     pub(crate) history: Option<bool>,
     /// `get_history`: only entries after this `seq`.
@@ -69,6 +72,19 @@ impl Body {
             r#"{{"code":{},"msg":{msg},"data":{data}}}"#,
             self.code.unwrap_or(0)
         ))
+    }
+
+    /// How long a send waits for its receipt (`ackTimeoutMs`); `None`: no
+    /// receipt.
+    pub(crate) fn ack_timeout(&self) -> Result<Option<std::time::Duration>, ApiError> {
+        let max = switchboard_protocol::frame::MAX_ACK_TIMEOUT_MS;
+        match self.ack_timeout_ms {
+            None | Some(0) => Ok(None),
+            Some(ms) if ms > u64::from(max) => {
+                Err(ApiError::bad(format!("ackTimeoutMs must be between 0 and {max} (ms)")))
+            }
+            Some(ms) => Ok(Some(std::time::Duration::from_millis(ms))),
+        }
     }
 
     /// The delivery's `from`: `sendUserId`, or empty.

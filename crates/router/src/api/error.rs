@@ -30,6 +30,10 @@ pub(crate) enum ApiError {
     /// Over `api.rate_per_sec` for this key and bizCode (429, code 1005,
     /// `Retry-After`).
     RateLimited,
+    /// Too many sends wait for their delivery receipts
+    /// (`api.max_receipt_waits`, `api.max_receipt_waits_per_key`): 429,
+    /// code 1005, `Retry-After`.
+    TooManyWaits,
     /// No such call (404).
     UnknownCall,
     /// Not a POST (405).
@@ -67,7 +71,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => refusal(RefusalCode::Unauthorized),
             Self::Forbidden { .. } | Self::NotGlobal => refusal(RefusalCode::Forbidden),
-            Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited.as_u16()),
+            Self::RateLimited | Self::TooManyWaits => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited.as_u16()),
             Self::UnknownCall => refusal(RefusalCode::NotFound),
             Self::MethodNotAllowed => refusal(RefusalCode::MethodNotAllowed),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge.as_u16()),
@@ -94,6 +98,7 @@ impl ApiError {
             Self::Forbidden { biz } => format!("this API key is not allowed for bizCode {biz}"),
             Self::NotGlobal => "only a global API key may call this".to_owned(),
             Self::RateLimited => "rate limited: too many calls for this API key and bizCode".to_owned(),
+            Self::TooManyWaits => "too many sends are waiting for delivery receipts; retry later".to_owned(),
             Self::UnknownCall => "unknown API call".to_owned(),
             Self::MethodNotAllowed => "use POST".to_owned(),
             Self::TooLarge { limit } => format!("body over {limit} bytes"),

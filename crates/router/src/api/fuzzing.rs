@@ -97,7 +97,7 @@ pub fn api_body(data: &[u8]) {
         let api = Api::new(router, ApiConfig::default(), Arc::new(Health::default()), metrics);
         let answer = match call {
             Call::Register => api.register(Caller::Any, Some(BIZ.to_owned()), &body).await,
-            Call::Tenant(op) => api.dispatch(op, BIZ, &body).await,
+            Call::Tenant(op) => api.dispatch(op, Caller::Any, BIZ, &body).await,
         };
         let res = answer.unwrap_or_else(ApiError::into_response);
         let status = res.status();

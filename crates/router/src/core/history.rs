@@ -416,7 +416,7 @@ impl Router {
                 }
                 Ok(Lock::Mine(mut part)) => {
                     let group: Vec<&Outbound<'_>> = idx.iter().map(|&i| &sends[i]).collect();
-                    let got = self.logged_batch_here(h, &mut part, &group).await;
+                    let got = self.logged_batch_here(h, &mut part, &group, &[]).await;
                     for (i, a) in idx.into_iter().zip(got) {
                         answers[i] = a;
                     }
@@ -433,7 +433,7 @@ impl Router {
                     if forward.is_empty() {
                         continue;
                     }
-                    let req = PartRequest::Sends(forward.iter().map(|&i| logged_send(&sends[i])).collect());
+                    let req = PartRequest::Sends(forward.iter().map(|&i| logged_send(&sends[i], h.msg_id())).collect());
                     match h.ask(p, &req).await {
                         Ok(PartReply::Sent(replies)) if replies.len() == forward.len() => {
                             for (i, r) in forward.into_iter().zip(replies) {
@@ -469,6 +469,7 @@ impl Router {
         h: &History,
         part: &mut Locked<'_>,
         sends: &[&Outbound<'_>],
+        log_ids: &[Option<&str>],
     ) -> Vec<Option<Result<u32, RouterError>>> {
         let mut answers: Vec<Option<Result<u32, RouterError>>> = sends.iter().map(|_| None).collect();
         let mut planned = Vec::new();
@@ -496,11 +497,12 @@ impl Router {
         let mut pending = Vec::with_capacity(planned.len());
         for (j, seq, entry, _, _) in &planned {
             let Ok(payload) = envelope::encode(entry) else { break };
-            match h
-                .log
-                .append(p, sends[*j].biz, &h.msg_id(), seq - 1, token, payload)
-                .await
-            {
+            let id = log_ids
+                .get(*j)
+                .copied()
+                .flatten()
+                .map_or_else(|| h.msg_id(), str::to_owned);
+            match h.log.append(p, sends[*j].biz, &id, seq - 1, token, payload).await {
                 Ok(ack) => pending.push(ack),
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "log append failed");
@@ -518,6 +520,15 @@ impl Router {
         for (j, seq, _, out, recipients) in planned {
             let stored = match (failed, pending.next()) {
                 (false, Some(ack)) => match ack.await {
+                    Ok(a) if a.duplicate => {
+                        // Asked again: stored (and dispatched, or healed
+                        // from the log) by the first attempt. Answered,
+                        // not delivered twice; the rest of the batch
+                        // expected this entry and fails.
+                        failed = true;
+                        answers[j] = Some(Ok(recipients));
+                        continue;
+                    }
                     Ok(a) if a.seq == seq => true,
                     Ok(a) => {
                         tracing::error!(
@@ -612,7 +623,8 @@ impl Router {
         reply
     }
 
-    /// Appends `entry`, which must land at `seq`.
+    /// Appends `entry`, which must land at `seq`, with `Nats-Msg-Id`
+    /// `log_id` (a fresh one if `None`).
     async fn append(
         &self,
         h: &History,
@@ -620,20 +632,23 @@ impl Router {
         biz: &str,
         entry: &LogEntry,
         seq: u64,
-    ) -> Result<(), RouterError> {
+        log_id: Option<&str>,
+    ) -> Result<Appended, RouterError> {
         let payload =
             envelope::encode(entry).map_err(|e| RouterError::Log(switchboard_log::LogError::Invalid(e.to_string())))?;
         let p = part.p;
         let token = part.open().token;
-        let pending = h.log.append(p, biz, &h.msg_id(), seq - 1, token, payload).await;
+        let id = log_id.map_or_else(|| h.msg_id(), str::to_owned);
+        let pending = h.log.append(p, biz, &id, seq - 1, token, payload).await;
         let stored = match pending {
             Ok(ack) => ack.await,
             Err(e) => Err(e),
         };
         match stored {
+            Ok(a) if a.duplicate => Ok(Appended::Again),
             Ok(a) if a.seq == seq => {
                 part.open().last = seq;
-                Ok(())
+                Ok(Appended::Here)
             }
             Ok(a) => {
                 // Another writer: this process is meant to be the only one.
@@ -732,12 +747,13 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
     ) -> Option<Result<u32, RouterError>> {
         let h = self.history()?;
         match h.lock(biz).await {
             Err(e) => Some(Err(e)),
             Ok(Lock::Mine(mut part)) => {
-                self.clients_here(h, &mut part, biz, clients, from, msg_id, content)
+                self.clients_here(h, &mut part, biz, clients, from, msg_id, content, ack, None)
                     .await
             }
             Ok(Lock::Theirs(p)) => {
@@ -752,6 +768,8 @@ impl Router {
                     from: from.to_owned(),
                     msg_id: msg_id.to_owned(),
                     content: content.to_owned(),
+                    log_id: Some(h.msg_id()),
+                    ack,
                 };
                 Some(match h.ask(p, &req).await {
                     Ok(PartReply::Sent(replies)) => replies.first().map_or(Ok(0), from_reply),
@@ -772,6 +790,8 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
+        log_id: Option<&str>,
     ) -> Option<Result<u32, RouterError>> {
         match self.settings_in(part.open(), biz).await {
             Ok(s) if !h.on(s) => return None,
@@ -779,15 +799,7 @@ impl Router {
             Err(e) => return Some(Err(e)),
         }
         let seq = part.open().last + 1;
-        let target = SendTarget::Client(String::new());
-        let frame = Bytes::from(frame::logged_delivery(
-            &target,
-            Some(msg_id),
-            from,
-            content,
-            now_ms(),
-            Some(seq),
-        ));
+        let frame = super::route::render_clients(msg_id, from, content, ack, Some(seq));
         let (out, n) = match self.clients_by_node(biz, clients, &frame, Some(seq)).await {
             Ok(planned) => planned,
             Err(e) => return Some(Err(e)),
@@ -797,10 +809,12 @@ impl Router {
             sender: None,
             frame,
         };
-        if let Err(e) = self.append(h, part, biz, &entry, seq).await {
-            return Some(Err(e));
+        match self.append(h, part, biz, &entry, seq, log_id).await {
+            Err(e) => Some(Err(e)),
+            // Asked again: stored and dispatched by the first attempt.
+            Ok(Appended::Again) => Some(Ok(n)),
+            Ok(Appended::Here) => Some(self.dispatch(part, out, Ok(n)).await),
         }
-        Some(self.dispatch(part, out, Ok(n)).await)
     }
 
     /// Where a connection whose presence entry is `value` (at `revision`)
@@ -863,7 +877,7 @@ impl Router {
 
     /// Whether a client that is not online left less than `history.ttl`
     /// ago (its unicasts are then stored for its recovery).
-    async fn recently_offline(&self, biz: &str, client: &str) -> Result<bool, RouterError> {
+    pub(super) async fn recently_offline(&self, biz: &str, client: &str) -> Result<bool, RouterError> {
         let Some(h) = self.history() else {
             return Ok(false);
         };
@@ -1064,9 +1078,10 @@ impl Router {
                 if sends.iter().any(bad) {
                     return PartReply::Failed(switchboard_protocol::ErrorCode::InvalidFrame.as_u16());
                 }
+                let ids: Vec<Option<&str>> = sends.iter().map(|s| s.log_id.as_deref()).collect();
                 let sends: Vec<Outbound<'_>> = sends.iter().map(outbound).collect();
                 let group: Vec<&Outbound<'_>> = sends.iter().collect();
-                let got = self.logged_batch_here(h, &mut part, &group).await;
+                let got = self.logged_batch_here(h, &mut part, &group, &ids).await;
                 let mut replies = Vec::with_capacity(sends.len());
                 for (send, answer) in sends.iter().zip(got) {
                     let result = match answer {
@@ -1084,10 +1099,22 @@ impl Router {
                 from,
                 msg_id,
                 content,
+                ack,
+                log_id,
             } => {
                 let clients: Vec<&str> = clients.iter().map(String::as_str).collect();
                 let result = self
-                    .clients_here(h, &mut part, &biz, &clients, &from, &msg_id, &content)
+                    .clients_here(
+                        h,
+                        &mut part,
+                        &biz,
+                        &clients,
+                        &from,
+                        &msg_id,
+                        &content,
+                        ack,
+                        log_id.as_deref(),
+                    )
                     .await;
                 PartReply::Sent(vec![send_reply(result)])
             }
@@ -1214,15 +1241,25 @@ fn unexpected() -> RouterError {
     RouterError::Forwarded(switchboard_protocol::ErrorCode::Internal.as_u16())
 }
 
-/// A send as forwarded to its partition's owner.
-fn logged_send(send: &Outbound<'_>) -> LoggedSend {
+/// Whether [`Router::append`] stored the entry or found it stored by an
+/// earlier attempt with the same `Nats-Msg-Id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Appended {
+    Here,
+    Again,
+}
+
+/// A send as forwarded to its partition's owner, stored under `log_id`.
+fn logged_send(send: &Outbound<'_>, log_id: String) -> LoggedSend {
     LoggedSend {
+        log_id: Some(log_id),
         origin: send.origin.map(|o| (o.node.to_owned(), o.conn)),
         biz: send.biz.to_owned(),
         from: send.from.to_owned(),
         msg_id: send.msg_id.map(str::to_owned),
         target: send.target.clone(),
         content: send.content.to_owned(),
+        ack: send.ack,
     }
 }
 
@@ -1235,6 +1272,7 @@ fn outbound(s: &LoggedSend) -> Outbound<'_> {
         msg_id: s.msg_id.as_deref(),
         target: &s.target,
         content: &s.content,
+        ack: s.ack,
     }
 }
 
@@ -1246,5 +1284,76 @@ pub(super) fn deliver_conns(conns: Vec<u64>, frame: &Bytes, seq: Option<u64>) ->
         frame: frame.clone(),
         seq,
         order: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use switchboard_log::{partition_of, HistoryConfig, MemoryLog};
+    use switchboard_protocol::envelope::{LoggedSend, NodeCommand, PartReply, PartRequest};
+    use switchboard_protocol::frame::SendTarget;
+    use switchboard_runtime::metrics::Metrics;
+
+    use super::History;
+    use crate::config::RouterConfig;
+    use crate::core::testing::{info, Nodes};
+    use crate::core::Router;
+    use crate::store::{MemoryMembers, MemoryRegistry, MemoryStore};
+
+    fn deliveries(nodes: &Nodes) -> usize {
+        fn count(cmd: &NodeCommand) -> usize {
+            match cmd {
+                NodeCommand::Deliver { .. } => 1,
+                NodeCommand::Batch(cmds) => cmds.iter().map(count).sum(),
+                _ => 0,
+            }
+        }
+        nodes.sent.lock().iter().map(|(_, c)| count(c)).sum()
+    }
+
+    /// Issue 13: a forwarded send whose first answer was lost (or beaten by
+    /// a stale subscriber's "not the owner") is asked again; the owner must
+    /// store and deliver it once, and answer both.
+    #[tokio::test]
+    async fn a_forwarded_send_asked_again_is_stored_and_delivered_once() {
+        let config = HistoryConfig::default();
+        let log = Arc::new(MemoryLog::new(config.log_config(), 1 << 20));
+        let history = Arc::new(History::new(log, config.clone(), "r1"));
+        let nodes = Arc::new(Nodes::default());
+        let router = Router::new(
+            RouterConfig::default(),
+            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryRegistry::default()),
+            Arc::new(MemoryMembers::default()),
+            nodes.clone(),
+            Some(history),
+            Arc::new(Metrics::new()),
+        );
+        router.connect(info("n2", 7, "x")).await.expect("connect");
+        nodes.sent.lock().clear();
+        let send = |log_id: &str| LoggedSend {
+            origin: Some(("n1".into(), 1)),
+            biz: "b".into(),
+            from: "a".into(),
+            msg_id: Some("m1".into()),
+            target: SendTarget::Client("x".into()),
+            content: "1".into(),
+            log_id: Some(log_id.into()),
+            ack: false,
+        };
+        let p = partition_of("b", config.partitions);
+        for _ in 0..3 {
+            let reply = router.serve_partition(p, PartRequest::Sends(vec![send("r2.1")])).await;
+            assert!(
+                matches!(&reply, PartReply::Sent(r) if r.len() == 1 && r[0].code == 0 && r[0].recipients == 1),
+                "{reply:?}"
+            );
+        }
+        assert_eq!(deliveries(&nodes), 1, "asked three times, delivered once");
+        let reply = router.serve_partition(p, PartRequest::Sends(vec![send("r2.2")])).await;
+        assert!(matches!(&reply, PartReply::Sent(r) if r.len() == 1), "{reply:?}");
+        assert_eq!(deliveries(&nodes), 2, "another send is delivered");
     }
 }

@@ -172,6 +172,21 @@ pub(super) fn render(send: &Outbound<'_>, seq: Option<u64>) -> Bytes {
         send.from,
         send.content,
         now_ms(),
+        send.ack,
+        seq,
+    ))
+}
+
+/// The delivery frame (mode 100) of a `send_to_clients`, stamped now.
+pub(super) fn render_clients(msg_id: &str, from: &str, content: &str, ack: bool, seq: Option<u64>) -> Bytes {
+    let target = SendTarget::Client(String::new());
+    Bytes::from(frame::logged_delivery(
+        &target,
+        Some(msg_id),
+        from,
+        content,
+        now_ms(),
+        ack,
         seq,
     ))
 }
@@ -185,9 +200,11 @@ fn lookup_failed(e: StoreError) -> RouterError {
 impl Router {
     /// Where a client is: the index, or the store when the index has not
     /// seen it yet (its watch may lag a connect handled by another router).
-    async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
-        if let Some(e) = self.inner.index.lock().get(biz, client) {
-            return Ok(Some((e.node.clone(), e.conn)));
+    pub(super) async fn locate(&self, biz: &str, client: &str) -> Result<Option<(Arc<str>, u64)>, StoreError> {
+        if self.inner.index_live.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(e) = self.inner.index.lock().get(biz, client) {
+                return Ok(Some((e.node.clone(), e.conn)));
+            }
         }
         let v = self.inner.store.get(&presence_key(biz, client)).await?;
         Ok(v.map(|v| (Arc::from(v.value.node.as_str()), v.value.conn)))
@@ -341,7 +358,8 @@ impl Router {
     }
 
     /// Delivers one mode-100 frame to each online client of `clients`
-    /// (one Deliver per node). Returns how many were online.
+    /// (one Deliver per node), with `"ack":true` when `ack` (the caller
+    /// registered the receipt wait). Returns how many were online.
     ///
     /// # Errors
     /// [`RouterError::Store`] if a client could not be looked up,
@@ -353,14 +371,17 @@ impl Router {
         from: &str,
         msg_id: &str,
         content: &str,
+        ack: bool,
     ) -> Result<u32, RouterError> {
         let mut seen = HashSet::new();
         let clients: Vec<&str> = clients.iter().map(String::as_str).filter(|c| seen.insert(*c)).collect();
-        if let Some(reply) = self.send_clients_logged(biz, &clients, from, msg_id, content).await {
+        if let Some(reply) = self
+            .send_clients_logged(biz, &clients, from, msg_id, content, ack)
+            .await
+        {
             return reply;
         }
-        let target = SendTarget::Client(String::new());
-        let frame = Bytes::from(frame::delivery(&target, Some(msg_id), from, content, now_ms()));
+        let frame = render_clients(msg_id, from, content, ack, None);
         let (out, n) = self.clients_by_node(biz, &clients, &frame, None).await?;
         let mut reply = [Ok(n)];
         self.hand_over(out, &mut reply).await;
@@ -454,6 +475,7 @@ mod tests {
             msg_id: None,
             target: SendTarget::Client(to.into()),
             content,
+            ack_timeout_ms: 0,
         }
     }
 
@@ -533,6 +555,7 @@ mod tests {
             msg_id: None,
             target: &group,
             content: "1",
+            ack: false,
         };
         for (send, recipients, excluded) in [(from_a, 2, Some(1)), (Outbound { origin: None, ..from_a }, 3, None)] {
             edges.sent.lock().clear();

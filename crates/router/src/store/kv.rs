@@ -113,6 +113,70 @@ impl KvStore {
     }
 }
 
+/// How often a quiet presence watch is checked for a stall.
+const STALL_PROBE: Duration = Duration::from_secs(5);
+/// Probes in a row that must find the same undelivered entry before the
+/// watch is called stalled (so 15 s without any delivery).
+const STALL_PROBES: u32 = 3;
+
+/// Finds a presence watch that stopped delivering without failing.
+///
+/// async-nats' ordered consumer re-creates itself after a gap or missed
+/// heartbeats, but one re-created while the stream had no quorum was seen
+/// to deliver nothing afterwards (issue 13: a router kept routing unicasts
+/// to a connection replaced meanwhile until its next NATS reconnect). A
+/// watch that delivered nothing since the last probe is asked whether the
+/// stream holds an entry after the last one it delivered; the same
+/// undelivered entry on [`STALL_PROBES`] probes in a row is a stall. A
+/// watch that is merely slow keeps delivering and is never called stalled;
+/// a quiet bucket costs one stream read per probe.
+#[derive(Debug, Default)]
+struct Stall {
+    /// The highest revision (stream sequence) this watch delivered.
+    last_seen: u64,
+    /// `last_seen` at the previous probe.
+    seen_at_probe: u64,
+    /// The first undelivered sequence the previous probe found.
+    pending: Option<u64>,
+    /// Probes in a row that found `pending` undelivered.
+    count: u32,
+}
+
+impl Stall {
+    /// Whether the watch is stalled, after one probe.
+    async fn probe(&mut self, kv: &Store) -> bool {
+        if self.last_seen != self.seen_at_probe {
+            self.seen_at_probe = self.last_seen;
+            self.pending = None;
+            self.count = 0;
+            return false;
+        }
+        let subjects = format!("{}>", kv.prefix);
+        let next = tokio::time::timeout(
+            STALL_PROBE,
+            kv.stream.get_first_raw_message_by_subject(subjects, self.last_seen + 1),
+        )
+        .await;
+        let seq = match next {
+            Ok(Ok(m)) => m.sequence,
+            // Nothing after it (or the stream cannot say now: the watch's
+            // own errors and the link's reconnects handle an outage).
+            _ => {
+                self.pending = None;
+                self.count = 0;
+                return false;
+            }
+        };
+        if self.pending == Some(seq) {
+            self.count += 1;
+        } else {
+            self.pending = Some(seq);
+            self.count = 1;
+        }
+        self.count >= STALL_PROBES
+    }
+}
+
 /// Resolves when `link` changes to [`LinkState::Up`] (a reconnect); never
 /// without a link, or once the link is gone.
 ///
@@ -130,6 +194,15 @@ async fn reconnected(link: Option<&mut watch::Receiver<(u64, LinkState)>>) {
             return;
         }
     }
+}
+
+/// Whether the bucket holds no message now. (`Store::status` answers
+/// from the stream information cached when the bucket was opened, so a
+/// watch restarted later would take a filled bucket for an empty one.)
+async fn bucket_empty(kv: &Store) -> Result<bool, StoreError> {
+    let mut stream = kv.stream.clone();
+    let info = stream.info().await.map_err(unavailable)?;
+    Ok(info.state.messages == 0)
 }
 
 fn decode_value(bytes: &[u8]) -> Option<PresenceValue> {
@@ -178,7 +251,7 @@ impl PresenceStore for KvStore {
     }
 
     async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
-        let empty = self.kv.status().await.map_err(unavailable)?.values() == 0;
+        let empty = bucket_empty(&self.kv).await?;
         let first = self.kv.watch_with_history(">").await.map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(4096);
         let kv = self.kv.clone();
@@ -208,7 +281,19 @@ impl PresenceStore for KvStore {
                             return;
                         }
                         match kv.watch_with_history(">").await {
-                            Ok(w) => w,
+                            Ok(w) => {
+                                tracing::info!("presence watch restarted, replaying current entries");
+                                // An empty bucket replays nothing to say
+                                // the watch caught up.
+                                let empty = bucket_empty(&kv).await.unwrap_or(false);
+                                if empty && !ready {
+                                    ready = true;
+                                    if tx.send(WatchEvent::Ready).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                w
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "presence watch cannot restart yet");
                                 continue;
@@ -216,23 +301,51 @@ impl PresenceStore for KvStore {
                         }
                     }
                 };
+                let mut stall = Stall::default();
+                let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + STALL_PROBE, STALL_PROBE);
+                probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     let item = tokio::select! {
                         item = w.next() => item,
                         () = reconnected(link.as_mut()) => {
                             tracing::info!("NATS link back, restarting the presence watch");
                             restart_now = true;
-                            break;
+                            None
+                        }
+                        _ = probe.tick() => {
+                            if stall.probe(&kv).await {
+                                tracing::warn!(
+                                    last_seen = stall.last_seen,
+                                    "presence watch stalled (an entry written {}s ago was never delivered), restarting it",
+                                    (STALL_PROBE * STALL_PROBES).as_secs()
+                                );
+                                restart_now = true;
+                                None
+                            } else {
+                                continue;
+                            }
                         }
                     };
-                    let Some(item) = item else { break };
                     let entry = match item {
-                        Ok(e) => e,
-                        Err(e) => {
+                        Some(Ok(e)) => Some(e),
+                        Some(Err(e)) => {
                             tracing::warn!(error = %e, "presence watch failed, restarting it");
-                            break;
+                            None
                         }
+                        None => None,
                     };
+                    let Some(entry) = entry else {
+                        // Changes made until the new watch caught up are
+                        // missing from the index meanwhile.
+                        if ready {
+                            ready = false;
+                            if tx.send(WatchEvent::Lagging).await.is_err() {
+                                return;
+                            }
+                        }
+                        break;
+                    };
+                    stall.last_seen = stall.last_seen.max(entry.revision);
                     let event = match entry.operation {
                         Operation::Put => match decode_value(&entry.value) {
                             Some(value) => WatchEvent::Put {
@@ -255,6 +368,7 @@ impl PresenceStore for KvStore {
                     }
                     if !ready && (entry.delta == 0 || entry.seen_current) {
                         ready = true;
+                        tracing::info!("presence watch caught up");
                         if tx.send(WatchEvent::Ready).await.is_err() {
                             return;
                         }

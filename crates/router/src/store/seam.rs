@@ -46,8 +46,13 @@ pub enum WatchEvent {
         /// Revision of the removal.
         revision: u64,
     },
-    /// Every entry that existed when the watch started has been sent.
+    /// Every entry that existed when the watch started has been sent (again
+    /// after a [`WatchEvent::Lagging`]: the watch caught up).
     Ready,
+    /// The watch broke and is being re-created: changes made meanwhile
+    /// arrive only once it is [`WatchEvent::Ready`] again, so an index fed
+    /// by it may be stale until then.
+    Lagging,
 }
 
 /// The presence store.
