@@ -544,7 +544,7 @@ var Switchboard = class extends Emitter {
     return this.request({ mode: 500, msgId, content }).then((r) => ({ msgId: r.msgId }));
   }
   /** Writes `frame` (or queues it while reconnecting) and waits for its
-   * mode-2 reply (and, with `ack`, the delivery receipt). */
+   * mode-2 reply; with `ack`, the result also carries the receipt. */
   request(frame, ack = false) {
     const msgId = frame.msgId;
     const text = encodeClientFrame(frame);

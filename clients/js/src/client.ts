@@ -340,7 +340,7 @@ export class Switchboard extends Emitter<SwitchboardEvents> {
   }
 
   /** Writes `frame` (or queues it while reconnecting) and waits for its
-   * mode-2 reply (and, with `ack`, the delivery receipt). */
+   * mode-2 reply; with `ack`, the result also carries the receipt. */
   private request(frame: Exclude<ClientFrame, { mode: 1 | 3 }>, ack = false): Promise<SendResult> {
     const msgId = frame.msgId;
     const text = encodeClientFrame(frame);

@@ -8,8 +8,8 @@
 //! order: key (401), call (404), method (405), bus (503), tenant headers
 //! (400), body size (413); then, for `register`, the body and the bizCode
 //! it names (400, 403) and the rate limit (429); for every other call, the
-//! tenant's bizCode (400), its scope (403; `set_limits` needs a global
-//! key), the rate limit per key and bizCode (429/1005, `rate`), its
+//! tenant's bizCode (400), its scope (403; `set_limits`, `set_webhook`
+//! and `get_webhook` need a global key), the rate limit per key and bizCode (429/1005, `rate`), its
 //! registration (404), then the body (400).
 //!
 //! Files, one concept each (this one serves a call end to end):
@@ -42,7 +42,9 @@ use switchboard_runtime::ops::{self, Health};
 
 use crate::config::ApiConfig;
 use crate::core::{HistoryQuery, Router, DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
+use crate::error::RouterError;
 use crate::outbound::Outbound;
+use crate::webhook::{WebhookChange, WebhookError, Webhooks};
 
 mod body;
 mod call;
@@ -78,6 +80,9 @@ pub struct Api {
     waits: Arc<ApiWaits>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    /// `set_webhook`/`get_webhook`; `None` with events off (the calls
+    /// answer 400).
+    webhooks: Option<Webhooks>,
 }
 
 #[derive(Serialize)]
@@ -111,7 +116,15 @@ impl Api {
             config: Arc::new(config),
             health,
             metrics,
+            webhooks: None,
         }
+    }
+
+    /// Serves `set_webhook` and `get_webhook` with `webhooks`.
+    #[must_use]
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = Some(webhooks);
+        self
     }
 
     /// Whether `path` belongs to the API.
@@ -176,7 +189,7 @@ impl Api {
         let biz = tenant.ok_or_else(|| ApiError::bad("the systemId (or bizCode) header is required"))?;
         check_id(IdKind::Biz, &biz)?;
         caller.may_serve(&biz)?;
-        if op == Op::SetLimits {
+        if matches!(op, Op::SetLimits | Op::SetWebhook | Op::GetWebhook) {
             caller.must_be_global()?;
         }
         self.check_rate(caller, &biz)?;
@@ -405,6 +418,32 @@ impl Api {
                 Ok(ok(limits_json(limits)))
             }
             Op::GetLimits => Ok(ok(limits_json(self.router.limits(biz).await?))),
+            Op::SetWebhook | Op::GetWebhook => self.webhook(op, biz, b).await,
+        }
+    }
+
+    /// `set_webhook` / `get_webhook`: `{"webhook": {...}|null}`, with
+    /// `secret` when one was issued.
+    async fn webhook(&self, op: Op, biz: &str, b: Body) -> Result<Response, ApiError> {
+        let hooks = self.webhooks.as_ref().ok_or_else(|| {
+            ApiError::bad("webhooks are off here: they deliver connection events (events.enabled = false)")
+        })?;
+        let view = if op == Op::SetWebhook {
+            let change = WebhookChange {
+                url: b.url,
+                kinds: b.kinds,
+                rotate_secret: b.rotate_secret.unwrap_or(false),
+            };
+            hooks.set(biz, change).await
+        } else {
+            hooks.get(biz).await
+        };
+        match view {
+            Ok(v) => Ok(ok(json!({ "webhook": v }))),
+            Err(WebhookError::Invalid(m)) => Err(ApiError::bad(m)),
+            Err(WebhookError::Store(e)) => Err(RouterError::from(e).into()),
+            Err(WebhookError::Bus) => Err(ErrorCode::Internal.into()),
+            Err(WebhookError::Contended) => Err(RouterError::Contended(8).into()),
         }
     }
 }

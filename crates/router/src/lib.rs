@@ -18,6 +18,9 @@
 //! - [`error`]: [`RouterError`] and its wire code.
 //! - [`wire`]: core results as bus replies (NATS and `standalone`).
 //! - [`api`]: the backend HTTP push API (`/api/websocket/*`).
+//! - [`webhook`]: webhook settings (`set_webhook`), signing, and delivery
+//!   of connection events from JetStream consumers (routers) or the
+//!   in-process sink (`standalone`).
 //! - [`nats`]: serving the router subjects, the KV watch, the edge link
 //!   (which, after a bus outage, holds commands to a node until its inbox
 //!   answers again: `settle.rs`).
@@ -36,6 +39,7 @@ pub mod outbound;
 pub mod owner;
 mod settle;
 pub mod store;
+pub mod webhook;
 pub mod wire;
 
 pub use crate::core::{Connected, History, Router};

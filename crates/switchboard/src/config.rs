@@ -1,5 +1,6 @@
 //! The whole configuration: `[log]`, `[nats]`, `[edge]`, `[router]`,
-//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`, `[events]`. See `deploy/switchboard.example.toml` for every key.
+//! `[membership]`, `[history]`, `[standalone]`, `[api]`, `[auth]`, `[http]`, `[events]`,
+//! `[webhooks]`. See `deploy/switchboard.example.toml` for every key.
 
 use std::net::SocketAddr;
 
@@ -8,6 +9,7 @@ use switchboard_edge::{AuthConfig, AuthMode, EdgeConfig};
 use switchboard_log::HistoryConfig;
 use switchboard_router::config::MembershipConfig;
 use switchboard_router::config::{ApiConfig, ApiKey};
+use switchboard_router::webhook::WebhooksConfig;
 use switchboard_router::RouterConfig;
 use switchboard_runtime::config::Validate;
 use switchboard_runtime::events::EventsConfig;
@@ -29,6 +31,7 @@ pub(crate) const ENV_ROOTS: &[&str] = &[
     "api_key",
     "http",
     "events",
+    "webhooks",
 ];
 
 /// Keys whose `SWITCHBOARD_*` variables are read as written (secrets).
@@ -93,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) http: HttpConfig,
     /// Connection events for backends (edge, router, standalone).
     pub(crate) events: EventsConfig,
+    /// Webhooks: the allow-list, timeouts, retries (router, standalone).
+    pub(crate) webhooks: WebhooksConfig,
 }
 
 impl Config {
@@ -157,5 +162,6 @@ impl Validate for Config {
         self.auth.validate(problems);
         self.http.validate(problems);
         self.events.validate(problems);
+        self.webhooks.validate(problems);
     }
 }

@@ -11,7 +11,7 @@ use switchboard_edge::{AuthMode, Edge, Verifier};
 use switchboard_log::{JetStreamLog, MemoryLog, PartitionLog};
 use switchboard_protocol::subject;
 use switchboard_router::api::Api;
-use switchboard_router::{History, MemoryRegistry, MemoryStore, Router};
+use switchboard_router::{BizRegistry, History, MemoryRegistry, MemoryStore, Router};
 use switchboard_runtime::events::{Events, JetStreamSink, MemorySink};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
@@ -25,6 +25,7 @@ use crate::local::{LocalEdges, LocalRouter};
 
 mod router;
 mod setup;
+mod webhooks;
 
 pub(crate) use router::router;
 use setup::{api_config, bind};
@@ -148,19 +149,6 @@ fn verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> {
     Ok(Some(Arc::new(v)))
 }
 
-/// `standalone`'s event sink: a bounded in-process channel whose consumer
-/// logs each event (`switchboard::events` at debug level; the webhook
-/// dispatcher takes this place when webhooks are configured).
-fn local_events(config: &Config, metrics: Arc<Metrics>) -> MemorySink {
-    let (sink, mut rx) = MemorySink::new(config.events.queue, config.events.store_timeout, metrics);
-    tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            tracing::debug!(target: "switchboard::events", event = %String::from_utf8_lossy(&event.to_json()), "event");
-        }
-    });
-    sink
-}
-
 /// `standalone`'s HTTP side: the API, then the edge (WebSocket and ops).
 struct StandaloneHttp {
     api: Api,
@@ -191,10 +179,11 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         config.history.standalone_max_bytes,
     ));
     let history = History::new(log.clone(), config.history.clone(), &node);
+    let registry: Arc<dyn BizRegistry> = Arc::new(MemoryRegistry::default());
     let router = Router::new(
         config.router_config(),
         Arc::new(MemoryStore::default()),
-        Arc::new(MemoryRegistry::default()),
+        registry.clone(),
         Arc::new(switchboard_router::store::MemoryMembers::default()),
         Arc::new(edges.clone()),
         Some(Arc::new(history)),
@@ -209,10 +198,15 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
         health.clone(),
     );
     edge.set_history(log, &config.history);
+    // Events go through a bounded in-process channel to the webhook
+    // dispatcher (which logs each at debug level, `switchboard::events`).
+    let mut hooks = None;
     if config.events.enabled {
-        let events = Events::new(Arc::new(local_events(&config, metrics.clone())), &node);
+        let (sink, rx) = MemorySink::new(config.events.queue, config.events.store_timeout, metrics.clone());
+        let events = Events::new(Arc::new(sink), &node);
         router.set_events(events.clone());
         edge.set_events(events);
+        hooks = Some(webhooks::standalone(&config, rx, registry, metrics.clone(), &shutdown)?);
     }
     if edges.edge.set(edge.clone()).is_err() {
         anyhow::bail!("edge wired twice");
@@ -222,12 +216,15 @@ pub(crate) async fn standalone(config: Config) -> anyhow::Result<()> {
     edge.spawn_sweeper(shutdown.clone());
     let listener = bind(config.standalone.listen, config.standalone.listen_backlog)?;
     let addr = listener.local_addr()?;
-    let api = Api::new(
+    let mut api = Api::new(
         router.clone(),
         api_config(&config, true),
         health.clone(),
         metrics.clone(),
     );
+    if let Some(hooks) = hooks {
+        api = api.with_webhooks(hooks);
+    }
     health.set_ready();
     tracing::info!(node_id = %node, %addr, "standalone listening: ws://{addr}/ws?bizCode=d1&clientId=c1");
 

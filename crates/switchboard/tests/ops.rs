@@ -31,6 +31,9 @@ async fn metrics_and_json_logs() {
         "switchboard_handshake_refusals_total",
         r#"switchboard_api_requests_total{call="get_online_list",status="200"} 1"#,
         r#"switchboard_api_request_duration_seconds_bucket{le="#,
+        r#"switchboard_webhook_events_total{outcome="dead_letter"} 0"#,
+        r#"switchboard_webhook_requests_total{result="5xx"} 0"#,
+        "switchboard_webhook_request_duration_seconds_bucket",
     ] {
         assert!(m.contains(name), "missing {name} in\n{m}");
     }

@@ -237,7 +237,7 @@ export declare class Switchboard extends Emitter<SwitchboardEvents> {
         msgId: string;
     }>;
     /** Writes `frame` (or queues it while reconnecting) and waits for its
-     * mode-2 reply (and, with `ack`, the delivery receipt). */
+     * mode-2 reply; with `ack`, the result also carries the receipt. */
     private request;
     private setState;
     /** Starts an attempt; whatever goes wrong in it ends it, never as an

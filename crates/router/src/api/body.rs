@@ -47,6 +47,12 @@ pub(crate) struct Body {
     pub(crate) sends_per_sec: Option<u64>,
     /// `set_limits`: sends at once above the rate (0: one second's).
     pub(crate) sends_burst: Option<u64>,
+    /// `set_webhook`: where events go (absent, null or empty: remove).
+    pub(crate) url: Option<String>,
+    /// `set_webhook`: the event kinds (absent or empty: every kind).
+    pub(crate) kinds: Option<Vec<String>>,
+    /// `set_webhook`: issue a new secret.
+    pub(crate) rotate_secret: Option<bool>,
     #[allow(dead_code)]
     user_id: Option<Value>,
     #[allow(dead_code)]

@@ -46,12 +46,18 @@ pub(crate) enum Op {
     /// `get_node_counts`: the nodes hosting the bizCode's clients, with
     /// how many each.
     GetNodeCounts,
+    /// `set_webhook`: sets, changes or removes the bizCode's webhook
+    /// (global keys only).
+    SetWebhook,
+    /// `get_webhook`: the bizCode's webhook, without its secret (global
+    /// keys only).
+    GetWebhook,
 }
 
 impl Call {
     /// Every call, in the order the fuzz target's first byte picks them
     /// (kept, so the saved corpus keeps its meaning).
-    pub(crate) const ALL: [Self; 15] = [
+    pub(crate) const ALL: [Self; 17] = [
         Self::Register,
         Self::Tenant(Op::SendToClient),
         Self::Tenant(Op::SendToClients),
@@ -67,6 +73,8 @@ impl Call {
         Self::Tenant(Op::SetLimits),
         Self::Tenant(Op::GetLimits),
         Self::Tenant(Op::GetNodeCounts),
+        Self::Tenant(Op::SetWebhook),
+        Self::Tenant(Op::GetWebhook),
     ];
 
     /// The call a path segment names, if any.
@@ -92,6 +100,8 @@ impl Call {
             Self::Tenant(Op::SetLimits) => "set_limits",
             Self::Tenant(Op::GetLimits) => "get_limits",
             Self::Tenant(Op::GetNodeCounts) => "get_node_counts",
+            Self::Tenant(Op::SetWebhook) => "set_webhook",
+            Self::Tenant(Op::GetWebhook) => "get_webhook",
         }
     }
 }

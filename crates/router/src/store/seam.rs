@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::envelope::{self, BizLimits, PresenceValue};
 use tokio::sync::mpsc;
 
+use crate::webhook::WebhookSettings;
+
 /// A value with its revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
@@ -109,7 +111,8 @@ pub trait BizRegistry: Send + Sync + 'static {
     }
 }
 
-/// What SPEC §7 keeps per bizCode, its registration and its limits.
+/// What SPEC §7 keeps per bizCode, its registration, its limits and its
+/// webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BizSettings {
     /// When `register` registered it, ms since the epoch; `None` if it
@@ -134,6 +137,10 @@ pub struct BizSettings {
     /// in records written before limits existed.
     #[serde(default)]
     pub limits: BizLimits,
+    /// Its webhook (`set_webhook`, operators only); `None` in records
+    /// written before webhooks existed.
+    #[serde(default)]
+    pub webhook: Option<WebhookSettings>,
 }
 
 impl BizSettings {
@@ -146,6 +153,7 @@ impl BizSettings {
             generation: 0,
             low_water: 0,
             limits: BizLimits::default(),
+            webhook: None,
         }
     }
 

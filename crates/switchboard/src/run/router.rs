@@ -16,7 +16,8 @@ use switchboard_router::api::{Api, RouterHttp};
 use switchboard_router::nats::NatsOwners;
 use switchboard_router::owner::{LeaseConfig, Leases};
 use switchboard_router::store::{KvMembers, StoreError};
-use switchboard_router::{History, KvRegistry, KvStore, Router};
+use switchboard_router::webhook::Webhooks;
+use switchboard_router::{BizRegistry, History, KvRegistry, KvStore, Router};
 use switchboard_runtime::events::{ensure_stream, Events, JetStreamSink, Publisher};
 use switchboard_runtime::http::{self as h, Handler, ResponseFuture};
 use switchboard_runtime::metrics::Metrics;
@@ -138,8 +139,11 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     };
     let mut result = Ok(());
     match started {
-        Some(Ok((router, stop_requests, tasks, publisher))) => {
-            let api = Api::new(router, api_config(&config, false), health.clone(), metrics.clone());
+        Some(Ok((router, webhooks, stop_requests, tasks, publisher))) => {
+            let mut api = Api::new(router, api_config(&config, false), health.clone(), metrics.clone());
+            if let Some(hooks) = webhooks {
+                api = api.with_webhooks(hooks);
+            }
             let _ = http.api.set(RouterHttp { api });
             health.set_ready();
             tracing::info!(%addr, "router listening");
@@ -170,7 +174,13 @@ async fn start_router(
     health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(Router, CancellationToken, TaskTracker, Option<Publisher>)> {
+) -> anyhow::Result<(
+    Router,
+    Option<Webhooks>,
+    CancellationToken,
+    TaskTracker,
+    Option<Publisher>,
+)> {
     let js = async_nats::jetstream::new(client.clone());
     let (store, registry, members) = open_store(&js, config, health).await?;
     let store = store.with_link(link.clone());
@@ -207,10 +217,23 @@ async fn start_router(
         .max(Duration::from_millis(100));
     let owners = Arc::new(NatsOwners::new(client.clone(), patience));
     let history = History::leased(log.clone(), config.history.clone(), &node, owners);
+    let registry: Arc<dyn BizRegistry> = Arc::new(registry);
+    // Webhooks deliver events: none without them.
+    let webhooks = if config.events.enabled {
+        Some(super::webhooks::cluster(
+            config,
+            &js,
+            registry.clone(),
+            metrics.clone(),
+            shutdown,
+        )?)
+    } else {
+        None
+    };
     let router = Router::new(
         config.router_config(),
         Arc::new(store),
-        Arc::new(registry),
+        registry,
         Arc::new(members),
         edges,
         Some(Arc::new(history)),
@@ -257,7 +280,7 @@ async fn start_router(
     tracing::info!(node_id = %node, partitions = config.history.partitions, "partition leases started");
     router.spawn_liveness(shutdown.clone(), link);
     router.spawn_member_sweeper(shutdown.clone());
-    Ok((router, stop_requests, tasks, publisher))
+    Ok((router, webhooks, stop_requests, tasks, publisher))
 }
 
 /// Creates or updates the `sb-events` stream, retried like the presence
