@@ -33,6 +33,12 @@ pub const MODE_RECEIPT: u16 = 4;
 pub const MAX_ACK_TIMEOUT_MS: u32 = 30_000;
 /// Upstream message: a client tells its backend (an `upstream` event).
 pub const MODE_UPSTREAM: u16 = 500;
+/// Deepest nesting of an upstream message's `content` (arrays and
+/// objects): the event reaches a backend's own JSON parser (Python's
+/// `json` gives up near 1,000 levels, `serde_json` at 128 with the batch
+/// around the event), and one event it cannot read would hold back the
+/// whole batch, other clients' events with it.
+pub const MAX_CONTENT_DEPTH: usize = 64;
 
 /// A parsed client frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +185,9 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
             let Some(content) = raw.content else {
                 return Err(invalid(msg_id, "content is missing"));
             };
+            if nesting(content.get()) > MAX_CONTENT_DEPTH {
+                return Err(invalid(msg_id, "content is nested too deeply"));
+            }
             return Ok(ClientFrame::Upstream(Upstream {
                 msg_id,
                 content: content.get().to_owned(),
@@ -212,6 +221,34 @@ pub fn parse_client_frame(text: &[u8]) -> Result<ClientFrame, FrameError> {
         target,
         content: content.get().to_owned(),
     }))
+}
+
+/// How deep arrays and objects nest in `json` (valid JSON text), without
+/// recursion: brackets inside strings do not count.
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// `msgId` is a string, or a number kept as its text. `Some(None)` for null.
@@ -527,6 +564,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn upstream_content_is_nested_at_most_max_content_depth() {
+        let nested = |depth: usize, open: &str, close: &str| {
+            format!(
+                r#"{{"mode":500,"msgId":"u","content":{}1{}}}"#,
+                open.repeat(depth),
+                close.repeat(depth)
+            )
+        };
+        for (open, close) in [("[", "]"), (r#"{"a":"#, "}")] {
+            let ok = nested(MAX_CONTENT_DEPTH, open, close);
+            assert!(
+                matches!(parse_client_frame(ok.as_bytes()), Ok(ClientFrame::Upstream(_))),
+                "{MAX_CONTENT_DEPTH} levels are fine"
+            );
+            // A receiver's parser (Python's json, serde_json's 128 levels
+            // with the batch around it) must not choke on an event: a
+            // client could hold back its tenant's whole batches.
+            for depth in [MAX_CONTENT_DEPTH + 1, 20_000] {
+                let e = parse_client_frame(nested(depth, open, close).as_bytes()).expect_err("too deep");
+                assert_eq!(e.code, ErrorCode::InvalidFrame);
+                assert_eq!(e.msg_id.as_deref(), Some("u"));
+                assert_eq!(e.detail, "content is nested too deeply");
+            }
+        }
+        // Brackets inside strings are not nesting.
+        let s = format!(r#"{{"mode":500,"content":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(matches!(parse_client_frame(s.as_bytes()), Ok(ClientFrame::Upstream(_))));
     }
 
     #[test]

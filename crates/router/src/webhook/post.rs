@@ -2,7 +2,7 @@
 //! redirects, no proxy, connect and whole-call timeouts) whose resolver
 //! refuses non-public addresses for host names.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -145,7 +145,9 @@ impl reqwest::dns::Resolve for PublicResolver {
     }
 }
 
-/// Whether `ip` is a public unicast address.
+/// Whether `ip` is a public unicast address. An IPv6 address that carries
+/// an IPv4 one (IPv4-mapped, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) is
+/// as public as that IPv4 address.
 pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -160,19 +162,37 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96): the gateway connects to the IPv4
+            // address in the low 32 bits, so that address decides.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(IpAddr::V4(Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]))));
+            }
+            // 6to4 (2002::/16): the IPv4 address follows the prefix.
+            if s[0] == 0x2002 {
+                return is_public(IpAddr::V4(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2]))));
+            }
+            let first = s[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                // IPv4-compatible (::/96, deprecated), local-use NAT64
+                // (64:ff9b:1::/48), discard-only (100::/64)
+                || s[..6] == [0; 6]
+                || s[..3] == [0x64, 0xff9b, 1]
+                || s[..4] == [0x100, 0, 0, 0]
                 || (first & 0xfe00) == 0xfc00
+                // link-local fe80::/10 and the deprecated site-local fec0::/10
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                || (first & 0xffc0) == 0xfec0
+                || first == 0x2001 && s[1] == 0x0db8)
         }
     }
 }
@@ -196,11 +216,31 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            // IPv4 addresses inside IPv6 ones: NAT64 (a DNS64 resolver
+            // turns an A record of 10.0.0.1 into 64:ff9b::a00:1, and the
+            // NAT64 gateway connects to 10.0.0.1), IPv4-compatible, 6to4.
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "2002:a00:1::1",
+            "2002:7f00:1::1",
+            "fec0::1",
+            "100::1",
+            "192.0.0.8",
         ] {
             let ip: IpAddr = private.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
             assert!(!is_public(ip), "{private}");
         }
-        for public in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
+        for public in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             let ip: IpAddr = public.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
             assert!(is_public(ip), "{public}");
         }
