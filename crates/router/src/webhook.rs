@@ -140,7 +140,7 @@ impl Dispatch {
     }
 
     /// `biz`'s webhook now.
-    async fn hook(&self, biz: &str) -> Result<Option<WebhookSettings>, StoreError> {
+    pub(crate) async fn hook(&self, biz: &str) -> Result<Option<WebhookSettings>, StoreError> {
         Ok(self.registry.settings(biz).await?.and_then(|(s, _)| s.webhook))
     }
 }

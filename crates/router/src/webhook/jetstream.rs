@@ -194,6 +194,30 @@ pub fn spawn(consumers: Consumers, dispatch: Dispatch, shutdown: CancellationTok
     })
 }
 
+/// How long a worker that finds no webhook for its consumer waits before
+/// it asks again and, still none, removes the consumer: `set_webhook`
+/// makes the consumer before it writes the settings, so a worker of
+/// another router may pull an event in between.
+const SETTINGS_GRACE: Duration = Duration::from_secs(2);
+
+/// `biz`'s webhook, asked again after [`SETTINGS_GRACE`] if there is none;
+/// `None` once `stop` is cancelled.
+async fn settled_hook(
+    dispatch: &Dispatch,
+    biz: &str,
+    stop: &CancellationToken,
+) -> Option<Result<Option<super::WebhookSettings>, crate::store::StoreError>> {
+    match dispatch.hook(biz).await {
+        Ok(None) => {}
+        other => return Some(other),
+    }
+    tokio::select! {
+        () = tokio::time::sleep(SETTINGS_GRACE) => {}
+        () = stop.cancelled() => return None,
+    }
+    Some(dispatch.hook(biz).await)
+}
+
 /// One worker of one bizCode's consumer on this router: until `stop`, the
 /// consumer's removal or a failed pull (the next look restarts it).
 async fn work(consumers: Consumers, dispatch: Dispatch, name: String, biz: String, stop: CancellationToken) {
@@ -226,14 +250,15 @@ async fn work(consumers: Consumers, dispatch: Dispatch, name: String, biz: Strin
                 return;
             }
         };
-        let hook = match dispatch.hook(&biz).await {
-            Ok(Some(h)) => h,
-            Ok(None) => {
+        let hook = match settled_hook(&dispatch, &biz, &stop).await {
+            None => return,
+            Some(Ok(Some(h))) => h,
+            Some(Ok(None)) => {
                 tracing::info!(biz, "webhook gone: removing its consumer");
                 consumers.remove(&biz).await;
                 return;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(biz, error = %e, "webhook settings not read");
                 for m in &batch {
                     let _ = m.ack_with(AckKind::Nak(Some(config.backoff(1)))).await;
