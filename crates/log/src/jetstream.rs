@@ -2,9 +2,21 @@
 //! expect the last sequence (`Nats-Expected-Last-Sequence`) and carry a
 //! `Nats-Msg-Id`, fences, purges and range reads through ordered consumers
 //! (which read from the stream leader).
+//!
+//! Replicated streams (`replicas` > 1) take an owner's appends one at a
+//! time: a clustered stream checks the fence expectation
+//! (`Nats-Expected-Last-Subject-Sequence` on the fence subject) before its
+//! Raft proposal and refuses, with 10164, a second one while another is in
+//! flight. A 10164 with nothing of ours in flight is a stale entry in the
+//! leader's in-flight set, which only a leader change clears: the log asks
+//! the stream's leader to step down (docs/recovery.md, "Appends refused with
+//! 10164").
 
 mod errors;
 mod read;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::Context;
 use async_nats::jetstream::message::PublishMessage;
@@ -23,6 +35,10 @@ use crate::seam::{
 /// Retries of one fence attempt whose outcome was unknown (a timeout or a
 /// dedupe conflict), with the same `Nats-Msg-Id` so a landed one answers.
 const FENCE_UNKNOWN_RETRIES: u32 = 3;
+
+/// At most one leader step-down request per partition in this long: a new
+/// leader needs a moment to be elected and to apply what is committed.
+const STEP_DOWN_EVERY: Duration = Duration::from_secs(10);
 
 /// The header that moves `Nats-Expected-Last-Subject-Sequence`'s check to
 /// another subject (nats-server 2.11+; async-nats has no constant for it).
@@ -48,6 +64,18 @@ enum Kind {
 pub struct JetStreamLog {
     js: Context,
     config: LogConfig,
+    /// Per partition: whose turn it is to append under a fence, and when
+    /// its leader was last asked to step down (replicated streams).
+    parts: Arc<[Turn]>,
+}
+
+/// One partition's append turn (see the module docs).
+#[derive(Debug, Default)]
+struct Turn {
+    /// Held from an owner append's publication to its acknowledgement.
+    append: Arc<tokio::sync::Mutex<()>>,
+    /// When this process last asked the stream's leader to step down.
+    stepped_down: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl JetStreamLog {
@@ -66,7 +94,53 @@ impl JetStreamLog {
     /// [`LogError::Timeout`].
     #[must_use]
     pub fn new(js: Context, config: LogConfig) -> Self {
-        Self { js, config }
+        let parts = (0..config.partitions).map(|_| Turn::default()).collect();
+        Self { js, config, parts }
+    }
+
+    /// Asks partition `p`'s stream leader to step down
+    /// (`$JS.API.STREAM.LEADER.STEPDOWN.<stream>`); another replica takes
+    /// over with a clean in-flight set. A stream of one replica has no
+    /// other to take over and refuses.
+    ///
+    /// # Errors
+    /// [`LogError::Other`] with the server's refusal, or the request's
+    /// failure.
+    pub async fn step_down(&self, p: u32) -> Result<(), LogError> {
+        check_partition(&self.config, p)?;
+        let subject = format!("STREAM.LEADER.STEPDOWN.{}", stream_name(p));
+        let answer: serde_json::Value = self
+            .js
+            .request(subject, &serde_json::json!({}))
+            .await
+            .map_err(|e| LogError::Other(e.to_string()))?;
+        if answer.get("success").and_then(serde_json::Value::as_bool) == Some(true) {
+            Ok(())
+        } else {
+            Err(LogError::Other(format!("leader step-down refused: {answer}")))
+        }
+    }
+
+    /// After a 10164 refusal with nothing of ours in flight: asks the
+    /// leader to step down, at most once per [`STEP_DOWN_EVERY`].
+    async fn unstick(&self, p: u32) {
+        let Some(turn) = usize::try_from(p).ok().and_then(|i| self.parts.get(i)) else {
+            return;
+        };
+        {
+            let mut at = turn.stepped_down.lock();
+            if at.is_some_and(|t| t.elapsed() < STEP_DOWN_EVERY) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        match self.step_down(p).await {
+            Ok(()) => tracing::warn!(
+                partition = p,
+                "appends refused with 10164 while none of ours was in flight: asked the log stream's leader to step down"
+            ),
+            Err(e) => tracing::warn!(partition = p, error = %e, "log stream leader step-down failed"),
+        }
     }
 
     /// The stream configuration of partition `p`, first sequence `first`.
@@ -123,20 +197,59 @@ impl JetStreamLog {
             Kind::Entry { fence: None } => {}
             Kind::Fence => msg = msg.header(MESSAGE_TTL, NEVER),
         }
+        // A replicated stream takes one fenced append at a time.
+        let turn = match kind {
+            Kind::Entry { fence: Some(_) } if self.config.replicas > 1 => {
+                let Some(t) = usize::try_from(p).ok().and_then(|i| self.parts.get(i)) else {
+                    return Err(LogError::Invalid(format!("partition {p} out of range")));
+                };
+                Some(Arc::clone(&t.append).lock_owned().await)
+            }
+            _ => None,
+        };
         let ack = self
             .js
             .send_publish(subject, msg)
             .await
             .map_err(|e| errors::publish(&e))?;
+        let Some(turn) = turn else {
+            return Ok(PendingAppend::new(async move {
+                ack.await.map(appended).map_err(|e| errors::publish(&e))
+            }));
+        };
+        // The acknowledgement is awaited here, not by the caller, so the
+        // next append's turn comes even while the caller is still sending.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let log = self.clone();
+        tokio::spawn(async move {
+            let r = ack
+                .await
+                .map(appended)
+                .map_err(|e| (errors::is_in_flight_refusal(&e), errors::publish(&e)));
+            drop(turn);
+            let r = match r {
+                Ok(a) => Ok(a),
+                Err((stuck, e)) => {
+                    if stuck {
+                        log.unstick(p).await;
+                    }
+                    Err(e)
+                }
+            };
+            let _ = tx.send(r);
+        });
         Ok(PendingAppend::new(async move {
-            match ack.await {
-                Ok(a) => Ok(Appended {
-                    seq: a.sequence,
-                    duplicate: a.duplicate,
-                }),
-                Err(e) => Err(errors::publish(&e)),
-            }
+            rx.await
+                .unwrap_or_else(|_| Err(LogError::Other("the append's acknowledgement was lost".to_owned())))
         }))
+    }
+}
+
+/// A publish acknowledgement as an [`Appended`].
+fn appended(a: async_nats::jetstream::publish::PublishAck) -> Appended {
+    Appended {
+        seq: a.sequence,
+        duplicate: a.duplicate,
     }
 }
 

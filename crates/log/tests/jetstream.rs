@@ -138,3 +138,9 @@ async fn a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences() {
     let server = NatsServer::start();
     scenarios::a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences(&log(&server).await).await;
 }
+
+#[tokio::test]
+async fn an_owner_pipelines_under_its_fence() {
+    let server = NatsServer::start();
+    scenarios::an_owner_pipelines_under_its_fence(&log(&server).await).await;
+}

@@ -107,3 +107,8 @@ async fn count_limit_keeps_each_bizcodes_newest() {
 async fn a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences() {
     scenarios::a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences(&log()).await;
 }
+
+#[tokio::test]
+async fn an_owner_pipelines_under_its_fence() {
+    scenarios::an_owner_pipelines_under_its_fence(&log()).await;
+}

@@ -57,3 +57,29 @@ async fn routers_own_and_edges_read_every_partition_under_the_charts_permissions
         assert_eq!(router.purge(p, &biz, seq).await.expect("router purges"), 1);
     }
 }
+
+/// On a 3-server cluster (R3 log streams), the router user may ask a log
+/// stream's leader to step down, as the log does after a 10164 refusal
+/// with none of its own appends in flight (docs/recovery.md).
+#[tokio::test]
+async fn routers_may_step_a_log_streams_leader_down() {
+    let servers = NatsServer::start_cluster_secured(3);
+    let client = servers[0].connect_as(ROUTER_USER).await.expect("connects");
+    let router = JetStreamLog::new(
+        async_nats::jetstream::new(client),
+        LogConfig {
+            partitions: PARTITIONS,
+            replicas: 3,
+            ..LogConfig::default()
+        },
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while let Err(e) = router.ensure(3).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cluster never placed the stream: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    router.step_down(3).await.expect("the router steps the leader down");
+}

@@ -46,6 +46,8 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.nats.kvReplicas | quote }}
 - name: SWITCHBOARD_EVENTS__REPLICAS
   value: {{ .Values.nats.kvReplicas | quote }}
+- name: SWITCHBOARD_HISTORY__REPLICAS
+  value: {{ .Values.nats.kvReplicas | quote }}
 - name: SWITCHBOARD_AUTH__SECRET
   valueFrom:
     secretKeyRef:

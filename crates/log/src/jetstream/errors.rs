@@ -12,6 +12,10 @@ use crate::seam::LogError;
 /// "duplicate message id is in process" (JetStream 10158).
 const DUPLICATE_MESSAGE_CONFLICT: ErrorCode = ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT;
 
+/// "wrong last sequence" without the number (JetStream 10164,
+/// `JSStreamWrongLastSequenceConstantErr`; async-nats has no constant).
+const WRONG_LAST_SEQUENCE_CONSTANT: ErrorCode = ErrorCode(10164);
+
 /// The JetStream API error somewhere in `e`'s sources.
 fn api_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a async_nats::jetstream::Error> {
     let mut cur = Some(e);
@@ -32,6 +36,14 @@ pub(super) fn parse_last(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Whether a clustered stream refused an append because another one
+/// naming the same expectation subject is in flight (10164).
+pub(super) fn is_in_flight_refusal(e: &PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(api_error)
+        .is_some_and(|api| api.error_code() == WRONG_LAST_SEQUENCE_CONSTANT)
+}
+
 /// An append's failure, sent or acknowledged.
 pub(super) fn publish(e: &PublishError) -> LogError {
     match e.kind() {
@@ -48,6 +60,13 @@ pub(super) fn publish(e: &PublishError) -> LogError {
                 Some(api) if api.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE => LogError::WrongLastSequence {
                     last: parse_last(&api.to_string()),
                 },
+                // "wrong last sequence" without a number: a clustered
+                // stream refused it before its proposal, because another
+                // append naming the fence subject is in flight (or stuck:
+                // see `JetStreamLog::publish`). Nothing stored.
+                Some(api) if api.error_code() == WRONG_LAST_SEQUENCE_CONSTANT => {
+                    LogError::WrongLastSequence { last: None }
+                }
                 _ => LogError::Other(e.to_string()),
             }
         }

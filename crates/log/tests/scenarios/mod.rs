@@ -578,3 +578,34 @@ pub async fn a_quiet_bizcode_loses_nothing_behind_others_entries_and_fences(log:
     // The busy bizCode's own entries are all there too.
     assert!(log.low_water(p, &busy).await.expect("low water") <= position);
 }
+
+/// An owner pipelines its appends under its own fence, as a router does
+/// with a batch of sends: 200 in flight at once, each naming its token,
+/// are all stored with consecutive sequences. (A clustered stream refuses,
+/// with 10164, an append naming the fence subject while another one is in
+/// flight; the JetStream log sends such appends one at a time there.)
+pub async fn an_owner_pipelines_under_its_fence(log: &dyn PartitionLog) {
+    let p = 5;
+    let biz = &bizcodes_in(p, 1)[0];
+    log.ensure(p).await.expect("ensure");
+    let fence = log.fence(p, "owner").await.expect("fence");
+    let n = 200;
+    let t = Instant::now();
+    let mut acks = Vec::with_capacity(n);
+    for k in 0..n {
+        let id = format!("own-{k}");
+        acks.push(
+            log.append(p, biz, &id, fence.token + k as u64, Some(fence.token), body(k))
+                .await
+                .expect("sent"),
+        );
+    }
+    for (k, ack) in acks.into_iter().enumerate() {
+        assert_eq!(ack.await.map(|a| a.seq), Ok(fence.token + 1 + k as u64), "append {k}");
+    }
+    let took = t.elapsed();
+    eprintln!(
+        "appends under a fence: {n} in {took:?} ({:.0}/s)",
+        n as f64 / took.as_secs_f64()
+    );
+}

@@ -1,0 +1,148 @@
+//! The log scenarios that pipeline appends, against a 3-server JetStream
+//! cluster with R3 streams (the Helm chart's `history.replicas`): clustered
+//! streams check some expectations before the Raft proposal, not at apply.
+
+mod scenarios;
+
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+use switchboard_log::partition::{entry_subject, fence_subject, stream_name};
+use switchboard_log::{JetStreamLog, LogConfig, LogError, PartitionLog};
+use switchboard_testkit::NatsServer;
+
+async fn log(servers: &[NatsServer]) -> JetStreamLog {
+    let client = servers[0].connect_admin().await.expect("connect");
+    let config = LogConfig {
+        partitions: scenarios::PARTITIONS,
+        replicas: 3,
+        ..LogConfig::default()
+    };
+    let log = JetStreamLog::new(async_nats::jetstream::new(client), config);
+    // The cluster elects its meta leader after the servers start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match log.ensure(0).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for the cluster: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("cluster never answered: {e}"),
+        }
+    }
+    log
+}
+
+#[tokio::test]
+async fn r3_pipelined_appends_get_consecutive_seqs() {
+    let servers = NatsServer::start_cluster_secured(3);
+    scenarios::pipelined_appends_get_consecutive_seqs(&log(&servers).await).await;
+}
+
+#[tokio::test]
+async fn r3_fenced_owner_appends_are_all_refused_after_a_newer_fence() {
+    let servers = NatsServer::start_cluster_secured(3);
+    scenarios::fenced_owner_appends_are_all_refused_after_a_newer_fence(&log(&servers).await).await;
+}
+
+#[tokio::test]
+async fn r3_an_owner_pipelines_under_its_fence() {
+    let servers = NatsServer::start_cluster_secured(3);
+    scenarios::an_owner_pipelines_under_its_fence(&log(&servers).await).await;
+}
+
+#[tokio::test]
+async fn r3_in_flight_appends_can_land_after_a_fence() {
+    let servers = NatsServer::start_cluster_secured(3);
+    scenarios::in_flight_appends_can_land_after_a_fence(&log(&servers).await).await;
+}
+
+#[tokio::test]
+async fn r3_tail_after_a_failure_shows_what_was_stored() {
+    let servers = NatsServer::start_cluster_secured(3);
+    scenarios::tail_after_a_failure_shows_what_was_stored(&log(&servers).await).await;
+}
+
+/// The stream leader of partition `p`, as the cluster reports it.
+async fn leader_of(js: &async_nats::jetstream::Context, p: u32) -> Option<String> {
+    let mut s = js.get_stream(stream_name(p)).await.expect("stream");
+    s.info()
+        .await
+        .expect("info")
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+}
+
+/// A 10164 refusal while none of the log's own appends is in flight (here
+/// another client's append naming the fence subject is) makes the log ask
+/// the stream's leader to step down: a stale in-flight entry on the leader
+/// would refuse every append until a leader change clears it.
+#[tokio::test]
+async fn r3_an_append_refused_as_in_flight_gets_the_leader_stepped_down() {
+    let servers = NatsServer::start_cluster_secured(3);
+    let log = log(&servers).await;
+    let js = async_nats::jetstream::new(servers[0].connect_admin().await.expect("connect"));
+    let p = 6;
+    let biz = &scenarios::bizcodes_in(p, 1)[0];
+    log.ensure(p).await.expect("ensure");
+    let fence = log.fence(p, "owner").await.expect("fence");
+    let before = leader_of(&js, p).await.expect("a leader");
+    let mut last = fence.token;
+    let mut refused = None;
+    for k in 0..50 {
+        // Another writer's append naming the fence subject, in flight ...
+        let other = PublishMessage::build()
+            .payload(Bytes::from_static(b"other"))
+            .expected_last_sequence(last)
+            .expected_last_subject_sequence(fence.token)
+            .header("Nats-Expected-Last-Subject-Sequence-Subject", fence_subject(p).as_str())
+            .message_id(format!("other-{k}"));
+        let other = js.send_publish(entry_subject(p, biz), other).await.expect("sent");
+        // ... when ours arrives: refused with 10164.
+        let ours = log
+            .append(
+                p,
+                biz,
+                &format!("ours-{k}"),
+                last + 1,
+                Some(fence.token),
+                Bytes::from_static(b"ours"),
+            )
+            .await
+            .expect("sent")
+            .await;
+        last = other.await.expect("the other append is stored").sequence;
+        match ours {
+            Ok(a) => last = a.seq,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(LogError::WrongLastSequence { last: None }),
+        "a 10164 refusal"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match leader_of(&js, p).await {
+            Some(l) if l != before => break,
+            l => assert!(std::time::Instant::now() < deadline, "the leader stays {l:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The log appends again under the new leader.
+    let seq = log
+        .append(p, biz, "after", last, Some(fence.token), Bytes::from_static(b"after"))
+        .await
+        .expect("sent")
+        .await
+        .expect("stored under the new leader")
+        .seq;
+    assert_eq!(seq, last + 1);
+}
