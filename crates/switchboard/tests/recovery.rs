@@ -821,6 +821,50 @@ async fn cluster_r3_losing_one_nats_server_loses_no_entry_and_no_membership() {
         assert_eq!(send(&mut a, mode, &label, extra).await.0, 0, "{label}");
         acked.push(label);
     }
+    // Sends that arrive together are all stored: a replicated stream took
+    // only the first of an owner's pipelined appends (10164) before the log
+    // sent them one at a time there (docs/recovery.md). Three clients write
+    // 20 sends each without waiting, so the edge forwards them in batches.
+    let (mut l, _, _) = join_retrying(&s, &none, 0, "bizCode=d2&clientId=l").await;
+    let mut senders = Vec::new();
+    for k in 0..3 {
+        senders.push(
+            join_retrying(&s, &none, 0, &format!("bizCode=d2&clientId=s{k}"))
+                .await
+                .0,
+        );
+    }
+    for (k, w) in senders.iter_mut().enumerate() {
+        for i in 0..20 {
+            let id = format!("burst-{k}-{i}");
+            w.send(&send_frame(300, &id, json!({"content": id}))).await;
+        }
+    }
+    for (k, w) in senders.iter_mut().enumerate() {
+        let mut answered = 0;
+        while answered < 20 {
+            let v = w.recv().await;
+            if v["mode"] == 2 {
+                assert_eq!(v["code"], 0, "sender {k} at R3: {v}");
+                answered += 1;
+            }
+        }
+    }
+    let mut got: Vec<String> = drain(&mut l, Duration::from_millis(1500))
+        .await
+        .iter()
+        .map(label)
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..3)
+        .flat_map(|k| (0..20).map(move |i| format!("burst-{k}-{i}")))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every stored send of the burst, once");
+    l.close().await;
+    for w in senders {
+        w.close().await;
+    }
 
     // One server of three goes away: the streams and buckets keep a quorum
     // (once their leaders are elected again, which the log read shows).
