@@ -40,6 +40,11 @@ const FENCE_UNKNOWN_RETRIES: u32 = 3;
 /// leader needs a moment to be elected and to apply what is committed.
 const STEP_DOWN_EVERY: Duration = Duration::from_secs(10);
 
+/// 10164 refusals in a row, with none of ours in flight, that make a stale
+/// in-flight entry the likely cause: one alone can be another writer's
+/// append in flight at the same moment (an old owner's, during a handover).
+const STUCK_AFTER: u32 = 3;
+
 /// The header that moves `Nats-Expected-Last-Subject-Sequence`'s check to
 /// another subject (nats-server 2.11+; async-nats has no constant for it).
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
@@ -76,6 +81,8 @@ struct Turn {
     append: Arc<tokio::sync::Mutex<()>>,
     /// When this process last asked the stream's leader to step down.
     stepped_down: parking_lot::Mutex<Option<Instant>>,
+    /// 10164 refusals since the last append that was not refused so.
+    refused: std::sync::atomic::AtomicU32,
 }
 
 impl JetStreamLog {
@@ -121,12 +128,21 @@ impl JetStreamLog {
         }
     }
 
-    /// After a 10164 refusal with nothing of ours in flight: asks the
-    /// leader to step down, at most once per [`STEP_DOWN_EVERY`].
-    async fn unstick(&self, p: u32) {
+    /// After an append under a fence on a replicated stream: counts 10164
+    /// refusals in a row (`stuck`), and after [`STUCK_AFTER`] of them asks
+    /// the leader to step down, at most once per [`STEP_DOWN_EVERY`].
+    async fn unstick(&self, p: u32, stuck: bool) {
         let Some(turn) = usize::try_from(p).ok().and_then(|i| self.parts.get(i)) else {
             return;
         };
+        if !stuck {
+            turn.refused.store(0, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        if turn.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 < STUCK_AFTER {
+            return;
+        }
+        turn.refused.store(0, std::sync::atomic::Ordering::Relaxed);
         {
             let mut at = turn.stepped_down.lock();
             if at.is_some_and(|t| t.elapsed() < STEP_DOWN_EVERY) {
@@ -137,7 +153,7 @@ impl JetStreamLog {
         match self.step_down(p).await {
             Ok(()) => tracing::warn!(
                 partition = p,
-                "appends refused with 10164 while none of ours was in flight: asked the log stream's leader to step down"
+                "appends refused with 10164 in a row while none of ours was in flight: asked the log stream's leader to step down"
             ),
             Err(e) => tracing::warn!(partition = p, error = %e, "log stream leader step-down failed"),
         }
@@ -222,21 +238,11 @@ impl JetStreamLog {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let log = self.clone();
         tokio::spawn(async move {
-            let r = ack
-                .await
-                .map(appended)
-                .map_err(|e| (errors::is_in_flight_refusal(&e), errors::publish(&e)));
+            let r = ack.await;
             drop(turn);
-            let r = match r {
-                Ok(a) => Ok(a),
-                Err((stuck, e)) => {
-                    if stuck {
-                        log.unstick(p).await;
-                    }
-                    Err(e)
-                }
-            };
-            let _ = tx.send(r);
+            let stuck = r.as_ref().is_err_and(errors::is_in_flight_refusal);
+            log.unstick(p, stuck).await;
+            let _ = tx.send(r.map(appended).map_err(|e| errors::publish(&e)));
         });
         Ok(PendingAppend::new(async move {
             rx.await
