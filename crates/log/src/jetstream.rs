@@ -3,18 +3,21 @@
 //! `Nats-Msg-Id`, fences, purges and range reads through ordered consumers
 //! (which read from the stream leader).
 //!
-//! Replicated streams (`replicas` > 1) take an owner's appends one at a
-//! time: a clustered stream checks the fence expectation
-//! (`Nats-Expected-Last-Subject-Sequence` on the fence subject) before its
-//! Raft proposal and refuses, with 10164, a second one while another is in
-//! flight. A 10164 with nothing of ours in flight is a stale entry in the
-//! leader's in-flight set, which only a leader change clears: the log asks
-//! the stream's leader to step down (docs/recovery.md, "Appends refused with
-//! 10164").
+//! Replicated streams take an owner's appends one at a time: a clustered
+//! stream checks the fence expectation (`Nats-Expected-Last-Subject-Sequence`
+//! on the fence subject) before its Raft proposal and refuses, with 10164,
+//! a second one while another is in flight. Once an append fails, the rest
+//! of its pipeline fails at once, unsent. A 10164 is tried again a few
+//! times (the leader answers an append just before it clears its mark); if
+//! it persists three appends in a row, a stale mark in the leader's
+//! in-flight set is the likely cause, which only a leader change clears:
+//! the log asks the stream's leader to step down (docs/recovery.md,
+//! "Appends refused with 10164").
 
 mod errors;
 mod read;
 
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,10 +43,14 @@ const FENCE_UNKNOWN_RETRIES: u32 = 3;
 /// leader needs a moment to be elected and to apply what is committed.
 const STEP_DOWN_EVERY: Duration = Duration::from_secs(10);
 
-/// 10164 refusals in a row, with none of ours in flight, that make a stale
-/// in-flight entry the likely cause: one alone can be another writer's
-/// append in flight at the same moment (an old owner's, during a handover).
+/// Appends in a row still refused with 10164 after their retries (with
+/// none of ours in flight) that make a stale in-flight mark on the leader
+/// the likely cause.
 const STUCK_AFTER: u32 = 3;
+
+/// Retries of an append refused with 10164, 10 ms × n apart: refused
+/// before the Raft proposal, it stored nothing.
+const IN_FLIGHT_RETRIES: u64 = 3;
 
 /// The header that moves `Nats-Expected-Last-Subject-Sequence`'s check to
 /// another subject (nats-server 2.11+; async-nats has no constant for it).
@@ -79,10 +86,58 @@ pub struct JetStreamLog {
 struct Turn {
     /// Held from an owner append's publication to its acknowledgement.
     append: Arc<tokio::sync::Mutex<()>>,
+    /// The stream's replicas as last read from its info (0: not read yet).
+    replicas: AtomicUsize,
+    /// The pipeline that broke: the expected last sequence of its newest
+    /// append, and when the first of them failed. Appends that continue it
+    /// and were waiting for the turn by then fail unsent.
+    broken: parking_lot::Mutex<Option<(u64, Instant)>>,
+    /// Appends in a row refused with 10164 after their retries.
+    refused: AtomicU32,
     /// When this process last asked the stream's leader to step down.
     stepped_down: parking_lot::Mutex<Option<Instant>>,
-    /// 10164 refusals since the last append that was not refused so.
-    refused: std::sync::atomic::AtomicU32,
+}
+
+impl Turn {
+    /// Counts an append refused with 10164 after its retries; `true` when
+    /// it is time to ask the leader to step down (the [`STUCK_AFTER`]-th in
+    /// a row, at most once per [`STEP_DOWN_EVERY`]).
+    fn refused_in_flight(&self) -> bool {
+        if self.refused.fetch_add(1, Ordering::Relaxed) + 1 < STUCK_AFTER {
+            return false;
+        }
+        self.refused.store(0, Ordering::Relaxed);
+        let mut at = self.stepped_down.lock();
+        if at.is_some_and(|t| t.elapsed() < STEP_DOWN_EVERY) {
+            return false;
+        }
+        *at = Some(Instant::now());
+        true
+    }
+
+    /// Whether an append expecting `expected_last`, waiting for the turn
+    /// since `since`, continues a pipeline that broke meanwhile; if so it
+    /// becomes that pipeline's newest append.
+    fn continues_broken(&self, expected_last: u64, since: Instant) -> bool {
+        let mut broken = self.broken.lock();
+        match *broken {
+            Some((last, at)) if expected_last == last + 1 && since <= at => {
+                *broken = Some((expected_last, at));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records an append's outcome, still holding the turn.
+    fn settled(&self, expected_last: u64, ok: bool) {
+        if ok {
+            self.refused.store(0, Ordering::Relaxed);
+            *self.broken.lock() = None;
+        } else {
+            *self.broken.lock() = Some((expected_last, Instant::now()));
+        }
+    }
 }
 
 impl JetStreamLog {
@@ -128,34 +183,36 @@ impl JetStreamLog {
         }
     }
 
-    /// After an append under a fence on a replicated stream: counts 10164
-    /// refusals in a row (`stuck`), and after [`STUCK_AFTER`] of them asks
-    /// the leader to step down, at most once per [`STEP_DOWN_EVERY`].
-    async fn unstick(&self, p: u32, stuck: bool) {
-        let Some(turn) = usize::try_from(p).ok().and_then(|i| self.parts.get(i)) else {
-            return;
-        };
-        if !stuck {
-            turn.refused.store(0, std::sync::atomic::Ordering::Relaxed);
-            return;
-        }
-        if turn.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 < STUCK_AFTER {
-            return;
-        }
-        turn.refused.store(0, std::sync::atomic::Ordering::Relaxed);
-        {
-            let mut at = turn.stepped_down.lock();
-            if at.is_some_and(|t| t.elapsed() < STEP_DOWN_EVERY) {
-                return;
-            }
-            *at = Some(Instant::now());
-        }
+    /// Asks partition `p`'s leader to step down after appends kept being
+    /// refused with 10164, and says so in the log.
+    async fn unstick(&self, p: u32) {
         match self.step_down(p).await {
             Ok(()) => tracing::warn!(
                 partition = p,
                 "appends refused with 10164 in a row while none of ours was in flight: asked the log stream's leader to step down"
             ),
             Err(e) => tracing::warn!(partition = p, error = %e, "log stream leader step-down failed"),
+        }
+    }
+
+    /// Partition `p`'s turn.
+    fn turn(&self, p: u32) -> Option<&Turn> {
+        usize::try_from(p).ok().and_then(|i| self.parts.get(i))
+    }
+
+    /// Whether partition `p`'s stream is replicated: as its info said
+    /// when last read, else as configured.
+    fn replicated(&self, p: u32) -> bool {
+        match self.turn(p).map_or(0, |t| t.replicas.load(Ordering::Relaxed)) {
+            0 => self.config.replicas > 1,
+            n => n > 1,
+        }
+    }
+
+    /// Notes partition `p`'s stream's replicas from its info.
+    fn saw(&self, p: u32, info: &stream::Info) {
+        if let Some(t) = self.turn(p) {
+            t.replicas.store(info.config.num_replicas.max(1), Ordering::Relaxed);
         }
     }
 
@@ -182,7 +239,10 @@ impl JetStreamLog {
     /// Partition `p`'s bounds, `None` when it has no stream.
     async fn lookup(&self, p: u32) -> Result<Option<Bounds>, LogError> {
         match self.js.get_stream(stream_name(p)).await {
-            Ok(s) => Ok(Some(bounds_of(s.cached_info()))),
+            Ok(s) => {
+                self.saw(p, s.cached_info());
+                Ok(Some(bounds_of(s.cached_info())))
+            }
             Err(e) => errors::lookup(&e).map(|()| None),
         }
     }
@@ -197,57 +257,104 @@ impl JetStreamLog {
         kind: Kind,
         payload: Bytes,
     ) -> Result<PendingAppend, LogError> {
-        let mut msg = PublishMessage::build()
-            .payload(payload)
-            .expected_stream(stream_name(p))
-            .expected_last_sequence(expected_last)
-            .message_id(msg_id);
-        match kind {
-            Kind::Entry { fence: Some(token) } => {
-                // "The newest fence is still mine": checked on the fence
-                // subject, wherever this append would land.
-                msg = msg
-                    .expected_last_subject_sequence(token)
-                    .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, fence_subject(p).as_str());
-            }
-            Kind::Entry { fence: None } => {}
-            Kind::Fence => msg = msg.header(MESSAGE_TTL, NEVER),
+        if matches!(kind, Kind::Entry { fence: Some(_) }) && self.replicated(p) {
+            return self
+                .publish_in_turn(p, subject, msg_id, expected_last, kind, payload)
+                .await;
         }
-        // A replicated stream takes one fenced append at a time.
-        let turn = match kind {
-            Kind::Entry { fence: Some(_) } if self.config.replicas > 1 => {
-                let Some(t) = usize::try_from(p).ok().and_then(|i| self.parts.get(i)) else {
-                    return Err(LogError::Invalid(format!("partition {p} out of range")));
-                };
-                Some(Arc::clone(&t.append).lock_owned().await)
-            }
-            _ => None,
-        };
+        let msg = message(p, msg_id, expected_last, kind, payload);
         let ack = self
             .js
             .send_publish(subject, msg)
             .await
             .map_err(|e| errors::publish(&e))?;
-        let Some(turn) = turn else {
-            return Ok(PendingAppend::new(async move {
-                ack.await.map(appended).map_err(|e| errors::publish(&e))
-            }));
+        Ok(PendingAppend::new(async move {
+            ack.await.map(appended).map_err(|e| errors::publish(&e))
+        }))
+    }
+
+    /// [`Self::publish`] on a replicated stream: one append at a time (see
+    /// the module docs).
+    async fn publish_in_turn(
+        &self,
+        p: u32,
+        subject: String,
+        msg_id: &str,
+        expected_last: u64,
+        kind: Kind,
+        payload: Bytes,
+    ) -> Result<PendingAppend, LogError> {
+        let Some(turn) = self.turn(p) else {
+            return Err(LogError::Invalid(format!("partition {p} out of range")));
+        };
+        let since = Instant::now();
+        let held = Arc::clone(&turn.append).lock_owned().await;
+        if turn.continues_broken(expected_last, since) {
+            // It expects an append that failed: refused, or its outcome
+            // unknown and its sender answered as failed. Sending it could
+            // only store an entry nobody is told about.
+            return Err(LogError::WrongLastSequence { last: None });
+        }
+        let msg = message(p, msg_id, expected_last, kind, payload.clone());
+        let ack = match self.js.send_publish(subject.clone(), msg).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                turn.settled(expected_last, false);
+                return Err(errors::publish(&e));
+            }
         };
         // The acknowledgement is awaited here, not by the caller, so the
         // next append's turn comes even while the caller is still sending.
         let (tx, rx) = tokio::sync::oneshot::channel();
         let log = self.clone();
+        let msg_id = msg_id.to_owned();
         tokio::spawn(async move {
-            let r = ack.await;
-            drop(turn);
-            let stuck = r.as_ref().is_err_and(errors::is_in_flight_refusal);
-            log.unstick(p, stuck).await;
+            let mut r = ack.await;
+            let mut retries = 0;
+            while retries < IN_FLIGHT_RETRIES && r.as_ref().is_err_and(errors::is_in_flight_refusal) {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(10 * retries)).await;
+                let msg = message(p, &msg_id, expected_last, kind, payload.clone());
+                r = match log.js.send_publish(subject.clone(), msg).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+            }
+            let step_down = match log.turn(p) {
+                Some(turn) => {
+                    turn.settled(expected_last, r.is_ok());
+                    r.as_ref().is_err_and(errors::is_in_flight_refusal) && turn.refused_in_flight()
+                }
+                None => false,
+            };
+            drop(held);
             let _ = tx.send(r.map(appended).map_err(|e| errors::publish(&e)));
+            if step_down {
+                log.unstick(p).await;
+            }
         });
         Ok(PendingAppend::new(async move {
             rx.await
                 .unwrap_or_else(|_| Err(LogError::Other("the append's acknowledgement was lost".to_owned())))
         }))
+    }
+}
+
+/// The message of an append to partition `p`.
+fn message(p: u32, msg_id: &str, expected_last: u64, kind: Kind, payload: Bytes) -> PublishMessage {
+    let msg = PublishMessage::build()
+        .payload(payload)
+        .expected_stream(stream_name(p))
+        .expected_last_sequence(expected_last)
+        .message_id(msg_id);
+    match kind {
+        // "The newest fence is still mine": checked on the fence subject,
+        // wherever this append would land.
+        Kind::Entry { fence: Some(token) } => msg
+            .expected_last_subject_sequence(token)
+            .header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, fence_subject(p).as_str()),
+        Kind::Entry { fence: None } => msg,
+        Kind::Fence => msg.header(MESSAGE_TTL, NEVER),
     }
 }
 
@@ -280,7 +387,10 @@ impl PartitionLog for JetStreamLog {
             return Ok(b);
         }
         match self.js.create_stream(self.stream_config(p, now_us())).await {
-            Ok(s) => Ok(bounds_of(s.cached_info())),
+            Ok(s) => {
+                self.saw(p, s.cached_info());
+                Ok(bounds_of(s.cached_info()))
+            }
             // Another writer created it first: use theirs.
             Err(e) => {
                 errors::create(&e)?;
@@ -439,5 +549,44 @@ impl PartitionLog for JetStreamLog {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_is_stepped_down_after_three_refusals_in_a_row_at_most_every_ten_seconds() {
+        let turn = Turn::default();
+        assert!(!turn.refused_in_flight());
+        assert!(!turn.refused_in_flight());
+        // A stored append in between starts the count again.
+        turn.settled(10, true);
+        assert!(!turn.refused_in_flight());
+        assert!(!turn.refused_in_flight());
+        assert!(turn.refused_in_flight(), "the third in a row");
+        // Within STEP_DOWN_EVERY of the last request: counted, not asked.
+        for _ in 0..6 {
+            assert!(!turn.refused_in_flight());
+        }
+        // Other failures neither count nor start the count again.
+        turn.settled(11, false);
+        assert_eq!(turn.refused.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_broken_pipeline_fails_what_was_waiting_to_continue_it() {
+        let turn = Turn::default();
+        let queued = Instant::now();
+        turn.settled(10, false);
+        // Waiting since before the failure, expecting the failed append.
+        assert!(turn.continues_broken(11, queued));
+        assert!(turn.continues_broken(12, queued), "and the one after it");
+        assert!(!turn.continues_broken(14, queued), "not a continuation");
+        // The next batch, sent after the owner read the tail.
+        assert!(!turn.continues_broken(13, Instant::now()));
+        turn.settled(13, true);
+        assert!(!turn.continues_broken(14, queued));
     }
 }

@@ -230,17 +230,18 @@ pub async fn fenced_owner_appends_are_all_refused_after_a_newer_fence(log: &dyn 
     let mut acks = Vec::new();
     for k in 0..4u64 {
         let id = format!("old-{}", k + 2);
-        acks.push(
-            log.append(p, biz, &id, s1 + k, Some(old.token), body(2))
-                .await
-                .expect("sent"),
-        );
+        acks.push(log.append(p, biz, &id, s1 + k, Some(old.token), body(2)).await);
     }
     for (k, ack) in acks.into_iter().enumerate() {
-        assert_eq!(
-            ack.await,
-            Err(LogError::WrongLastSequence { last: Some(new.token) }),
-            "old owner's append {k} after the fence"
+        let refused = match ack {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        // Refused by the fence (the newest fence's sequence), or, on a
+        // replicated stream, failed unsent behind the first refusal.
+        assert!(
+            matches!(refused, Err(LogError::WrongLastSequence { last }) if last.is_none_or(|l| l == new.token)),
+            "old owner's append {k} after the fence: {refused:?}"
         );
     }
     let after = log
