@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::Context;
+use async_nats::jetstream::context::{Context, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, StorageType};
 use async_trait::async_trait;
@@ -129,13 +129,25 @@ impl Turn {
         }
     }
 
-    /// Records an append's outcome, still holding the turn.
-    fn settled(&self, expected_last: u64, ok: bool) {
-        if ok {
-            self.refused.store(0, Ordering::Relaxed);
-            *self.broken.lock() = None;
-        } else {
-            *self.broken.lock() = Some((expected_last, Instant::now()));
+    /// Records an append's outcome, still holding the turn: `Ok(true)`
+    /// stored, `Ok(false)` answered as a duplicate, `Err(timed_out)`
+    /// failed. A stored append, or a timeout (our own append may then still
+    /// be in flight, and its mark with it), starts the count toward a
+    /// step-down again.
+    fn settled(&self, expected_last: u64, outcome: Result<bool, bool>) {
+        match outcome {
+            Ok(stored) => {
+                if stored {
+                    self.refused.store(0, Ordering::Relaxed);
+                }
+                *self.broken.lock() = None;
+            }
+            Err(timed_out) => {
+                if timed_out {
+                    self.refused.store(0, Ordering::Relaxed);
+                }
+                *self.broken.lock() = Some((expected_last, Instant::now()));
+            }
         }
     }
 }
@@ -209,6 +221,14 @@ impl JetStreamLog {
         }
     }
 
+    /// Notes that partition `p`'s stream is replicated (it answered as
+    /// only a replicated stream does).
+    fn replicated_now(&self, p: u32) {
+        if let Some(t) = self.turn(p) {
+            t.replicas.store(3, Ordering::Relaxed);
+        }
+    }
+
     /// Notes partition `p`'s stream's replicas from its info.
     fn saw(&self, p: u32, info: &stream::Info) {
         if let Some(t) = self.turn(p) {
@@ -268,8 +288,16 @@ impl JetStreamLog {
             .send_publish(subject, msg)
             .await
             .map_err(|e| errors::publish(&e))?;
+        let log = self.clone();
         Ok(PendingAppend::new(async move {
-            ack.await.map(appended).map_err(|e| errors::publish(&e))
+            ack.await.map(appended).map_err(|e| {
+                // Only a replicated stream answers 10164: its replicas were
+                // raised since this process read them (`nats stream edit`).
+                if errors::is_in_flight_refusal(&e) {
+                    log.replicated_now(p);
+                }
+                errors::publish(&e)
+            })
         }))
     }
 
@@ -299,7 +327,7 @@ impl JetStreamLog {
         let ack = match self.js.send_publish(subject.clone(), msg).await {
             Ok(ack) => ack,
             Err(e) => {
-                turn.settled(expected_last, false);
+                turn.settled(expected_last, Err(false));
                 return Err(errors::publish(&e));
             }
         };
@@ -322,7 +350,11 @@ impl JetStreamLog {
             }
             let step_down = match log.turn(p) {
                 Some(turn) => {
-                    turn.settled(expected_last, r.is_ok());
+                    let outcome = match &r {
+                        Ok(a) => Ok(!a.duplicate),
+                        Err(e) => Err(matches!(e.kind(), PublishErrorKind::TimedOut)),
+                    };
+                    turn.settled(expected_last, outcome);
                     r.as_ref().is_err_and(errors::is_in_flight_refusal) && turn.refused_in_flight()
                 }
                 None => false,
@@ -562,7 +594,7 @@ mod tests {
         assert!(!turn.refused_in_flight());
         assert!(!turn.refused_in_flight());
         // A stored append in between starts the count again.
-        turn.settled(10, true);
+        turn.settled(10, Ok(true));
         assert!(!turn.refused_in_flight());
         assert!(!turn.refused_in_flight());
         assert!(turn.refused_in_flight(), "the third in a row");
@@ -570,8 +602,14 @@ mod tests {
         for _ in 0..6 {
             assert!(!turn.refused_in_flight());
         }
-        // Other failures neither count nor start the count again.
-        turn.settled(11, false);
+        // A refusal, a duplicate answer or another failure keeps the
+        // count; a timeout starts it again (our own append may be in flight).
+        turn.settled(11, Ok(true));
+        assert!(!turn.refused_in_flight());
+        turn.settled(11, Ok(false));
+        turn.settled(12, Err(false));
+        assert_eq!(turn.refused.load(Ordering::Relaxed), 1);
+        turn.settled(12, Err(true));
         assert_eq!(turn.refused.load(Ordering::Relaxed), 0);
     }
 
@@ -579,14 +617,14 @@ mod tests {
     fn a_broken_pipeline_fails_what_was_waiting_to_continue_it() {
         let turn = Turn::default();
         let queued = Instant::now();
-        turn.settled(10, false);
+        turn.settled(10, Err(false));
         // Waiting since before the failure, expecting the failed append.
         assert!(turn.continues_broken(11, queued));
         assert!(turn.continues_broken(12, queued), "and the one after it");
         assert!(!turn.continues_broken(14, queued), "not a continuation");
         // The next batch, sent after the owner read the tail.
         assert!(!turn.continues_broken(13, Instant::now()));
-        turn.settled(13, true);
+        turn.settled(13, Ok(true));
         assert!(!turn.continues_broken(14, queued));
     }
 }
