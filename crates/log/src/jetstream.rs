@@ -221,14 +221,6 @@ impl JetStreamLog {
         }
     }
 
-    /// Notes that partition `p`'s stream is replicated (it answered as
-    /// only a replicated stream does).
-    fn replicated_now(&self, p: u32) {
-        if let Some(t) = self.turn(p) {
-            t.replicas.store(3, Ordering::Relaxed);
-        }
-    }
-
     /// Notes partition `p`'s stream's replicas from its info.
     fn saw(&self, p: u32, info: &stream::Info) {
         if let Some(t) = self.turn(p) {
@@ -288,13 +280,16 @@ impl JetStreamLog {
             .send_publish(subject, msg)
             .await
             .map_err(|e| errors::publish(&e))?;
-        let log = self.clone();
+        // Only the turns, not the whole log: this is every R1 append.
+        let parts = Arc::clone(&self.parts);
         Ok(PendingAppend::new(async move {
             ack.await.map(appended).map_err(|e| {
                 // Only a replicated stream answers 10164: its replicas were
                 // raised since this process read them (`nats stream edit`).
                 if errors::is_in_flight_refusal(&e) {
-                    log.replicated_now(p);
+                    if let Some(t) = usize::try_from(p).ok().and_then(|i| parts.get(i)) {
+                        t.replicas.store(3, Ordering::Relaxed);
+                    }
                 }
                 errors::publish(&e)
             })

@@ -783,15 +783,7 @@ async fn cluster_dropped_deliveries_are_detected_and_healed() {
 /// still works, and sends go on (SPEC §7, last guarantee).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_r3_losing_one_nats_server_loses_no_entry_and_no_membership() {
-    let mut servers = NatsServer::start_cluster_secured(3);
-    let url = cluster_url(&servers);
-    let first = servers.remove(0);
-    let replicated = [
-        ("SWITCHBOARD_NATS__URL", url.as_str()),
-        ("SWITCHBOARD_NATS__REPLICAS", "3"),
-        ("SWITCHBOARD_HISTORY__REPLICAS", "3"),
-    ];
-    let c = Cluster::on(first, 2, 2, &replicated).await;
+    let (mut servers, c) = r3_cluster().await;
     let s = Setup::cluster(&c);
     let none = HashSet::new();
     let (r, welcome, _) = join_retrying(&s, &none, 0, "bizCode=d1&clientId=r").await;
@@ -912,15 +904,7 @@ async fn cluster_r3_losing_one_nats_server_loses_no_entry_and_no_membership() {
 /// in batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_r3_a_burst_of_sends_is_stored_and_delivered_once() {
-    let mut servers = NatsServer::start_cluster_secured(3);
-    let url = cluster_url(&servers);
-    let first = servers.remove(0);
-    let replicated = [
-        ("SWITCHBOARD_NATS__URL", url.as_str()),
-        ("SWITCHBOARD_NATS__REPLICAS", "3"),
-        ("SWITCHBOARD_HISTORY__REPLICAS", "3"),
-    ];
-    let c = Cluster::on(first, 2, 2, &replicated).await;
+    let (servers, c) = r3_cluster().await;
     let s = Setup::cluster(&c);
     let none = HashSet::new();
     let (mut l, _, _) = join_retrying(&s, &none, 0, "bizCode=d2&clientId=l").await;
@@ -964,6 +948,21 @@ async fn cluster_r3_a_burst_of_sends_is_stored_and_delivered_once() {
         w.close().await;
     }
     drop(servers);
+}
+
+/// Two edges and two routers on a 3-server NATS JetStream cluster, the
+/// buckets and the log at 3 replicas; the servers the cluster does not own
+/// (the second and third), for the test to stop.
+async fn r3_cluster() -> (Vec<NatsServer>, Cluster) {
+    let mut servers = NatsServer::start_cluster_secured(3);
+    let url = cluster_url(&servers);
+    let first = servers.remove(0);
+    let replicated = [
+        ("SWITCHBOARD_NATS__URL", url.as_str()),
+        ("SWITCHBOARD_NATS__REPLICAS", "3"),
+        ("SWITCHBOARD_HISTORY__REPLICAS", "3"),
+    ];
+    (servers, Cluster::on(first, 2, 2, &replicated).await)
 }
 
 fn label_of(v: &Value) -> String {
