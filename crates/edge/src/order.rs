@@ -27,7 +27,7 @@ use switchboard_protocol::CloseCode;
 
 use crate::edge::EdgeInner;
 use crate::recovery;
-use crate::registry::Conn;
+use crate::registry::{Conn, Hold, HEAD};
 
 /// How long [`EdgeInner::hold_everything`] waits for a connection that is
 /// held already.
@@ -72,18 +72,26 @@ impl EdgeInner {
         true
     }
 
-    /// Whether a connection that joined partition `p` under owner `token`
-    /// is already behind a newer owner this edge heard from (it would never
-    /// learn of a loss before that owner): then it is closed to recover.
-    pub(crate) fn joined_stale(&self, p: u32, token: u64) -> bool {
-        token > 0 && self.orders().lock().get(&p).is_some_and(|(t, _)| *t > token)
+    /// The newer owner's token when a connection that joined partition `p`
+    /// under owner `token` is already behind a newer owner this edge heard
+    /// from (it would never learn of a loss before that owner): then it is
+    /// healed from the log before anything live reaches it.
+    pub(crate) fn joined_stale(&self, p: u32, token: u64) -> Option<u64> {
+        if token == 0 {
+            return None;
+        }
+        self.orders().lock().get(&p).map(|(t, _)| *t).filter(|t| *t > token)
     }
 
     /// Heals the connections of partition `p` that `d` names (the owner's
     /// token is now `token`).
     fn doubt(self: &Arc<Self>, p: u32, token: u64, d: Doubt) {
+        let through = match d {
+            Doubt::All => HEAD,
+            Doubt::JoinedBefore(t) => t.saturating_sub(1),
+        };
         let mut heal = Vec::new();
-        let mut closed = 0u64;
+        let mut owed = 0usize;
         self.registry().for_each_arc(|c| {
             let Some((cp, joined)) = c.joined() else { return };
             let hit = cp == p
@@ -96,24 +104,30 @@ impl EdgeInner {
             }
             // It joined under an older owner: from now on it is this one's.
             c.set_joined(p, joined.max(token));
-            if c.hold() {
-                heal.push(c.clone());
-            } else if c.held_for_resync() && self.resync_hold().doubted() {
+            if c.held_for_resync() && self.resync_hold().doubted() {
                 // The resync's heal, still to come, reads up to the head.
-            } else if c.outbox.close(CloseCode::Draining) {
-                closed += 1;
+                return;
+            }
+            match c.hold_or_owe(through) {
+                Hold::Now => heal.push(c.clone()),
+                // Registering, replaying or healing: healed when that
+                // hold is released.
+                Hold::Owed => owed += 1,
             }
         });
-        if closed > 0 {
-            self.metrics().recovery_closes.inc_by(closed);
+        if owed > 0 {
+            self.metrics().heals.inc_by(owed as u64);
+            tracing::info!(
+                partition = p,
+                ?d,
+                connections = owed,
+                "a delivery from the partition's owner may be lost; healing from the log once their hold is released"
+            );
         }
         if heal.is_empty() {
             return;
         }
-        let through = match d {
-            Doubt::All => None,
-            Doubt::JoinedBefore(t) => Some(t.saturating_sub(1)),
-        };
+        let through = (through != HEAD).then_some(through);
         tracing::info!(
             partition = p,
             ?d,

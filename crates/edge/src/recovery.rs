@@ -27,7 +27,7 @@ use switchboard_protocol::CloseCode;
 use crate::edge::{EdgeHistory, EdgeInner};
 use crate::handshake::Recover;
 use crate::outbox::{self, Pushed};
-use crate::registry::{Conn, Release};
+use crate::registry::{Conn, Release, HEAD};
 
 /// Attempts after a failed first pass (500 ms apart).
 const FIRST_PASS_RETRIES: usize = 6;
@@ -289,8 +289,10 @@ async fn release_from(edge: &EdgeInner, conn: &Conn, mut step: Release, partitio
     }
 }
 
-/// Queues the entries in `(after, through]` addressed to `conn`: the held
-/// deliveries that were dropped because the buffer was full.
+/// Queues the entries in `(after, through]` addressed to `conn` (`through`
+/// [`HEAD`]: up to the log's head now): the held deliveries that were
+/// dropped because the buffer was full, or a heal it owed. Like a heal, it
+/// scans at most `history.max_scan` entries.
 async fn reread(
     edge: &EdgeInner,
     conn: &Conn,
@@ -301,13 +303,26 @@ async fn reread(
     let (Some(h), Some(p)) = (edge.history(), partition) else {
         return Err("no log");
     };
+    let through = if through == HEAD {
+        h.log.bounds(p).await.map_err(|_| "log unavailable")?.last
+    } else {
+        through
+    };
+    if through <= after {
+        return Ok(());
+    }
     let mut entries = h
         .log
         .read_range(p, Some(&conn.biz), after, through)
         .await
         .map_err(|_| "log unavailable")?;
+    let mut scanned = 0usize;
     while let Some(stored) = entries.next().await {
         let stored = stored.map_err(|_| "log read failed")?;
+        scanned += 1;
+        if scanned > h.max_scan {
+            return Err("too much to read again");
+        }
         let Some(entry) = decode(&stored).filter(|e| addressed(conn, e)) else {
             continue;
         };

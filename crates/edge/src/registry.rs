@@ -21,6 +21,9 @@ const ACTIVE: u32 = 1;
 /// [`Conn::phase`] flag: a close (the low 16 bits) waits for the welcome.
 const CLOSE_PENDING: u32 = 1 << 16;
 
+/// [`Conn::hold_or_owe`]'s `through` for a heal up to the log's head.
+pub const HEAD: u64 = u64::MAX;
+
 /// One client connection on this node.
 #[derive(Debug)]
 pub struct Conn {
@@ -68,6 +71,10 @@ struct LogState {
     holding: bool,
     /// The hold is a resync's ([`Conn::hold_for_resync`]).
     for_resync: bool,
+    /// A heal owed once the hold is released ([`Conn::hold_or_owe`]): the
+    /// range above the position up to this `seq` ([`HEAD`]: the log's
+    /// head) is read first; 0 when none is owed.
+    owed_through: u64,
     /// What is held, made on the first held delivery.
     held: Option<Box<Held>>,
 }
@@ -80,6 +87,15 @@ struct Held {
     /// The highest `seq` dropped because the buffer was full: the range up
     /// to it is read from the log again instead.
     dropped_through: u64,
+}
+
+/// What [`Conn::hold_or_owe`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// It holds its deliveries now, for the caller's heal.
+    Now,
+    /// It was held already; the heal is owed at its release.
+    Owed,
 }
 
 /// What [`Conn::offer_logged`] did with a delivery.
@@ -98,12 +114,14 @@ pub enum Offered {
 pub enum Release {
     /// Held deliveries to queue in order (paced); then ask again.
     Frames(Vec<(u64, Bytes)>),
-    /// The buffer overflowed: read `(after, through]` from the log for this
-    /// connection and queue it; then ask again.
+    /// Read `(after, through]` from the log for this connection and queue
+    /// it, then ask again: the buffer overflowed, or a heal is owed
+    /// ([`Conn::hold_or_owe`]).
     Reread {
         /// The connection's position.
         after: u64,
-        /// The highest `seq` dropped.
+        /// The highest `seq` dropped, or the owed heal's end ([`HEAD`]: the
+        /// log's head, read when the range is).
         through: u64,
     },
     /// Nothing is held any more: logged deliveries are queued directly.
@@ -142,6 +160,7 @@ impl Conn {
                 joined: None,
                 holding: true,
                 for_resync: false,
+                owed_through: 0,
                 held: None,
             }),
         }
@@ -229,6 +248,22 @@ impl Conn {
         true
     }
 
+    /// For a heal through `through` ([`HEAD`]: up to the log's head):
+    /// starts holding its logged deliveries ([`Hold::Now`]: the caller
+    /// heals it, then releases it), or, if it holds them already (it is
+    /// registering, replaying or healing), owes the heal ([`Hold::Owed`]):
+    /// the release that ends the current hold reads the range first
+    /// ([`Release::Reread`]), so it is healed in place, not closed.
+    pub fn hold_or_owe(&self, through: u64) -> Hold {
+        let mut st = self.log.lock();
+        if st.holding {
+            st.owed_through = st.owed_through.max(through);
+            return Hold::Owed;
+        }
+        st.holding = true;
+        Hold::Now
+    }
+
     /// Whether it holds its deliveries for a resync's heal.
     pub fn held_for_resync(&self) -> bool {
         let st = self.log.lock();
@@ -240,6 +275,13 @@ impl Conn {
     pub fn release_held(&self) -> Release {
         let mut st = self.log.lock();
         let last = st.last;
+        let owed = std::mem::take(&mut st.owed_through);
+        if owed > last {
+            return Release::Reread {
+                after: last,
+                through: owed,
+            };
+        }
         let Some(held) = st.held.as_mut() else {
             st.holding = false;
             st.for_resync = false;
@@ -631,6 +673,37 @@ mod tests {
                 .queued,
             0
         );
+    }
+
+    #[test]
+    fn a_heal_owed_while_held_is_read_first_when_the_hold_is_released() {
+        let c = Conn::new(1, "d1", "c1", &[], 0);
+        c.set_log_position(10);
+        c.activate(Bytes::from_static(b"welcome"), 1 << 20);
+        // Registering: it holds already, so a heal is owed, not started.
+        assert_eq!(c.offer_logged(12, &Bytes::from_static(b"12"), 1 << 20), Offered::Held);
+        assert_eq!(c.hold_or_owe(15), Hold::Owed);
+        assert_eq!(c.hold_or_owe(14), Hold::Owed, "the further end is kept");
+        assert_eq!(c.release_held(), Release::Reread { after: 10, through: 15 });
+        // The range was read (and pushed the position); then what it held.
+        assert!(c.push_replayed(13, Bytes::from_static(b"13"), 1 << 20).is_some());
+        assert_eq!(c.release_held(), Release::Frames(vec![(12, Bytes::from_static(b"12"))]));
+        assert_eq!(c.release_held(), Release::Done);
+        // Released: the next doubt holds it for its own heal.
+        assert_eq!(c.hold_or_owe(HEAD), Hold::Now);
+        assert_eq!(c.hold_or_owe(HEAD), Hold::Owed);
+        assert_eq!(
+            c.release_held(),
+            Release::Reread {
+                after: 13,
+                through: HEAD
+            }
+        );
+        assert_eq!(c.release_held(), Release::Done);
+        // A heal owed below the position reads nothing.
+        assert_eq!(c.hold_or_owe(5), Hold::Now);
+        assert_eq!(c.hold_or_owe(5), Hold::Owed);
+        assert_eq!(c.release_held(), Release::Done);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::handshake::Recover;
 use crate::message::{Assembler, Event};
 use crate::outbox::{self, Pushed};
 use crate::recovery;
-use crate::registry::Conn;
+use crate::registry::{Conn, HEAD};
 use crate::send::{handle_text, Limiter};
 use crate::tenant::Tenant;
 use crate::writer::{write_loop, Ended};
@@ -311,10 +311,18 @@ async fn register(
         conn.activate(outbox::text_frame(&welcome), edge.config().send_queue_bytes);
         tracing::debug!(conn_id = id, biz = %info.biz, client_id = %info.client, recovered = ?start.recovered, "connected");
         if let Some(j) = &joined {
-            if edge.joined_stale(j.partition, j.token) {
+            if let Some(newer) = edge.joined_stale(j.partition, j.token) {
                 // Joined through an owner this edge already heard was
-                // replaced: a loss would go unnoticed; recover instead.
-                conn.outbox.close(CloseCode::Draining);
+                // replaced: a loss would go unnoticed. Still held since its
+                // start, it owes a heal up to the log's head, read when its
+                // hold is released (after any replay), before anything live.
+                conn.set_joined(j.partition, newer);
+                conn.hold_or_owe(HEAD);
+                tracing::info!(
+                    conn_id = id,
+                    partition = j.partition,
+                    "joined under a replaced owner; healing from the log"
+                );
             }
         }
         recovery::release(edge, conn, start.replay, joined.map(|j| j.partition));

@@ -740,6 +740,79 @@ async fn cluster_no_gap_when_the_partition_owner_is_killed_mid_stream() {
     .await;
 }
 
+/// A connection that is still replaying when its partition's owner
+/// changes is healed in place once its replay is out, not closed with
+/// 1012: the client recovers 170 stored unicasts of 60 KB and reads only
+/// its welcome (the edge's replay waits for the socket), the owner is
+/// killed, and the other router takes over; then the client reads
+/// everything stored, in order, then what was sent after the takeover,
+/// and the connection stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_connection_replaying_across_an_owner_change_is_healed_not_closed() {
+    const STORED: usize = 170;
+    let mut c = Cluster::start(1, 2, &[]).await;
+    let (r, welcome) = Ws::join(&c.url(0, "bizCode=d1&clientId=r")).await;
+    let from = position(&welcome);
+    r.close().await;
+    let body = |i: usize| json!({"clientId": "r", "data": format!("{i:03}{}", "x".repeat(60_000))});
+    for i in 0..STORED {
+        let (st, res) = api(&c.router_addr(i % 2), "d1", "send_to_client", body(i)).await;
+        assert_eq!((st, res["code"].clone()), (200, json!(0)), "stored send {i}: {res}");
+    }
+    // Recovering: the welcome, then a replay of about 10 MB that the
+    // socket, not read, cannot take.
+    let (mut r, welcome) = Ws::join(&c.url(0, &recover_query("bizCode=d1&clientId=r", &from))).await;
+    assert_eq!(welcome["data"]["recovered"], true, "{welcome}");
+
+    let owner = owner_of_d1(&c).expect("one router owns d1's partition");
+    c.routers[owner].kill9();
+    let other = c.router_addr(1 - owner);
+    // Stored by the new owner (it takes over once the lease expires).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut after = 0;
+    while after < 3 {
+        let (st, res) = api(
+            &other,
+            "d1",
+            "send_to_client",
+            json!({"clientId": "r", "data": format!("after-{after}")}),
+        )
+        .await;
+        if (st, res["code"].clone()) == (200, json!(0)) {
+            after += 1;
+        } else {
+            assert!(tokio::time::Instant::now() < deadline, "no owner took over: {st} {res}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    let mut got = Vec::new();
+    while got.len() < STORED + 3 {
+        match r.next_within(Duration::from_secs(10)).await {
+            Ok(Some(v)) if v["mode"] == 100 => got.push(label(&v)),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("{} of {} deliveries, then silence", got.len(), STORED + 3),
+            Err(closed) => panic!("closed after {} of {} deliveries: {closed:?}", got.len(), STORED + 3),
+        }
+    }
+    let want: Vec<String> = (0..STORED)
+        .map(|i| format!("{i:03}{}", "x".repeat(60_000)))
+        .chain((0..3).map(|i| format!("after-{i}")))
+        .collect();
+    assert!(
+        got == want,
+        "deliveries out of order, missing or twice: {:?}",
+        got.iter().map(|l| &l[..l.len().min(8)]).collect::<Vec<_>>()
+    );
+    r.expect_silence(Duration::from_millis(500)).await;
+    let (_, metrics) = http_get(&c.edge_addr(0), "/metrics").await.expect("metrics");
+    let closes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchboard_recovery_closes_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(closes, Some(0.0), "connections closed to recover");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_no_gap_across_a_nats_restart() {
     let c = Arc::new(Mutex::new(Cluster::start(3, 2, &[]).await));
