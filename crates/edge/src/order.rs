@@ -12,9 +12,11 @@
 //! they held; nothing twice (per-connection `seq`), no gap. On a gap or a
 //! tick, every connection of the partition is healed up to the log's head;
 //! on a newer owner, those that joined under an older one, up to the new
-//! owner's fence. A connection that cannot be healed in place (it is still
-//! registering or replaying, its socket is full, the range is too long)
-//! is closed with 1012 (SPEC §2: reconnect) and recovers. Messages of an
+//! owner's fence. A connection holding already (still registering,
+//! replaying or healing) owes the heal, read when that hold is released. A
+//! connection that cannot be healed in place (its socket is full, the range
+//! is too long, the log cannot be read) is closed with 1012 (SPEC §2:
+//! reconnect) and recovers. Messages of an
 //! older owner that arrive after a newer one was heard are dropped (their
 //! entries are in the log).
 

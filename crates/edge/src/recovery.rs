@@ -275,8 +275,8 @@ async fn release_from(edge: &EdgeInner, conn: &Conn, mut step: Release, partitio
                     }
                 }
             }
-            Release::Reread { after, through } => {
-                if let Err(why) = reread(edge, conn, partition, after, through).await {
+            Release::Reread { after, through, owed } => {
+                if let Err(why) = reread(edge, conn, partition, after, through, owed).await {
                     tracing::info!(conn_id = conn.id, biz = %conn.biz, why, "held deliveries lost, closing");
                     if conn.outbox.close(CloseCode::Draining) {
                         edge.metrics().recovery_closes.inc();
@@ -291,14 +291,15 @@ async fn release_from(edge: &EdgeInner, conn: &Conn, mut step: Release, partitio
 
 /// Queues the entries in `(after, through]` addressed to `conn` (`through`
 /// [`HEAD`]: up to the log's head now): the held deliveries that were
-/// dropped because the buffer was full, or a heal it owed. Like a heal, it
-/// scans at most `history.max_scan` entries.
+/// dropped because the buffer was full, or a heal it `owed`, which, like a
+/// heal, scans at most what a recovery may.
 async fn reread(
     edge: &EdgeInner,
     conn: &Conn,
     partition: Option<u32>,
     after: u64,
     through: u64,
+    owed: bool,
 ) -> Result<(), &'static str> {
     let (Some(h), Some(p)) = (edge.history(), partition) else {
         return Err("no log");
@@ -320,8 +321,8 @@ async fn reread(
     while let Some(stored) = entries.next().await {
         let stored = stored.map_err(|_| "log read failed")?;
         scanned += 1;
-        if scanned > h.max_scan {
-            return Err("too much to read again");
+        if owed && scanned > h.max_scan {
+            return Err("too much to heal");
         }
         let Some(entry) = decode(&stored).filter(|e| addressed(conn, e)) else {
             continue;

@@ -64,7 +64,8 @@ struct LogState {
     /// the welcome's `seq`); a delivery at or below it is a duplicate.
     last: u64,
     /// The history partition and owner token it joined under (history
-    /// on): a lost message from that partition's owner closes it (1012).
+    /// on): a lost message from that partition's owner, or a newer owner,
+    /// heals it from the log ([`crate::order`]).
     joined: Option<(u32, u64)>,
     /// Logged deliveries are held (from the connection's start until
     /// [`Conn::release_held`] is done), not queued.
@@ -123,6 +124,8 @@ pub enum Release {
         /// The highest `seq` dropped, or the owed heal's end ([`HEAD`]: the
         /// log's head, read when the range is).
         through: u64,
+        /// An owed heal: it scans at most what a recovery may.
+        owed: bool,
     },
     /// Nothing is held any more: logged deliveries are queued directly.
     Done,
@@ -224,17 +227,6 @@ impl Conn {
         Some(self.outbox.push_text(frame, limit))
     }
 
-    /// Starts holding logged deliveries again (to heal it from the log);
-    /// false if it already holds them (it is registering or replaying).
-    pub fn hold(&self) -> bool {
-        let mut st = self.log.lock();
-        if st.holding {
-            return false;
-        }
-        st.holding = true;
-        true
-    }
-
     /// [`Conn::hold`] for a resync that may have to heal it: a doubt that
     /// finds it held this way leaves it to that heal
     /// ([`Conn::held_for_resync`]).
@@ -280,6 +272,7 @@ impl Conn {
             return Release::Reread {
                 after: last,
                 through: owed,
+                owed: true,
             };
         }
         let Some(held) = st.held.as_mut() else {
@@ -289,7 +282,11 @@ impl Conn {
         };
         if held.dropped_through > last {
             let through = std::mem::take(&mut held.dropped_through);
-            return Release::Reread { after: last, through };
+            return Release::Reread {
+                after: last,
+                through,
+                owed: false,
+            };
         }
         if held.frames.is_empty() {
             st.held = None;
@@ -684,7 +681,14 @@ mod tests {
         assert_eq!(c.offer_logged(12, &Bytes::from_static(b"12"), 1 << 20), Offered::Held);
         assert_eq!(c.hold_or_owe(15), Hold::Owed);
         assert_eq!(c.hold_or_owe(14), Hold::Owed, "the further end is kept");
-        assert_eq!(c.release_held(), Release::Reread { after: 10, through: 15 });
+        assert_eq!(
+            c.release_held(),
+            Release::Reread {
+                after: 10,
+                through: 15,
+                owed: true
+            }
+        );
         // The range was read (and pushed the position); then what it held.
         assert!(c.push_replayed(13, Bytes::from_static(b"13"), 1 << 20).is_some());
         assert_eq!(c.release_held(), Release::Frames(vec![(12, Bytes::from_static(b"12"))]));
@@ -696,7 +700,8 @@ mod tests {
             c.release_held(),
             Release::Reread {
                 after: 13,
-                through: HEAD
+                through: HEAD,
+                owed: true
             }
         );
         assert_eq!(c.release_held(), Release::Done);

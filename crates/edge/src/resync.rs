@@ -59,7 +59,8 @@ impl Trigger {
 /// Where a resync's hold stands ([`run_resyncs`]): a doubt about a
 /// delivery ([`crate::order`]) that finds a connection held for the
 /// resync leaves it to the resync's heal, as long as that heal has not
-/// started reading; otherwise the connection is closed to recover.
+/// started reading; otherwise the connection owes a heal of its own, read
+/// when the resync releases it ([`crate::registry::Conn::hold_or_owe`]).
 #[derive(Debug, Default)]
 pub(crate) struct ResyncHold(AtomicU8);
 
@@ -94,7 +95,8 @@ impl ResyncHold {
             .is_ok()
     }
 
-    /// The heal starts reading: later doubts close what they find held.
+    /// The heal starts reading: later doubts owe what they find held a heal
+    /// of its own.
     fn end(&self) {
         self.0.store(IDLE, Ordering::SeqCst);
     }

@@ -30,7 +30,7 @@ use crate::handshake::Recover;
 use crate::message::{Assembler, Event};
 use crate::outbox::{self, Pushed};
 use crate::recovery;
-use crate::registry::{Conn, HEAD};
+use crate::registry::{Conn, Hold, HEAD};
 use crate::send::{handle_text, Limiter};
 use crate::tenant::Tenant;
 use crate::writer::{write_loop, Ended};
@@ -316,8 +316,11 @@ async fn register(
                 // replaced: a loss would go unnoticed. Still held since its
                 // start, it owes a heal up to the log's head, read when its
                 // hold is released (after any replay), before anything live.
-                conn.set_joined(j.partition, newer);
-                conn.hold_or_owe(HEAD);
+                let token = conn.joined().map_or(newer, |(_, t)| t.max(newer));
+                conn.set_joined(j.partition, token);
+                let owed = conn.hold_or_owe(HEAD);
+                debug_assert_eq!(owed, Hold::Owed, "held since its start");
+                edge.metrics().heals.inc();
                 tracing::info!(
                     conn_id = id,
                     partition = j.partition,

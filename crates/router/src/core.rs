@@ -35,7 +35,7 @@ mod testing;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use switchboard_protocol::envelope::{ConnInfo, Joined, PresenceValue};
@@ -58,6 +58,9 @@ pub const MAX_GROUPS_PER_CLIENT: usize = 1024;
 /// Attempts of a compare-and-set loop before giving up
 /// ([`crate::RouterError::Contended`]).
 const CAS_ATTEMPTS: usize = 8;
+
+/// How often [`Router::catch_up`] looks whether the watch came far enough.
+const CATCH_UP_POLL: Duration = Duration::from_millis(25);
 
 /// What a router knows of a node's liveness.
 #[derive(Debug)]
@@ -140,6 +143,9 @@ struct Inner {
     /// index would route them to a connection that is gone (issue 13:
     /// acknowledged unicasts lost after a JetStream quorum came back).
     index_live: std::sync::atomic::AtomicBool,
+    /// The highest store revision the watch applied to `index`
+    /// ([`Router::catch_up`]).
+    watched: std::sync::atomic::AtomicU64,
     /// Sends waiting for their recipients' acks (delivery receipts).
     receipts: Arc<receipts::Receipts>,
     /// Where connection events go, once set (`events`).
@@ -173,6 +179,7 @@ impl Router {
                 limits: limits::LimitsCache::default(),
                 late_checks: std::sync::atomic::AtomicUsize::new(0),
                 index_live: std::sync::atomic::AtomicBool::new(true),
+                watched: std::sync::atomic::AtomicU64::new(0),
                 events: std::sync::OnceLock::new(),
                 metrics,
             }),
@@ -208,6 +215,7 @@ impl Router {
             WatchEvent::Put { value, revision, .. } => {
                 let node: Arc<str> = value.node.as_str().into();
                 self.index_put(&value, revision);
+                self.inner.watched.fetch_max(revision, Ordering::AcqRel);
                 // A node we never heard of gets a full timeout from now.
                 self.inner.nodes.lock().entry(node).or_insert_with(NodeState::new);
             }
@@ -215,6 +223,7 @@ impl Router {
                 if let Some((biz, client)) = parse_presence_key(&key) {
                     self.index_delete(&biz, &client, revision.saturating_sub(1));
                 }
+                self.inner.watched.fetch_max(revision, Ordering::AcqRel);
             }
             WatchEvent::Ready => {
                 self.inner.index_live.store(true, Ordering::Release);
@@ -226,6 +235,40 @@ impl Router {
                 tracing::warn!("presence watch lagging: unicasts are located in the store until it caught up");
                 self.inner.index_live.store(false, Ordering::Release);
             }
+        }
+    }
+
+    /// Waits until the watch applied to the index every presence change
+    /// the store holds now, for at most `patience`; false if it did not.
+    /// The serving of an acquired partition calls it after the fence and
+    /// before the partition is opened here (`nats::serve_partitions`).
+    ///
+    /// A new partition owner plans each send with its index. Every router
+    /// indexes the connections it joins itself at once, but learns the
+    /// others' from the watch, and a watch can lag by seconds (one whose
+    /// consumer was on a NATS server that went away delivers nothing until
+    /// it is re-created). A connection its predecessor joined would then be
+    /// missing from what the new owner plans, and its edge, which heals
+    /// only up to the new owner's fence, would never get those sends.
+    pub async fn catch_up(&self, patience: Duration) -> Result<bool, StoreError> {
+        let Some(head) = self.inner.store.head().await? else {
+            return Ok(true);
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let seen = self.inner.watched.load(Ordering::Acquire);
+            if seen >= head {
+                return Ok(true);
+            }
+            match self.inner.store.next_revision(seen).await? {
+                Some(next) if next <= head => {}
+                // What is above `seen` up to `head` left the store already.
+                _ => return Ok(true),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
         }
     }
 

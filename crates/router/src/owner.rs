@@ -124,7 +124,57 @@ enum Command {
 pub struct Leases {
     commands: mpsc::Sender<Command>,
     paused: Arc<AtomicBool>,
+    deadlines: Arc<Deadlines>,
     task: JoinHandle<()>,
+}
+
+/// Until when each partition's lease is surely this router's: the last
+/// renewal *sent* plus the TTL (the lease key's age starts later, when the
+/// server stores it, so no other router can have acquired it before). The
+/// lease loop keeps it; the owner stops acting as one once it passed
+/// ([`LeaseHandle::valid`]), not only at the loop's next round.
+#[derive(Debug)]
+pub(crate) struct Deadlines {
+    base: tokio::time::Instant,
+    /// Milliseconds after `base`; 0: not held.
+    until: Box<[std::sync::atomic::AtomicU64]>,
+    /// False for the `standalone` twin, which owns every partition.
+    enforced: bool,
+}
+
+impl Deadlines {
+    fn new(partitions: u32, enforced: bool) -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            until: (0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+            enforced,
+        }
+    }
+
+    /// Partition `p` is held until `deadline`.
+    pub(crate) fn set(&self, p: u32, deadline: tokio::time::Instant) {
+        let ms = u64::try_from(deadline.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
+        if let Some(u) = self.until.get(p as usize) {
+            u.store(ms.max(1), Ordering::Release);
+        }
+    }
+
+    /// Partition `p` is no longer held.
+    pub(crate) fn clear(&self, p: u32) {
+        if let Some(u) = self.until.get(p as usize) {
+            u.store(0, Ordering::Release);
+        }
+    }
+
+    fn valid(&self, p: u32) -> bool {
+        if !self.enforced {
+            return true;
+        }
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.until
+            .get(p as usize)
+            .is_some_and(|u| now < u.load(Ordering::Acquire))
+    }
 }
 
 impl Leases {
@@ -145,9 +195,26 @@ impl Leases {
         let (events, rx) = mpsc::channel(event_capacity(&config));
         let (commands, commands_rx) = mpsc::channel(event_capacity(&config));
         let paused = Arc::new(AtomicBool::new(false));
-        let service = service::Service::new(bucket, log, config, events, commands_rx, Arc::clone(&paused));
+        let deadlines = Arc::new(Deadlines::new(config.partitions, true));
+        let service = service::Service::new(
+            bucket,
+            log,
+            config,
+            events,
+            commands_rx,
+            Arc::clone(&paused),
+            Arc::clone(&deadlines),
+        );
         let task = tokio::spawn(service.run(shutdown));
-        Ok((Self { commands, paused, task }, rx))
+        Ok((
+            Self {
+                commands,
+                paused,
+                deadlines,
+                task,
+            },
+            rx,
+        ))
     }
 
     /// The `standalone` twin: one router owns every partition, fencing the
@@ -161,9 +228,18 @@ impl Leases {
         let (events, rx) = mpsc::channel(event_capacity(&config));
         let (commands, commands_rx) = mpsc::channel(event_capacity(&config));
         let paused = Arc::new(AtomicBool::new(false));
+        let deadlines = Arc::new(Deadlines::new(config.partitions, false));
         let twin = memory::Twin::new(log, config, events, commands_rx);
         let task = tokio::spawn(twin.run(shutdown));
-        (Self { commands, paused, task }, rx)
+        (
+            Self {
+                commands,
+                paused,
+                deadlines,
+                task,
+            },
+            rx,
+        )
     }
 
     /// Gives partition `p` up: a [`LostReason::Released`] event, then the
@@ -172,6 +248,16 @@ impl Leases {
     /// `false` if the loop has stopped or is too busy to take the request.
     pub fn release(&self, p: u32) -> bool {
         self.commands.try_send(Command::Release(p)).is_ok()
+    }
+
+    /// A handle that gives partitions up ([`Self::release`]), for the
+    /// code that opens what the loop acquired.
+    #[must_use]
+    pub fn handle(&self) -> LeaseHandle {
+        LeaseHandle {
+            commands: self.commands.clone(),
+            deadlines: Arc::clone(&self.deadlines),
+        }
     }
 
     /// Fault injection: while paused the loop does nothing, as a frozen
@@ -190,9 +276,58 @@ impl Leases {
     }
 }
 
+/// Gives partitions up, like [`Leases::release`], and tells whether a
+/// lease is still surely held; cloneable.
+#[derive(Debug, Clone)]
+pub struct LeaseHandle {
+    commands: mpsc::Sender<Command>,
+    deadlines: Arc<Deadlines>,
+}
+
+impl LeaseHandle {
+    /// As [`Leases::release`].
+    pub fn release(&self, p: u32) -> bool {
+        self.commands.try_send(Command::Release(p)).is_ok()
+    }
+
+    /// Whether partition `p`'s lease is surely still this router's: held,
+    /// and its last renewal sent less than a TTL ago. Past that another
+    /// router may have acquired and fenced it, so this one must not answer
+    /// for it any more (a join it answered would hand out a position and a
+    /// token the new owner does not plan with). Always true for the
+    /// `standalone` twin.
+    pub fn valid(&self, p: u32) -> bool {
+        self.deadlines.valid(p)
+    }
+}
+
 fn event_capacity(config: &LeaseConfig) -> usize {
     usize::try_from(config.partitions)
         .unwrap_or(1024)
         .saturating_mul(4)
         .max(16)
+}
+
+#[cfg(test)]
+mod deadlines {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_surely_held_until_its_deadline_only() {
+        let d = Deadlines::new(4, true);
+        assert!(!d.valid(1), "not held");
+        d.set(1, tokio::time::Instant::now() + Duration::from_secs(5));
+        assert!(d.valid(1));
+        assert!(!d.valid(2) && !d.valid(99));
+        tokio::time::advance(Duration::from_millis(4_990)).await;
+        assert!(d.valid(1));
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert!(!d.valid(1), "past the last renewal sent plus the TTL");
+        d.set(1, tokio::time::Instant::now() + Duration::from_secs(5));
+        assert!(d.valid(1), "renewed");
+        d.clear(1);
+        assert!(!d.valid(1), "lost");
+        let twin = Deadlines::new(4, false);
+        assert!(twin.valid(3), "standalone owns every partition");
+    }
 }

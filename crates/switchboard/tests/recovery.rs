@@ -806,11 +806,62 @@ async fn cluster_a_connection_replaying_across_an_owner_change_is_healed_not_clo
     );
     r.expect_silence(Duration::from_millis(500)).await;
     let (_, metrics) = http_get(&c.edge_addr(0), "/metrics").await.expect("metrics");
-    let closes = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("switchboard_recovery_closes_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
-    assert_eq!(closes, Some(0.0), "connections closed to recover");
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(
+        counter("switchboard_recovery_closes_total "),
+        Some(0.0),
+        "connections closed to recover"
+    );
+    assert!(
+        counter("switchboard_heals_total ").is_some_and(|n| n >= 1.0),
+        "the owner change was not healed"
+    );
+}
+
+/// A new partition owner whose presence watch lags still plans with every
+/// connection. Both routers see presence changes 7 s late (a test hook, as
+/// a watch whose consumer is re-created after a NATS server went away); a
+/// client joins group `room` through d1's owner, which is killed at once.
+/// The other router takes the partition over before its watch has shown it
+/// the client; it waits for its index to catch up with the store before it
+/// serves the partition (or gives it back and takes it again), so every
+/// group send it acknowledges reaches the client. Before, it planned them
+/// without the client, and the client's edge, which heals only up to the
+/// new owner's fence, never got them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_new_owner_whose_presence_watch_lags_plans_with_every_connection() {
+    let mut c = Cluster::start(1, 2, &[("SWITCHBOARD_TEST_PRESENCE_WATCH_DELAY_MS", "7000")]).await;
+    let owner = owner_of_d1(&c).expect("one router owns d1's partition");
+    let (mut r, _) = Ws::join(&c.url(0, "bizCode=d1&clientId=r&group=room")).await;
+    c.routers[owner].kill9();
+    let other = c.router_addr(1 - owner);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    for i in 0..3 {
+        let label = format!("after-{i}");
+        loop {
+            let body = json!({"groupName": "room", "sendUserId": "backend", "data": label});
+            let (st, res) = api(&other, "d1", "send_to_group", body).await;
+            if (st, res["code"].clone()) == (200, json!(0)) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no owner took over: {st} {res}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let got = loop {
+            match r.next_within(Duration::from_secs(10)).await {
+                Ok(Some(v)) if v["mode"] == 200 => break label_of(&v),
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("{label} was acknowledged and never arrived"),
+                Err(closed) => panic!("closed while waiting for {label}: {closed:?}"),
+            }
+        };
+        assert_eq!(got, label);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,6 +42,7 @@ use super::{Router, CAS_ATTEMPTS};
 use crate::error::RouterError;
 use crate::link::OwnerLink;
 use crate::outbound::{Origin, Outbound};
+use crate::owner::LeaseHandle;
 use crate::store::{BizSettings, StoreError};
 use crate::wire;
 
@@ -72,6 +73,11 @@ pub struct History {
     /// The other partitions' owners (cluster); `None`: this process writes
     /// every partition (`standalone`).
     owners: Option<Arc<dyn OwnerLink>>,
+    /// The lease loop's view of which leases are surely still held (set
+    /// once partitions are served, `nats::serve_partitions`): an owner
+    /// whose lease may have passed to another router answers for it no
+    /// more, even before the loop reports it lost.
+    leases: std::sync::OnceLock<LeaseHandle>,
     /// Non-owners' view of bizCodes' history switches: (on, read at).
     switches: parking_lot::Mutex<HashMap<String, (bool, Instant)>>,
 }
@@ -216,8 +222,15 @@ impl History {
             next_id: AtomicU64::new(0),
             id_prefix: format!("{id_prefix}.{:x}", rand::random::<u32>()),
             owners,
+            leases: std::sync::OnceLock::new(),
             switches: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Follows `leases`: a partition whose lease is not surely held any
+    /// more is answered for by its owner, whoever that is now.
+    pub fn follow_leases(&self, leases: LeaseHandle) {
+        let _ = self.leases.set(leases);
     }
 
     /// The configuration.
@@ -241,6 +254,9 @@ impl History {
     async fn lock(&self, biz: &str) -> Result<Lock<'_>, RouterError> {
         let p = partition_of(biz, self.config.partitions);
         let mut guard = self.part(p)?.lock().await;
+        if guard.open.is_some() && self.leases.get().is_some_and(|l| !l.valid(p)) {
+            return Ok(Lock::Theirs(p));
+        }
         if guard.open.is_none() {
             if self.owners.is_some() {
                 return Ok(Lock::Theirs(p));
@@ -298,6 +314,13 @@ fn from_reply(r: &RouteReply) -> Result<u32, RouterError> {
 impl Router {
     fn history(&self) -> Option<&History> {
         self.inner.history.as_deref()
+    }
+
+    /// See [`History::follow_leases`].
+    pub fn follow_leases(&self, leases: LeaseHandle) {
+        if let Some(h) = self.history() {
+            h.follow_leases(leases);
+        }
     }
 
     /// `biz`'s settings, cached in its locked partition (read, or created,

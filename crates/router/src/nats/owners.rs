@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::core::Router;
 use crate::link::{EdgeError, OwnerLink};
-use crate::owner::LeaseEvent;
+use crate::owner::{LeaseEvent, LeaseHandle};
 
 /// First wait before asking again while no router owns a partition.
 const FIRST_RETRY: Duration = Duration::from_millis(25);
@@ -77,18 +77,31 @@ impl OwnerLink for NatsOwners {
     }
 }
 
+/// How long an acquired partition waits for this router's presence index
+/// to catch up with the store ([`Router::catch_up`]) before it is given
+/// back; while one wait failed, the next acquisitions look once and do not
+/// wait (the watch is behind for all of them).
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Follows the lease service's `events`: while this router owns a
 /// partition it subscribes `sb.part.<p>` and answers what other routers
-/// forward; until `shutdown`.
+/// forward; until `shutdown`. A partition this router cannot open (its
+/// presence index is behind the store, the log cannot be read, the
+/// subscription fails) is given back through `leases`, so that it does not
+/// stay leased with nobody answering for it; it is taken again (here or
+/// elsewhere) after a TTL.
 pub fn serve_partitions(
     router: Router,
     client: Client,
     mut events: mpsc::Receiver<LeaseEvent>,
+    leases: LeaseHandle,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    router.follow_leases(leases.clone());
     tokio::spawn(async move {
         let mut owned: HashMap<u32, CancellationToken> = HashMap::new();
+        let mut behind = false;
         loop {
             let event = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -96,15 +109,32 @@ pub fn serve_partitions(
             };
             match event {
                 LeaseEvent::Acquired { partition, token } => {
+                    let patience = if behind { Duration::ZERO } else { CATCH_UP_PATIENCE };
+                    match router.catch_up(patience).await {
+                        Ok(true) => behind = false,
+                        Ok(false) => {
+                            behind = true;
+                            tracing::warn!(partition, "presence index behind the store; partition given back");
+                            leases.release(partition);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition, error = %e, "presence store unreadable; partition given back");
+                            leases.release(partition);
+                            continue;
+                        }
+                    }
                     if let Err(e) = router.acquire(partition, token).await {
-                        tracing::warn!(partition, error = %e, "cannot open an acquired partition");
+                        tracing::warn!(partition, error = %e, "cannot open an acquired partition; given back");
+                        leases.release(partition);
                         continue;
                     }
                     let sub = match client.subscribe(subject::partition_owner(partition)).await {
                         Ok(s) => s,
                         Err(e) => {
-                            tracing::warn!(partition, error = %e, "cannot subscribe an acquired partition");
+                            tracing::warn!(partition, error = %e, "cannot subscribe an acquired partition; given back");
                             router.release(partition).await;
+                            leases.release(partition);
                             continue;
                         }
                     };

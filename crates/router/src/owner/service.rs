@@ -44,6 +44,8 @@ pub(super) struct Service {
     events: mpsc::Sender<LeaseEvent>,
     commands: mpsc::Receiver<Command>,
     paused: Arc<AtomicBool>,
+    /// `held`'s deadlines, for the owner ([`super::LeaseHandle::valid`]).
+    deadlines: Arc<super::Deadlines>,
     held: BTreeMap<u32, Held>,
     /// Partitions released here, left alone until the instant given.
     cooling: BTreeMap<u32, Instant>,
@@ -60,6 +62,7 @@ impl Service {
         events: mpsc::Sender<LeaseEvent>,
         commands: mpsc::Receiver<Command>,
         paused: Arc<AtomicBool>,
+        deadlines: Arc<super::Deadlines>,
     ) -> Self {
         Self {
             bucket,
@@ -68,6 +71,7 @@ impl Service {
             events,
             commands,
             paused,
+            deadlines,
             held: BTreeMap::new(),
             cooling: BTreeMap::new(),
             reopen: false,
@@ -203,6 +207,7 @@ impl Service {
                     if let Some(h) = self.held.get_mut(&p) {
                         h.revision = revision;
                         h.deadline = sent + self.config.ttl;
+                        self.deadlines.set(p, h.deadline);
                     }
                 }
                 Err(LeaseError::WrongRevision) => {
@@ -236,6 +241,7 @@ impl Service {
             }
             Ok(fence) => {
                 self.held.insert(p, Held { revision, deadline });
+                self.deadlines.set(p, deadline);
                 tracing::info!(partition = p, token = fence.token, "partition acquired");
                 self.emit(LeaseEvent::Acquired {
                     partition: p,
@@ -257,6 +263,7 @@ impl Service {
     /// lease.
     async fn lose(&mut self, p: u32, reason: LostReason) -> Option<Held> {
         let h = self.held.remove(&p)?;
+        self.deadlines.clear(p);
         self.emit(LeaseEvent::Lost { partition: p, reason }).await;
         Some(h)
     }
@@ -275,6 +282,7 @@ impl Service {
     async fn stop(&mut self) {
         let held = std::mem::take(&mut self.held);
         for p in held.keys() {
+            self.deadlines.clear(*p);
             // The reader may be gone or busy: never wait for it here.
             let lost = LeaseEvent::Lost {
                 partition: *p,

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use async_nats::jetstream::ErrorCode;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use switchboard_protocol::envelope::{self, PresenceValue};
@@ -250,6 +252,29 @@ impl PresenceStore for KvStore {
         cas_delete(&self.kv, key, revision, self.marker_ttl).await
     }
 
+    async fn head(&self) -> Result<Option<u64>, StoreError> {
+        let mut stream = self.kv.stream.clone();
+        let info = stream.info().await.map_err(unavailable)?;
+        Ok(Some(info.state.last_sequence))
+    }
+
+    async fn next_revision(&self, after: u64) -> Result<Option<u64>, StoreError> {
+        let subjects = format!("{}>", self.kv.prefix);
+        match self
+            .kv
+            .stream
+            .get_first_raw_message_by_subject(subjects, after.saturating_add(1))
+            .await
+        {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) => match e.kind() {
+                RawMessageErrorKind::NoMessageFound => Ok(None),
+                RawMessageErrorKind::JetStream(api) if api.error_code() == ErrorCode::NO_MESSAGE_FOUND => Ok(None),
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
     async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
         let empty = bucket_empty(&self.kv).await?;
         let first = self.kv.watch_with_history(">").await.map_err(unavailable)?;
@@ -376,6 +401,56 @@ impl PresenceStore for KvStore {
                 }
             }
         });
-        Ok(rx)
+        Ok(match watch_delay() {
+            Some(delay) => delayed(rx, delay),
+            None => rx,
+        })
     }
+}
+
+/// Test hook (`SWITCHBOARD_TEST_PRESENCE_WATCH_DELAY_MS=<ms>`): every change
+/// the watch reports after its first [`WatchEvent::Ready`] reaches the
+/// router that much later, as from a watch that lags (one whose consumer
+/// is being re-created after a NATS server went away). 0 or unset: off.
+const WATCH_DELAY_HOOK: &str = "SWITCHBOARD_TEST_PRESENCE_WATCH_DELAY_MS";
+
+fn watch_delay() -> Option<Duration> {
+    let ms: u64 = std::env::var(WATCH_DELAY_HOOK).ok()?.parse().ok()?;
+    (ms > 0).then(|| {
+        tracing::warn!("test hook {WATCH_DELAY_HOOK}: presence changes reach this router {ms} ms late");
+        Duration::from_millis(ms)
+    })
+}
+
+/// Relays `rx` with every event after the first [`WatchEvent::Ready`]
+/// held back by `delay`, in order ([`WATCH_DELAY_HOOK`]).
+fn delayed(mut rx: mpsc::Receiver<WatchEvent>, delay: Duration) -> mpsc::Receiver<WatchEvent> {
+    let (tx, out) = mpsc::channel(4096);
+    tokio::spawn(async move {
+        let mut queue: std::collections::VecDeque<(tokio::time::Instant, WatchEvent)> = Default::default();
+        let mut loaded = false;
+        let mut open = true;
+        while open || !queue.is_empty() {
+            let due = queue.front().map(|(at, _)| *at);
+            tokio::select! {
+                ev = rx.recv(), if open => match ev {
+                    Some(ev) => {
+                        let now = tokio::time::Instant::now();
+                        let at = if loaded { now + delay } else { now };
+                        loaded |= ev == WatchEvent::Ready;
+                        queue.push_back((at, ev));
+                    }
+                    None => open = false,
+                },
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    if let Some((_, ev)) = queue.pop_front() {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
 }

@@ -70,6 +70,19 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn delete(&self, key: &str, revision: u64) -> Result<(), StoreError>;
     /// Every current entry, then [`WatchEvent::Ready`], then every change.
     async fn watch(&self) -> Result<mpsc::Receiver<WatchEvent>, StoreError>;
+    /// The newest revision the store holds now: how far an index fed by
+    /// [`Self::watch`] must have come before a new partition owner plans
+    /// with it (`Router::catch_up`). `None` for a store whose writes reach
+    /// the index as they are made (the memory store).
+    async fn head(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// The first revision above `after` the store still holds, if any
+    /// (removal markers expire, so the revisions held have gaps).
+    async fn next_revision(&self, after: u64) -> Result<Option<u64>, StoreError> {
+        let _ = after;
+        Ok(None)
+    }
 }
 
 /// Per-bizCode settings: registration (the `register` API, for

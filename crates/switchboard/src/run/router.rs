@@ -271,6 +271,7 @@ async fn start_router(
         router.clone(),
         client.clone(),
         events,
+        leases.handle(),
         tasks.clone(),
         stop_requests.clone(),
     );
