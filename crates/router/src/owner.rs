@@ -206,15 +206,21 @@ impl Leases {
             Arc::clone(&deadlines),
         );
         let task = tokio::spawn(service.run(shutdown));
-        Ok((
-            Self {
-                commands,
-                paused,
-                deadlines,
-                task,
-            },
-            rx,
-        ))
+        Ok((Self::running(commands, paused, deadlines, task), rx))
+    }
+
+    fn running(
+        commands: mpsc::Sender<Command>,
+        paused: Arc<AtomicBool>,
+        deadlines: Arc<Deadlines>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            commands,
+            paused,
+            deadlines,
+            task,
+        }
     }
 
     /// The `standalone` twin: one router owns every partition, fencing the
@@ -231,15 +237,7 @@ impl Leases {
         let deadlines = Arc::new(Deadlines::new(config.partitions, false));
         let twin = memory::Twin::new(log, config, events, commands_rx);
         let task = tokio::spawn(twin.run(shutdown));
-        (
-            Self {
-                commands,
-                paused,
-                deadlines,
-                task,
-            },
-            rx,
-        )
+        (Self::running(commands, paused, deadlines, task), rx)
     }
 
     /// Gives partition `p` up: a [`LostReason::Released`] event, then the
