@@ -225,6 +225,9 @@ impl Router {
                 }
                 self.inner.watched.fetch_max(revision, Ordering::AcqRel);
             }
+            WatchEvent::Skipped { revision } => {
+                self.inner.watched.fetch_max(revision, Ordering::AcqRel);
+            }
             WatchEvent::Ready => {
                 self.inner.index_live.store(true, Ordering::Release);
                 if let Some(tx) = ready.take() {

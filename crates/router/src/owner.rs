@@ -114,7 +114,9 @@ pub enum LostReason {
 /// A request to the lease loop.
 #[derive(Debug, Clone, Copy)]
 enum Command {
-    Release(u32),
+    /// Give partition `.0` up; only the acquisition with token `.1` when
+    /// one is named (an older one's give-back must not end a newer one).
+    Release(u32, Option<u64>),
 }
 
 /// The running lease service: events come through the receiver returned
@@ -138,6 +140,8 @@ pub(crate) struct Deadlines {
     base: tokio::time::Instant,
     /// Milliseconds after `base`; 0: not held.
     until: Box<[std::sync::atomic::AtomicU64]>,
+    /// The fence token each lease was acquired with.
+    tokens: Box<[std::sync::atomic::AtomicU64]>,
     /// False for the `standalone` twin, which owns every partition.
     enforced: bool,
 }
@@ -147,14 +151,16 @@ impl Deadlines {
         Self {
             base: tokio::time::Instant::now(),
             until: (0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+            tokens: (0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             enforced,
         }
     }
 
-    /// Partition `p` is held until `deadline`.
-    pub(crate) fn set(&self, p: u32, deadline: tokio::time::Instant) {
+    /// Partition `p`, fenced at `token`, is held until `deadline`.
+    pub(crate) fn set(&self, p: u32, token: u64, deadline: tokio::time::Instant) {
         let ms = u64::try_from(deadline.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
-        if let Some(u) = self.until.get(p as usize) {
+        if let (Some(u), Some(t)) = (self.until.get(p as usize), self.tokens.get(p as usize)) {
+            t.store(token, Ordering::Release);
             u.store(ms.max(1), Ordering::Release);
         }
     }
@@ -166,14 +172,15 @@ impl Deadlines {
         }
     }
 
-    fn valid(&self, p: u32) -> bool {
+    fn valid(&self, p: u32, token: u64) -> bool {
         if !self.enforced {
             return true;
         }
         let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.until
-            .get(p as usize)
-            .is_some_and(|u| now < u.load(Ordering::Acquire))
+        let (Some(u), Some(t)) = (self.until.get(p as usize), self.tokens.get(p as usize)) else {
+            return false;
+        };
+        t.load(Ordering::Acquire) == token && now < u.load(Ordering::Acquire)
     }
 }
 
@@ -245,7 +252,7 @@ impl Leases {
     /// memory twin takes it back after that, with a new fence). Returns
     /// `false` if the loop has stopped or is too busy to take the request.
     pub fn release(&self, p: u32) -> bool {
-        self.commands.try_send(Command::Release(p)).is_ok()
+        self.commands.try_send(Command::Release(p, None)).is_ok()
     }
 
     /// A handle that gives partitions up ([`Self::release`]), for the
@@ -283,19 +290,21 @@ pub struct LeaseHandle {
 }
 
 impl LeaseHandle {
-    /// As [`Leases::release`].
-    pub fn release(&self, p: u32) -> bool {
-        self.commands.try_send(Command::Release(p)).is_ok()
+    /// As [`Leases::release`], for the acquisition fenced at `token` only
+    /// (nothing happens if the partition was lost and acquired again
+    /// since). False if the loop has stopped or is too busy.
+    pub fn release(&self, p: u32, token: u64) -> bool {
+        self.commands.try_send(Command::Release(p, Some(token))).is_ok()
     }
 
-    /// Whether partition `p`'s lease is surely still this router's: held,
-    /// and its last renewal sent less than a TTL ago. Past that another
-    /// router may have acquired and fenced it, so this one must not answer
-    /// for it any more (a join it answered would hand out a position and a
-    /// token the new owner does not plan with). Always true for the
-    /// `standalone` twin.
-    pub fn valid(&self, p: u32) -> bool {
-        self.deadlines.valid(p)
+    /// Whether partition `p`'s lease is surely still this router's under
+    /// the fence `token`: held, and its last renewal sent less than a TTL
+    /// ago. Past that another router may have acquired and fenced it, so
+    /// this one must not answer for it any more (a join it answered would
+    /// hand out a position and a token the new owner does not plan with).
+    /// Always true for the `standalone` twin.
+    pub fn valid(&self, p: u32, token: u64) -> bool {
+        self.deadlines.valid(p, token)
     }
 }
 
@@ -313,19 +322,20 @@ mod deadlines {
     #[tokio::test(start_paused = true)]
     async fn a_lease_is_surely_held_until_its_deadline_only() {
         let d = Deadlines::new(4, true);
-        assert!(!d.valid(1), "not held");
-        d.set(1, tokio::time::Instant::now() + Duration::from_secs(5));
-        assert!(d.valid(1));
-        assert!(!d.valid(2) && !d.valid(99));
+        assert!(!d.valid(1, 7), "not held");
+        d.set(1, 7, tokio::time::Instant::now() + Duration::from_secs(5));
+        assert!(d.valid(1, 7));
+        assert!(!d.valid(1, 6), "an older acquisition's token");
+        assert!(!d.valid(2, 7) && !d.valid(99, 7));
         tokio::time::advance(Duration::from_millis(4_990)).await;
-        assert!(d.valid(1));
+        assert!(d.valid(1, 7));
         tokio::time::advance(Duration::from_millis(20)).await;
-        assert!(!d.valid(1), "past the last renewal sent plus the TTL");
-        d.set(1, tokio::time::Instant::now() + Duration::from_secs(5));
-        assert!(d.valid(1), "renewed");
+        assert!(!d.valid(1, 7), "past the last renewal sent plus the TTL");
+        d.set(1, 7, tokio::time::Instant::now() + Duration::from_secs(5));
+        assert!(d.valid(1, 7), "renewed");
         d.clear(1);
-        assert!(!d.valid(1), "lost");
+        assert!(!d.valid(1, 7), "lost");
         let twin = Deadlines::new(4, false);
-        assert!(twin.valid(3), "standalone owns every partition");
+        assert!(twin.valid(3, 1), "standalone owns every partition");
     }
 }

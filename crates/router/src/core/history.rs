@@ -254,8 +254,10 @@ impl History {
     async fn lock(&self, biz: &str) -> Result<Lock<'_>, RouterError> {
         let p = partition_of(biz, self.config.partitions);
         let mut guard = self.part(p)?.lock().await;
-        if guard.open.is_some() && self.leases.get().is_some_and(|l| !l.valid(p)) {
-            return Ok(Lock::Theirs(p));
+        if let (Some(leases), Some(token)) = (self.leases.get(), guard.open.as_ref().and_then(|o| o.token)) {
+            if !leases.valid(p, token) {
+                return Ok(Lock::Theirs(p));
+            }
         }
         if guard.open.is_none() {
             if self.owners.is_some() {

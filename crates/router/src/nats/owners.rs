@@ -79,9 +79,14 @@ impl OwnerLink for NatsOwners {
 
 /// How long an acquired partition waits for this router's presence index
 /// to catch up with the store ([`Router::catch_up`]) before it is given
-/// back; while one wait failed, the next acquisitions look once and do not
-/// wait (the watch is behind for all of them).
+/// back; while one wait failed, the next acquisitions wait only
+/// [`BEHIND_PATIENCE`] (the watch is behind for all of them, and the
+/// loop must not hold up the events of other partitions).
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(2);
+
+/// See [`CATCH_UP_PATIENCE`]: enough for a watch that merely trails a busy
+/// bucket by a few milliseconds.
+const BEHIND_PATIENCE: Duration = Duration::from_millis(250);
 
 /// Follows the lease service's `events`: while this router owns a
 /// partition it subscribes `sb.part.<p>` and answers what other routers
@@ -109,24 +114,37 @@ pub fn serve_partitions(
             };
             match event {
                 LeaseEvent::Acquired { partition, token } => {
-                    let patience = if behind { Duration::ZERO } else { CATCH_UP_PATIENCE };
+                    if !leases.valid(partition, token) {
+                        // Lost (or acquired again) since: its Lost follows.
+                        continue;
+                    }
+                    let give_back = |why: &str| {
+                        if !leases.release(partition, token) {
+                            tracing::error!(
+                                partition,
+                                why,
+                                "cannot give the partition back: the lease loop is stopped or busy"
+                            );
+                        }
+                    };
+                    let patience = if behind { BEHIND_PATIENCE } else { CATCH_UP_PATIENCE };
                     match router.catch_up(patience).await {
                         Ok(true) => behind = false,
                         Ok(false) => {
                             behind = true;
                             tracing::warn!(partition, "presence index behind the store; partition given back");
-                            leases.release(partition);
+                            give_back("index behind");
                             continue;
                         }
                         Err(e) => {
                             tracing::warn!(partition, error = %e, "presence store unreadable; partition given back");
-                            leases.release(partition);
+                            give_back("store unreadable");
                             continue;
                         }
                     }
                     if let Err(e) = router.acquire(partition, token).await {
                         tracing::warn!(partition, error = %e, "cannot open an acquired partition; given back");
-                        leases.release(partition);
+                        give_back("cannot open");
                         continue;
                     }
                     let sub = match client.subscribe(subject::partition_owner(partition)).await {
@@ -134,7 +152,7 @@ pub fn serve_partitions(
                         Err(e) => {
                             tracing::warn!(partition, error = %e, "cannot subscribe an acquired partition; given back");
                             router.release(partition).await;
-                            leases.release(partition);
+                            give_back("cannot subscribe");
                             continue;
                         }
                     };

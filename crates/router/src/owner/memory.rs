@@ -48,7 +48,7 @@ impl Twin {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(Command::Release(p)) = self.commands.recv() => {
+                Some(Command::Release(p, _)) = self.commands.recv() => {
                     if self.held.remove(&p) {
                         self.cooling.insert(p, Instant::now() + self.config.ttl);
                         self.emit(LeaseEvent::Lost { partition: p, reason: LostReason::Released }).await;

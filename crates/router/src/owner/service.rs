@@ -30,6 +30,8 @@ use super::{Command, LeaseConfig, LeaseEvent, LostReason};
 struct Held {
     /// The revision to renew at.
     revision: u64,
+    /// The fence's token.
+    token: u64,
     /// When the lease is gone for sure unless renewed: when the last
     /// successful write was *sent*, plus the TTL (the key's age starts
     /// later, when the server stores it).
@@ -99,7 +101,11 @@ impl Service {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(cmd) = self.commands.recv(), if !paused => match cmd {
-                    Command::Release(p) => self.give_up(p, LostReason::Released).await,
+                    Command::Release(p, token) => {
+                        if token.is_none() || token == self.held.get(&p).map(|h| h.token) {
+                            self.give_up(p, LostReason::Released).await;
+                        }
+                    }
                 },
                 _ = tick.tick() => {
                     if !self.paused() {
@@ -207,7 +213,7 @@ impl Service {
                     if let Some(h) = self.held.get_mut(&p) {
                         h.revision = revision;
                         h.deadline = sent + self.config.ttl;
-                        self.deadlines.set(p, h.deadline);
+                        self.deadlines.set(p, h.token, h.deadline);
                     }
                 }
                 Err(LeaseError::WrongRevision) => {
@@ -240,8 +246,15 @@ impl Service {
                 tracing::warn!(partition = p, "fence landed after the lease's TTL; not taking it");
             }
             Ok(fence) => {
-                self.held.insert(p, Held { revision, deadline });
-                self.deadlines.set(p, deadline);
+                self.held.insert(
+                    p,
+                    Held {
+                        revision,
+                        token: fence.token,
+                        deadline,
+                    },
+                );
+                self.deadlines.set(p, fence.token, deadline);
                 tracing::info!(partition = p, token = fence.token, "partition acquired");
                 self.emit(LeaseEvent::Acquired {
                     partition: p,

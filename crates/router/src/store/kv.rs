@@ -380,7 +380,9 @@ impl PresenceStore for KvStore {
                             },
                             None => {
                                 tracing::warn!(key = %entry.key, "undecodable presence entry ignored");
-                                continue;
+                                WatchEvent::Skipped {
+                                    revision: entry.revision,
+                                }
                             }
                         },
                         Operation::Delete | Operation::Purge => WatchEvent::Delete {

@@ -48,6 +48,12 @@ pub enum WatchEvent {
         /// Revision of the removal.
         revision: u64,
     },
+    /// A revision that changed nothing the index holds (an undecodable
+    /// value, skipped): the watch got that far ([`PresenceStore::head`]).
+    Skipped {
+        /// The revision.
+        revision: u64,
+    },
     /// Every entry that existed when the watch started has been sent (again
     /// after a [`WatchEvent::Lagging`]: the watch caught up).
     Ready,
