@@ -1,6 +1,6 @@
 //! Links that go silent and processes that freeze (issue 13): an edge or a
 //! router cut off from NATS by a black hole (a TCP proxy that stops moving
-//! bytes without closing anything), and an edge stopped with `SIGSTOP`.
+//! bytes without closing anything), and an edge or a router stopped with `SIGSTOP`.
 //! Real processes (NATS with the chart's permissions, two routers, two
 //! edges), clients that reconnect with recovery as SPEC §2/§7 tell them,
 //! and traffic all along. Each test asserts SPEC's guarantees: clients stay
@@ -625,6 +625,39 @@ async fn a_frozen_edge_resyncs_or_closes_its_sockets() {
     x_new.close().await;
     presence_heals(&c, &BTreeSet::new(), 0, what).await;
     eprintln!("{what}: purged {purged:?} after the freeze; after SIGCONT x's old connection closed 4009 in {closed_after:?}, presence right in {heal:?}");
+}
+
+/// Router 0 is frozen with `SIGSTOP` for 8 s, longer than
+/// `router.node_timeout` (6 s), under traffic, then thawed. The edges'
+/// heartbeats that came meanwhile wait unread in its socket, so when it
+/// runs again every node looks silent to it: it must purge nobody. (It
+/// purged every healthy edge, and their clients, connected all along,
+/// missed what was sent until the end: found by a newcomer's break test.)
+/// Its history partitions move to router 1 meanwhile; every acknowledged
+/// send reaches its addressees once, and presence stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_router_purges_nobody_when_it_thaws() {
+    let c = Cluster::start(2, 2, FAST).await;
+    let what = "router frozen for 8 s";
+    let run = Run::start(&c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.routers[0].signal("STOP");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    c.routers[0].signal("CONT");
+    let thawed = Instant::now();
+    let mut expected: BTreeSet<String> = D1_WATCHERS.iter().map(|w| (*w).to_owned()).collect();
+    expected.extend(["s".to_owned(), "t".to_owned()]);
+    presence_heals(&c, &expected, expected.len() + 1, what).await;
+    let heal = thawed.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    run.finish(what).await;
+    let log = c.routers[0].log();
+    assert!(
+        !log.contains("node silent, purging"),
+        "{what}: the thawed router purged healthy edges"
+    );
+    presence_heals(&c, &BTreeSet::new(), 0, what).await;
+    eprintln!("{what}: presence right through both routers {heal:?} after SIGCONT");
 }
 
 /// A client whose welcome does not come (its edge is cut off from NATS

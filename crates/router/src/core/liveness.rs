@@ -11,6 +11,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::resync::{AUDIT_BEATS, AUDIT_INTERVAL};
+
+/// How often the liveness loop looks for silent nodes.
+const LIVENESS_TICK: Duration = Duration::from_millis(500);
+
 use super::{NodeState, Router};
 use crate::store::StoreError;
 
@@ -77,15 +81,34 @@ impl Router {
     pub fn spawn_liveness(&self, shutdown: CancellationToken, mut link: watch::Receiver<(u64, LinkState)>) {
         let router = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(LIVENESS_TICK);
             let mut n = 0u64;
             let mut was_up = true;
+            let mut last_round = Instant::now();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
                 n += 1;
+                // This router itself did not run (frozen with SIGSTOP, a
+                // paused VM, a starved process): the heartbeats that came
+                // meanwhile wait unread in its socket, so every node looks
+                // silent. Judge nobody on that (a thawed owner purged every
+                // healthy edge, and their clients missed what was sent).
+                // A gap of half the node timeout or less cannot make a
+                // node that heartbeats (every `edge.node_heartbeat`, at
+                // most half the timeout) look silent.
+                let gap = last_round.elapsed();
+                last_round = Instant::now();
+                if gap > (router.inner.config.node_timeout / 2).max(LIVENESS_TICK * 2) {
+                    router.restart_liveness_window();
+                    tracing::warn!(
+                        stalled_ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
+                        "this router did not run for a while (frozen?): every node gets a fresh liveness window"
+                    );
+                    continue;
+                }
                 if n.is_multiple_of(120) {
                     router.inner.index.lock().prune_tombstones(Duration::from_secs(120));
                 }
