@@ -420,6 +420,16 @@ impl Run {
     }
 }
 
+/// The d1 clients of a [`Run`] (its watchers and senders) and `more`.
+fn d1_online(more: &[&str]) -> BTreeSet<String> {
+    D1_WATCHERS
+        .iter()
+        .chain(["s", "t"].iter())
+        .chain(more)
+        .map(|w| (*w).to_owned())
+        .collect()
+}
+
 /// Presence heals to exactly the d1 clients still connected (`expected`),
 /// through every router, and the edges hold `open` connections in all
 /// (one per client: never two for one clientId).
@@ -492,8 +502,7 @@ async fn edge_cut_off_from_nats(secs: u64) {
     // Presence heals while the traffic goes on: every watcher and the
     // sender online, the leaver gone, one connection each (z is d2).
     let mut newcomer = newcomer.await.expect("newcomer");
-    let mut expected: BTreeSet<String> = D1_WATCHERS.iter().map(|w| (*w).to_owned()).collect();
-    expected.extend(["s".to_owned(), "t".to_owned()]);
+    let mut expected = d1_online(&[]);
     if let Some(ws) = newcomer.as_mut() {
         if ws.next_within(Duration::from_millis(100)).await.is_ok() {
             expected.insert("newcomer".into());
@@ -555,8 +564,7 @@ async fn router_cut_off_from_nats_for_10s() {
     proxy.restore();
     let healed = Instant::now();
 
-    let mut expected: BTreeSet<String> = D1_WATCHERS.iter().map(|w| (*w).to_owned()).collect();
-    expected.extend(["s".to_owned(), "t".to_owned()]);
+    let expected = d1_online(&[]);
     presence_heals(&c, &expected, expected.len() + 1, what).await;
     let heal = healed.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -616,8 +624,7 @@ async fn a_frozen_edge_resyncs_or_closes_its_sockets() {
             other => panic!("{what}: x's new connection is gone: {other:?}"),
         }
     }
-    let mut expected: BTreeSet<String> = D1_WATCHERS.iter().map(|w| (*w).to_owned()).collect();
-    expected.extend(["s".to_owned(), "t".to_owned(), "x".to_owned()]);
+    let expected = d1_online(&["x"]);
     presence_heals(&c, &expected, expected.len() + 1, what).await;
     let heal = thawed.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -645,8 +652,7 @@ async fn a_frozen_router_purges_nobody_when_it_thaws() {
     tokio::time::sleep(Duration::from_secs(8)).await;
     c.routers[0].signal("CONT");
     let thawed = Instant::now();
-    let mut expected: BTreeSet<String> = D1_WATCHERS.iter().map(|w| (*w).to_owned()).collect();
-    expected.extend(["s".to_owned(), "t".to_owned()]);
+    let expected = d1_online(&[]);
     presence_heals(&c, &expected, expected.len() + 1, what).await;
     let heal = thawed.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
