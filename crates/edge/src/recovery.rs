@@ -110,7 +110,18 @@ async fn recover_from(edge: &EdgeInner, conn: &Conn, j: &Joined, r: &Recover) ->
     let fresh = |recovered| fresh(conn, j, recovered);
     let from = match (r.seq, r.epoch.as_deref()) {
         (Some(s), Some(e)) if e == j.epoch && s >= j.low_water && s <= j.seq => s,
-        _ => return fresh(Some(false)),
+        _ => {
+            tracing::info!(
+                conn_id = conn.id,
+                biz = %conn.biz,
+                asked = ?r.seq,
+                same_epoch = r.epoch.as_deref() == Some(j.epoch.as_str()),
+                low_water = j.low_water,
+                head = j.seq,
+                "cannot recover: the position is not in the log (recovered: false)"
+            );
+            return fresh(Some(false));
+        }
     };
     let Some(h) = edge.history() else {
         return fresh(Some(false));
@@ -139,7 +150,10 @@ async fn recover_from(edge: &EdgeInner, conn: &Conn, j: &Joined, r: &Recover) ->
                 }),
             }
         }
-        Ok(None) => fresh(Some(false)),
+        Ok(None) => {
+            tracing::info!(conn_id = conn.id, biz = %conn.biz, from, head = j.seq, "cannot recover: more to replay than history.max_replay (recovered: false)");
+            fresh(Some(false))
+        }
         Err(e) => {
             tracing::warn!(conn_id = conn.id, biz = %conn.biz, error = %e, "recovery read failed");
             fresh(Some(false))
