@@ -144,3 +144,55 @@ async fn an_owner_pipelines_under_its_fence() {
     let server = NatsServer::start();
     scenarios::an_owner_pipelines_under_its_fence(&log(&server).await).await;
 }
+
+/// async-nats re-creates an ordered consumer whose server-side consumer is
+/// gone, from the last sequence it delivered, and from the stream's first
+/// message if it delivered none yet. A range read must still yield exactly
+/// its range: it yielded everything from the stream's start, and a
+/// recovery after an owner change counted that as more than
+/// `history.max_replay` entries in a range of ten and answered
+/// `recovered: false` (found by a newcomer's break test).
+#[tokio::test]
+async fn a_range_read_whose_consumer_is_recreated_yields_exactly_its_range() {
+    use futures_util::{StreamExt, TryStreamExt};
+    let server = NatsServer::start();
+    let log = log(&server).await;
+    let p = 6;
+    let biz = scenarios::bizcodes_in(p, 1).remove(0);
+    let mut last = switchboard_log::PartitionLog::ensure(&log, p)
+        .await
+        .expect("ensure")
+        .last;
+    let mut seqs = Vec::new();
+    for i in 0..40 {
+        let id = format!("e{i}");
+        let ack = switchboard_log::PartitionLog::append(&log, p, &biz, &id, last, None, bytes::Bytes::from(id.clone()))
+            .await
+            .expect("sent");
+        last = ack.await.expect("stored").seq;
+        seqs.push(last);
+    }
+    let (lo, hi) = (seqs[29], seqs[34]);
+    let mut read = switchboard_log::PartitionLog::read_range(&log, p, Some(&biz), lo, hi)
+        .await
+        .expect("range");
+    // The server loses the read's consumer before its first delivery.
+    let js = async_nats::jetstream::new(server.connect_admin().await.expect("connect"));
+    let stream = js
+        .get_stream(switchboard_log::partition::stream_name(p))
+        .await
+        .expect("stream");
+    let names: Vec<String> = stream.consumer_names().try_collect().await.expect("names");
+    assert!(!names.is_empty(), "the read has a consumer");
+    for n in names {
+        stream.delete_consumer(&n).await.expect("delete the consumer");
+    }
+    let mut got = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), read.next())
+        .await
+        .expect("the read ends")
+    {
+        got.push(e.expect("entry").seq);
+    }
+    assert_eq!(got, seqs[30..=34].to_vec());
+}
