@@ -129,7 +129,6 @@ impl EdgeInner {
         if heal.is_empty() {
             return;
         }
-        let through = (through != HEAD).then_some(through);
         tracing::info!(
             partition = p,
             ?d,
@@ -195,7 +194,7 @@ impl EdgeInner {
                 connections = conns.len(),
                 "presence re-asserted; healing from the log what was stored meanwhile"
             );
-            tokio::spawn(recovery::heal(self.clone(), p, conns, None));
+            tokio::spawn(recovery::heal(self.clone(), p, conns, HEAD));
         }
     }
 

@@ -318,11 +318,7 @@ async fn reread(
     let (Some(h), Some(p)) = (edge.history(), partition) else {
         return Err("no log");
     };
-    let through = if through == HEAD {
-        h.log.bounds(p).await.map_err(|_| "log unavailable")?.last
-    } else {
-        through
-    };
+    let through = resolve(h, p, through).await?;
     if through <= after {
         return Ok(());
     }
@@ -378,12 +374,12 @@ async fn push_paced(edge: &EdgeInner, conn: &Conn, seq: u64, mode: u16, framed: 
 
 /// Heals `conns` of partition `p` in place (seam 3): each holds its live
 /// deliveries (the caller made it), gets from the log every entry addressed
-/// to it above its position, up to `through` (the log's head when `None`),
+/// to it above its position, up to `through` (the log's head: [`HEAD`]),
 /// then releases what it held. One read of the partition serves them all;
 /// a connection whose socket has no room, or all of them if the range is
 /// longer than a recovery may scan or cannot be read, is closed with 1012
 /// and recovers instead.
-pub(crate) async fn heal(edge: Arc<EdgeInner>, p: u32, conns: Vec<Arc<Conn>>, through: Option<u64>) {
+pub(crate) async fn heal(edge: Arc<EdgeInner>, p: u32, conns: Vec<Arc<Conn>>, through: u64) {
     let mut open: Vec<Arc<Conn>> = conns;
     if let Err(why) = heal_from_log(&edge, p, &mut open, through).await {
         tracing::info!(partition = p, why, "cannot heal from the log; closing to recover");
@@ -416,17 +412,9 @@ pub(crate) fn release_all(edge: &Arc<EdgeInner>, p: u32, conns: Vec<Arc<Conn>>) 
 }
 
 /// The read of [`heal`]; connections closed on the way leave `conns`.
-async fn heal_from_log(
-    edge: &EdgeInner,
-    p: u32,
-    conns: &mut Vec<Arc<Conn>>,
-    through: Option<u64>,
-) -> Result<(), &'static str> {
+async fn heal_from_log(edge: &EdgeInner, p: u32, conns: &mut Vec<Arc<Conn>>, through: u64) -> Result<(), &'static str> {
     let h = edge.history().ok_or("no log")?;
-    let head = match through {
-        Some(t) => t,
-        None => h.log.bounds(p).await.map_err(|_| "log unavailable")?.last,
-    };
+    let head = resolve(h, p, through).await?;
     let Some(from) = conns.iter().map(|c| c.log_position()).min() else {
         return Ok(());
     };
@@ -490,4 +478,12 @@ async fn heal_from_log(
         }
     }
     Ok(())
+}
+
+/// `through`, or partition `p`'s head now for [`HEAD`].
+async fn resolve(h: &EdgeHistory, p: u32, through: u64) -> Result<u64, &'static str> {
+    if through != HEAD {
+        return Ok(through);
+    }
+    Ok(h.log.bounds(p).await.map_err(|_| "log unavailable")?.last)
 }

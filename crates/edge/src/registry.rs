@@ -21,7 +21,7 @@ const ACTIVE: u32 = 1;
 /// [`Conn::phase`] flag: a close (the low 16 bits) waits for the welcome.
 const CLOSE_PENDING: u32 = 1 << 16;
 
-/// [`Conn::hold_or_owe`]'s `through` for a heal up to the log's head.
+/// A heal's `through` that means up to the log's head, read when the range is.
 pub const HEAD: u64 = u64::MAX;
 
 /// One client connection on this node.

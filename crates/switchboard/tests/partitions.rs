@@ -449,6 +449,21 @@ async fn presence_heals(c: &Cluster, expected: &BTreeSet<String>, open: usize, w
     );
 }
 
+/// After a fault that leaves every client of `run` connected: presence
+/// heals (every d1 client once, one connection each, z too), the traffic
+/// runs `quiet` longer, then it stops and everything acknowledged must
+/// have arrived, and once the clients are gone no ghost stays. Answers
+/// how long after `since` presence was right.
+async fn heal_and_finish(c: &Cluster, run: Run, since: Instant, quiet: Duration, what: &str) -> Duration {
+    let expected = d1_online(&[]);
+    presence_heals(c, &expected, expected.len() + 1, what).await;
+    let heal = since.elapsed();
+    tokio::time::sleep(quiet).await;
+    run.finish(what).await;
+    presence_heals(c, &BTreeSet::new(), 0, what).await;
+    heal
+}
+
 /// Edge 0 reaches NATS through a proxy that goes silent for `secs`.
 /// Meanwhile a client of edge 0 leaves (its departure cannot reach the
 /// routers) and a new client tries edge 0 (it is welcomed or told: 503 or
@@ -562,14 +577,7 @@ async fn router_cut_off_from_nats_for_10s() {
     leaver.close().await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     proxy.restore();
-    let healed = Instant::now();
-
-    let expected = d1_online(&[]);
-    presence_heals(&c, &expected, expected.len() + 1, what).await;
-    let heal = healed.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    run.finish(what).await;
-    presence_heals(&c, &BTreeSet::new(), 0, what).await;
+    let heal = heal_and_finish(&c, run, Instant::now(), Duration::from_secs(2), what).await;
     eprintln!("{what}: presence through both routers right {heal:?} after the link came back");
 }
 
@@ -651,18 +659,12 @@ async fn a_frozen_router_purges_nobody_when_it_thaws() {
     c.routers[0].signal("STOP");
     tokio::time::sleep(Duration::from_secs(8)).await;
     c.routers[0].signal("CONT");
-    let thawed = Instant::now();
-    let expected = d1_online(&[]);
-    presence_heals(&c, &expected, expected.len() + 1, what).await;
-    let heal = thawed.elapsed();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    run.finish(what).await;
+    let heal = heal_and_finish(&c, run, Instant::now(), Duration::from_secs(3), what).await;
     let log = c.routers[0].log();
     assert!(
         !log.contains("node silent, purging"),
         "{what}: the thawed router purged healthy edges"
     );
-    presence_heals(&c, &BTreeSet::new(), 0, what).await;
     eprintln!("{what}: presence right through both routers {heal:?} after SIGCONT");
 }
 
